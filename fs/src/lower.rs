@@ -1,0 +1,964 @@
+//! The lower stack, flattened once into one immutable merged tree.
+//!
+//! Layers are read-only and never change while mounted, so whiteouts and opaque markers are
+//! applied once, at mount time, exactly as extracting the layers bottom to top would (DESIGN
+//! rules 1–5). The result is a [`LowerTree`]: a vector of nodes numbered breadth-first, so the
+//! children of a directory are one contiguous, name-sorted range, a lookup is one binary
+//! search, and node numbers (hence inode numbers) are the same at every mount of the same
+//! layers.
+//!
+//! Two layer kinds feed it: a tar layer ([`TarIndex`] + the file holding the tar, served with
+//! `pread` at member offsets) and a host directory (walked with `openat`/`O_NOFOLLOW`; data and
+//! xattrs are read on demand through `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::Error;
+use crate::sys;
+use crate::tar_index::{EntryKind, TarIndex};
+
+/// The OCI opaque-directory marker name.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// The OCI whiteout name prefix.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
+/// What kind of file a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link.
+    Symlink,
+    /// Character device.
+    CharDev,
+    /// Block device.
+    BlockDev,
+    /// Named pipe.
+    Fifo,
+    /// Unix socket.
+    Socket,
+}
+
+impl FileKind {
+    /// The kind encoded in an `st_mode`.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::File,
+            libc::S_IFDIR => FileKind::Dir,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFCHR => FileKind::CharDev,
+            libc::S_IFBLK => FileKind::BlockDev,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::File => libc::S_IFREG,
+            FileKind::Dir => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+            FileKind::CharDev => libc::S_IFCHR,
+            FileKind::BlockDev => libc::S_IFBLK,
+            FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+        }
+    }
+}
+
+/// Metadata shared by lower and upper entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits including setuid/setgid/sticky.
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds).
+    pub mtime: i64,
+    /// Modification time (nanoseconds part).
+    pub mtime_nsec: u32,
+    /// Device number for device nodes.
+    pub rdev: u64,
+}
+
+/// Extended attributes as (name, value) pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Extended attributes of a tar member, compactly stored.
+type TarXattrs = Box<[(Box<str>, Box<[u8]>)]>;
+
+/// Where a node's data and xattrs come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    /// Tar member data at this absolute offset of the layer file; xattrs from the tar.
+    Tar {
+        data: u64,
+        xattrs: TarXattrs,
+    },
+    /// A host directory layer: the node's tree path is its path in the layer.
+    Dir,
+    /// A directory implied by a deeper member, with no entry of its own.
+    Implicit,
+}
+
+/// One node of the merged lower tree.
+#[derive(Debug)]
+pub struct LowerNode {
+    /// The last path component (empty for the root).
+    pub name: Box<[u8]>,
+    /// The parent node (the root is its own parent).
+    pub parent: u32,
+    /// File type.
+    pub kind: FileKind,
+    /// Metadata from the topmost layer that has this entry.
+    pub meta: Meta,
+    /// The layer that supplies this node (index into the bottom-to-top layer list).
+    pub layer: u16,
+    /// Node whose number is this node's inode number (itself, or the first of a hard-link
+    /// group).
+    pub ino_node: u32,
+    /// Hard-link count within the merged tree.
+    pub nlink: u32,
+    /// Symlink target.
+    pub link: Option<Box<[u8]>>,
+    source: Source,
+    children_start: u32,
+    children_len: u32,
+}
+
+/// One read-only layer.
+#[derive(Debug)]
+enum Layer {
+    Tar { file: Arc<File>, name: String },
+    Dir { root: OwnedFd, name: String },
+}
+
+/// A layer given to [`LowerTree::build`], bottom first.
+#[derive(Debug)]
+pub enum LayerInput {
+    /// An uncompressed tar stored at `offset .. offset + len` of `file`, already indexed.
+    Tar {
+        /// The file holding the tar.
+        file: PathBuf,
+        /// Where the tar starts in it.
+        offset: u64,
+        /// The members.
+        index: TarIndex,
+    },
+    /// A host directory (fuse-overlayfs `lowerdir=` style, kernel whiteout formats).
+    Dir(PathBuf),
+}
+
+/// The flattened, immutable lower stack.
+#[derive(Debug)]
+pub struct LowerTree {
+    nodes: Vec<LowerNode>,
+    layers: Vec<Layer>,
+}
+
+/// An open lower file for reading.
+#[derive(Debug)]
+pub enum LowerFile {
+    /// Member data of a tar layer.
+    Tar {
+        /// The layer file.
+        file: Arc<File>,
+        /// Absolute offset of the data.
+        start: u64,
+        /// Data length.
+        size: u64,
+    },
+    /// A file of a directory layer.
+    Dir(OwnedFd),
+}
+
+impl LowerFile {
+    /// Reads up to `buf.len()` bytes at `offset`; short only at end of file.
+    ///
+    /// # Errors
+    /// The kernel's error from `pread`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            LowerFile::Tar { file, start, size } => {
+                if offset >= *size {
+                    return Ok(0);
+                }
+                let want = buf.len().min((size - offset) as usize);
+                sys::pread_full(file.as_fd(), &mut buf[..want], start + offset)
+            }
+            LowerFile::Dir(fd) => sys::pread_full(fd.as_fd(), buf, offset),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- building
+
+struct BuildNode {
+    name: Vec<u8>,
+    kind: FileKind,
+    meta: Meta,
+    layer: u16,
+    source: Source,
+    link: Option<Box<[u8]>>,
+    /// Hard-link group key: nodes with equal keys are one inode.
+    group: usize,
+    children: BTreeMap<Vec<u8>, usize>,
+}
+
+struct Builder {
+    arena: Vec<BuildNode>,
+}
+
+fn implicit_dir_meta() -> Meta {
+    Meta {
+        perm: 0o755,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        rdev: 0,
+    }
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+impl Builder {
+    fn new() -> Self {
+        let root = BuildNode {
+            name: Vec::new(),
+            kind: FileKind::Dir,
+            meta: implicit_dir_meta(),
+            layer: 0,
+            source: Source::Implicit,
+            link: None,
+            group: 0,
+            children: BTreeMap::new(),
+        };
+        Builder { arena: vec![root] }
+    }
+
+    fn push(&mut self, mut node: BuildNode) -> usize {
+        let id = self.arena.len();
+        if node.group == usize::MAX {
+            node.group = id;
+        }
+        self.arena.push(node);
+        id
+    }
+
+    /// The node at `path`, if it exists now.
+    fn find(&self, path: &str) -> Option<usize> {
+        let mut cur = 0;
+        for c in components(path) {
+            if self.arena[cur].kind != FileKind::Dir {
+                return None;
+            }
+            cur = *self.arena[cur].children.get(c.as_bytes())?;
+        }
+        Some(cur)
+    }
+
+    /// The directory at `path`, created (as implicit dirs) where missing or not a directory.
+    fn ensure_dir(&mut self, path: &str, layer: u16) -> usize {
+        let mut cur = 0;
+        for c in components(path) {
+            let existing = self.arena[cur].children.get(c.as_bytes()).copied();
+            cur = match existing {
+                Some(id) if self.arena[id].kind == FileKind::Dir => id,
+                _ => {
+                    let id = self.push(BuildNode {
+                        name: c.as_bytes().to_vec(),
+                        kind: FileKind::Dir,
+                        meta: implicit_dir_meta(),
+                        layer,
+                        source: Source::Implicit,
+                        link: None,
+                        group: usize::MAX,
+                        children: BTreeMap::new(),
+                    });
+                    self.arena[cur].children.insert(c.as_bytes().to_vec(), id);
+                    id
+                }
+            };
+        }
+        cur
+    }
+
+    /// Puts `node` at `name` in `dir`: a directory over a directory keeps the children and
+    /// takes the new metadata; anything else replaces what was there.
+    fn place(&mut self, dir: usize, node: BuildNode) -> usize {
+        if let Some(&old) = self.arena[dir].children.get(&node.name)
+            && self.arena[old].kind == FileKind::Dir
+            && node.kind == FileKind::Dir
+        {
+            let o = &mut self.arena[old];
+            o.meta = node.meta;
+            o.layer = node.layer;
+            o.source = node.source;
+            return old;
+        }
+        let name = node.name.clone();
+        let id = self.push(node);
+        self.arena[dir].children.insert(name, id);
+        id
+    }
+
+    fn apply_tar(&mut self, layer: u16, base: u64, index: &TarIndex) -> Result<(), String> {
+        // Rule 5: an opaque marker applies before the layer's own entries, wherever it stands;
+        // whiteouts apply only to the layers below, so both go first.
+        for e in &index.entries {
+            let (parent, last) = split_parent(&e.path);
+            if last.as_bytes() == OPAQUE_MARKER
+                && let Some(d) = self.find(parent)
+                && self.arena[d].kind == FileKind::Dir
+            {
+                self.arena[d].children.clear();
+            }
+        }
+        for e in &index.entries {
+            let (parent, last) = split_parent(&e.path);
+            let Some(hidden) = last.strip_prefix(".wh.") else {
+                continue;
+            };
+            if hidden.starts_with(".wh.") {
+                continue; // .wh..wh.opq and aufs meta names
+            }
+            if hidden.is_empty() {
+                return Err(format!("bare whiteout {:?}", e.path));
+            }
+            if let Some(d) = self.find(parent)
+                && self.arena[d].kind == FileKind::Dir
+            {
+                self.arena[d].children.remove(hidden.as_bytes());
+            }
+        }
+        // Nodes made from this layer's members, for hard links.
+        let mut by_path: HashMap<&str, usize> = HashMap::new();
+        for e in &index.entries {
+            let (parent, last) = split_parent(&e.path);
+            if last.starts_with(".wh.") {
+                continue;
+            }
+            let meta = Meta {
+                perm: e.mode & 0o7777,
+                uid: e.uid,
+                gid: e.gid,
+                size: if e.kind == EntryKind::File { e.size } else { 0 },
+                mtime: e.mtime,
+                mtime_nsec: e.mtime_nsec,
+                rdev: libc::makedev(e.rdev_major, e.rdev_minor),
+            };
+            let xattrs: TarXattrs = e
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_slice().into()))
+                .collect();
+            if e.path.is_empty() {
+                let root = &mut self.arena[0];
+                root.meta = meta;
+                root.layer = layer;
+                root.source = Source::Tar { data: 0, xattrs };
+                continue;
+            }
+            let dir = self.ensure_dir(parent, layer);
+            let node = match e.kind {
+                EntryKind::HardLink => {
+                    let target = std::str::from_utf8(&e.link_target).unwrap_or("");
+                    let Some(&t) = by_path.get(target) else {
+                        return Err(format!(
+                            "hard link {:?} to {target:?}, which is not an earlier member",
+                            e.path
+                        ));
+                    };
+                    let t = &self.arena[t];
+                    if t.kind == FileKind::Dir {
+                        return Err(format!("hard link {:?} to a directory", e.path));
+                    }
+                    BuildNode {
+                        name: last.as_bytes().to_vec(),
+                        kind: t.kind,
+                        meta: t.meta,
+                        layer,
+                        source: t.source.clone(),
+                        link: t.link.clone(),
+                        group: t.group,
+                        children: BTreeMap::new(),
+                    }
+                }
+                kind => {
+                    let kind = match kind {
+                        EntryKind::File => FileKind::File,
+                        EntryKind::Dir => FileKind::Dir,
+                        EntryKind::Symlink => FileKind::Symlink,
+                        EntryKind::CharDev => FileKind::CharDev,
+                        EntryKind::BlockDev => FileKind::BlockDev,
+                        EntryKind::Fifo => FileKind::Fifo,
+                        EntryKind::HardLink => unreachable!("handled above"),
+                    };
+                    BuildNode {
+                        name: last.as_bytes().to_vec(),
+                        kind,
+                        meta,
+                        layer,
+                        source: Source::Tar {
+                            data: base + e.data_offset,
+                            xattrs,
+                        },
+                        link: (kind == FileKind::Symlink)
+                            .then(|| e.link_target.clone().into_boxed_slice()),
+                        group: usize::MAX,
+                        children: BTreeMap::new(),
+                    }
+                }
+            };
+            let id = self.place(dir, node);
+            by_path.insert(e.path.as_str(), id);
+        }
+        Ok(())
+    }
+
+    fn apply_dir(&mut self, layer: u16, root: BorrowedFd<'_>) -> io::Result<()> {
+        let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+        let st = sys::fstatat(root, c"")?;
+        let node = &mut self.arena[0];
+        node.meta = meta_from_stat(&st);
+        node.layer = layer;
+        node.source = Source::Dir;
+        let fd = sys::openat_beneath(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        self.apply_dir_at(layer, fd, 0, &mut groups)
+    }
+
+    fn apply_dir_at(
+        &mut self,
+        layer: u16,
+        dirfd: OwnedFd,
+        node: usize,
+        groups: &mut HashMap<(u64, u64), usize>,
+    ) -> io::Result<()> {
+        let listing_fd = sys::openat(dirfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let entries = sys::read_dir(listing_fd)?;
+        let opaque =
+            entries.iter().any(|(n, _, _)| n == OPAQUE_MARKER) || is_opaque_xattr(dirfd.as_fd())?;
+        if opaque {
+            self.arena[node].children.clear();
+        }
+        let mut stats = Vec::with_capacity(entries.len());
+        for (name, d_type, _) in entries {
+            if name == OPAQUE_MARKER || name.starts_with(b".wh..wh.") {
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                self.arena[node].children.remove(hidden);
+                continue;
+            }
+            let c = sys::cstr(&name)?;
+            let st = match sys::fstatat_opt(dirfd.as_fd(), &c)? {
+                Some(st) => st,
+                None => continue,
+            };
+            let _ = d_type;
+            if is_whiteout_stat(&st)
+                || (is_xattr_whiteout_candidate(&st) && {
+                    let f = sys::openat(dirfd.as_fd(), &c, libc::O_PATH, 0)?;
+                    is_xattr_whiteout(f.as_fd())?
+                })
+            {
+                self.arena[node].children.remove(name.as_slice());
+                continue;
+            }
+            stats.push((name, c, st));
+        }
+        for (name, c, st) in stats {
+            let kind = FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File);
+            let link = if kind == FileKind::Symlink {
+                Some(sys::readlinkat(dirfd.as_fd(), &c)?.into_boxed_slice())
+            } else {
+                None
+            };
+            let group = if kind != FileKind::Dir && st.st_nlink > 1 {
+                let next = self.arena.len();
+                *groups.entry((st.st_dev, st.st_ino)).or_insert(next)
+            } else {
+                usize::MAX
+            };
+            let id = self.place(
+                node,
+                BuildNode {
+                    name,
+                    kind,
+                    meta: meta_from_stat(&st),
+                    layer,
+                    source: Source::Dir,
+                    link,
+                    group,
+                    children: BTreeMap::new(),
+                },
+            );
+            if kind == FileKind::Dir {
+                let sub = sys::openat(dirfd.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                self.apply_dir_at(layer, sub, id, groups)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers the reachable nodes breadth-first (children of a directory contiguous and
+    /// sorted by name) and resolves hard-link groups.
+    fn freeze(self, layers: Vec<Layer>) -> LowerTree {
+        let mut arena: Vec<Option<BuildNode>> = self.arena.into_iter().map(Some).collect();
+        let mut nodes: Vec<LowerNode> = Vec::new();
+        let mut queue: std::collections::VecDeque<(usize, u32)> = Default::default();
+        let mut group_first: HashMap<usize, u32> = HashMap::new();
+        let mut group_count: HashMap<usize, u32> = HashMap::new();
+        let mut groups: Vec<usize> = Vec::new();
+        queue.push_back((0, 0));
+        while let Some((aid, parent)) = queue.pop_front() {
+            let Some(b) = arena[aid].take() else { continue };
+            let idx = nodes.len() as u32;
+            let ino_node = *group_first.entry(b.group).or_insert(idx);
+            *group_count.entry(b.group).or_insert(0) += 1;
+            groups.push(b.group);
+            nodes.push(LowerNode {
+                name: b.name.into_boxed_slice(),
+                parent,
+                kind: b.kind,
+                meta: b.meta,
+                layer: b.layer,
+                ino_node,
+                nlink: 1,
+                link: b.link,
+                source: b.source,
+                children_start: 0,
+                children_len: b.children.len() as u32,
+            });
+            for (_, child) in b.children {
+                queue.push_back((child, idx));
+            }
+        }
+        // In BFS order the children of node i are enqueued together, right after those of
+        // node i-1, so their numbers form one contiguous range.
+        let mut next = 1u32;
+        for n in &mut nodes {
+            n.children_start = next;
+            next += n.children_len;
+        }
+        for (n, g) in nodes.iter_mut().zip(groups) {
+            if n.kind != FileKind::Dir {
+                n.nlink = group_count[&g];
+            }
+        }
+        LowerTree { nodes, layers }
+    }
+}
+
+fn meta_from_stat(st: &sys::Stat) -> Meta {
+    Meta {
+        perm: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            st.st_size as u64
+        } else {
+            0
+        },
+        mtime: st.st_mtime,
+        mtime_nsec: st.st_mtime_nsec as u32,
+        rdev: st.st_rdev,
+    }
+}
+
+/// A kernel-format whiteout: a character device 0/0.
+pub fn is_whiteout_stat(st: &sys::Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Only empty regular files can be xattr whiteouts; checking the size first saves a syscall.
+fn is_xattr_whiteout_candidate(st: &sys::Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0
+}
+
+fn is_xattr_whiteout(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    for name in [c"trusted.overlay.whiteout", c"user.overlay.whiteout"] {
+        if sys::get_xattr(fd, name)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the directory `fd` carries an overlay opaque xattr with the value `y`
+/// (`x` means "has xattr whiteouts", not opaque: DESIGN rule 4).
+pub fn is_opaque_xattr(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
+        if sys::get_xattr(fd, name)?.as_deref() == Some(b"y") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl LowerTree {
+    /// Flattens `layers` (bottom first) into one tree.
+    ///
+    /// # Errors
+    /// A layer file or directory that cannot be opened or read, or a tar layer whose members
+    /// cannot be merged (a hard link to a missing member, a bare `.wh.`).
+    pub fn build(layers: Vec<LayerInput>) -> Result<LowerTree, Error> {
+        if layers.len() > usize::from(u16::MAX) {
+            return Err(Error::Invalid("too many layers"));
+        }
+        let mut builder = Builder::new();
+        let mut opened = Vec::with_capacity(layers.len());
+        for (i, input) in layers.into_iter().enumerate() {
+            let layer = i as u16;
+            match input {
+                LayerInput::Tar {
+                    file,
+                    offset,
+                    index,
+                } => {
+                    let name = file.display().to_string();
+                    let f = File::open(&file).map_err(|e| Error::io("open layer", &name, e))?;
+                    builder
+                        .apply_tar(layer, offset, &index)
+                        .map_err(|reason| Error::BadLayer {
+                            layer: name.clone(),
+                            reason,
+                        })?;
+                    opened.push(Layer::Tar {
+                        file: Arc::new(f),
+                        name,
+                    });
+                }
+                LayerInput::Dir(path) => {
+                    let name = path.display().to_string();
+                    let root = open_dir_root(&path)?;
+                    builder
+                        .apply_dir(layer, root.as_fd())
+                        .map_err(|e| Error::io("reading lower dir", &name, e))?;
+                    opened.push(Layer::Dir { root, name });
+                }
+            }
+        }
+        Ok(builder.freeze(opened))
+    }
+
+    /// The root node.
+    pub const ROOT: u32 = 0;
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree has only its root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// The node `i`.
+    pub fn node(&self, i: u32) -> &LowerNode {
+        &self.nodes[i as usize]
+    }
+
+    /// The children of directory `dir`, sorted by name.
+    pub fn children(&self, dir: u32) -> std::ops::Range<u32> {
+        let n = self.node(dir);
+        n.children_start..n.children_start + n.children_len
+    }
+
+    /// The child `name` of directory `dir`.
+    pub fn child(&self, dir: u32, name: &[u8]) -> Option<u32> {
+        let r = self.children(dir);
+        let slice = &self.nodes[r.start as usize..r.end as usize];
+        slice
+            .binary_search_by(|n| (*n.name).cmp(name))
+            .ok()
+            .map(|i| r.start + i as u32)
+    }
+
+    /// The node at a `/`-separated path (leading `/` optional).
+    pub fn lookup_path(&self, path: &[u8]) -> Option<u32> {
+        let mut cur = Self::ROOT;
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            if self.node(cur).kind != FileKind::Dir {
+                return None;
+            }
+            cur = self.child(cur, c)?;
+        }
+        Some(cur)
+    }
+
+    /// The path of node `i` from the root, without a leading `/` (`""` for the root).
+    pub fn path(&self, mut i: u32) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while i != Self::ROOT {
+            let n = self.node(i);
+            parts.push(&*n.name);
+            i = n.parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+
+    fn dir_layer_open(&self, i: u32, flags: i32) -> Result<OwnedFd, Error> {
+        let n = self.node(i);
+        let path = self.path(i);
+        match &self.layers[usize::from(n.layer)] {
+            Layer::Dir { root, name } => {
+                let c = sys::rel_cstr(&path).map_err(|e| Error::io("open", name.clone(), e))?;
+                sys::openat_beneath(root.as_fd(), &c, flags, 0).map_err(|e| {
+                    Error::io(
+                        "open lower",
+                        format!("{name}/{}", String::from_utf8_lossy(&path)),
+                        e,
+                    )
+                })
+            }
+            Layer::Tar { .. } => Err(Error::Unsupported),
+        }
+    }
+
+    /// Opens the regular file `i` for reading.
+    ///
+    /// # Errors
+    /// The host error opening a directory-layer file.
+    pub fn open(&self, i: u32) -> Result<LowerFile, Error> {
+        let n = self.node(i);
+        match (&n.source, &self.layers[usize::from(n.layer)]) {
+            (Source::Tar { data, .. }, Layer::Tar { file, .. }) => Ok(LowerFile::Tar {
+                file: Arc::clone(file),
+                start: *data,
+                size: n.meta.size,
+            }),
+            (Source::Dir, Layer::Dir { .. }) => self
+                .dir_layer_open(i, libc::O_RDONLY | libc::O_NOFOLLOW)
+                .map(LowerFile::Dir),
+            _ => Err(Error::Invalid("not a regular file")),
+        }
+    }
+
+    /// The extended attributes of node `i` (all of them; the caller filters private ones).
+    ///
+    /// # Errors
+    /// The host error reading a directory-layer file's xattrs.
+    pub fn xattrs(&self, i: u32) -> Result<Xattrs, Error> {
+        let n = self.node(i);
+        match &n.source {
+            Source::Tar { xattrs, .. } => Ok(xattrs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                .collect()),
+            Source::Implicit => Ok(Vec::new()),
+            Source::Dir => {
+                let fd = self.dir_layer_open(i, libc::O_PATH | libc::O_NOFOLLOW)?;
+                let names = sys::list_xattr(fd.as_fd())
+                    .map_err(|e| Error::io("listxattr lower", self.display_path(i), e))?;
+                let mut out = Vec::with_capacity(names.len());
+                for name in names {
+                    let c = sys::cstr(&name).map_err(|e| Error::io("xattr", "", e))?;
+                    if let Some(v) = sys::get_xattr(fd.as_fd(), &c)
+                        .map_err(|e| Error::io("getxattr lower", self.display_path(i), e))?
+                    {
+                        out.push((name, v));
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// A printable path for messages.
+    pub fn display_path(&self, i: u32) -> String {
+        format!("/{}", String::from_utf8_lossy(&self.path(i)))
+    }
+
+    /// The layer names, bottom first (for messages and `statfs`).
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::Tar { name, .. } | Layer::Dir { name, .. } => name.as_str(),
+            })
+            .collect()
+    }
+}
+
+fn open_dir_root(path: &Path) -> Result<OwnedFd, Error> {
+    let c = CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| Error::Invalid("path contains NUL"))?;
+    let f = std::fs::File::open(sys::os(c.as_bytes()))
+        .map_err(|e| Error::io("open lower dir", path.display().to_string(), e))?;
+    let fd: OwnedFd = f.into();
+    let st = sys::fstatat(fd.as_fd(), c"")
+        .map_err(|e| Error::io("stat lower dir", path.display().to_string(), e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(Error::io(
+            "lower dir",
+            path.display().to_string(),
+            io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tar_index::TarEntry;
+
+    fn entry(path: &str, kind: EntryKind) -> TarEntry {
+        TarEntry {
+            path: path.into(),
+            kind,
+            mode: if kind == EntryKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 0,
+            data_offset: 512,
+            link_target: Vec::new(),
+            rdev_major: 0,
+            rdev_minor: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn tree(layers: Vec<Vec<TarEntry>>) -> LowerTree {
+        let mut b = Builder::new();
+        for (i, entries) in layers.into_iter().enumerate() {
+            b.apply_tar(i as u16, 0, &TarIndex { entries }).unwrap();
+        }
+        b.freeze(Vec::new())
+    }
+
+    fn names(t: &LowerTree, dir: &str) -> Vec<String> {
+        let d = t.lookup_path(dir.as_bytes()).unwrap();
+        t.children(d)
+            .map(|c| String::from_utf8_lossy(&t.node(c).name).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn whiteout_hides_lower_only_and_opaque_clears_before_own_entries() {
+        use EntryKind::*;
+        let t = tree(vec![
+            vec![
+                entry("a", Dir),
+                entry("a/x", File),
+                entry("a/y", File),
+                entry("b", File),
+            ],
+            vec![
+                // The opaque marker comes after an own entry: it must not hide it.
+                entry("a/z", File),
+                entry("a/.wh..wh..opq", File),
+                entry(".wh.b", File),
+                entry("b", File),
+            ],
+        ]);
+        assert_eq!(names(&t, "a"), ["z"]);
+        // A whiteout in the same layer as `b` does not hide that layer's own `b`.
+        assert!(t.lookup_path(b"b").is_some());
+        assert_eq!(t.node(t.lookup_path(b"b").unwrap()).layer, 1);
+    }
+
+    #[test]
+    fn children_are_contiguous_and_sorted() {
+        use EntryKind::*;
+        let t = tree(vec![vec![
+            entry("d", Dir),
+            entry("d/c", File),
+            entry("d/a", File),
+            entry("e", Dir),
+            entry("e/b", File),
+            entry("d/b", Dir),
+        ]]);
+        assert_eq!(names(&t, "d"), ["a", "b", "c"]);
+        assert_eq!(names(&t, ""), ["d", "e"]);
+        assert_eq!(t.path(t.lookup_path(b"d/b").unwrap()), b"d/b");
+        assert_eq!(t.lookup_path(b"/e/b"), t.lookup_path(b"e/b"));
+    }
+
+    #[test]
+    fn hard_links_share_an_inode_node_and_count() {
+        use EntryKind::*;
+        let mut l = entry("h2", HardLink);
+        l.link_target = b"h1".to_vec();
+        let t = tree(vec![vec![entry("h1", File), l, entry("x", File)]]);
+        let a = t.node(t.lookup_path(b"h1").unwrap());
+        let b = t.node(t.lookup_path(b"h2").unwrap());
+        assert_eq!(a.ino_node, b.ino_node);
+        assert_eq!((a.nlink, b.nlink), (2, 2));
+        assert_eq!(t.node(t.lookup_path(b"x").unwrap()).nlink, 1);
+    }
+
+    #[test]
+    fn file_replaces_dir_and_implicit_parents_appear() {
+        use EntryKind::*;
+        let t = tree(vec![
+            vec![entry("a", Dir), entry("a/x", File)],
+            vec![entry("a", File), entry("p/q/r", File)],
+        ]);
+        assert_eq!(t.node(t.lookup_path(b"a").unwrap()).kind, FileKind::File);
+        assert_eq!(t.node(t.lookup_path(b"p/q").unwrap()).kind, FileKind::Dir);
+        assert!(t.lookup_path(b"a/x").is_none());
+    }
+
+    #[test]
+    fn dir_layers_read_kernel_whiteouts_and_opaque_markers() {
+        let base = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        for d in ["a", "o"] {
+            std::fs::create_dir(base.path().join(d)).unwrap();
+        }
+        for f in ["a/1", "a/2", "o/gone", "w"] {
+            std::fs::write(base.path().join(f), f).unwrap();
+        }
+        std::fs::create_dir(top.path().join("o")).unwrap();
+        std::fs::write(top.path().join("o/.wh..wh..opq"), "").unwrap();
+        std::fs::write(top.path().join("o/new"), "n").unwrap();
+        std::fs::create_dir(top.path().join("a")).unwrap();
+        std::fs::write(top.path().join("a/.wh.1"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", top.path().join("w")).unwrap();
+        let t = LowerTree::build(vec![
+            LayerInput::Dir(base.path().into()),
+            LayerInput::Dir(top.path().into()),
+        ])
+        .unwrap();
+        assert_eq!(names(&t, "a"), ["2"]);
+        assert_eq!(names(&t, "o"), ["new"]);
+        let w = t.node(t.lookup_path(b"w").unwrap());
+        assert_eq!(w.kind, FileKind::Symlink);
+        assert_eq!(w.link.as_deref(), Some(&b"/etc/passwd"[..]));
+        let two = t.lookup_path(b"a/2").unwrap();
+        let mut buf = [0u8; 16];
+        let n = t.open(two).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"a/2");
+    }
+}

@@ -1,0 +1,1930 @@
+//! `UnionFs`: overlay semantics as a plain Rust API, without any FUSE types.
+//!
+//! The merged view is the immutable [`LowerTree`] under a writable upper directory in kernel
+//! overlayfs format (see `upper.rs`). Every method takes inode numbers and names, as FUSE
+//! does, and returns [`Error`] values; the FUSE adapter only converts.
+//!
+//! Inode numbers are deterministic: a lower entry's number is its lower-tree node number + 1
+//! (the root is 1; a hard-link group shares its first member's number); an upper entry keeps
+//! the number of the lower entry it was copied up from (`*.rfs.origin`), else its upper
+//! `st_ino` with the top bit set. So st_ino is the same across copy-up and across remounts.
+//!
+//! Locking: lookups, reads, getattr, copy-up and writes share `namespace` (a read lock);
+//! operations that change names (create, unlink, mkdir, rmdir, rename, link, symlink,
+//! mknod) take it exclusively for the few syscalls they need, so paths never change under a
+//! reader's feet. A long copy-up holds only its own inode's `copy_lock`, so readers of other
+//! files proceed.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::lower::{FileKind, LowerFile, LowerTree};
+use crate::sys::{self, SetTime};
+use crate::upper::{LookupResult, Upper, UpperEntry, WhiteoutStyle, is_private_xattr, kind_of};
+use crate::{Error, name::check_component};
+
+/// The inode number of the root directory.
+pub const ROOT_INO: u64 = 1;
+/// Set on inode numbers that come from the upper's `st_ino` (never used by lower nodes).
+const UPPER_INO_BIT: u64 = 1 << 63;
+const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+
+/// Attributes of a merged entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File type.
+    pub kind: FileKind,
+    /// Permission bits (with setuid/setgid/sticky).
+    pub perm: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512-byte blocks allocated.
+    pub blocks: u64,
+    /// Access time (seconds, nanoseconds).
+    pub atime: (i64, u32),
+    /// Modification time.
+    pub mtime: (i64, u32),
+    /// Status change time.
+    pub ctime: (i64, u32),
+    /// Device number of device nodes.
+    pub rdev: u64,
+}
+
+/// Who asks: the ids new entries are created with.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// Filesystem uid of the calling process.
+    pub uid: u32,
+    /// Filesystem gid of the calling process.
+    pub gid: u32,
+}
+
+/// Attribute changes of a `setattr`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (truncate).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+}
+
+/// One entry of a merged directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Inode number (equal to the entry's `st_ino`).
+    pub ino: u64,
+    /// File type.
+    pub kind: FileKind,
+}
+
+/// Where the upper and work dirs are.
+#[derive(Clone, Debug)]
+pub struct UpperDirs {
+    /// The writable layer.
+    pub upper: PathBuf,
+    /// Its work dir (same filesystem).
+    pub work: PathBuf,
+}
+
+/// An open file or directory.
+#[derive(Debug)]
+enum Handle {
+    Lower(LowerFile),
+    Upper(File),
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+/// Mutable part of an inode: where it is and which layers back it.
+#[derive(Debug)]
+struct NodeState {
+    /// Names by which the kernel knows this inode: (parent ino, name). The root has none.
+    aliases: Vec<(u64, Box<[u8]>)>,
+    /// The lower node: a non-directory's data source while not copied up, or the lower
+    /// directory a directory merges with.
+    lower: Option<u32>,
+    /// Whether the entry exists in the upper.
+    upper: bool,
+}
+
+/// One inode the kernel has looked up. Its `state` lock is never held while taking another
+/// inode's lock; `copy_lock` serialises copy-up of this inode only.
+#[derive(Debug)]
+struct Inode {
+    kind: FileKind,
+    nlookup: AtomicU64,
+    state: Mutex<NodeState>,
+    copy_lock: Mutex<()>,
+}
+
+/// What a name resolves to in a merged directory.
+#[derive(Debug)]
+struct Resolved {
+    ino: u64,
+    kind: FileKind,
+    lower: Option<u32>,
+    upper: Option<Box<UpperEntry>>,
+}
+
+/// A snapshot of a directory inode for one operation.
+struct DirSnap {
+    path: Vec<u8>,
+    lower: Option<u32>,
+    upper: bool,
+}
+
+const SHARDS: usize = 16;
+
+/// The union filesystem.
+#[derive(Debug)]
+pub struct UnionFs {
+    lower: LowerTree,
+    upper: Option<Upper>,
+    inodes: Vec<Mutex<HashMap<u64, Arc<Inode>>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    namespace: RwLock<()>,
+    /// Lower nodes of each hard-link group with more than one member, by group inode node.
+    link_groups: HashMap<u32, Vec<u32>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn bytes_err(op: &'static str, path: &[u8], e: io::Error) -> Error {
+    Error::io(op, String::from_utf8_lossy(path).into_owned(), e)
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = parent.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+fn cname(name: &[u8]) -> Result<CString, Error> {
+    sys::cstr(name).map_err(|e| bytes_err("name", name, e))
+}
+
+impl UnionFs {
+    /// Builds the union of `lower` and, unless read-only, the upper dirs.
+    ///
+    /// # Errors
+    /// The upper or work dir cannot be opened, or they are on different filesystems.
+    pub fn new(lower: LowerTree, upper: Option<UpperDirs>) -> Result<UnionFs, Error> {
+        let upper = match upper {
+            Some(d) => Some(Upper::open(&d.upper, &d.work)?),
+            None => None,
+        };
+        let mut link_groups: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in 0..lower.len() as u32 {
+            let n = lower.node(i);
+            if n.kind != FileKind::Dir && n.nlink > 1 {
+                link_groups.entry(n.ino_node).or_default().push(i);
+            }
+        }
+        let fs = UnionFs {
+            lower,
+            upper,
+            inodes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            namespace: RwLock::new(()),
+            link_groups,
+        };
+        let root_lower = match &fs.upper {
+            Some(up) => {
+                if up.is_opaque(up.root()).unwrap_or(false) {
+                    None
+                } else {
+                    Some(LowerTree::ROOT)
+                }
+            }
+            None => Some(LowerTree::ROOT),
+        };
+        let root = Arc::new(Inode {
+            kind: FileKind::Dir,
+            nlookup: AtomicU64::new(1),
+            state: Mutex::new(NodeState {
+                aliases: Vec::new(),
+                lower: root_lower,
+                upper: fs.upper.is_some(),
+            }),
+            copy_lock: Mutex::new(()),
+        });
+        lock(fs.shard(ROOT_INO)).insert(ROOT_INO, root);
+        Ok(fs)
+    }
+
+    /// The lower tree.
+    pub fn lower(&self) -> &LowerTree {
+        &self.lower
+    }
+
+    /// Whether the mount has an upper layer.
+    pub fn is_writable(&self) -> bool {
+        self.upper.is_some()
+    }
+
+    /// Whether whiteouts are written as `.wh.` files (no `CAP_MKNOD`).
+    pub fn uses_wh_files(&self) -> bool {
+        self.upper
+            .as_ref()
+            .is_some_and(|u| u.whiteouts == WhiteoutStyle::WhFile)
+    }
+
+    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, Arc<Inode>>> {
+        &self.inodes[(ino as usize ^ (ino >> 32) as usize) % SHARDS]
+    }
+
+    fn inode(&self, ino: u64) -> Result<Arc<Inode>, Error> {
+        lock(self.shard(ino))
+            .get(&ino)
+            .cloned()
+            .ok_or(Error::NotFound)
+    }
+
+    fn upper(&self) -> Result<&Upper, Error> {
+        self.upper.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    fn read_ns(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.namespace
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_ns(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.namespace
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lower_ino(&self, node: u32) -> u64 {
+        u64::from(self.lower.node(node).ino_node) + 1
+    }
+
+    /// The path of inode `ino` from the root (`""` for the root).
+    fn path(&self, mut ino: u64) -> Result<Vec<u8>, Error> {
+        let mut parts: Vec<Box<[u8]>> = Vec::new();
+        while ino != ROOT_INO {
+            let inode = self.inode(ino)?;
+            let st = lock(&inode.state);
+            let (parent, name) = st.aliases.first().ok_or(Error::NotFound)?;
+            parts.push(name.clone());
+            ino = *parent;
+            if parts.len() > 4096 {
+                return Err(Error::Invalid("path too deep"));
+            }
+        }
+        parts.reverse();
+        Ok(parts.join(&b'/'))
+    }
+
+    fn dir_snap(&self, ino: u64) -> Result<DirSnap, Error> {
+        let inode = self.inode(ino)?;
+        if inode.kind != FileKind::Dir {
+            return Err(Error::NotDir);
+        }
+        let (lower, upper) = {
+            let st = lock(&inode.state);
+            (st.lower, st.upper)
+        };
+        Ok(DirSnap {
+            path: self.path(ino)?,
+            lower,
+            upper,
+        })
+    }
+
+    /// The lower directory an upper directory entry merges with.
+    fn merge_source(&self, e: &UpperEntry, parent_lower: Option<u32>, name: &[u8]) -> Option<u32> {
+        if e.opaque {
+            return None;
+        }
+        let found = match &e.redirect {
+            Some(r) => self.lower.lookup_path(r),
+            None => parent_lower.and_then(|l| self.lower.child(l, name)),
+        };
+        found.filter(|&l| self.lower.node(l).kind == FileKind::Dir)
+    }
+
+    fn upper_ino(&self, e: &UpperEntry, lower: Option<u32>) -> u64 {
+        if let Some(o) = e.origin {
+            return o;
+        }
+        if kind_of(&e.st) == FileKind::Dir
+            && let Some(l) = lower
+        {
+            return self.lower_ino(l);
+        }
+        e.st.st_ino | UPPER_INO_BIT
+    }
+
+    /// Resolves `name` in a directory given its upper fd (if it has an upper) and lower node.
+    fn resolve_in(
+        &self,
+        upper_dir: Option<BorrowedFd<'_>>,
+        parent_lower: Option<u32>,
+        name: &[u8],
+    ) -> Result<Option<Resolved>, Error> {
+        if let (Some(fd), Some(up)) = (upper_dir, &self.upper) {
+            match up.lookup(fd, name)? {
+                LookupResult::Whiteout => return Ok(None),
+                LookupResult::Entry(e) => {
+                    let kind = kind_of(&e.st);
+                    let lower = if kind == FileKind::Dir {
+                        self.merge_source(&e, parent_lower, name)
+                    } else {
+                        None
+                    };
+                    return Ok(Some(Resolved {
+                        ino: self.upper_ino(&e, lower),
+                        kind,
+                        lower,
+                        upper: Some(e),
+                    }));
+                }
+                LookupResult::Absent => {}
+            }
+        }
+        let Some(l) = parent_lower.and_then(|pl| self.lower.child(pl, name)) else {
+            return Ok(None);
+        };
+        Ok(Some(Resolved {
+            ino: self.lower_ino(l),
+            kind: self.lower.node(l).kind,
+            lower: Some(l),
+            upper: None,
+        }))
+    }
+
+    fn resolve(&self, dir: &DirSnap, name: &[u8]) -> Result<Option<Resolved>, Error> {
+        let fd = match (&self.upper, dir.upper) {
+            (Some(up), true) => Some(up.dir(&dir.path)?),
+            _ => None,
+        };
+        self.resolve_in(fd.as_ref().map(AsFd::as_fd), dir.lower, name)
+    }
+
+    fn attr_of(&self, r: &Resolved) -> Attr {
+        match &r.upper {
+            Some(e) => self.upper_attr(e, r.ino, r.lower),
+            None => self.lower_attr(r.lower.unwrap_or(LowerTree::ROOT)),
+        }
+    }
+
+    fn lower_attr(&self, i: u32) -> Attr {
+        let n = self.lower.node(i);
+        let nlink = if n.kind == FileKind::Dir {
+            2 + self
+                .lower
+                .children(i)
+                .filter(|&c| self.lower.node(c).kind == FileKind::Dir)
+                .count() as u32
+        } else {
+            n.nlink
+        };
+        let t = (n.meta.mtime, n.meta.mtime_nsec);
+        let size = match n.kind {
+            FileKind::Symlink => n.link.as_ref().map_or(0, |l| l.len() as u64),
+            _ => n.meta.size,
+        };
+        Attr {
+            ino: self.lower_ino(i),
+            kind: n.kind,
+            perm: n.meta.perm,
+            nlink,
+            uid: n.meta.uid,
+            gid: n.meta.gid,
+            size,
+            blocks: size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            rdev: n.meta.rdev,
+        }
+    }
+
+    fn upper_attr(&self, e: &UpperEntry, ino: u64, lower: Option<u32>) -> Attr {
+        let st = &e.st;
+        let kind = kind_of(st);
+        let (uid, gid, perm) = match e.owner_override {
+            Some((u, g, m)) => (u, g, m & 0o7777),
+            None => (st.st_uid, st.st_gid, st.st_mode & 0o7777),
+        };
+        let nlink = if kind == FileKind::Dir && lower.is_some() {
+            1
+        } else {
+            st.st_nlink as u32
+        };
+        Attr {
+            ino,
+            kind,
+            perm,
+            nlink,
+            uid,
+            gid,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: (st.st_atime, st.st_atime_nsec as u32),
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            ctime: (st.st_ctime, st.st_ctime_nsec as u32),
+            rdev: st.st_rdev,
+        }
+    }
+
+    /// Records that the kernel now knows `r` as `name` in `parent` (one more lookup).
+    fn remember(&self, parent: u64, name: &[u8], r: &Resolved, count_lookup: bool) {
+        let mut shard = lock(self.shard(r.ino));
+        let inode = shard.entry(r.ino).or_insert_with(|| {
+            Arc::new(Inode {
+                kind: r.kind,
+                nlookup: AtomicU64::new(0),
+                state: Mutex::new(NodeState {
+                    aliases: Vec::new(),
+                    lower: r.lower,
+                    upper: r.upper.is_some(),
+                }),
+                copy_lock: Mutex::new(()),
+            })
+        });
+        if count_lookup {
+            inode.nlookup.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut st = lock(&inode.state);
+        st.upper = r.upper.is_some();
+        if r.kind == FileKind::Dir || r.upper.is_none() {
+            st.lower = r.lower;
+        }
+        if !st.aliases.iter().any(|(p, n)| *p == parent && **n == *name) {
+            st.aliases.insert(0, (parent, name.into()));
+        }
+    }
+
+    fn forget_alias(&self, ino: u64, parent: u64, name: &[u8]) {
+        if let Ok(inode) = self.inode(ino) {
+            lock(&inode.state)
+                .aliases
+                .retain(|(p, n)| !(*p == parent && **n == *name));
+        }
+    }
+
+    // ------------------------------------------------------------ lookups
+
+    /// Looks `name` up in `parent`; counts one kernel reference on success.
+    ///
+    /// # Errors
+    /// `NotFound` for a missing or whited-out name; host errors.
+    pub fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<Attr, Error> {
+        let name = check_component(name)?;
+        let _ns = self.read_ns();
+        let dir = self.dir_snap(parent)?;
+        let r = self.resolve(&dir, name)?.ok_or(Error::NotFound)?;
+        self.remember(parent, name, &r, true);
+        Ok(self.attr_of(&r))
+    }
+
+    /// Drops `n` kernel references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut shard = lock(self.shard(ino));
+        if let Some(inode) = shard.get(&ino) {
+            let prev = inode.nlookup.fetch_sub(
+                n.min(inode.nlookup.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if prev <= n {
+                shard.remove(&ino);
+            }
+        }
+    }
+
+    /// Number of inodes the kernel holds references to (for tests and memory accounting).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.iter().map(|s| lock(s).len()).sum()
+    }
+
+    fn getattr_locked(&self, ino: u64) -> Result<Attr, Error> {
+        let inode = self.inode(ino)?;
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if !upper {
+            let l = lower.ok_or(Error::NotFound)?;
+            let mut a = self.lower_attr(l);
+            a.ino = ino;
+            return Ok(a);
+        }
+        let up = self.upper()?;
+        if ino == ROOT_INO {
+            let st = sys::fstatat(up.root(), c"").map_err(|e| Error::io("stat", "/", e))?;
+            let e = up.entry_info(up.root(), c".", st)?;
+            let mut a = self.upper_attr(&e, ROOT_INO, lower);
+            a.ino = ROOT_INO;
+            return Ok(a);
+        }
+        let path = self.path(ino)?;
+        let (ppath, name) = split_last(&path);
+        let pfd = up.dir(ppath)?;
+        let c = cname(name)?;
+        let st = sys::fstatat(pfd.as_fd(), &c).map_err(|e| bytes_err("stat upper", &path, e))?;
+        let e = up.entry_info(pfd.as_fd(), &c, st)?;
+        let mut a = self.upper_attr(&e, ino, lower);
+        a.ino = ino;
+        Ok(a)
+    }
+
+    /// The attributes of `ino`; with an open upper file handle, of that file.
+    ///
+    /// # Errors
+    /// A stale inode or a host error.
+    pub fn getattr(&self, ino: u64) -> Result<Attr, Error> {
+        let _ns = self.read_ns();
+        self.getattr_locked(ino)
+    }
+
+    /// The target of symlink `ino`.
+    ///
+    /// # Errors
+    /// `Invalid` for a non-symlink; host errors.
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, Error> {
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        if inode.kind != FileKind::Symlink {
+            return Err(Error::Invalid("not a symlink"));
+        }
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if !upper {
+            let l = lower.ok_or(Error::NotFound)?;
+            return Ok(self
+                .lower
+                .node(l)
+                .link
+                .as_deref()
+                .unwrap_or_default()
+                .to_vec());
+        }
+        let path = self.path(ino)?;
+        let (ppath, name) = split_last(&path);
+        let pfd = self.upper()?.dir(ppath)?;
+        sys::readlinkat(pfd.as_fd(), &cname(name)?).map_err(|e| bytes_err("readlink", &path, e))
+    }
+
+    // ------------------------------------------------------------ directories
+
+    /// Lists the merged directory `ino`; with `with_ino`, each entry's inode number equals what
+    /// `lookup` returns for it (it costs reading each upper entry's xattrs).
+    fn list(&self, ino: u64, with_ino: bool) -> Result<Vec<DirEntry>, Error> {
+        let dir = self.dir_snap(ino)?;
+        let mut out = Vec::new();
+        let mut hidden: HashSet<Vec<u8>> = HashSet::new();
+        if let (Some(up), true) = (&self.upper, dir.upper) {
+            let pfd = up.dir(&dir.path)?;
+            let lfd = sys::openat(pfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(|e| bytes_err("open upper dir", &dir.path, e))?;
+            let entries =
+                sys::read_dir(lfd).map_err(|e| bytes_err("readdir upper", &dir.path, e))?;
+            for (name, _, _) in entries {
+                if name == crate::lower::OPAQUE_MARKER {
+                    continue;
+                }
+                if let Some(h) = name.strip_prefix(crate::lower::WHITEOUT_PREFIX) {
+                    hidden.insert(h.to_vec());
+                    continue;
+                }
+                let c = cname(&name)?;
+                let Some(st) = sys::fstatat_opt(pfd.as_fd(), &c)
+                    .map_err(|e| bytes_err("stat upper", &name, e))?
+                else {
+                    continue;
+                };
+                if crate::lower::is_whiteout_stat(&st) {
+                    hidden.insert(name);
+                    continue;
+                }
+                let kind = kind_of(&st);
+                let entry_ino = if with_ino {
+                    let e = up.entry_info(pfd.as_fd(), &c, st)?;
+                    let lower = if kind == FileKind::Dir {
+                        self.merge_source(&e, dir.lower, &name)
+                    } else {
+                        None
+                    };
+                    self.upper_ino(&e, lower)
+                } else {
+                    0
+                };
+                hidden.insert(name.clone());
+                out.push(DirEntry {
+                    name,
+                    ino: entry_ino,
+                    kind,
+                });
+            }
+        }
+        if let Some(l) = dir.lower {
+            for c in self.lower.children(l) {
+                let n = self.lower.node(c);
+                if hidden.contains(&*n.name) {
+                    continue;
+                }
+                out.push(DirEntry {
+                    name: n.name.to_vec(),
+                    ino: self.lower_ino(c),
+                    kind: n.kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens directory `ino`: snapshots its merged listing (with `.` and `..`) so offsets
+    /// stay stable while it is read.
+    ///
+    /// # Errors
+    /// `NotDir`, a stale inode, or a host error.
+    pub fn opendir(&self, ino: u64) -> Result<u64, Error> {
+        let _ns = self.read_ns();
+        let mut entries = self.list(ino, true)?;
+        let parent = if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            let inode = self.inode(ino)?;
+            let st = lock(&inode.state);
+            st.aliases.first().map_or(ROOT_INO, |(p, _)| *p)
+        };
+        entries.insert(
+            0,
+            DirEntry {
+                name: b"..".to_vec(),
+                ino: parent,
+                kind: FileKind::Dir,
+            },
+        );
+        entries.insert(
+            0,
+            DirEntry {
+                name: b".".to_vec(),
+                ino,
+                kind: FileKind::Dir,
+            },
+        );
+        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+    }
+
+    /// The snapshot taken by [`UnionFs::opendir`].
+    ///
+    /// # Errors
+    /// `BadHandle` for an unknown handle.
+    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
+        match &*self.handle(fh)? {
+            Handle::Dir(entries) => Ok(Arc::clone(entries)),
+            _ => Err(Error::BadHandle),
+        }
+    }
+
+    /// Counts a kernel reference for an entry returned by `readdirplus`, and returns its
+    /// attributes.
+    ///
+    /// # Errors
+    /// As [`UnionFs::lookup`].
+    pub fn lookup_for_readdirplus(&self, parent: u64, name: &[u8]) -> Result<Attr, Error> {
+        self.lookup(parent, sys::os(name))
+    }
+
+    // ------------------------------------------------------------ handles
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Error> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle)
+    }
+
+    /// Closes a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    /// Opens `ino` with open(2) `flags`. Opening for writing (or with `O_TRUNC`) copies the
+    /// file up first; read-only opens never do. Returns the handle and whether the kernel may
+    /// keep its page cache (true for immutable lower files).
+    ///
+    /// # Errors
+    /// `ReadOnly` for writes without an upper; host errors.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Error> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        if write {
+            self.copy_up(ino)?;
+        }
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if !upper {
+            let l = lower.ok_or(Error::NotFound)?;
+            let f = self.lower.open(l)?;
+            return Ok((self.add_handle(Handle::Lower(f)), true));
+        }
+        let path = self.path(ino)?;
+        let file = self.open_upper(&path, flags)?;
+        Ok((self.add_handle(Handle::Upper(file)), false))
+    }
+
+    fn open_upper(&self, path: &[u8], flags: i32) -> Result<File, Error> {
+        let up = self.upper()?;
+        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC;
+        let c = sys::rel_cstr(path).map_err(|e| bytes_err("path", path, e))?;
+        let fd = sys::openat_beneath(up.root(), &c, (flags & keep) | libc::O_NOFOLLOW, 0)
+            .map_err(|e| bytes_err("open upper", path, e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads up to `size` bytes at `offset` from handle `fh`.
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = match &*h {
+            Handle::Lower(f) => f.read_at(&mut buf, offset),
+            Handle::Upper(f) => sys::pread_full(f.as_fd(), &mut buf, offset),
+            Handle::Dir(_) => return Err(Error::IsDir),
+        }
+        .map_err(|e| Error::io("read", "", e))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` through handle `fh`.
+    ///
+    /// # Errors
+    /// `BadHandle` (also for a read-only lower handle); host errors such as `ENOSPC`.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Error> {
+        let h = self.handle(fh)?;
+        let Handle::Upper(f) = &*h else {
+            return Err(Error::BadHandle);
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    log::debug!("short write: {e}");
+                    break;
+                }
+                Err(e) => return Err(Error::io("write", "", e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// `fsync`/`fdatasync` of handle `fh` (a no-op for immutable lower files).
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => {
+                sys::fsync(f.as_fd(), datasync).map_err(|e| Error::io("fsync", "", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `fallocate` on an upper handle.
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> Result<(), Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => sys::fallocate(f.as_fd(), mode, offset, len)
+                .map_err(|e| Error::io("fallocate", "", e)),
+            _ => Err(Error::BadHandle),
+        }
+    }
+
+    /// `lseek` with `SEEK_DATA`/`SEEK_HOLE` on an upper handle; lower tar data has no holes.
+    ///
+    /// # Errors
+    /// `ENXIO` past the end; host errors.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64, Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => {
+                sys::lseek(f.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
+            }
+            Handle::Lower(LowerFile::Dir(fd)) => {
+                sys::lseek(fd.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
+            }
+            Handle::Lower(LowerFile::Tar { size, .. }) => {
+                let size = *size as i64;
+                if offset >= size || offset < 0 {
+                    return Err(Error::io(
+                        "lseek",
+                        "",
+                        io::Error::from_raw_os_error(libc::ENXIO),
+                    ));
+                }
+                Ok(if whence == libc::SEEK_HOLE {
+                    size
+                } else {
+                    offset
+                })
+            }
+            Handle::Dir(_) => Err(Error::IsDir),
+        }
+    }
+
+    // ------------------------------------------------------------ copy-up
+
+    /// Makes sure the directory at `path` exists in the upper, copying up every missing
+    /// ancestor top down, and returns an `O_PATH` fd of it and the lower dir it merges with.
+    fn ensure_upper_dir(&self, path: &[u8]) -> Result<(OwnedFd, Option<u32>), Error> {
+        let up = self.upper()?;
+        let mut fd = up.dir(b"")?;
+        let mut cur_lower = {
+            let root = self.inode(ROOT_INO)?;
+            lock(&root.state).lower
+        };
+        for comp in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            let c = cname(comp)?;
+            match up.lookup(fd.as_fd(), comp)? {
+                LookupResult::Entry(e) => {
+                    if kind_of(&e.st) != FileKind::Dir {
+                        return Err(Error::NotDir);
+                    }
+                    cur_lower = self.merge_source(&e, cur_lower, comp);
+                }
+                LookupResult::Whiteout => return Err(Error::NotFound),
+                LookupResult::Absent => {
+                    let l = cur_lower
+                        .and_then(|l| self.lower.child(l, comp))
+                        .filter(|&l| self.lower.node(l).kind == FileKind::Dir)
+                        .ok_or(Error::NotFound)?;
+                    let ino = self.lower_ino(l);
+                    self.copy_node_into(l, fd.as_fd(), comp, ino)?;
+                    if let Ok(inode) = self.inode(ino) {
+                        lock(&inode.state).upper = true;
+                    }
+                    cur_lower = Some(l);
+                }
+            }
+            fd = sys::openat(fd.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)
+                .map_err(|e| bytes_err("open upper dir", path, e))?;
+        }
+        Ok((fd, cur_lower))
+    }
+
+    /// Copies `ino` up (DESIGN rules 7–9): ancestors first, then the entry itself, built in
+    /// the work dir and renamed into place. A member of a lower hard-link group brings every
+    /// member that is still visible along, as hard links of one upper file.
+    fn copy_up(&self, ino: u64) -> Result<(), Error> {
+        let up = self.upper()?;
+        let inode = self.inode(ino)?;
+        if lock(&inode.state).upper {
+            return Ok(());
+        }
+        let _guard = lock(&inode.copy_lock);
+        let (parent, name, lower) = {
+            let st = lock(&inode.state);
+            if st.upper {
+                return Ok(());
+            }
+            let (p, n) = st.aliases.first().cloned().ok_or(Error::NotFound)?;
+            (p, n, st.lower)
+        };
+        let ppath = self.path(parent)?;
+        let (pfd, _) = self.ensure_upper_dir(&ppath)?;
+        if let LookupResult::Entry(_) = up.lookup(pfd.as_fd(), &name)? {
+            lock(&inode.state).upper = true;
+            return Ok(());
+        }
+        let l = lower.ok_or(Error::NotFound)?;
+        self.copy_node_into(l, pfd.as_fd(), &name, ino)?;
+        let group = self.link_groups.get(&self.lower.node(l).ino_node);
+        for &member in group.into_iter().flatten() {
+            if member == l {
+                continue;
+            }
+            if let Err(e) = self.link_group_member(member, l, pfd.as_fd(), &name) {
+                log::debug!("hard link group member not linked: {e}");
+            }
+        }
+        let mut st = lock(&inode.state);
+        st.upper = true;
+        if inode.kind != FileKind::Dir {
+            st.lower = None;
+        }
+        Ok(())
+    }
+
+    /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`,
+    /// if that position still shows `member`.
+    fn link_group_member(
+        &self,
+        member: u32,
+        copied: u32,
+        src_dir: BorrowedFd<'_>,
+        src_name: &[u8],
+    ) -> Result<(), Error> {
+        let up = self.upper()?;
+        let mpath = self.lower.path(member);
+        let (mparent, mname) = split_last(&mpath);
+        let _ = copied;
+        let (mfd, mlower) = self.ensure_upper_dir(mparent)?;
+        if mlower.and_then(|l| self.lower.child(l, mname)) != Some(member) {
+            return Ok(());
+        }
+        if !matches!(up.lookup(mfd.as_fd(), mname)?, LookupResult::Absent) {
+            return Ok(());
+        }
+        sys::linkat(src_dir, &cname(src_name)?, mfd.as_fd(), &cname(mname)?)
+            .map_err(|e| bytes_err("link upper", &mpath, e))
+    }
+
+    /// Builds a copy of lower node `l` in the work dir and renames it to `name` in `dir`
+    /// (never replacing: if someone else copied it meanwhile, theirs wins).
+    fn copy_node_into(
+        &self,
+        l: u32,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        origin: u64,
+    ) -> Result<(), Error> {
+        let up = self.upper()?;
+        let node = self.lower.node(l);
+        let tmp = up.tmp_name();
+        let work = up.work();
+        let path = self.lower.display_path(l);
+        let ctx = |op: &'static str| {
+            let path = path.clone();
+            move |e: io::Error| Error::io(op, path, e)
+        };
+        let built = (|| -> Result<(), Error> {
+            match node.kind {
+                FileKind::File => {
+                    let out = sys::openat(
+                        work,
+                        &tmp,
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        0o600,
+                    )
+                    .map_err(ctx("copy-up create"))?;
+                    let input = self.lower.open(l)?;
+                    copy_data(&input, out.as_fd(), node.meta.size).map_err(ctx("copy-up data"))?;
+                    sys::fsync(out.as_fd(), true).map_err(ctx("copy-up fsync"))?;
+                }
+                FileKind::Dir => sys::mkdirat(work, &tmp, 0o700).map_err(ctx("copy-up mkdir"))?,
+                FileKind::Symlink => {
+                    let target = sys::cstr(node.link.as_deref().unwrap_or_default())
+                        .map_err(ctx("copy-up symlink"))?;
+                    sys::symlinkat(&target, work, &tmp).map_err(ctx("copy-up symlink"))?;
+                }
+                kind => sys::mknodat(work, &tmp, kind.mode_bits() | 0o600, node.meta.rdev)
+                    .map_err(ctx("copy-up mknod"))?,
+            }
+            let xattrs = self.lower.xattrs(l)?;
+            self.apply_meta(work, &tmp, node.kind, &node.meta, &xattrs, Some(origin))
+                .map_err(ctx("copy-up metadata"))
+        })();
+        if let Err(e) = built {
+            let _ = crate::upper::remove_tree(work, &tmp);
+            return Err(e);
+        }
+        let c = cname(name)?;
+        match sys::renameat2(work, &tmp, dir, &c, RENAME_NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let _ = crate::upper::remove_tree(work, &tmp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = crate::upper::remove_tree(work, &tmp);
+                Err(Error::io("copy-up rename", path, e))
+            }
+        }
+    }
+
+    /// Sets owner, mode, xattrs, origin and times on a freshly built work-dir entry. Order
+    /// matters: chown clears setuid bits and `security.capability`, so those come after it;
+    /// times come last because the other steps may touch them.
+    fn apply_meta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        kind: FileKind,
+        meta: &crate::lower::Meta,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        origin: Option<u64>,
+    ) -> io::Result<()> {
+        let up = self
+            .upper
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EROFS))?;
+        let fd = sys::openat(dir, name, libc::O_PATH, 0)?;
+        if up.privileged {
+            sys::fchownat(dir, name, Some(meta.uid), Some(meta.gid))?;
+        } else if kind != FileKind::Symlink
+            && (meta.uid != sys::geteuid() || meta.gid != getegid() || meta.perm & 0o7000 != 0)
+        {
+            up.set_owner_override(fd.as_fd(), meta.uid, meta.gid, meta.perm)?;
+        }
+        if kind != FileKind::Symlink {
+            let real = if up.privileged {
+                meta.perm
+            } else if kind == FileKind::Dir {
+                meta.perm | 0o700
+            } else {
+                meta.perm | 0o600
+            };
+            sys::fchmodat(dir, name, real & 0o7777)?;
+        }
+        let mut caps = None;
+        for (k, v) in xattrs {
+            if is_private_xattr(k) {
+                continue;
+            }
+            if k == b"security.capability" {
+                caps = Some(v);
+                continue;
+            }
+            set_xattr_tolerant(fd.as_fd(), k, v)?;
+        }
+        if let Some(v) = caps {
+            set_xattr_tolerant(fd.as_fd(), b"security.capability", v)?;
+        }
+        if let Some(o) = origin {
+            up.set_marker(fd.as_fd(), "rfs.origin", o.to_string().as_bytes())?;
+        }
+        let t = SetTime::At(meta.mtime, meta.mtime_nsec);
+        sys::utimensat(dir, name, t, t)
+    }
+
+    // ------------------------------------------------------------ changes
+
+    /// Changes attributes (chmod, chown, truncate, utimes): copies up first (rule 7).
+    ///
+    /// # Errors
+    /// `ReadOnly`; host errors.
+    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
+        let _ns = self.read_ns();
+        self.copy_up(ino)?;
+        let up = self.upper()?;
+        let inode = self.inode(ino)?;
+        let path = self.path(ino)?;
+        let (ppath, name) = split_last(&path);
+        let (pfd, c) = if ino == ROOT_INO {
+            (up.dir(b"")?, c"".to_owned())
+        } else {
+            (up.dir(ppath)?, cname(name)?)
+        };
+        let pfd = pfd.as_fd();
+        let err = |op| {
+            let path = path.clone();
+            move |e| bytes_err(op, &path, e)
+        };
+        if let Some(size) = set.size {
+            if inode.kind == FileKind::Dir {
+                return Err(Error::IsDir);
+            }
+            let via_handle = fh.and_then(|fh| self.handle(fh).ok());
+            match via_handle.as_deref() {
+                Some(Handle::Upper(f)) => {
+                    sys::ftruncate(f.as_fd(), size).map_err(err("truncate"))?
+                }
+                _ => {
+                    let f = self.open_upper(&path, libc::O_WRONLY)?;
+                    sys::ftruncate(f.as_fd(), size).map_err(err("truncate"))?;
+                }
+            }
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            if up.privileged {
+                sys::fchownat(pfd, &c, set.uid, set.gid).map_err(err("chown"))?;
+            } else {
+                let cur = self.getattr_locked(ino)?;
+                let fd = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
+                let mut perm = set.mode.unwrap_or(cur.perm);
+                if inode.kind != FileKind::Dir {
+                    perm &= !0o6000; // chown clears setuid/setgid, as the kernel does
+                }
+                up.set_owner_override(
+                    fd.as_fd(),
+                    set.uid.unwrap_or(cur.uid),
+                    set.gid.unwrap_or(cur.gid),
+                    perm,
+                )
+                .map_err(err("chown"))?;
+            }
+        }
+        if let Some(mode) = set.mode {
+            if inode.kind != FileKind::Symlink {
+                if up.privileged {
+                    sys::fchmodat(pfd, &c, mode & 0o7777).map_err(err("chmod"))?;
+                } else {
+                    let cur = self.getattr_locked(ino)?;
+                    let fd = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
+                    up.set_owner_override(fd.as_fd(), cur.uid, cur.gid, mode)
+                        .map_err(err("chmod"))?;
+                    let real = mode
+                        | if inode.kind == FileKind::Dir {
+                            0o700
+                        } else {
+                            0o600
+                        };
+                    sys::fchmodat(pfd, &c, real & 0o7777).map_err(err("chmod"))?;
+                }
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            sys::utimensat(
+                pfd,
+                &c,
+                set.atime.unwrap_or(SetTime::Omit),
+                set.mtime.unwrap_or(SetTime::Omit),
+            )
+            .map_err(err("utimes"))?;
+        }
+        self.getattr_locked(ino)
+    }
+
+    /// Creates a new entry `name` in `parent` with `build` (which makes it under a given name
+    /// in a given dir), replacing a whiteout there atomically and marking a directory made
+    /// over a whiteout opaque (rule 12). Returns the new entry's attributes and, for
+    /// `create`, the fd `build` returned.
+    fn make_entry(
+        &self,
+        parent: u64,
+        name: &[u8],
+        kind: FileKind,
+        owner: Option<(Caller, u32)>,
+        build: &dyn Fn(BorrowedFd<'_>, &std::ffi::CStr) -> io::Result<Option<OwnedFd>>,
+    ) -> Result<(Attr, Option<OwnedFd>), Error> {
+        let up = self.upper()?;
+        let dir = self.dir_snap(parent)?;
+        if self.resolve(&dir, name)?.is_some() {
+            return Err(Error::Exists);
+        }
+        self.copy_up(parent)?;
+        let (pfd, _) = self.ensure_upper_dir(&dir.path)?;
+        let pfd = pfd.as_fd();
+        let c = cname(name)?;
+        let full = join(&dir.path, name);
+        let err = |op| {
+            let full = full.clone();
+            move |e| bytes_err(op, &full, e)
+        };
+        // Ownership as the kernel gives it: the caller's ids, or the parent's group under a
+        // setgid directory (which a directory then inherits).
+        // A hard link (`owner` None) keeps its inode's ownership.
+        let owner = match owner {
+            Some((caller, perm)) => {
+                let pst = sys::fstatat(pfd, c"").map_err(err("stat parent"))?;
+                let setgid_parent = pst.st_mode & libc::S_ISGID != 0;
+                let gid = if setgid_parent {
+                    pst.st_gid
+                } else {
+                    caller.gid
+                };
+                let perm = if setgid_parent && kind == FileKind::Dir {
+                    perm | libc::S_ISGID
+                } else {
+                    perm
+                };
+                Some((caller.uid, gid, perm))
+            }
+            None => None,
+        };
+        let set_owner = |d: BorrowedFd<'_>, n: &std::ffi::CStr| -> io::Result<()> {
+            match owner {
+                Some((uid, gid, perm)) => self.set_new_owner(d, n, kind, uid, gid, perm),
+                None => Ok(()),
+            }
+        };
+        let over_whiteout = up.whiteout_at(pfd, name).map_err(err("stat"))?;
+        let fd;
+        if over_whiteout {
+            let tmp = up.tmp_name();
+            let work = up.work();
+            let made = (|| -> io::Result<Option<OwnedFd>> {
+                let fd = build(work, &tmp)?;
+                set_owner(work, &tmp)?;
+                if kind == FileKind::Dir {
+                    let d = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+                    up.set_marker(d.as_fd(), "overlay.opaque", b"y")?;
+                }
+                Ok(fd)
+            })();
+            match made {
+                Ok(f) => fd = f,
+                Err(e) => {
+                    let _ = crate::upper::remove_tree(work, &tmp);
+                    return Err(bytes_err("create", &full, e));
+                }
+            }
+            // Replacing the char-dev whiteout by rename is atomic; a directory cannot
+            // replace a non-directory, so it goes in by exchange.
+            let res = if kind == FileKind::Dir {
+                sys::renameat2(work, &tmp, pfd, &c, RENAME_EXCHANGE)
+                    .and_then(|()| sys::unlinkat(work, &tmp, false))
+            } else {
+                sys::renameat2(work, &tmp, pfd, &c, 0)
+            };
+            if let Err(e) = res {
+                let _ = crate::upper::remove_tree(work, &tmp);
+                return Err(bytes_err("create", &full, e));
+            }
+        } else {
+            let wh_file_present = up.whiteouts == WhiteoutStyle::WhFile && {
+                let mut wh = b".wh.".to_vec();
+                wh.extend_from_slice(name);
+                sys::fstatat_opt(pfd, &cname(&wh)?).ok().flatten().is_some()
+            };
+            fd = build(pfd, &c).map_err(err("create"))?;
+            set_owner(pfd, &c).map_err(err("chown"))?;
+            if wh_file_present {
+                if kind == FileKind::Dir {
+                    let d = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
+                    up.set_marker(d.as_fd(), "overlay.opaque", b"y")
+                        .map_err(err("opaque"))?;
+                }
+                up.remove_wh_file(pfd, name)
+                    .map_err(err("remove whiteout"))?;
+            }
+        }
+        let st = sys::fstatat(pfd, &c).map_err(err("stat"))?;
+        let e = up.entry_info(pfd, &c, st)?;
+        let lower = if kind == FileKind::Dir {
+            self.merge_source(&e, dir.lower, name)
+        } else {
+            None
+        };
+        let r = Resolved {
+            ino: self.upper_ino(&e, lower),
+            kind,
+            lower,
+            upper: Some(Box::new(e)),
+        };
+        self.remember(parent, name, &r, true);
+        Ok((self.attr_of(&r), fd))
+    }
+
+    fn set_new_owner(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        kind: FileKind,
+        uid: u32,
+        gid: u32,
+        perm: u32,
+    ) -> io::Result<()> {
+        let up = self
+            .upper
+            .as_ref()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EROFS))?;
+        if up.privileged {
+            sys::fchownat(dir, name, Some(uid), Some(gid))?;
+            if kind != FileKind::Symlink {
+                sys::fchmodat(dir, name, perm & 0o7777)?;
+            }
+        } else if kind != FileKind::Symlink {
+            if uid != sys::geteuid() || gid != getegid() {
+                let fd = sys::openat(dir, name, libc::O_PATH, 0)?;
+                up.set_owner_override(fd.as_fd(), uid, gid, perm)?;
+            }
+            let real = perm | if kind == FileKind::Dir { 0o700 } else { 0o600 };
+            sys::fchmodat(dir, name, real & 0o7777)?;
+        }
+        Ok(())
+    }
+
+    /// Creates and opens a regular file.
+    ///
+    /// # Errors
+    /// `Exists`, `ReadOnly`; host errors.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Attr, u64), Error> {
+        let name = check_component(name)?;
+        let _ns = self.write_ns();
+        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_SYNC | libc::O_DSYNC;
+        let oflags = (flags & keep) | libc::O_CREAT | libc::O_EXCL;
+        let (attr, fd) = self.make_entry(
+            parent,
+            name,
+            FileKind::File,
+            Some((caller, mode & 0o7777)),
+            &|d, n| sys::openat(d, n, oflags, 0o600).map(Some),
+        )?;
+        let fd = fd.ok_or(Error::BadHandle)?;
+        Ok((attr, self.add_handle(Handle::Upper(File::from(fd)))))
+    }
+
+    /// Creates a directory.
+    ///
+    /// # Errors
+    /// `Exists`, `ReadOnly`; host errors.
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> Result<Attr, Error> {
+        let name = check_component(name)?;
+        let _ns = self.write_ns();
+        self.make_entry(
+            parent,
+            name,
+            FileKind::Dir,
+            Some((caller, mode & 0o7777)),
+            &|d, n| sys::mkdirat(d, n, 0o700).map(|()| None),
+        )
+        .map(|(a, _)| a)
+    }
+
+    /// Creates a device node, fifo or socket (or a regular file).
+    ///
+    /// # Errors
+    /// `Exists`, `ReadOnly`; `EPERM` for devices without `CAP_MKNOD`; host errors.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Attr, Error> {
+        let name = check_component(name)?;
+        let kind = FileKind::from_mode(mode).ok_or(Error::Invalid("bad file type"))?;
+        let _ns = self.write_ns();
+        self.make_entry(
+            parent,
+            name,
+            kind,
+            Some((caller, mode & 0o7777)),
+            &|d, n| sys::mknodat(d, n, kind.mode_bits() | 0o600, rdev).map(|()| None),
+        )
+        .map(|(a, _)| a)
+    }
+
+    /// Creates a symlink.
+    ///
+    /// # Errors
+    /// `Exists`, `ReadOnly`; host errors.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &[u8],
+        caller: Caller,
+    ) -> Result<Attr, Error> {
+        let name = check_component(name)?;
+        let target = sys::cstr(target).map_err(|e| bytes_err("symlink", target, e))?;
+        let _ns = self.write_ns();
+        self.make_entry(
+            parent,
+            name,
+            FileKind::Symlink,
+            Some((caller, 0o777)),
+            &|d, n| sys::symlinkat(&target, d, n).map(|()| None),
+        )
+        .map(|(a, _)| a)
+    }
+
+    /// Removes a non-directory: the upper entry goes, and a whiteout hides a lower one
+    /// (rule 11).
+    ///
+    /// # Errors
+    /// `NotFound`, `IsDir`, `ReadOnly`; host errors.
+    pub fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), Error> {
+        let name = check_component(name)?;
+        let _ns = self.write_ns();
+        self.remove(parent, name, false)
+    }
+
+    /// Removes an empty (in the merged view) directory.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotDir`, `NotEmpty`, `ReadOnly`; host errors.
+    pub fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), Error> {
+        let name = check_component(name)?;
+        let _ns = self.write_ns();
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &[u8], is_dir: bool) -> Result<(), Error> {
+        let up = self.upper()?;
+        let dir = self.dir_snap(parent)?;
+        let r = self.resolve(&dir, name)?.ok_or(Error::NotFound)?;
+        match (is_dir, r.kind == FileKind::Dir) {
+            (true, false) => return Err(Error::NotDir),
+            (false, true) => return Err(Error::IsDir),
+            _ => {}
+        }
+        if is_dir {
+            self.remember(parent, name, &r, false);
+            if !self.list(r.ino, false)?.is_empty() {
+                return Err(Error::NotEmpty);
+            }
+        }
+        let lower_below = dir.lower.and_then(|l| self.lower.child(l, name)).is_some();
+        let full = join(&dir.path, name);
+        let (pfd, _) = if r.upper.is_some() || lower_below {
+            self.copy_up(parent)?;
+            self.ensure_upper_dir(&dir.path)?
+        } else {
+            return Err(Error::NotFound);
+        };
+        let pfd = pfd.as_fd();
+        let c = cname(name)?;
+        if r.upper.is_some() && is_dir {
+            // Empty in the merged view, but it may hold whiteouts: clear them first.
+            let sub = sys::openat(pfd, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(|e| bytes_err("open", &full, e))?;
+            for (n, _, _) in sys::read_dir(sub).map_err(|e| bytes_err("readdir", &full, e))? {
+                let d = sys::openat(pfd, &c, libc::O_PATH | libc::O_DIRECTORY, 0)
+                    .map_err(|e| bytes_err("open", &full, e))?;
+                crate::upper::remove_tree(d.as_fd(), &cname(&n)?)
+                    .map_err(|e| bytes_err("rmdir", &full, e))?;
+            }
+        }
+        if lower_below {
+            if r.upper.is_some() && is_dir {
+                if up.whiteouts == WhiteoutStyle::CharDev {
+                    let tmp = up.tmp_name();
+                    sys::mknodat(up.work(), &tmp, libc::S_IFCHR, 0)
+                        .map_err(|e| bytes_err("whiteout", &full, e))?;
+                    sys::renameat2(up.work(), &tmp, pfd, &c, RENAME_EXCHANGE)
+                        .map_err(|e| bytes_err("whiteout", &full, e))?;
+                    sys::unlinkat(up.work(), &tmp, true)
+                        .map_err(|e| bytes_err("rmdir", &full, e))?;
+                } else {
+                    sys::unlinkat(pfd, &c, true).map_err(|e| bytes_err("rmdir", &full, e))?;
+                    up.make_whiteout(pfd, name)
+                        .map_err(|e| bytes_err("whiteout", &full, e))?;
+                }
+            } else {
+                up.make_whiteout(pfd, name)
+                    .map_err(|e| bytes_err("whiteout", &full, e))?;
+            }
+        } else {
+            sys::unlinkat(pfd, &c, is_dir).map_err(|e| bytes_err("unlink", &full, e))?;
+        }
+        self.forget_alias(r.ino, parent, name);
+        Ok(())
+    }
+
+    /// Makes a hard link: copies the source up (with its lower hard-link group) first.
+    ///
+    /// # Errors
+    /// `Exists`, `ReadOnly`, `EPERM` for directories; host errors.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &std::ffi::OsStr) -> Result<Attr, Error> {
+        let newname = check_component(newname)?;
+        let _ns = self.write_ns();
+        let inode = self.inode(ino)?;
+        if inode.kind == FileKind::Dir {
+            return Err(Error::NotPermitted);
+        }
+        self.copy_up(ino)?;
+        let src_path = self.path(ino)?;
+        let (sp, sn) = split_last(&src_path);
+        let up = self.upper()?;
+        let sfd = up.dir(sp)?;
+        let sname = cname(sn)?;
+        let (attr, _) = self.make_entry(newparent, newname, inode.kind, None, &|d, n| {
+            sys::linkat(sfd.as_fd(), &sname, d, n)?;
+            Ok(None)
+        })?;
+        Ok(attr)
+    }
+
+    /// Renames, with `RENAME_NOREPLACE` and `RENAME_EXCHANGE` support. Lower and merged
+    /// directories are moved by copying up the directory itself and recording where its
+    /// lower part lives (`overlay.redirect`), so every child stays (rule 13).
+    ///
+    /// # Errors
+    /// `NotFound`, `Exists`, `NotEmpty`, `IsDir`, `NotDir`, `ReadOnly`; host errors.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        newparent: u64,
+        newname: &std::ffi::OsStr,
+        flags: u32,
+    ) -> Result<(), Error> {
+        let name = check_component(name)?;
+        let newname = check_component(newname)?;
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
+        {
+            return Err(Error::Invalid("rename flags"));
+        }
+        let _ns = self.write_ns();
+        let up = self.upper()?;
+        let sdir = self.dir_snap(parent)?;
+        let ddir = self.dir_snap(newparent)?;
+        let src = self.resolve(&sdir, name)?.ok_or(Error::NotFound)?;
+        let dst = self.resolve(&ddir, newname)?;
+        if flags & RENAME_EXCHANGE != 0 {
+            let dst = dst.ok_or(Error::NotFound)?;
+            return self.exchange(parent, name, &sdir, &src, newparent, newname, &ddir, &dst);
+        }
+        if let Some(d) = &dst {
+            if flags & RENAME_NOREPLACE != 0 {
+                return Err(Error::Exists);
+            }
+            if d.ino == src.ino {
+                return Ok(());
+            }
+            if src.kind == FileKind::Dir {
+                if d.kind != FileKind::Dir {
+                    return Err(Error::NotDir);
+                }
+                self.remember(newparent, newname, d, false);
+                if !self.list(d.ino, false)?.is_empty() {
+                    return Err(Error::NotEmpty);
+                }
+            } else if d.kind == FileKind::Dir {
+                return Err(Error::IsDir);
+            }
+        }
+        self.remember(parent, name, &src, false);
+        self.copy_up(src.ino)?;
+        let (sfd, _) = self.ensure_upper_dir(&sdir.path)?;
+        let (dfd, _) = self.ensure_upper_dir(&ddir.path)?;
+        let sc = cname(name)?;
+        let dc = cname(newname)?;
+        let full = join(&sdir.path, name);
+        let err = |op| {
+            let full = full.clone();
+            move |e| bytes_err(op, &full, e)
+        };
+        if src.kind == FileKind::Dir {
+            self.mark_moved_dir(sfd.as_fd(), &sc, &src, ddir.lower, newname)?;
+        }
+        // Clear what sits in the upper at the destination: whiteouts inside an (empty)
+        // directory, or a whiteout a directory cannot replace by rename.
+        match up.lookup(dfd.as_fd(), newname)? {
+            LookupResult::Entry(e) if kind_of(&e.st) == FileKind::Dir => {
+                let sub = sys::openat(dfd.as_fd(), &dc, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(err("open"))?;
+                let inner = sys::openat(dfd.as_fd(), &dc, libc::O_PATH | libc::O_DIRECTORY, 0)
+                    .map_err(err("open"))?;
+                for (n, _, _) in sys::read_dir(sub).map_err(err("readdir"))? {
+                    crate::upper::remove_tree(inner.as_fd(), &cname(&n)?).map_err(err("rename"))?;
+                }
+            }
+            // A `.wh.` file style whiteout is not at `newname` itself; nothing to clear.
+            LookupResult::Whiteout
+                if src.kind == FileKind::Dir
+                    && up.whiteout_at(dfd.as_fd(), newname).map_err(err("stat"))? =>
+            {
+                sys::unlinkat(dfd.as_fd(), &dc, false).map_err(err("rename"))?;
+            }
+            _ => {}
+        }
+        sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, 0).map_err(err("rename"))?;
+        if up.whiteouts == WhiteoutStyle::WhFile {
+            up.remove_wh_file(dfd.as_fd(), newname)
+                .map_err(err("rename"))?;
+        }
+        if sdir.lower.and_then(|l| self.lower.child(l, name)).is_some() {
+            up.make_whiteout(sfd.as_fd(), name)
+                .map_err(err("whiteout"))?;
+        }
+        if let Some(d) = &dst {
+            self.forget_alias(d.ino, newparent, newname);
+        }
+        self.forget_alias(src.ino, parent, name);
+        let moved = Resolved {
+            ino: src.ino,
+            kind: src.kind,
+            lower: src.lower,
+            upper: None,
+        };
+        self.remember(newparent, newname, &moved, false);
+        if let Ok(inode) = self.inode(src.ino) {
+            lock(&inode.state).upper = true;
+        }
+        Ok(())
+    }
+
+    /// Before a directory moves: a directory with a lower part records where that part is
+    /// (redirect); a pure upper directory landing where a lower directory shows through is
+    /// made opaque so nothing leaks into it.
+    fn mark_moved_dir(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        src: &Resolved,
+        dest_parent_lower: Option<u32>,
+        dest_name: &[u8],
+    ) -> Result<(), Error> {
+        let up = self.upper()?;
+        let fd = sys::openat(dir, name, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| bytes_err("open", name.to_bytes(), e))?;
+        let res = match src.lower {
+            Some(l) => {
+                let mut target = b"/".to_vec();
+                target.extend_from_slice(&self.lower.path(l));
+                up.set_marker(fd.as_fd(), "overlay.redirect", &target)
+            }
+            None => {
+                if dest_parent_lower
+                    .and_then(|l| self.lower.child(l, dest_name))
+                    .is_some()
+                {
+                    up.set_marker(fd.as_fd(), "overlay.opaque", b"y")
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        res.map_err(|e| bytes_err("set redirect", name.to_bytes(), e))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        &self,
+        parent: u64,
+        name: &[u8],
+        sdir: &DirSnap,
+        src: &Resolved,
+        newparent: u64,
+        newname: &[u8],
+        ddir: &DirSnap,
+        dst: &Resolved,
+    ) -> Result<(), Error> {
+        self.remember(parent, name, src, false);
+        self.remember(newparent, newname, dst, false);
+        self.copy_up(src.ino)?;
+        self.copy_up(dst.ino)?;
+        let (sfd, _) = self.ensure_upper_dir(&sdir.path)?;
+        let (dfd, _) = self.ensure_upper_dir(&ddir.path)?;
+        let sc = cname(name)?;
+        let dc = cname(newname)?;
+        if src.kind == FileKind::Dir {
+            self.mark_moved_dir(sfd.as_fd(), &sc, src, ddir.lower, newname)?;
+        }
+        if dst.kind == FileKind::Dir {
+            self.mark_moved_dir(dfd.as_fd(), &dc, dst, sdir.lower, name)?;
+        }
+        sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, RENAME_EXCHANGE)
+            .map_err(|e| bytes_err("rename exchange", name, e))?;
+        self.forget_alias(src.ino, parent, name);
+        self.forget_alias(dst.ino, newparent, newname);
+        let moved = |r: &Resolved| Resolved {
+            ino: r.ino,
+            kind: r.kind,
+            lower: r.lower,
+            upper: None,
+        };
+        self.remember(newparent, newname, &moved(src), false);
+        self.remember(parent, name, &moved(dst), false);
+        for ino in [src.ino, dst.ino] {
+            if let Ok(inode) = self.inode(ino) {
+                lock(&inode.state).upper = true;
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ xattrs, statfs
+
+    /// Reads the xattr `name` of `ino` (private overlay xattrs do not exist here).
+    ///
+    /// # Errors
+    /// `NoAttr`; host errors.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NoAttr);
+        }
+        self.all_xattrs(ino)?
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .ok_or(Error::NoAttr)
+    }
+
+    /// The xattr names of `ino`, without private ones.
+    ///
+    /// # Errors
+    /// Host errors.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self
+            .all_xattrs(ino)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !is_private_xattr(k))
+            .collect())
+    }
+
+    fn all_xattrs(&self, ino: u64) -> Result<crate::lower::Xattrs, Error> {
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if !upper {
+            return self.lower.xattrs(lower.ok_or(Error::NotFound)?);
+        }
+        let fd = self.upper_path_fd(ino)?;
+        let path = || String::from("upper entry");
+        let names = sys::list_xattr(fd.as_fd()).map_err(|e| Error::io("listxattr", path(), e))?;
+        let mut out = Vec::new();
+        for n in names {
+            let c = cname(&n)?;
+            if let Some(v) =
+                sys::get_xattr(fd.as_fd(), &c).map_err(|e| Error::io("getxattr", path(), e))?
+            {
+                out.push((n, v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn upper_path_fd(&self, ino: u64) -> Result<OwnedFd, Error> {
+        let path = self.path(ino)?;
+        let c = sys::rel_cstr(&path).map_err(|e| bytes_err("path", &path, e))?;
+        sys::openat_beneath(self.upper()?.root(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| bytes_err("open upper", &path, e))
+    }
+
+    /// Sets an xattr (copies up first).
+    ///
+    /// # Errors
+    /// `NotPermitted` for private names; host errors.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<(), Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NotPermitted);
+        }
+        let _ns = self.read_ns();
+        self.copy_up(ino)?;
+        let fd = self.upper_path_fd(ino)?;
+        sys::set_xattr(fd.as_fd(), &cname(name)?, value, flags)
+            .map_err(|e| bytes_err("setxattr", name, e))
+    }
+
+    /// Removes an xattr (copies up first).
+    ///
+    /// # Errors
+    /// `NoAttr`; host errors.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NoAttr);
+        }
+        let _ns = self.read_ns();
+        self.copy_up(ino)?;
+        let fd = self.upper_path_fd(ino)?;
+        sys::remove_xattr(fd.as_fd(), &cname(name)?).map_err(|e| bytes_err("removexattr", name, e))
+    }
+
+    /// Filesystem statistics: those of the upper (or of a lower layer when read-only).
+    ///
+    /// # Errors
+    /// Host errors.
+    pub fn statfs(&self) -> Result<libc::statvfs, Error> {
+        match &self.upper {
+            Some(up) => sys::fstatvfs(up.root()).map_err(|e| Error::io("statfs", "upper", e)),
+            None => {
+                let f = File::open("/").map_err(|e| Error::io("statfs", "/", e))?;
+                sys::fstatvfs(f.as_fd()).map_err(|e| Error::io("statfs", "/", e))
+            }
+        }
+    }
+}
+
+fn getegid() -> u32 {
+    nix::unistd::getegid().as_raw()
+}
+
+fn set_xattr_tolerant(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = sys::cstr(name)?;
+    match sys::set_xattr(fd, &c, value, 0) {
+        // trusted.* without CAP_SYS_ADMIN, or a filesystem without that namespace.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {
+            log::debug!(
+                "copy-up: xattr {} not kept: {e}",
+                String::from_utf8_lossy(name)
+            );
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Copies `size` bytes of a lower file into `out`: `copy_file_range` where the kernel can
+/// (same filesystem, reflinks), else `pread`/`pwrite` in 1 MiB chunks, skipping zero chunks
+/// so sparse files stay sparse.
+fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    let (in_fd, base) = match input {
+        LowerFile::Tar { file, start, .. } => (file.as_fd(), *start),
+        LowerFile::Dir(fd) => (fd.as_fd(), 0),
+    };
+    let mut done = 0u64;
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while done < size {
+        let chunk = (size - done).min(1 << 30) as usize;
+        if use_cfr {
+            match sys::copy_file_range(in_fd, base + done, out, done, chunk) {
+                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+                Ok(n) => {
+                    done += n as u64;
+                    continue;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                    ) =>
+                {
+                    use_cfr = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; 1 << 20];
+        }
+        let want = (size - done).min(buf.len() as u64) as usize;
+        let n = sys::pread_full(in_fd, &mut buf[..want], base + done)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            // A hole: extend the file instead of writing zeros.
+            done += n as u64;
+            sys::ftruncate(out, done)?;
+            continue;
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(out, &buf[w..n], done + w as u64)?;
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`) and `c` into (``, `c`).
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    }
+}

@@ -1,0 +1,382 @@
+//! The writable upper directory and its work dir, in kernel overlayfs format.
+//!
+//! - Whiteouts are character devices 0/0; where `mknod` is refused (no `CAP_MKNOD`), an empty
+//!   file `.wh.<name>` instead (the fuse-overlayfs fallback).
+//! - Opaque directories carry `trusted.overlay.opaque=y` as root, `user.overlay.opaque=y`
+//!   otherwise; both are read. Renamed lower directories carry `*.overlay.redirect` with the
+//!   absolute lower path they merge with (kernel `redirect_dir=on`).
+//! - `*.rfs.origin` records the inode number a copied-up entry had in the lower tree, so
+//!   st_ino survives copy-up and remounts.
+//! - Ownership a rootless daemon cannot `chown` lives in `user.containers.override_stat`
+//!   (`uid:gid:mode`, the containers/storage convention).
+//!
+//! New entries are built in the work dir under a temporary name and renamed into place, so a
+//! crash never leaves a partial entry visible; leftovers are removed when mounting.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::lower::{FileKind, is_opaque_xattr, is_whiteout_stat};
+use crate::sys;
+
+/// The prefix of temporary names in the work dir.
+const TMP_PREFIX: &str = "#rfs-tmp-";
+
+/// How whiteouts are written to this upper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhiteoutStyle {
+    /// Character device 0/0 (kernel format).
+    CharDev,
+    /// Empty `.wh.<name>` file (no `CAP_MKNOD`).
+    WhFile,
+}
+
+/// What the upper knows about one of its entries, beyond `stat`.
+#[derive(Debug)]
+pub(crate) struct UpperEntry {
+    pub(crate) st: sys::Stat,
+    pub(crate) origin: Option<u64>,
+    pub(crate) opaque: bool,
+    pub(crate) redirect: Option<Vec<u8>>,
+    pub(crate) owner_override: Option<(u32, u32, u32)>,
+}
+
+/// The writable layer.
+#[derive(Debug)]
+pub(crate) struct Upper {
+    root: OwnedFd,
+    work: OwnedFd,
+    pub(crate) privileged: bool,
+    pub(crate) whiteouts: WhiteoutStyle,
+    next_tmp: AtomicU64,
+}
+
+fn io_ctx(op: &'static str, path: &[u8], e: io::Error) -> crate::Error {
+    crate::Error::io(op, String::from_utf8_lossy(path).into_owned(), e)
+}
+
+/// Names of the xattrs the overlay keeps for itself; never shown, never settable.
+pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(b"trusted.rfs.")
+        || name.starts_with(b"user.rfs.")
+        || name == b"user.containers.override_stat"
+}
+
+fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.split(':');
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(it.next()?.trim_start_matches("0"), 8).unwrap_or(0);
+    Some((uid, gid, mode))
+}
+
+impl Upper {
+    /// Opens `upper` and `work` (which must be on one filesystem), probes whether whiteouts
+    /// can be device nodes, and removes what an earlier crash left in the work dir.
+    pub(crate) fn open(upper: &Path, work: &Path) -> Result<Upper, crate::Error> {
+        let open = |p: &Path| -> Result<OwnedFd, crate::Error> {
+            std::fs::File::open(p)
+                .map(OwnedFd::from)
+                .map_err(|e| crate::Error::io("open", p.display().to_string(), e))
+        };
+        let root = open(upper)?;
+        let work_fd = open(work)?;
+        let st_u = sys::fstatat(root.as_fd(), c"")
+            .map_err(|e| crate::Error::io("stat", upper.display().to_string(), e))?;
+        let st_w = sys::fstatat(work_fd.as_fd(), c"")
+            .map_err(|e| crate::Error::io("stat", work.display().to_string(), e))?;
+        if st_u.st_dev != st_w.st_dev {
+            return Err(crate::Error::io(
+                "upper and work dir must be on one filesystem",
+                work.display().to_string(),
+                io::Error::from_raw_os_error(libc::EXDEV),
+            ));
+        }
+        let privileged = sys::geteuid() == 0;
+        let mut up = Upper {
+            root,
+            work: work_fd,
+            privileged,
+            whiteouts: WhiteoutStyle::CharDev,
+            next_tmp: AtomicU64::new(0),
+        };
+        up.clean_work()
+            .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
+        let probe = up.tmp_name();
+        match sys::mknodat(up.work.as_fd(), &probe, libc::S_IFCHR | 0o600, 0) {
+            Ok(()) => {
+                let _ = sys::unlinkat(up.work.as_fd(), &probe, false);
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+                up.whiteouts = WhiteoutStyle::WhFile;
+            }
+            Err(e) => {
+                return Err(crate::Error::io(
+                    "probing whiteouts in work dir",
+                    work.display().to_string(),
+                    e,
+                ));
+            }
+        }
+        Ok(up)
+    }
+
+    /// The xattr namespace our markers use: `trusted.` as root, `user.` otherwise.
+    fn ns(&self) -> &'static str {
+        if self.privileged { "trusted" } else { "user" }
+    }
+
+    fn xattr_name(&self, suffix: &str) -> CString {
+        CString::new(format!("{}.{suffix}", self.ns())).unwrap_or_default()
+    }
+
+    /// A fresh temporary name for the work dir.
+    pub(crate) fn tmp_name(&self) -> CString {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("{TMP_PREFIX}{}-{n}", std::process::id())).unwrap_or_default()
+    }
+
+    /// The work dir fd.
+    pub(crate) fn work(&self) -> BorrowedFd<'_> {
+        self.work.as_fd()
+    }
+
+    /// The upper root fd.
+    pub(crate) fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// Removes everything in the work dir (leftovers of an interrupted copy-up).
+    fn clean_work(&self) -> io::Result<()> {
+        let fd = sys::openat(
+            self.work.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        for (name, _, _) in sys::read_dir(fd)? {
+            let c = sys::cstr(&name)?;
+            remove_tree(self.work.as_fd(), &c)?;
+        }
+        Ok(())
+    }
+
+    /// An `O_PATH` fd of the upper directory at `path` (relative; `""` is the root).
+    pub(crate) fn dir(&self, path: &[u8]) -> Result<OwnedFd, crate::Error> {
+        let c = sys::rel_cstr(path).map_err(|e| io_ctx("path", path, e))?;
+        sys::openat_beneath(self.root.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .map_err(|e| io_ctx("open upper dir", path, e))
+    }
+
+    /// Looks `name` up in the upper dir `dir`: `Ok(None)` if absent, `Some(None)`-like
+    /// whiteouts are reported through [`LookupResult::Whiteout`].
+    pub(crate) fn lookup(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<LookupResult, crate::Error> {
+        let c = sys::cstr(name).map_err(|e| io_ctx("name", name, e))?;
+        match sys::fstatat_opt(dir, &c).map_err(|e| io_ctx("stat upper", name, e))? {
+            Some(st) if is_whiteout_stat(&st) => Ok(LookupResult::Whiteout),
+            Some(st) => Ok(LookupResult::Entry(Box::new(self.entry_info(dir, &c, st)?))),
+            None => {
+                if self.whiteouts == WhiteoutStyle::WhFile {
+                    let mut wh = b".wh.".to_vec();
+                    wh.extend_from_slice(name);
+                    let c = sys::cstr(&wh).map_err(|e| io_ctx("name", name, e))?;
+                    if sys::fstatat_opt(dir, &c)
+                        .map_err(|e| io_ctx("stat upper", &wh, e))?
+                        .is_some()
+                    {
+                        return Ok(LookupResult::Whiteout);
+                    }
+                }
+                Ok(LookupResult::Absent)
+            }
+        }
+    }
+
+    /// Reads the overlay xattrs of the entry `name` in `dir`.
+    pub(crate) fn entry_info(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        st: sys::Stat,
+    ) -> Result<UpperEntry, crate::Error> {
+        let mut e = UpperEntry {
+            st,
+            origin: None,
+            opaque: false,
+            redirect: None,
+            owner_override: None,
+        };
+        let fd = match sys::openat(dir, name, libc::O_PATH, 0) {
+            Ok(fd) => fd,
+            Err(err) => return Err(io_ctx("open upper", name.to_bytes(), err)),
+        };
+        let names = sys::list_xattr(fd.as_fd())
+            .map_err(|err| io_ctx("listxattr upper", name.to_bytes(), err))?;
+        for x in names {
+            if !is_private_xattr(&x) {
+                continue;
+            }
+            let c = sys::cstr(&x).map_err(|err| io_ctx("xattr", &x, err))?;
+            let Some(v) = sys::get_xattr(fd.as_fd(), &c)
+                .map_err(|err| io_ctx("getxattr upper", name.to_bytes(), err))?
+            else {
+                continue;
+            };
+            match x.as_slice() {
+                b"trusted.rfs.origin" | b"user.rfs.origin" => {
+                    e.origin = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+                }
+                b"trusted.overlay.opaque" | b"user.overlay.opaque" => {
+                    e.opaque |= v == b"y";
+                }
+                b"trusted.overlay.redirect" | b"user.overlay.redirect" => e.redirect = Some(v),
+                b"user.containers.override_stat" => e.owner_override = parse_override(&v),
+                _ => {}
+            }
+        }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR && !e.opaque {
+            // A `.wh..wh..opq` marker inside also makes it opaque (OCI-style upper).
+            e.opaque = sys::fstatat_opt(fd.as_fd(), c".wh..wh..opq")
+                .ok()
+                .flatten()
+                .is_some();
+        }
+        Ok(e)
+    }
+
+    /// Sets one of our markers (`overlay.opaque`, `overlay.redirect`, `rfs.origin`) on `fd`.
+    /// Symlinks of a rootless upper cannot carry `user.` xattrs: that failure is ignored for
+    /// `rfs.origin` (the entry then gets a new inode number at the next mount).
+    pub(crate) fn set_marker(
+        &self,
+        fd: BorrowedFd<'_>,
+        suffix: &str,
+        value: &[u8],
+    ) -> io::Result<()> {
+        match sys::set_xattr(fd, &self.xattr_name(suffix), value, 0) {
+            Err(e)
+                if suffix == "rfs.origin"
+                    && matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) =>
+            {
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Records ownership a rootless daemon could not set (`user.containers.override_stat`).
+    pub(crate) fn set_owner_override(
+        &self,
+        fd: BorrowedFd<'_>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> io::Result<()> {
+        let v = format!("{uid}:{gid}:0{:o}", mode & 0o7777);
+        match sys::set_xattr(fd, c"user.containers.override_stat", v.as_bytes(), 0) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Makes `name` in `dir` a whiteout, atomically replacing a non-directory there.
+    pub(crate) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+        let c = sys::cstr(name)?;
+        match self.whiteouts {
+            WhiteoutStyle::CharDev => {
+                let tmp = self.tmp_name();
+                sys::mknodat(self.work(), &tmp, libc::S_IFCHR, 0)?;
+                if let Err(e) = sys::renameat2(self.work(), &tmp, dir, &c, 0) {
+                    let _ = sys::unlinkat(self.work(), &tmp, false);
+                    return Err(e);
+                }
+                Ok(())
+            }
+            WhiteoutStyle::WhFile => {
+                let mut wh = b".wh.".to_vec();
+                wh.extend_from_slice(name);
+                let whc = sys::cstr(&wh)?;
+                drop(sys::openat(
+                    dir,
+                    &whc,
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                    0o600,
+                )?);
+                match sys::unlinkat(dir, &c, false) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Whether `name` in `dir` is a whiteout, and removes a `.wh.` file for it if that is the
+    /// style (the char-dev style is replaced by a rename instead).
+    pub(crate) fn whiteout_at(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+        let c = sys::cstr(name)?;
+        if let Some(st) = sys::fstatat_opt(dir, &c)? {
+            return Ok(is_whiteout_stat(&st));
+        }
+        Ok(false)
+    }
+
+    /// Removes a `.wh.<name>` file in `dir`, if any.
+    pub(crate) fn remove_wh_file(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+        let mut wh = b".wh.".to_vec();
+        wh.extend_from_slice(name);
+        let c = sys::cstr(&wh)?;
+        match sys::unlinkat(dir, &c, false) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the upper directory fd is opaque.
+    pub(crate) fn is_opaque(&self, fd: BorrowedFd<'_>) -> io::Result<bool> {
+        is_opaque_xattr(fd)
+    }
+}
+
+/// What the upper has under a name.
+#[derive(Debug)]
+pub(crate) enum LookupResult {
+    /// Nothing.
+    Absent,
+    /// A whiteout: the name is deleted.
+    Whiteout,
+    /// A real entry.
+    Entry(Box<UpperEntry>),
+}
+
+/// Removes `name` in `dir` and everything below it, without following symlinks.
+pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
+    match sys::unlinkat(dir, name, false) {
+        Ok(()) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let sub = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let list_fd = sys::openat(sub.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for (child, _, _) in sys::read_dir(list_fd)? {
+        let c = sys::cstr(&child)?;
+        remove_tree(sub.as_fd(), &c)?;
+    }
+    sys::unlinkat(dir, name, true)
+}
+
+/// The `FileKind` of a stat.
+pub(crate) fn kind_of(st: &sys::Stat) -> FileKind {
+    FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File)
+}

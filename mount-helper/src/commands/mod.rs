@@ -1,0 +1,48 @@
+//! One module per subcommand; `run` dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command};
+
+mod mount;
+mod umount;
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Mount(args) => mount::run(cli.root, args),
+        Command::Umount { mountpoint } => umount::run(&mountpoint),
+    }
+}
+
+/// rfs's root directory: `--root`/`RFS_ROOT`, else `$XDG_DATA_HOME/rfs`, else
+/// `~/.local/share/rfs`. Created if missing.
+pub(crate) fn root_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let root = match explicit {
+        Some(r) => r,
+        None => match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => PathBuf::from(x).join("rfs"),
+            None => {
+                let home = std::env::var_os("HOME")
+                    .context("neither --root, RFS_ROOT, XDG_DATA_HOME nor HOME is set")?;
+                PathBuf::from(home).join(".local/share/rfs")
+            }
+        },
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("creating root directory {}", root.display()))?;
+    std::fs::canonicalize(&root).with_context(|| format!("resolving {}", root.display()))
+}
+
+/// The layers of an image SOURCE, bottom first, indexed (and cached under `root`).
+pub(crate) fn image_layers(
+    root: &std::path::Path,
+    source: &std::path::Path,
+    platform: Option<&str>,
+) -> Result<Vec<rfs_fs::lower::LayerInput>> {
+    let _ = (root, platform);
+    anyhow::bail!("{}: image sources are not supported yet", source.display())
+}

@@ -1,0 +1,264 @@
+//! `rfs mount`: CLI arguments → layers → `UnionFs` → FUSE mount, in the foreground or as a
+//! daemon that reports "ready" (or the error) to the waiting parent through a pipe.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{SigSet, Signal};
+
+use rfs_fs::fuse::MountOptions;
+use rfs_fs::lower::{LayerInput, LowerTree};
+use rfs_fs::union::{UnionFs, UpperDirs};
+
+use crate::cli::MountArgs;
+
+/// Runs `rfs mount`.
+pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
+    // With --lower, clap puts the only positional into `source`.
+    let (source, mountpoint) = match (&args.lower, &args.source, &args.mountpoint) {
+        (Some(_), Some(m), None) => (None, m.clone()),
+        (None, Some(s), Some(m)) => (Some(s.clone()), m.clone()),
+        _ => bail!(
+            "usage: rfs mount SOURCE MOUNTPOINT, or rfs mount --lower DIR[:DIR...] MOUNTPOINT"
+        ),
+    };
+    check_mountpoint(&mountpoint)?;
+    let root = super::root_dir(root)?;
+    if args.foreground {
+        return serve(&root, source.as_deref(), &mountpoint, &args, None);
+    }
+    daemonize(&root, source.as_deref(), &mountpoint, &args)
+}
+
+fn check_mountpoint(m: &Path) -> Result<()> {
+    let meta = std::fs::metadata(m).with_context(|| format!("mountpoint {}", m.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {}: not a directory", m.display());
+    }
+    let canon = std::fs::canonicalize(m)?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let busy = mounts.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|p| unescape_mountinfo(p) == canon.as_os_str().to_string_lossy())
+    });
+    if busy {
+        bail!(
+            "mountpoint {}: busy (something is mounted there already)",
+            m.display()
+        );
+    }
+    Ok(())
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Forks before any thread exists: the child mounts and serves; the parent waits for the
+/// child's "ready" or error message and exits accordingly.
+#[allow(unsafe_code)]
+fn daemonize(
+    root: &Path,
+    source: Option<&Path>,
+    mountpoint: &Path,
+    args: &MountArgs,
+) -> Result<ExitCode> {
+    let (rd, wr) = nix::unistd::pipe().context("creating pipe")?;
+    // SAFETY: rfs is single-threaded at this point (no thread has been spawned yet), so the
+    // child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(wr);
+            let mut msg = String::new();
+            std::fs::File::from(rd).read_to_string(&mut msg).ok();
+            match msg.strip_prefix("OK\n") {
+                Some(rest) => {
+                    eprint!("{rest}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None if msg.is_empty() => bail!("the rfs daemon exited before the mount was ready"),
+                None => {
+                    eprint!("{}", msg.trim_start_matches("ERR "));
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            // Errors before "ready" went to the parent through the pipe; later ones are logged.
+            let code = match serve(root, source, mountpoint, args, Some(wr)) {
+                Ok(_) => 0,
+                Err(e) => {
+                    log::debug!("{e:#}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+fn report(ready: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready.take() {
+        let mut f = std::fs::File::from(fd);
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Builds the filesystem, mounts it, and serves until unmounted or signalled.
+fn serve(
+    root: &Path,
+    source: Option<&Path>,
+    mountpoint: &Path,
+    args: &MountArgs,
+    mut ready: Option<OwnedFd>,
+) -> Result<ExitCode> {
+    let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
+    let setup = (|| -> Result<(Arc<UnionFs>, String)> {
+        let layers = match (source, &args.lower) {
+            (_, Some(lower)) => lower_dirs(lower)?,
+            (Some(src), None) => {
+                crate::commands::image_layers(root, src, args.platform.as_deref())?
+            }
+            (None, None) => bail!("nothing to mount"),
+        };
+        let tree = LowerTree::build(layers)?;
+        let mut notice = String::new();
+        let upper = if args.read_only {
+            None
+        } else {
+            Some(match (&args.upper, &args.work) {
+                (Some(u), Some(w)) => UpperDirs {
+                    upper: u.clone(),
+                    work: w.clone(),
+                },
+                _ => {
+                    let dirs = fresh_upper(root)?;
+                    notice = format!("rfs: writable layer in {}\n", dirs.upper.display());
+                    dirs
+                }
+            })
+        };
+        let fs = UnionFs::new(tree, upper).context("opening the upper layer")?;
+        Ok((Arc::new(fs), notice))
+    })()
+    .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
+    let (fs, notice) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            report(&mut ready, &format!("ERR rfs: {e:#}\n"));
+            return Err(e);
+        }
+    };
+    // Block the signals we wait for before fuser spawns its threads, so they inherit the mask.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block().context("blocking signals")?;
+    let opts = MountOptions {
+        fsname: format!("rfs:{what}"),
+        allow_other: nix::unistd::geteuid().is_root(),
+        read_only: args.read_only,
+        threads: args.threads,
+    };
+    let session = match rfs_fs::fuse::spawn_mount(fs, mountpoint, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied
+                || std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/fuse")
+                    .is_err()
+            {
+                " (is /dev/fuse present and accessible? a rootless mount needs it mode 0666 and fusermount3)"
+            } else {
+                ""
+            };
+            let msg = format!("mounting {what} on {}: {e}{hint}", mountpoint.display());
+            report(&mut ready, &format!("ERR rfs: {msg}\n"));
+            bail!(msg);
+        }
+    };
+    report(&mut ready, &format!("OK\n{notice}"));
+    if ready.is_none() && !notice.is_empty() && args.foreground {
+        eprint!("{notice}");
+    }
+    // Daemon: stop writing to the caller's terminal.
+    if !args.foreground {
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let fd = null.as_raw_fd();
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            if std::env::var_os("RFS_LOG").is_none() {
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            let _ = fd;
+        }
+    }
+    // A thread waits for the (blocked) signals; the main thread watches both it and the
+    // session, which ends by itself when the filesystem is unmounted from outside.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(sig) = signals.wait() {
+            let _ = tx.send(sig);
+        }
+    });
+    loop {
+        if session.guard.is_finished() {
+            let _ = session.join();
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(sig) = rx.recv_timeout(Duration::from_millis(200)) {
+            log::info!("{sig}: unmounting");
+            session.umount_and_join().context("unmounting")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// `--lower a:b:c` (a on top) as layers bottom first.
+fn lower_dirs(spec: &str) -> Result<Vec<LayerInput>> {
+    let mut layers = Vec::new();
+    for d in spec.split(':').rev() {
+        if d.is_empty() {
+            bail!("--lower: empty directory name in {spec:?}");
+        }
+        let p = std::fs::canonicalize(d).with_context(|| format!("lower dir {d}"))?;
+        if !p.is_dir() {
+            bail!("lower dir {d}: not a directory");
+        }
+        layers.push(LayerInput::Dir(p));
+    }
+    Ok(layers)
+}
+
+/// A new upper and work dir under `root/mounts/<id>/`.
+fn fresh_upper(root: &Path) -> Result<UpperDirs> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let id = format!("{}-{}", now.as_secs(), std::process::id());
+    let base = root.join("mounts").join(id);
+    let upper = base.join("upper");
+    let work = base.join("work");
+    for d in [&upper, &work] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(UpperDirs { upper, work })
+}
