@@ -105,10 +105,7 @@ type TarXattrs = Box<[(Box<str>, Box<[u8]>)]>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Source {
     /// Tar member data at this absolute offset of the layer file; xattrs from the tar.
-    Tar {
-        data: u64,
-        xattrs: TarXattrs,
-    },
+    Tar { data: u64, xattrs: TarXattrs },
     /// A host directory layer: the node's tree path is its path in the layer.
     Dir,
     /// A directory implied by a deeper member, with no entry of its own.

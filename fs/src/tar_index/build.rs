@@ -182,7 +182,7 @@ impl fmt::Display for TypeByte {
 
 /// Why a raw tar path could not be normalised (see [`normalize`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PathError {
+pub enum PathError {
     /// `..` components climb above the root.
     #[error("path climbs above the layer root")]
     EscapesRoot,
@@ -203,7 +203,7 @@ pub(crate) enum PathError {
 ///
 /// Names that are not UTF-8 are rejected rather than escaped: every layer produced by the
 /// common tools is UTF-8, and rejecting keeps one spelling per name through the whole stack.
-pub(crate) fn normalize(raw: &[u8]) -> Result<String, PathError> {
+pub fn normalize(raw: &[u8]) -> Result<String, PathError> {
     if raw.contains(&0) {
         return Err(PathError::ContainsNul);
     }
@@ -1501,7 +1501,7 @@ mod tests {
                 let at = (rng.next() % tar.len() as u64) as usize;
                 tar[at] = rng.next() as u8;
             }
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 tar.truncate((rng.next() % tar.len() as u64) as usize);
             }
             let _ = try_index(&tar);
@@ -1647,7 +1647,7 @@ mod tests {
             }) => assert_eq!((path_prefix.len(), limit), (PATH_PREFIX_LEN, 100)),
             other => panic!("{other:?}"),
         }
-        let tar = raw_tar(&[Raw::link(b"s", b'2', long[..99].as_bytes())]);
+        let tar = raw_tar(&[Raw::link(b"s", b'2', &long.as_bytes()[..99])]);
         let limits = Limits {
             max_path_len: 50,
             ..Limits::default()

@@ -17,7 +17,7 @@
 //!
 //! The checksum catches corruption, not forgery, so [`decode`] treats its input as hostile
 //! anyway: every length is checked against both the bytes left and the [`Limits`] before
-//! anything is allocated, and the decoded index must satisfy the invariants [`super::build`]
+//! anything is allocated, and the decoded index must satisfy the invariants [`super::build()`]
 //! guarantees (normalised unique paths, hard links naming earlier members, ...), so code
 //! downstream can rely on them whichever way the index was obtained.
 
@@ -398,7 +398,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Checks what [`super::build`] guarantees of every index it returns.
+/// Checks what [`super::build()`] guarantees of every index it returns.
 fn check_invariants(index: &TarIndex) -> Result<(), DecodeError> {
     let mut kinds: HashMap<&str, EntryKind> = HashMap::with_capacity(index.entries.len());
     for (position, entry) in index.entries.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! `TarIndex`: one layer tar's members by path, built in one pass so member data can be served
 //! later with `pread` at recorded offsets, without extracting anything.
 //!
-//! The index is pure data: [`build`] makes one from a tar stream and [`codec`] stores and loads
+//! The index is pure data: [`build()`] makes one from a tar stream and [`codec`] stores and loads
 //! it. Interpreting whiteouts (`.wh.` names) is left to the lower-tree merge, which sees every
 //! layer; the indexer only rejects names that can never be valid (escaping `..`, a bare `.wh.`,
 //! duplicates).
@@ -9,7 +9,7 @@
 mod build;
 pub mod codec;
 
-pub use build::{Error, Limits, build};
+pub use build::{Error, Limits, PathError, build, normalize};
 
 /// The kind of a tar member, after hard links have been recognised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,170 @@
+//! Shared helpers: the `rfs` binary, a `MountGuard` that always unmounts, preconditions.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The built `rfs` binary.
+pub fn rfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rfs"))
+}
+
+/// Runs `rfs` with `args`, returning its output.
+pub fn rfs(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(rfs_bin())
+        .args(args)
+        .output()
+        .expect("running the rfs binary")
+}
+
+/// Whether privileged tests may run; if not, either panics with the reason or (with
+/// `RFS_SKIP_PRIVILEGED=1`) prints that the test is skipped and returns false.
+pub fn require_root(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let fuse = Path::new("/dev/fuse").exists();
+    if root && fuse {
+        return true;
+    }
+    let why = if !root {
+        "not running as root"
+    } else {
+        "/dev/fuse is missing"
+    };
+    if std::env::var_os("RFS_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: {why} (RFS_SKIP_PRIVILEGED=1)");
+        return false;
+    }
+    panic!("{test}: {why}; run as root with /dev/fuse, or set RFS_SKIP_PRIVILEGED=1 to skip");
+}
+
+/// Whether `path` is a mountpoint now.
+pub fn is_mounted(path: &Path) -> bool {
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A mounted filesystem that is unmounted on drop, also when the test panics:
+/// `fusermount3 -u` (or `umount` for kernel mounts), then `umount -l`.
+pub struct MountGuard {
+    pub mountpoint: PathBuf,
+    kernel: bool,
+}
+
+impl MountGuard {
+    /// Mounts with `rfs mount ARGS... MOUNTPOINT` (daemon mode) and waits until it is ready.
+    pub fn rfs(args: &[&std::ffi::OsStr], mountpoint: &Path) -> Result<MountGuard, String> {
+        let mut all: Vec<&std::ffi::OsStr> = args.to_vec();
+        all.push(mountpoint.as_os_str());
+        let out = rfs(&all);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let guard = MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            kernel: false,
+        };
+        let start = Instant::now();
+        while !is_mounted(mountpoint) {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("rfs mount returned but nothing is mounted".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(guard)
+    }
+
+    /// Mounts kernel overlayfs with `options` (`lowerdir=...,upperdir=...,workdir=...`).
+    pub fn overlay(options: &str, mountpoint: &Path) -> Result<MountGuard, String> {
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", options])
+            .arg(mountpoint)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            kernel: true,
+        })
+    }
+
+    /// Unmounts now, reporting failure (Drop only tries).
+    pub fn unmount(mut self) -> Result<(), String> {
+        let r = self.do_unmount();
+        self.mountpoint = PathBuf::new();
+        r
+    }
+
+    fn do_unmount(&mut self) -> Result<(), String> {
+        if self.mountpoint.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let first = if self.kernel {
+            Command::new("umount").arg(&self.mountpoint).status()
+        } else {
+            Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mountpoint)
+                .status()
+        };
+        if first.is_ok_and(|s| s.success()) {
+            // Wait for the daemon to notice, so its upper is quiet.
+            let start = Instant::now();
+            while is_mounted(&self.mountpoint) && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Ok(());
+        }
+        let lazy = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .status();
+        match lazy {
+            Ok(s) if s.success() => Err(format!("{}: needed umount -l", self.mountpoint.display())),
+            _ => Err(format!("{}: could not unmount", self.mountpoint.display())),
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.do_unmount() {
+            eprintln!("MountGuard: {e}");
+        }
+    }
+}
+
+/// A temporary directory tree for one test: lower dirs, upper, work, mountpoint.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A fresh scratch dir under `$RFS_TEST_TMP` or the system temp dir.
+    pub fn new() -> Scratch {
+        let base = std::env::var_os("RFS_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base).unwrap();
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("rfs-test-")
+                .tempdir_in(base)
+                .unwrap(),
+        }
+    }
+
+    /// `self/name`, created as a directory.
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `rfs mount` through real FUSE mounts, driving the built `rfs` binary
+//! and real tools. One binary, a module per feature; `common` holds the mount guard.
+//!
+//! These tests need root (kernel overlayfs is the oracle, device nodes, trusted xattrs) and
+//! `/dev/fuse`. Without them a test fails with the reason, unless `RFS_SKIP_PRIVILEGED=1`
+//! is set, in which case it prints that it skipped.
+
+mod common;
+mod differential;
+mod images;
+mod semantics;
