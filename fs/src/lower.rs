@@ -280,12 +280,17 @@ impl Builder {
     }
 
     /// The directory at `path`, created (as implicit dirs) where missing or not a directory.
-    fn ensure_dir(&mut self, path: &str, layer: u16) -> usize {
+    /// A symlink on the way is an error: a member must never be placed through a symlink
+    /// (`a -> /` then `a/etc/passwd` would write outside the layer when extracted).
+    fn ensure_dir(&mut self, path: &str, layer: u16) -> Result<usize, String> {
         let mut cur = 0;
         for c in components(path) {
             let existing = self.arena[cur].children.get(c.as_bytes()).copied();
             cur = match existing {
                 Some(id) if self.arena[id].kind == FileKind::Dir => id,
+                Some(id) if self.arena[id].kind == FileKind::Symlink => {
+                    return Err(format!("member {path:?} lies beyond the symlink {c:?}"));
+                }
                 _ => {
                     let id = self.push(BuildNode {
                         name: c.as_bytes().to_vec(),
@@ -302,7 +307,7 @@ impl Builder {
                 }
             };
         }
-        cur
+        Ok(cur)
     }
 
     /// Puts `node` at `name` in `dir`: a directory over a directory keeps the children and
@@ -381,7 +386,7 @@ impl Builder {
                 root.source = Source::Tar { data: 0, xattrs };
                 continue;
             }
-            let dir = self.ensure_dir(parent, layer);
+            let dir = self.ensure_dir(parent, layer)?;
             let node = match e.kind {
                 EntryKind::HardLink => {
                     let target = std::str::from_utf8(&e.link_target).unwrap_or("");
@@ -913,6 +918,24 @@ mod tests {
         assert_eq!(a.ino_node, b.ino_node);
         assert_eq!((a.nlink, b.nlink), (2, 2));
         assert_eq!(t.node(t.lookup_path(b"x").unwrap()).nlink, 1);
+    }
+
+    #[test]
+    fn a_member_beyond_a_symlink_is_an_error() {
+        use EntryKind::*;
+        let mut link = entry("a", Symlink);
+        link.link_target = b"/".to_vec();
+        let mut b = Builder::new();
+        let err = b
+            .apply_tar(
+                0,
+                0,
+                &TarIndex {
+                    entries: vec![link, entry("a/etc/passwd", File)],
+                },
+            )
+            .unwrap_err();
+        assert!(err.contains("symlink"), "{err}");
     }
 
     #[test]

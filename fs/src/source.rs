@@ -1,0 +1,178 @@
+//! From an image SOURCE to lower layers ready to merge: opens the image ([`crate::image`]),
+//! indexes each layer tar once, and caches the index under the root directory so a remount
+//! reads a small file instead of walking the tar.
+//!
+//! Cache layout: `<root>/indexes/sha256/<diff_id hex>` for layers with a diff_id, and
+//! `<root>/indexes/file/<key>` (device, inode, size, mtime and offset of the tar) for a flat
+//! rootfs tar. Entries are written to a temp file and renamed into place; a corrupt entry is
+//! rebuilt, never trusted.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+use crate::image::{self, Image, LayerBlob, OpenOptions, Platform};
+use crate::lower::LayerInput;
+use crate::tar_index::{self, Limits, TarIndex, codec};
+
+/// How to open a source.
+#[derive(Clone, Copy)]
+pub struct SourceOptions<'a> {
+    /// rfs's root directory (decompressed layers, verification marks, index cache).
+    pub root: &'a Path,
+    /// The platform to choose from a multi-platform index (default: this machine's).
+    pub platform: Option<&'a str>,
+    /// Progress callback: (what, done, total).
+    pub progress: Option<&'a (dyn Fn(&str, u64, u64) + Sync)>,
+}
+
+impl std::fmt::Debug for SourceOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceOptions")
+            .field("root", &self.root)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `source` and returns the image and its layers, bottom first, indexed.
+///
+/// # Errors
+/// Any image error (format, digest, missing layer), or a layer tar that cannot be indexed.
+pub fn open_layers(source: &Path, opts: &SourceOptions<'_>) -> Result<(Image, Vec<LayerInput>), Error> {
+    let platform = match opts.platform {
+        Some(p) => Platform::parse(p)?,
+        None => Platform::host(),
+    };
+    let image = image::open(
+        source,
+        &OpenOptions {
+            root: opts.root.to_path_buf(),
+            platform,
+            progress: opts.progress,
+        },
+    )?;
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for blob in &image.layers {
+        let index = cached_index(opts.root, blob)?;
+        layers.push(LayerInput::Tar {
+            file: blob.file.clone(),
+            offset: blob.offset,
+            index,
+        });
+    }
+    Ok((image, layers))
+}
+
+fn layer_name(blob: &LayerBlob) -> String {
+    match (&blob.diff_id, blob.offset) {
+        (Some(d), _) => format!("{d} in {}", blob.file.display()),
+        (None, 0) => blob.file.display().to_string(),
+        (None, o) => format!("{} at offset {o}", blob.file.display()),
+    }
+}
+
+fn cache_path(root: &Path, blob: &LayerBlob) -> Option<PathBuf> {
+    match &blob.diff_id {
+        Some(d) => Some(root.join("indexes/sha256").join(d.hex())),
+        None => {
+            let m = std::fs::metadata(&blob.file).ok()?;
+            let key = format!(
+                "{:x}-{:x}-{}-{}.{}-{}",
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                blob.offset
+            );
+            Some(root.join("indexes/file").join(key))
+        }
+    }
+}
+
+/// The index of one layer: from the cache when present and valid, else built and cached.
+fn cached_index(root: &Path, blob: &LayerBlob) -> Result<TarIndex, Error> {
+    let limits = Limits::default();
+    let cache = cache_path(root, blob);
+    if let Some(path) = &cache
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        match codec::decode(&bytes, &limits) {
+            Ok(index) => return Ok(index),
+            Err(e) => log::warn!("{}: rebuilding cached index: {e}", path.display()),
+        }
+    }
+    let index = build_index(blob, &limits)?;
+    if let Some(path) = &cache
+        && let Err(e) = write_atomic(path, &codec::encode(&index))
+    {
+        log::warn!("{}: could not cache layer index: {e}", path.display());
+    }
+    Ok(index)
+}
+
+fn build_index(blob: &LayerBlob, limits: &Limits) -> Result<TarIndex, Error> {
+    let name = layer_name(blob);
+    let file = File::open(&blob.file).map_err(|e| Error::io("open layer", name.clone(), e))?;
+    let window = Window {
+        file,
+        start: blob.offset,
+        len: blob.len,
+        pos: 0,
+    };
+    tar_index::build(window, limits).map_err(|source| Error::TarIndex {
+        layer: name,
+        source,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A byte range of a file, readable and seekable on its own (`pread`, no shared offset).
+struct Window {
+    file: File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl Read for Window {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        };
+        let new = new.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.pos = new;
+        Ok(new)
+    }
+}

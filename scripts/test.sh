@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite on a fresh Debian 12 machine, as root:
+# installs dependencies, builds the real test images (../shared/scripts/make-test-images.sh,
+# once; REBUILD_IMAGES=1 forces it), then runs `cargo test` for the workspace.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+bash scripts/install-deps.sh
+export RFS_IMAGES=${RFS_IMAGES:-/tmp/rfs-images}
+shared=${RFS_SHARED:-$here/../shared}
+if [ "${REBUILD_IMAGES:-0}" = 1 ] || [ ! -f "$RFS_IMAGES/SIZES.txt" ]; then
+  echo "test.sh: building test images in $RFS_IMAGES (about a minute)"
+  OUT=$RFS_IMAGES INSTALL=0 bash "$shared/scripts/make-test-images.sh" > /tmp/rfs-make-test-images.log 2>&1 ||
+    { tail -30 /tmp/rfs-make-test-images.log; exit 1; }
+fi
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=2
