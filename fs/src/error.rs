@@ -2,8 +2,7 @@
 
 use std::io;
 
-use crate::tar_index;
-//TMP use crate::image;
+use crate::{image, tar_index};
 
 /// Every failure of `rfs-fs`. Semantic outcomes of filesystem operations (`NotFound`,
 /// `NotEmpty`, ...) are variants of their own; syscall failures keep the kernel's errno in
@@ -74,7 +73,9 @@ pub enum Error {
         /// The problem.
         reason: String,
     },
-    //TMP-IMAGE
+    /// An image source could not be opened.
+    #[error(transparent)]
+    Image(#[from] image::Error),
 }
 
 impl Error {
@@ -103,7 +104,7 @@ impl Error {
             Error::NotPermitted => libc::EPERM,
             Error::Unsupported => libc::EOPNOTSUPP,
             Error::BadHandle => libc::EBADF,
-            Error::TarIndex { .. } | Error::BadLayer { .. } /*TMP | Error::Image(_)*/ => libc::EIO,
+            Error::TarIndex { .. } | Error::BadLayer { .. } | Error::Image(_) => libc::EIO,
         }
     }
 }

@@ -14,12 +14,13 @@
 //! - [`fuse`] is the thin `fuser` adapter: arguments in, [`union::UnionFs`] call, reply out.
 #![deny(unsafe_code)]
 
-//TMP pub mod digest;
+pub mod digest;
 pub mod error;
 pub mod fuse;
-//TMP pub mod image;
+pub mod image;
 pub mod lower;
 pub mod name;
+pub mod source;
 pub mod sys;
 pub mod tar_index;
 pub mod union;

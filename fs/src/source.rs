@@ -41,7 +41,10 @@ impl std::fmt::Debug for SourceOptions<'_> {
 ///
 /// # Errors
 /// Any image error (format, digest, missing layer), or a layer tar that cannot be indexed.
-pub fn open_layers(source: &Path, opts: &SourceOptions<'_>) -> Result<(Image, Vec<LayerInput>), Error> {
+pub fn open_layers(
+    source: &Path,
+    opts: &SourceOptions<'_>,
+) -> Result<(Image, Vec<LayerInput>), Error> {
     let platform = match opts.platform {
         Some(p) => Platform::parse(p)?,
         None => Platform::host(),
@@ -80,12 +83,14 @@ fn cache_path(root: &Path, blob: &LayerBlob) -> Option<PathBuf> {
         None => {
             let m = std::fs::metadata(&blob.file).ok()?;
             let key = format!(
-                "{:x}-{:x}-{}-{}.{}-{}",
+                "{:x}-{:x}-{}-{}.{}-{}.{}-{}",
                 m.dev(),
                 m.ino(),
                 m.size(),
                 m.mtime(),
                 m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
                 blob.offset
             );
             Some(root.join("indexes/file").join(key))
@@ -135,7 +140,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;

@@ -62,8 +62,8 @@ fn io_ctx(op: &'static str, path: &[u8], e: io::Error) -> crate::Error {
 pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.")
         || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"trusted.rfs.")
-        || name.starts_with(b"user.rfs.")
+        || name == b"trusted.rfs.origin"
+        || name == b"user.rfs.origin"
         || name == b"user.containers.override_stat"
 }
 

@@ -43,6 +43,14 @@ pub(crate) fn image_layers(
     source: &std::path::Path,
     platform: Option<&str>,
 ) -> Result<Vec<rfs_fs::lower::LayerInput>> {
-    let _ = (root, platform);
-    anyhow::bail!("{}: image sources are not supported yet", source.display())
+    let progress = crate::progress::Progress::new();
+    let report = |what: &str, done: u64, total: u64| progress.update(what, done, total);
+    let opts = rfs_fs::source::SourceOptions {
+        root,
+        platform,
+        progress: Some(&report),
+    };
+    let (_image, layers) = rfs_fs::source::open_layers(source, &opts)
+        .with_context(|| format!("reading image {}", source.display()))?;
+    Ok(layers)
 }
