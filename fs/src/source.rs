@@ -25,7 +25,7 @@ pub struct SourceOptions<'a> {
     /// The platform to choose from a multi-platform index (default: this machine's).
     pub platform: Option<&'a str>,
     /// Progress callback: (what, done, total).
-    pub progress: Option<&'a (dyn Fn(&str, u64, u64) + Sync)>,
+    pub progress: Option<&'a image::Progress<'a>>,
 }
 
 impl std::fmt::Debug for SourceOptions<'_> {
