@@ -34,7 +34,7 @@ impl Progress {
             return;
         }
         *last = Some(now);
-        let pct = if total > 0 { done * 100 / total } else { 100 };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
