@@ -52,7 +52,7 @@ fn sha256_file(p: &Path) -> String {
 
 /// The listing `make-test-images.sh` writes with `find -printf '%y %#m %U:%G %s %p'`:
 /// path → "type mode uid:gid size [-> target | sha256]".
-pub fn tree_listing(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree_listing(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::from(".")];
     while let Some(rel) = stack.pop() {
