@@ -138,7 +138,9 @@ struct Inode {
     kind: FileKind,
     nlookup: AtomicU64,
     state: Mutex<NodeState>,
-    copy_lock: Mutex<()>,
+    /// Serialises copy-up of this inode; holds the work-dir name of a data copy made
+    /// ahead of time by [`UnionFs::prepare_copy_up`] outside the namespace lock.
+    copy_lock: Mutex<Option<CString>>,
 }
 
 /// What a name resolves to in a merged directory.
@@ -239,7 +241,7 @@ impl UnionFs {
                 lower: root_lower,
                 upper: fs.upper.is_some(),
             }),
-            copy_lock: Mutex::new(()),
+            copy_lock: Mutex::new(None),
         });
         lock(fs.shard(ROOT_INO)).insert(ROOT_INO, root);
         Ok(fs)
@@ -475,7 +477,7 @@ impl UnionFs {
                     lower: r.lower,
                     upper: r.upper.is_some(),
                 }),
-                copy_lock: Mutex::new(()),
+                copy_lock: Mutex::new(None),
             })
         });
         if count_lookup {
@@ -756,6 +758,9 @@ impl UnionFs {
     /// `ReadOnly` for writes without an upper; host errors.
     pub fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Error> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if write {
+            self.prepare_copy_up(ino)?;
+        }
         let _ns = self.read_ns();
         let inode = self.inode(ino)?;
         if write {
@@ -909,7 +914,7 @@ impl UnionFs {
                         .filter(|&l| self.lower.node(l).kind == FileKind::Dir)
                         .ok_or(Error::NotFound)?;
                     let ino = self.lower_ino(l);
-                    self.copy_node_into(l, fd.as_fd(), comp, ino)?;
+                    self.copy_node_into(l, fd.as_fd(), comp, ino, None)?;
                     if let Ok(inode) = self.inode(ino) {
                         lock(&inode.state).upper = true;
                     }
@@ -931,7 +936,7 @@ impl UnionFs {
         if lock(&inode.state).upper {
             return Ok(());
         }
-        let _guard = lock(&inode.copy_lock);
+        let mut prebuilt = lock(&inode.copy_lock);
         let (parent, name, lower) = {
             let st = lock(&inode.state);
             if st.upper {
@@ -947,7 +952,7 @@ impl UnionFs {
             return Ok(());
         }
         let l = lower.ok_or(Error::NotFound)?;
-        self.copy_node_into(l, pfd.as_fd(), &name, ino)?;
+        self.copy_node_into(l, pfd.as_fd(), &name, ino, prebuilt.take())?;
         let group = self.link_groups.get(&self.lower.node(l).ino_node);
         for &member in group.into_iter().flatten() {
             if member == l {
@@ -989,6 +994,59 @@ impl UnionFs {
             .map_err(|e| bytes_err("link upper", &mpath, e))
     }
 
+    /// Copies the data of lower file `l` into a new work-dir file `tmp`, fsynced.
+    fn copy_data_to_work(&self, l: u32, tmp: &std::ffi::CStr) -> Result<(), Error> {
+        let up = self.upper()?;
+        let node = self.lower.node(l);
+        let path = self.lower.display_path(l);
+        let out = sys::openat(
+            up.work(),
+            tmp,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+            0o600,
+        )
+        .map_err(|e| Error::io("copy-up create", path.clone(), e))?;
+        let input = self.lower.open(l)?;
+        let res = copy_data(&input, out.as_fd(), node.meta.size)
+            .map_err(|e| Error::io("copy-up data", path.clone(), e))
+            .and_then(|()| {
+                sys::fsync(out.as_fd(), true).map_err(|e| Error::io("copy-up fsync", path, e))
+            });
+        if res.is_err() {
+            let _ = sys::unlinkat(up.work(), tmp, false);
+        }
+        res
+    }
+
+    /// Copies the data of a lower regular file into the work dir before the caller takes the
+    /// namespace lock, so a long copy (a 1 GiB file) never blocks other lookups; the copy-up
+    /// that follows under the lock only sets metadata and renames. A no-op for anything
+    /// already in the upper, directories, and read-only mounts.
+    pub(crate) fn prepare_copy_up(&self, ino: u64) -> Result<(), Error> {
+        if self.upper.is_none() {
+            return Ok(());
+        }
+        let Ok(inode) = self.inode(ino) else {
+            return Ok(());
+        };
+        if inode.kind != FileKind::File {
+            return Ok(());
+        }
+        let mut prebuilt = lock(&inode.copy_lock);
+        let lower = {
+            let st = lock(&inode.state);
+            if st.upper || prebuilt.is_some() {
+                return Ok(());
+            }
+            st.lower
+        };
+        let Some(l) = lower else { return Ok(()) };
+        let tmp = self.upper()?.tmp_name();
+        self.copy_data_to_work(l, &tmp)?;
+        *prebuilt = Some(tmp);
+        Ok(())
+    }
+
     /// Builds a copy of lower node `l` in the work dir and renames it to `name` in `dir`
     /// (never replacing: if someone else copied it meanwhile, theirs wins).
     fn copy_node_into(
@@ -997,10 +1055,12 @@ impl UnionFs {
         dir: BorrowedFd<'_>,
         name: &[u8],
         origin: u64,
+        prebuilt: Option<CString>,
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let node = self.lower.node(l);
-        let tmp = up.tmp_name();
+        let have_data = prebuilt.is_some();
+        let tmp = prebuilt.unwrap_or_else(|| up.tmp_name());
         let work = up.work();
         let path = self.lower.display_path(l);
         let ctx = |op: &'static str| {
@@ -1009,18 +1069,8 @@ impl UnionFs {
         };
         let built = (|| -> Result<(), Error> {
             match node.kind {
-                FileKind::File => {
-                    let out = sys::openat(
-                        work,
-                        &tmp,
-                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                        0o600,
-                    )
-                    .map_err(ctx("copy-up create"))?;
-                    let input = self.lower.open(l)?;
-                    copy_data(&input, out.as_fd(), node.meta.size).map_err(ctx("copy-up data"))?;
-                    sys::fsync(out.as_fd(), true).map_err(ctx("copy-up fsync"))?;
-                }
+                FileKind::File if have_data => {}
+                FileKind::File => self.copy_data_to_work(l, &tmp)?,
                 FileKind::Dir => sys::mkdirat(work, &tmp, 0o700).map_err(ctx("copy-up mkdir"))?,
                 FileKind::Symlink => {
                     let target = sys::cstr(node.link.as_deref().unwrap_or_default())
@@ -1114,6 +1164,7 @@ impl UnionFs {
     /// # Errors
     /// `ReadOnly`; host errors.
     pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
+        self.prepare_copy_up(ino)?;
         let _ns = self.read_ns();
         self.copy_up(ino)?;
         let up = self.upper()?;
@@ -1533,6 +1584,7 @@ impl UnionFs {
     /// `Exists`, `ReadOnly`, `EPERM` for directories; host errors.
     pub fn link(&self, ino: u64, newparent: u64, newname: &std::ffi::OsStr) -> Result<Attr, Error> {
         let newname = check_component(newname)?;
+        self.prepare_copy_up(ino)?;
         let _ns = self.write_ns();
         let inode = self.inode(ino)?;
         if inode.kind == FileKind::Dir {
@@ -1571,6 +1623,15 @@ impl UnionFs {
             || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
         {
             return Err(Error::Invalid("rename flags"));
+        }
+        // Copy a lower file's data before taking the namespace lock (see prepare_copy_up).
+        let src_ino = {
+            let _ns = self.read_ns();
+            let sdir = self.dir_snap(parent)?;
+            self.resolve(&sdir, name)?.map(|r| (r.ino, r.kind))
+        };
+        if let Some((ino, FileKind::File)) = src_ino {
+            self.prepare_copy_up(ino)?;
         }
         let _ns = self.write_ns();
         let up = self.upper()?;
@@ -1812,6 +1873,7 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Error::NotPermitted);
         }
+        self.prepare_copy_up(ino)?;
         let _ns = self.read_ns();
         self.copy_up(ino)?;
         let fd = self.upper_path_fd(ino)?;
@@ -1827,6 +1889,7 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Error::NoAttr);
         }
+        self.prepare_copy_up(ino)?;
         let _ns = self.read_ns();
         self.copy_up(ino)?;
         let fd = self.upper_path_fd(ino)?;
