@@ -6,6 +6,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/install-deps.sh
+# Rootless tests run as this unprivileged user, with /dev/fuse usable by everyone as
+# distributions ship it (this machine's is 0600), and subordinate ids for `rfs run`.
+id rfstest >/dev/null 2>&1 || useradd -m rfstest
+grep -q '^rfstest:' /etc/subuid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subuid
+grep -q '^rfstest:' /etc/subgid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subgid
+chmod 0666 /dev/fuse
 export RFS_IMAGES=${RFS_IMAGES:-/tmp/rfs-images}
 shared=${RFS_SHARED:-$here/../shared}
 if [ "${REBUILD_IMAGES:-0}" = 1 ] || [ ! -f "$RFS_IMAGES/SIZES.txt" ]; then

@@ -1,0 +1,204 @@
+//! Rootless mounts: a non-root user mounts through fusermount3 (with `/dev/fuse` mode 0666,
+//! as distributions ship it) and the upper keeps what that user cannot represent in
+//! `user.*` xattrs: ownership in `user.containers.override_stat`, opaque dirs in
+//! `user.overlay.opaque`, whiteouts as char devices or `.wh.` files.
+//!
+//! The test runs as root and drops to the user `rfstest` (created by `scripts/test.sh`) with
+//! `runuser`, because only the mounting user may use a FUSE mount without `allow_other`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Scratch, is_mounted, require_root, rfs_bin};
+
+const USER: &str = "rfstest";
+
+fn user_ids() -> Option<(u32, u32)> {
+    let out = Command::new("id").arg("-u").arg(USER).output().ok()?;
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let out = Command::new("id").arg("-g").arg(USER).output().ok()?;
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some((uid, gid))
+}
+
+/// Runs `script` with `sh -c` as the test user; returns (success, stdout+stderr).
+fn as_user(script: &str) -> (bool, String) {
+    let out = Command::new("runuser")
+        .args(["-u", USER, "--", "sh", "-c", script])
+        .output()
+        .expect("runuser");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Unmounts as the user on drop (the user's mount; root's fusermount3 would refuse).
+struct UserMount<'a>(&'a Path);
+
+impl Drop for UserMount<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = as_user(&format!("fusermount3 -u '{}'", self.0.display()));
+        }
+        if is_mounted(self.0) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
+    if !require_root("a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs") {
+        return;
+    }
+    let Some((uid, gid)) = user_ids() else {
+        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
+    };
+    let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        fuse_mode, 0o666,
+        "/dev/fuse must be mode 0666 for rootless mounts (scripts/test.sh sets it)"
+    );
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lower = s.mkdir("lower");
+    std::fs::create_dir_all(lower.join("d")).unwrap();
+    std::fs::write(lower.join("d/owned-by-1000"), "app data\n").unwrap();
+    std::fs::write(lower.join("d/gone"), "x").unwrap();
+    std::fs::create_dir_all(lower.join("o/sub")).unwrap();
+    std::fs::write(lower.join("o/sub/f"), "f").unwrap();
+    // The directories belong to the user (so it may change them); one file belongs to an id
+    // the user cannot chown to.
+    chown_tree(&lower, uid, gid);
+    std::os::unix::fs::chown(lower.join("d/owned-by-1000"), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(
+        lower.join("d/owned-by-1000"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let upper = s.mkdir("upper");
+    let work = s.mkdir("work");
+    let mnt = s.mkdir("mnt");
+    let root = s.mkdir("root");
+    for p in [&upper, &work, &mnt, &root] {
+        chown_tree(p, uid, gid);
+    }
+    let bin = s.dir.path().join("rfs");
+    std::fs::copy(rfs_bin(), &bin).unwrap();
+    let _guard = UserMount(&mnt);
+    let (ok, out) = as_user(&format!(
+        "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
+        bin.display(),
+        s.dir.path().join("root").display(),
+        lower.display(),
+        upper.display(),
+        work.display(),
+        mnt.display()
+    ));
+    assert!(ok, "rootless rfs mount failed: {out}");
+    assert!(is_mounted(&mnt));
+    let m = mnt.display();
+    // Read a lower file owned by 1000, create, delete lower entries, replace a lower
+    // directory by a new empty one.
+    let (ok, out) = as_user(&format!(
+        "set -e; cat {m}/d/owned-by-1000; stat -c '%u:%g %a' {m}/d/owned-by-1000; \
+         touch {m}/d/new-by-user; rm {m}/d/gone; test ! -e {m}/d/gone; \
+         rm -r {m}/o; mkdir {m}/o; test -z \"$(ls -A {m}/o)\"; echo ok"
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("1000:1000 4755"),
+        "merged view keeps lower ownership: {out}"
+    );
+    // The user owns its new file.
+    let meta = std::fs::metadata(upper.join("d/new-by-user")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    // The deletion left a whiteout: a char 0/0 device if the kernel let the user make
+    // one, else a `.wh.` file.
+    let wh_dev = std::fs::symlink_metadata(upper.join("d/gone"))
+        .map(|m| m.file_type())
+        .ok();
+    let wh_file = upper.join("d/.wh.gone").exists();
+    assert!(
+        wh_file || wh_dev.is_some_and(|t| std::os::unix::fs::FileTypeExt::is_char_device(&t)),
+        "no whiteout for d/gone in the upper"
+    );
+    // The directory made over a whiteout is opaque, marked in the user namespace.
+    let opaque = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.overlay.opaque"])
+        .arg(upper.join("o"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&opaque.stdout), "y");
+    let (ok, out) = as_user(&format!("fusermount3 -u {m}"));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn copy_up_of_a_foreign_owned_file_records_override_stat() {
+    if !require_root("copy_up_of_a_foreign_owned_file_records_override_stat") {
+        return;
+    }
+    let Some((uid, gid)) = user_ids() else {
+        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
+    };
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lower = s.mkdir("lower");
+    // World-writable file owned by 1000: the test user may write it, which copies it up.
+    std::fs::write(lower.join("shared"), "v1\n").unwrap();
+    std::os::unix::fs::chown(lower.join("shared"), Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(lower.join("shared"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let upper = s.mkdir("upper");
+    let work = s.mkdir("work");
+    let mnt = s.mkdir("mnt");
+    let root = s.mkdir("root");
+    for p in [&upper, &work, &mnt, &root] {
+        chown_tree(p, uid, gid);
+    }
+    let bin = s.dir.path().join("rfs");
+    std::fs::copy(rfs_bin(), &bin).unwrap();
+    let _guard = UserMount(&mnt);
+    let (ok, out) = as_user(&format!(
+        "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
+        bin.display(),
+        s.dir.path().join("root").display(),
+        lower.display(),
+        upper.display(),
+        work.display(),
+        mnt.display()
+    ));
+    assert!(ok, "rootless rfs mount failed: {out}");
+    let m = mnt.display();
+    let (ok, out) = as_user(&format!(
+        "set -e; echo v2 >> {m}/shared; cat {m}/shared; stat -c '%u:%g %a' {m}/shared"
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains("v1\nv2\n"), "{out}");
+    assert!(
+        out.contains("1000:1000 666"),
+        "merged ownership after copy-up: {out}"
+    );
+    // On disk the copy belongs to the user; the image's ownership is in the xattr.
+    let meta = std::fs::metadata(upper.join("shared")).unwrap();
+    assert_eq!(meta.uid(), uid);
+    let x = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.containers.override_stat"])
+        .arg(upper.join("shared"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&x.stdout), "1000:1000:0666");
+    let (ok, out) = as_user(&format!("fusermount3 -u {m}"));
+    assert!(ok, "{out}");
+}
