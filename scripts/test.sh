@@ -12,6 +12,13 @@ id rfstest >/dev/null 2>&1 || useradd -m rfstest
 grep -q '^rfstest:' /etc/subuid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subuid
 grep -q '^rfstest:' /etc/subgid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subgid
 chmod 0666 /dev/fuse
+# crun refuses a hybrid cgroup layout whose v2 hierarchy still has controllers (hugetlb on
+# this machine); give that controller a v1 hierarchy so podman tests can run containers.
+if [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers)" ]; then
+  for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    mkdir -p "/sys/fs/cgroup/$c" && mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || true
+  done
+fi
 export RFS_IMAGES=${RFS_IMAGES:-/tmp/rfs-images}
 shared=${RFS_SHARED:-$here/../shared}
 if [ "${REBUILD_IMAGES:-0}" = 1 ] || [ ! -f "$RFS_IMAGES/SIZES.txt" ]; then

@@ -25,16 +25,116 @@ use crate::union::{Attr, Caller, SetAttr, UnionFs};
 /// change to the upper goes through us, so this can be long.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// How ids on disk are shown in the mount (fuse-overlayfs `uidmapping=`/`gidmapping=`,
+/// `squash_to_uid=`/`squash_to_gid=`/`squash_to_root`).
+///
+/// A mapping is a list of `(inside, outside, count)` ranges: an id `outside + k` on disk is
+/// shown as `inside + k`, and a `chown` to `inside + k` stores `outside + k`. Ids outside
+/// every range show as the overflow id 65534. Squashing shows every entry as owned by one id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdMapping {
+    /// uid ranges (inside, outside, count).
+    pub uids: Vec<(u32, u32, u32)>,
+    /// gid ranges (inside, outside, count).
+    pub gids: Vec<(u32, u32, u32)>,
+    /// Show every entry as owned by this uid.
+    pub squash_uid: Option<u32>,
+    /// Show every entry as owned by this gid.
+    pub squash_gid: Option<u32>,
+}
+
+const OVERFLOW_ID: u32 = 65534;
+
+fn map_range(ranges: &[(u32, u32, u32)], id: u32, outward: bool) -> u32 {
+    if ranges.is_empty() {
+        return id;
+    }
+    for &(inside, outside, count) in ranges {
+        let (from, to) = if outward {
+            (outside, inside)
+        } else {
+            (inside, outside)
+        };
+        if id >= from && id - from < count {
+            return to + (id - from);
+        }
+    }
+    OVERFLOW_ID
+}
+
+impl IdMapping {
+    /// Parses fuse-overlayfs's `inside:outside:count[:inside:outside:count...]`.
+    ///
+    /// # Errors
+    /// A malformed list (not triples of numbers).
+    pub fn parse_ranges(spec: &str) -> Result<Vec<(u32, u32, u32)>, String> {
+        let nums: Result<Vec<u32>, _> = spec.split(':').map(str::parse::<u32>).collect();
+        let nums = nums.map_err(|e| format!("bad id mapping {spec:?}: {e}"))?;
+        if nums.is_empty() || nums.len() % 3 != 0 {
+            return Err(format!(
+                "bad id mapping {spec:?}: expected inside:outside:count triples"
+            ));
+        }
+        Ok(nums.chunks(3).map(|c| (c[0], c[1], c[2])).collect())
+    }
+
+    /// The uid shown for `uid` on disk.
+    pub fn uid_out(&self, uid: u32) -> u32 {
+        self.squash_uid
+            .unwrap_or_else(|| map_range(&self.uids, uid, true))
+    }
+
+    /// The gid shown for `gid` on disk.
+    pub fn gid_out(&self, gid: u32) -> u32 {
+        self.squash_gid
+            .unwrap_or_else(|| map_range(&self.gids, gid, true))
+    }
+
+    /// The uid stored for a uid seen inside.
+    pub fn uid_in(&self, uid: u32) -> u32 {
+        map_range(&self.uids, uid, false)
+    }
+
+    /// The gid stored for a gid seen inside.
+    pub fn gid_in(&self, gid: u32) -> u32 {
+        map_range(&self.gids, gid, false)
+    }
+}
+
 /// The `fuser::Filesystem` over a [`UnionFs`].
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<UnionFs>,
+    ids: IdMapping,
+    fsync: bool,
 }
 
 impl FuseAdapter {
-    /// Wraps `fs`.
-    pub fn new(fs: Arc<UnionFs>) -> Self {
-        FuseAdapter { fs }
+    /// Wraps `fs`, showing ids through `ids`; `fsync` false makes fsync a no-op
+    /// (fuse-overlayfs `fsync=0`).
+    pub fn new(fs: Arc<UnionFs>, ids: IdMapping, fsync: bool) -> Self {
+        FuseAdapter { fs, ids, fsync }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let mut f = file_attr(a);
+        f.uid = self.ids.uid_out(f.uid);
+        f.gid = self.ids.gid_out(f.gid);
+        f
+    }
+
+    fn caller(&self, req: &Request) -> Caller {
+        Caller {
+            uid: self.ids.uid_in(req.uid()),
+            gid: self.ids.gid_in(req.gid()),
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, Error>) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 }
 
@@ -98,20 +198,6 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-fn reply_entry(reply: ReplyEntry, r: Result<Attr, Error>) {
-    match r {
-        Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
 fn reply_empty(reply: ReplyEmpty, r: Result<(), Error>) {
     match r {
         Ok(()) => reply.ok(),
@@ -144,7 +230,7 @@ impl Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
             // A negative entry (node id 0) lets the kernel cache "no such name" too.
             Err(Error::NotFound) => {
                 let mut a = file_attr(&Attr {
@@ -174,7 +260,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -199,14 +285,14 @@ impl Filesystem for FuseAdapter {
     ) {
         let set = SetAttr {
             mode,
-            uid,
-            gid,
+            uid: uid.map(|u| self.ids.uid_in(u)),
+            gid: gid.map(|g| self.ids.gid_in(g)),
             size,
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
         match self.fs.setattr(ino.0, set, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -230,8 +316,8 @@ impl Filesystem for FuseAdapter {
     ) {
         let r = self
             .fs
-            .mknod(parent.0, name, mode, u64::from(rdev), caller(req));
-        reply_entry(reply, r);
+            .mknod(parent.0, name, mode, u64::from(rdev), self.caller(req));
+        self.reply_entry(reply, r);
     }
 
     fn mkdir(
@@ -243,7 +329,7 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.mkdir(parent.0, name, mode, caller(req)));
+        self.reply_entry(reply, self.fs.mkdir(parent.0, name, mode, self.caller(req)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -266,9 +352,9 @@ impl Filesystem for FuseAdapter {
             parent.0,
             link_name,
             target.as_os_str().as_bytes(),
-            caller(req),
+            self.caller(req),
         );
-        reply_entry(reply, r);
+        self.reply_entry(reply, r);
     }
 
     fn rename(
@@ -295,7 +381,7 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
+        self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -380,6 +466,9 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if !self.fsync {
+            return reply.ok();
+        }
         reply_empty(reply, self.fs.fsync(fh.0, datasync));
     }
 
@@ -444,7 +533,7 @@ impl Filesystem for FuseAdapter {
                 (i + 1) as u64,
                 name,
                 &TTL,
-                &file_attr(&attr),
+                &self.attr(&attr),
                 Generation(0),
             ) {
                 if !dot {
@@ -546,10 +635,13 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(parent.0, name, mode, flags, caller(req)) {
+        match self
+            .fs
+            .create(parent.0, name, mode, flags, self.caller(req))
+        {
             Ok((a, fh)) => reply.created(
                 &TTL,
-                &file_attr(&a),
+                &self.attr(&a),
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::empty(),
@@ -599,6 +691,10 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Number of threads serving requests.
     pub threads: usize,
+    /// How ids are shown.
+    pub ids: IdMapping,
+    /// Whether fsync reaches the disk (fuse-overlayfs `fsync=0` turns it off).
+    pub fsync: bool,
 }
 
 fn config(opts: &MountOptions) -> fuser::Config {
@@ -622,6 +718,36 @@ fn config(opts: &MountOptions) -> fuser::Config {
     c
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_mapping_maps_both_ways_and_overflows() {
+        let m = IdMapping {
+            uids: IdMapping::parse_ranges("0:1000:1:1:100000:65536").unwrap(),
+            gids: Vec::new(),
+            squash_uid: None,
+            squash_gid: None,
+        };
+        assert_eq!(m.uid_out(1000), 0);
+        assert_eq!(m.uid_out(100000), 1);
+        assert_eq!(m.uid_out(100999), 1000);
+        assert_eq!(m.uid_out(5), OVERFLOW_ID);
+        assert_eq!(m.uid_in(0), 1000);
+        assert_eq!(m.uid_in(1000), 100999);
+        assert_eq!(m.gid_out(77), 77, "no gid ranges: identity");
+        assert!(IdMapping::parse_ranges("0:1").is_err());
+        assert!(IdMapping::parse_ranges("a:b:c").is_err());
+        let sq = IdMapping {
+            squash_uid: Some(0),
+            squash_gid: Some(0),
+            ..IdMapping::default()
+        };
+        assert_eq!((sq.uid_out(1234), sq.gid_out(99)), (0, 0));
+    }
+}
+
 /// Mounts `fs` on `mountpoint` and serves it from background threads until the returned
 /// session is unmounted (`umount_and_join`) or the filesystem is unmounted externally
 /// (`join` returns then).
@@ -634,5 +760,6 @@ pub fn spawn_mount(
     opts: &MountOptions,
 ) -> io::Result<fuser::BackgroundSession> {
     crate::sys::set_umask(0);
-    fuser::spawn_mount(FuseAdapter::new(fs), mountpoint, &config(opts))
+    let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync);
+    fuser::spawn_mount(adapter, mountpoint, &config(opts))
 }

@@ -282,14 +282,21 @@ impl Builder {
     /// The directory at `path`, created (as implicit dirs) where missing or not a directory.
     /// A symlink on the way is an error: a member must never be placed through a symlink
     /// (`a -> /` then `a/etc/passwd` would write outside the layer when extracted).
-    fn ensure_dir(&mut self, path: &str, layer: u16) -> Result<usize, String> {
+    fn ensure_dir(&mut self, path: &str, layer: u16, member: &str) -> Result<usize, String> {
         let mut cur = 0;
+        let mut walked = String::new();
         for c in components(path) {
+            if !walked.is_empty() {
+                walked.push('/');
+            }
+            walked.push_str(c);
             let existing = self.arena[cur].children.get(c.as_bytes()).copied();
             cur = match existing {
                 Some(id) if self.arena[id].kind == FileKind::Dir => id,
                 Some(id) if self.arena[id].kind == FileKind::Symlink => {
-                    return Err(format!("member {path:?} lies beyond the symlink {c:?}"));
+                    return Err(format!(
+                        "member {member:?} lies beyond the symlink {walked:?}"
+                    ));
                 }
                 _ => {
                     let id = self.push(BuildNode {
@@ -386,7 +393,7 @@ impl Builder {
                 root.source = Source::Tar { data: 0, xattrs };
                 continue;
             }
-            let dir = self.ensure_dir(parent, layer)?;
+            let dir = self.ensure_dir(parent, layer, &e.path)?;
             let node = match e.kind {
                 EntryKind::HardLink => {
                     let target = std::str::from_utf8(&e.link_target).unwrap_or("");

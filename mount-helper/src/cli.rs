@@ -60,4 +60,10 @@ pub(crate) struct MountArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub(crate) threads: usize,
+    /// Id mapping and squashing (set by the fuse-overlayfs compatible invocation).
+    #[arg(skip)]
+    pub(crate) ids: rfs_fs::fuse::IdMapping,
+    /// Make fsync a no-op (fuse-overlayfs `fsync=0`).
+    #[arg(skip)]
+    pub(crate) no_fsync: bool,
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod overlay_compat;
 mod progress;
 
 use std::process::ExitCode;
@@ -13,6 +14,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if overlay_compat::is_overlay_invocation(&args) {
+        logging::init();
+        let root = std::env::var_os("RFS_ROOT").map(std::path::PathBuf::from);
+        return match overlay_compat::run(root, &args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("rfs-overlay: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = cli::Cli::parse();
     logging::init();
     match commands::run(cli) {

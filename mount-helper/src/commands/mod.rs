@@ -18,6 +18,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `rfs mount` with arguments built elsewhere (the fuse-overlayfs compatible invocation).
+pub(crate) fn mount_with(root: Option<PathBuf>, args: crate::cli::MountArgs) -> Result<ExitCode> {
+    mount::run(root, args)
+}
+
 /// rfs's root directory: `--root`/`RFS_ROOT`, else `$XDG_DATA_HOME/rfs`, else
 /// `~/.local/share/rfs`. Created if missing.
 pub(crate) fn root_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
@@ -50,7 +55,7 @@ pub(crate) fn image_layers(
         platform,
         progress: Some(&report),
     };
-    let (_image, layers) = rfs_fs::source::open_layers(source, &opts)
-        .with_context(|| format!("reading image {}", source.display()))?;
+    // Library errors name the archive, member and layer already.
+    let (_image, layers) = rfs_fs::source::open_layers(source, &opts)?;
     Ok(layers)
 }

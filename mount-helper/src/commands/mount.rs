@@ -171,6 +171,8 @@ fn serve(
         allow_other: nix::unistd::geteuid().is_root(),
         read_only: args.read_only,
         threads: args.threads,
+        ids: args.ids.clone(),
+        fsync: !args.no_fsync,
     };
     let session = match rfs_fs::fuse::spawn_mount(fs, mountpoint, &opts) {
         Ok(s) => s,
@@ -221,7 +223,11 @@ fn serve(
     });
     loop {
         if session.guard.is_finished() {
-            let _ = session.join();
+            // Unmounted from outside. Dropping the session would unmount the mountpoint
+            // *by path* (fuser cannot tell that its connection is gone), which would take
+            // down a newer mount at the same place: podman remounts a container's merged
+            // dir right after unmounting it. The process exits now, so leak it instead.
+            std::mem::forget(session);
             return Ok(ExitCode::SUCCESS);
         }
         if let Ok(sig) = rx.recv_timeout(Duration::from_millis(200)) {

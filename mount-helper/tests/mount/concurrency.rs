@@ -65,7 +65,10 @@ fn a_long_copy_up_does_not_stall_other_files() {
             !done.load(Ordering::SeqCst),
             "copy-up finished before it could be observed"
         );
-        assert!(start.elapsed() < Duration::from_secs(20), "copy-up never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "copy-up never started"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Meanwhile: lookups, reads, a create, a listing, a mkdir, in other places.

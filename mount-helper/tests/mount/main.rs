@@ -5,7 +5,11 @@
 //! `/dev/fuse`. Without them a test fails with the reason, unless `RFS_SKIP_PRIVILEGED=1`
 //! is set, in which case it prints that it skipped.
 
+mod bad_input;
 mod common;
+mod concurrency;
 mod differential;
 mod images;
+mod podman;
+mod rootless;
 mod semantics;
