@@ -718,6 +718,22 @@ fn config(opts: &MountOptions) -> fuser::Config {
     c
 }
 
+/// Mounts `fs` on `mountpoint` and serves it from background threads until the returned
+/// session is unmounted (`umount_and_join`) or the filesystem is unmounted externally
+/// (`join` returns then).
+///
+/// # Errors
+/// The mount failed (no `/dev/fuse`, mountpoint missing or busy, no permission).
+pub fn spawn_mount(
+    fs: Arc<UnionFs>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<fuser::BackgroundSession> {
+    crate::sys::set_umask(0);
+    let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync);
+    fuser::spawn_mount(adapter, mountpoint, &config(opts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,20 +762,4 @@ mod tests {
         };
         assert_eq!((sq.uid_out(1234), sq.gid_out(99)), (0, 0));
     }
-}
-
-/// Mounts `fs` on `mountpoint` and serves it from background threads until the returned
-/// session is unmounted (`umount_and_join`) or the filesystem is unmounted externally
-/// (`join` returns then).
-///
-/// # Errors
-/// The mount failed (no `/dev/fuse`, mountpoint missing or busy, no permission).
-pub fn spawn_mount(
-    fs: Arc<UnionFs>,
-    mountpoint: &Path,
-    opts: &MountOptions,
-) -> io::Result<fuser::BackgroundSession> {
-    crate::sys::set_umask(0);
-    let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync);
-    fuser::spawn_mount(adapter, mountpoint, &config(opts))
 }
