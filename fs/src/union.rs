@@ -34,6 +34,9 @@ pub const ROOT_INO: u64 = 1;
 /// Set on inode numbers that come from the upper's `st_ino` (never used by lower nodes).
 const UPPER_INO_BIT: u64 = 1 << 63;
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+/// Lower files at least this big get a metadata-only copy-up for metadata changes; smaller
+/// ones are cheaper to copy than to track.
+const METACOPY_MIN_SIZE: u64 = 1 << 20;
 const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 
 /// Attributes of a merged entry.
@@ -129,6 +132,8 @@ struct NodeState {
     lower: Option<u32>,
     /// Whether the entry exists in the upper.
     upper: bool,
+    /// The upper entry is a metadata-only copy; its data is still `lower`'s.
+    metacopy: bool,
 }
 
 /// One inode the kernel has looked up. Its `state` lock is never held while taking another
@@ -240,6 +245,7 @@ impl UnionFs {
                 aliases: Vec::new(),
                 lower: root_lower,
                 upper: fs.upper.is_some(),
+                metacopy: false,
             }),
             copy_lock: Mutex::new(None),
         });
@@ -340,6 +346,24 @@ impl UnionFs {
         found.filter(|&l| self.lower.node(l).kind == FileKind::Dir)
     }
 
+    /// The lower file holding the data of a metadata-only copy (`None` for a full copy).
+    fn metacopy_source(&self, e: &UpperEntry) -> Option<u32> {
+        if !e.metacopy {
+            return None;
+        }
+        let node = e.origin.and_then(|o| u32::try_from(o.checked_sub(1)?).ok());
+        let found = node.filter(|&n| {
+            (n as usize) < self.lower.len() && self.lower.node(n).kind == FileKind::File
+        });
+        if found.is_none() {
+            log::warn!(
+                "metacopy entry without a valid origin ({:?}): data lost",
+                e.origin
+            );
+        }
+        found
+    }
+
     fn upper_ino(&self, e: &UpperEntry, lower: Option<u32>) -> u64 {
         if let Some(o) = e.origin {
             return o;
@@ -367,7 +391,7 @@ impl UnionFs {
                     let lower = if kind == FileKind::Dir {
                         self.merge_source(&e, parent_lower, name)
                     } else {
-                        None
+                        self.metacopy_source(&e)
                     };
                     return Ok(Some(Resolved {
                         ino: self.upper_ino(&e, lower),
@@ -457,7 +481,11 @@ impl UnionFs {
             uid,
             gid,
             size: st.st_size as u64,
-            blocks: st.st_blocks as u64,
+            blocks: if e.metacopy {
+                (st.st_size as u64).div_ceil(512)
+            } else {
+                st.st_blocks as u64
+            },
             atime: (st.st_atime, st.st_atime_nsec as u32),
             mtime: (st.st_mtime, st.st_mtime_nsec as u32),
             ctime: (st.st_ctime, st.st_ctime_nsec as u32),
@@ -476,6 +504,7 @@ impl UnionFs {
                     aliases: Vec::new(),
                     lower: r.lower,
                     upper: r.upper.is_some(),
+                    metacopy: false,
                 }),
                 copy_lock: Mutex::new(None),
             })
@@ -485,11 +514,21 @@ impl UnionFs {
         }
         let mut st = lock(&inode.state);
         st.upper = r.upper.is_some();
-        if r.kind == FileKind::Dir || r.upper.is_none() {
-            st.lower = r.lower;
-        }
+        st.metacopy = r.upper.as_ref().is_some_and(|e| e.metacopy);
+        st.lower = r.lower;
         if !st.aliases.iter().any(|(p, n)| *p == parent && **n == *name) {
             st.aliases.insert(0, (parent, name.into()));
+        }
+    }
+
+    /// Renames one of `ino`'s names (its layers do not change: it is in the upper already).
+    fn move_alias(&self, ino: u64, from: (u64, &[u8]), to: (u64, &[u8])) {
+        if let Ok(inode) = self.inode(ino) {
+            let mut st = lock(&inode.state);
+            st.aliases
+                .retain(|(p, n)| !(*p == from.0 && **n == *from.1));
+            st.aliases.insert(0, (to.0, to.1.into()));
+            st.upper = true;
         }
     }
 
@@ -766,14 +805,18 @@ impl UnionFs {
         if write {
             self.copy_up(ino)?;
         }
-        let (upper, lower) = {
+        let (upper, lower, metacopy) = {
             let st = lock(&inode.state);
-            (st.upper, st.lower)
+            (st.upper, st.lower, st.metacopy)
         };
-        if !upper {
-            let l = lower.ok_or(Error::NotFound)?;
-            let f = self.lower.open(l)?;
-            return Ok((self.add_handle(Handle::Lower(f)), true));
+        if !upper || (metacopy && !write && inode.kind == FileKind::File) {
+            if let Some(l) = lower {
+                let f = self.lower.open(l)?;
+                return Ok((self.add_handle(Handle::Lower(f)), true));
+            }
+            if !upper {
+                return Err(Error::NotFound);
+            }
         }
         let path = self.path(ino)?;
         let file = self.open_upper(&path, flags)?;
@@ -933,12 +976,20 @@ impl UnionFs {
     fn copy_up(&self, ino: u64) -> Result<(), Error> {
         let up = self.upper()?;
         let inode = self.inode(ino)?;
-        if lock(&inode.state).upper {
-            return Ok(());
+        {
+            let st = lock(&inode.state);
+            if st.upper && !st.metacopy {
+                return Ok(());
+            }
         }
         let mut prebuilt = lock(&inode.copy_lock);
         let (parent, name, lower) = {
             let st = lock(&inode.state);
+            if st.upper && st.metacopy {
+                let lower = st.lower;
+                drop(st);
+                return self.complete_metacopy(ino, lower, prebuilt.take());
+            }
             if st.upper {
                 return Ok(());
             }
@@ -967,6 +1018,144 @@ impl UnionFs {
         if inode.kind != FileKind::Dir {
             st.lower = None;
         }
+        Ok(())
+    }
+
+    /// Copies up only the metadata of a big lower regular file (chmod, chown, utimes,
+    /// xattrs, rename): a sparse upper file of the same size, marked `rfs.metacopy`, whose
+    /// reads still go to the lower data (kernel `metacopy=on`). Anything else, small files
+    /// and hard-link group members get a full copy-up.
+    fn copy_up_meta(&self, ino: u64) -> Result<(), Error> {
+        let up = self.upper()?;
+        let inode = self.inode(ino)?;
+        let (parent, name, lower) = {
+            let st = lock(&inode.state);
+            if st.upper {
+                return Ok(());
+            }
+            let (p, n) = st.aliases.first().cloned().ok_or(Error::NotFound)?;
+            (p, n, st.lower)
+        };
+        let Some(l) = lower else {
+            return self.copy_up(ino);
+        };
+        let node = self.lower.node(l);
+        if inode.kind != FileKind::File || node.meta.size < METACOPY_MIN_SIZE || node.nlink > 1 {
+            return self.copy_up(ino);
+        }
+        let _guard = lock(&inode.copy_lock);
+        if lock(&inode.state).upper {
+            return Ok(());
+        }
+        let ppath = self.path(parent)?;
+        let (pfd, _) = self.ensure_upper_dir(&ppath)?;
+        let path = self.lower.display_path(l);
+        let tmp = up.tmp_name();
+        let work = up.work();
+        let built = (|| -> io::Result<()> {
+            let out = sys::openat(
+                work,
+                &tmp,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o600,
+            )?;
+            sys::ftruncate(out.as_fd(), node.meta.size)?;
+            drop(out);
+            let xattrs = self
+                .lower
+                .xattrs(l)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            self.apply_meta(work, &tmp, node.kind, &node.meta, &xattrs, Some(ino))?;
+            let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+            up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
+            // The marker is an xattr change: restore the times apply_meta set.
+            let t = SetTime::At(node.meta.mtime, node.meta.mtime_nsec);
+            sys::utimensat(work, &tmp, t, t)
+        })();
+        if let Err(e) = built {
+            let _ = sys::unlinkat(work, &tmp, false);
+            return Err(Error::io("metacopy", path, e));
+        }
+        if let Err(e) = sys::renameat2(work, &tmp, pfd.as_fd(), &cname(&name)?, RENAME_NOREPLACE) {
+            let _ = sys::unlinkat(work, &tmp, false);
+            return Err(Error::io("metacopy rename", path, e));
+        }
+        let mut st = lock(&inode.state);
+        st.upper = true;
+        st.metacopy = true;
+        Ok(())
+    }
+
+    /// Turns a metadata-only copy into a full one: the lower data (copied into `prebuilt`
+    /// ahead of time, or now) gets the upper entry's current owner, mode, xattrs and times,
+    /// and replaces it atomically.
+    fn complete_metacopy(
+        &self,
+        ino: u64,
+        lower: Option<u32>,
+        prebuilt: Option<CString>,
+    ) -> Result<(), Error> {
+        let up = self.upper()?;
+        let inode = self.inode(ino)?;
+        let path = self.path(ino)?;
+        let (ppath, name) = split_last(&path);
+        let pfd = up.dir(ppath)?;
+        let c = cname(name)?;
+        let work = up.work();
+        let tmp = match prebuilt {
+            Some(t) => t,
+            None => {
+                let t = up.tmp_name();
+                match lower {
+                    Some(l) => self.copy_data_to_work(l, &t)?,
+                    None => {
+                        // Lost origin: keep the (sparse) upper file as the data.
+                        drop(
+                            sys::openat(
+                                work,
+                                &t,
+                                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                                0o600,
+                            )
+                            .map_err(|e| bytes_err("metacopy", &path, e))?,
+                        );
+                    }
+                }
+                t
+            }
+        };
+        let res = (|| -> io::Result<()> {
+            let st = sys::fstatat(pfd.as_fd(), &c)?;
+            let cur = sys::openat(pfd.as_fd(), &c, libc::O_PATH, 0)?;
+            let dst = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+            if up.privileged {
+                sys::fchownat(work, &tmp, Some(st.st_uid), Some(st.st_gid))?;
+            }
+            sys::fchmodat(work, &tmp, st.st_mode & 0o7777)?;
+            for x in sys::list_xattr(cur.as_fd())? {
+                if x == b"trusted.rfs.metacopy" || x == b"user.rfs.metacopy" {
+                    continue;
+                }
+                let xc = sys::cstr(&x)?;
+                if let Some(v) = sys::get_xattr(cur.as_fd(), &xc)? {
+                    set_xattr_tolerant(dst.as_fd(), &x, &v)?;
+                }
+            }
+            sys::utimensat(
+                work,
+                &tmp,
+                SetTime::At(st.st_atime, st.st_atime_nsec as u32),
+                SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
+            )?;
+            sys::renameat2(work, &tmp, pfd.as_fd(), &c, 0)
+        })();
+        if let Err(e) = res {
+            let _ = sys::unlinkat(work, &tmp, false);
+            return Err(bytes_err("completing metacopy", &path, e));
+        }
+        let mut st = lock(&inode.state);
+        st.metacopy = false;
+        st.lower = None;
         Ok(())
     }
 
@@ -1035,7 +1224,7 @@ impl UnionFs {
         let mut prebuilt = lock(&inode.copy_lock);
         let lower = {
             let st = lock(&inode.state);
-            if st.upper || prebuilt.is_some() {
+            if (st.upper && !st.metacopy) || prebuilt.is_some() {
                 return Ok(());
             }
             st.lower
@@ -1164,9 +1353,15 @@ impl UnionFs {
     /// # Errors
     /// `ReadOnly`; host errors.
     pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
-        self.prepare_copy_up(ino)?;
+        if set.size.is_some() {
+            self.prepare_copy_up(ino)?;
+        }
         let _ns = self.read_ns();
-        self.copy_up(ino)?;
+        if set.size.is_some() {
+            self.copy_up(ino)?;
+        } else {
+            self.copy_up_meta(ino)?;
+        }
         let up = self.upper()?;
         let inode = self.inode(ino)?;
         let path = self.path(ino)?;
@@ -1624,15 +1819,6 @@ impl UnionFs {
         {
             return Err(Error::Invalid("rename flags"));
         }
-        // Copy a lower file's data before taking the namespace lock (see prepare_copy_up).
-        let src_ino = {
-            let _ns = self.read_ns();
-            let sdir = self.dir_snap(parent)?;
-            self.resolve(&sdir, name)?.map(|r| (r.ino, r.kind))
-        };
-        if let Some((ino, FileKind::File)) = src_ino {
-            self.prepare_copy_up(ino)?;
-        }
         let _ns = self.write_ns();
         let up = self.upper()?;
         let sdir = self.dir_snap(parent)?;
@@ -1663,7 +1849,7 @@ impl UnionFs {
             }
         }
         self.remember(parent, name, &src, false);
-        self.copy_up(src.ino)?;
+        self.copy_up_meta(src.ino)?;
         let (sfd, _) = self.ensure_upper_dir(&sdir.path)?;
         let (dfd, _) = self.ensure_upper_dir(&ddir.path)?;
         let sc = cname(name)?;
@@ -1709,17 +1895,7 @@ impl UnionFs {
         if let Some(d) = &dst {
             self.forget_alias(d.ino, newparent, newname);
         }
-        self.forget_alias(src.ino, parent, name);
-        let moved = Resolved {
-            ino: src.ino,
-            kind: src.kind,
-            lower: src.lower,
-            upper: None,
-        };
-        self.remember(newparent, newname, &moved, false);
-        if let Ok(inode) = self.inode(src.ino) {
-            lock(&inode.state).upper = true;
-        }
+        self.move_alias(src.ino, (parent, name), (newparent, newname));
         Ok(())
     }
 
@@ -1785,21 +1961,8 @@ impl UnionFs {
         }
         sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, RENAME_EXCHANGE)
             .map_err(|e| bytes_err("rename exchange", name, e))?;
-        self.forget_alias(src.ino, parent, name);
-        self.forget_alias(dst.ino, newparent, newname);
-        let moved = |r: &Resolved| Resolved {
-            ino: r.ino,
-            kind: r.kind,
-            lower: r.lower,
-            upper: None,
-        };
-        self.remember(newparent, newname, &moved(src), false);
-        self.remember(parent, name, &moved(dst), false);
-        for ino in [src.ino, dst.ino] {
-            if let Ok(inode) = self.inode(ino) {
-                lock(&inode.state).upper = true;
-            }
-        }
+        self.move_alias(src.ino, (parent, name), (newparent, newname));
+        self.move_alias(dst.ino, (newparent, newname), (parent, name));
         Ok(())
     }
 
@@ -1873,9 +2036,8 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Error::NotPermitted);
         }
-        self.prepare_copy_up(ino)?;
         let _ns = self.read_ns();
-        self.copy_up(ino)?;
+        self.copy_up_meta(ino)?;
         let fd = self.upper_path_fd(ino)?;
         sys::set_xattr(fd.as_fd(), &cname(name)?, value, flags)
             .map_err(|e| bytes_err("setxattr", name, e))
@@ -1889,9 +2051,8 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Error::NoAttr);
         }
-        self.prepare_copy_up(ino)?;
         let _ns = self.read_ns();
-        self.copy_up(ino)?;
+        self.copy_up_meta(ino)?;
         let fd = self.upper_path_fd(ino)?;
         sys::remove_xattr(fd.as_fd(), &cname(name)?).map_err(|e| bytes_err("removexattr", name, e))
     }

@@ -7,6 +7,8 @@
 //!   absolute lower path they merge with (kernel `redirect_dir=on`).
 //! - `*.rfs.origin` records the inode number a copied-up entry had in the lower tree, so
 //!   st_ino survives copy-up and remounts.
+//! - `*.rfs.metacopy` marks a metadata-only copy-up (kernel `metacopy=on`): the upper file
+//!   is sparse and its data is still read from the lower entry named by `*.rfs.origin`.
 //! - Ownership a rootless daemon cannot `chown` lives in `user.containers.override_stat`
 //!   (`uid:gid:mode`, the containers/storage convention).
 //!
@@ -42,6 +44,8 @@ pub(crate) struct UpperEntry {
     pub(crate) opaque: bool,
     pub(crate) redirect: Option<Vec<u8>>,
     pub(crate) owner_override: Option<(u32, u32, u32)>,
+    /// Metadata-only copy: the data still lives in the lower file named by `origin`.
+    pub(crate) metacopy: bool,
 }
 
 /// The writable layer.
@@ -64,6 +68,8 @@ pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
         || name.starts_with(b"user.overlay.")
         || name == b"trusted.rfs.origin"
         || name == b"user.rfs.origin"
+        || name == b"trusted.rfs.metacopy"
+        || name == b"user.rfs.metacopy"
         || name == b"user.containers.override_stat"
 }
 
@@ -215,6 +221,7 @@ impl Upper {
             opaque: false,
             redirect: None,
             owner_override: None,
+            metacopy: false,
         };
         let fd = match sys::openat(dir, name, libc::O_PATH, 0) {
             Ok(fd) => fd,
@@ -241,6 +248,7 @@ impl Upper {
                 }
                 b"trusted.overlay.redirect" | b"user.overlay.redirect" => e.redirect = Some(v),
                 b"user.containers.override_stat" => e.owner_override = parse_override(&v),
+                b"trusted.rfs.metacopy" | b"user.rfs.metacopy" => e.metacopy = true,
                 _ => {}
             }
         }

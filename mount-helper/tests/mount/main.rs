@@ -10,6 +10,7 @@ mod common;
 mod concurrency;
 mod differential;
 mod images;
+mod metacopy;
 mod podman;
 mod rootless;
 mod semantics;
