@@ -140,7 +140,7 @@ pub struct LowerNode {
 /// One read-only layer.
 #[derive(Debug)]
 enum Layer {
-    Tar { file: Arc<File>, name: String },
+    Tar { file: Arc<File>, name: Arc<str> },
     Dir { root: OwnedFd, name: String },
 }
 
@@ -178,6 +178,8 @@ pub enum LowerFile {
         start: u64,
         /// Data length.
         size: u64,
+        /// The layer file's name, for messages.
+        layer: Arc<str>,
     },
     /// A file of a directory layer.
     Dir(OwnedFd),
@@ -190,12 +192,28 @@ impl LowerFile {
     /// The kernel's error from `pread`.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         match self {
-            LowerFile::Tar { file, start, size } => {
+            LowerFile::Tar {
+                file,
+                start,
+                size,
+                layer,
+            } => {
                 if offset >= *size {
                     return Ok(0);
                 }
                 let want = buf.len().min((size - offset) as usize);
-                sys::pread_full(file.as_fd(), &mut buf[..want], start + offset)
+                let got = sys::pread_full(file.as_fd(), &mut buf[..want], start + offset)?;
+                if got < want {
+                    // The member's data was there when the layer was indexed: the layer file
+                    // has been truncated or replaced since. Never serve a silently short file.
+                    log::error!(
+                        "layer {layer}: wanted {want} bytes at offset {}, got {got}: the \
+                         layer file was truncated after it was indexed",
+                        start + offset
+                    );
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                Ok(got)
             }
             LowerFile::Dir(fd) => sys::pread_full(fd.as_fd(), buf, offset),
         }
@@ -660,7 +678,7 @@ impl LowerTree {
                         })?;
                     opened.push(Layer::Tar {
                         file: Arc::new(f),
-                        name,
+                        name: name.into(),
                     });
                 }
                 LayerInput::Dir(path) => {
@@ -759,10 +777,11 @@ impl LowerTree {
     pub fn open(&self, i: u32) -> Result<LowerFile, Error> {
         let n = self.node(i);
         match (&n.source, &self.layers[usize::from(n.layer)]) {
-            (Source::Tar { data, .. }, Layer::Tar { file, .. }) => Ok(LowerFile::Tar {
+            (Source::Tar { data, .. }, Layer::Tar { file, name }) => Ok(LowerFile::Tar {
                 file: Arc::clone(file),
                 start: *data,
                 size: n.meta.size,
+                layer: Arc::clone(name),
             }),
             (Source::Dir, Layer::Dir { .. }) => self
                 .dir_layer_open(i, libc::O_RDONLY | libc::O_NOFOLLOW)
@@ -811,7 +830,8 @@ impl LowerTree {
         self.layers
             .iter()
             .map(|l| match l {
-                Layer::Tar { name, .. } | Layer::Dir { name, .. } => name.as_str(),
+                Layer::Tar { name, .. } => name,
+                Layer::Dir { name, .. } => name.as_str(),
             })
             .collect()
     }

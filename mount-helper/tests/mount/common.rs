@@ -95,6 +95,14 @@ impl MountGuard {
         })
     }
 
+    /// Takes charge of a kernel mount made elsewhere (tmpfs, ...): unmounted on drop.
+    pub fn kernel_guard(mountpoint: &Path) -> MountGuard {
+        MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            kernel: true,
+        }
+    }
+
     /// Unmounts now, reporting failure (Drop only tries).
     pub fn unmount(mut self) -> Result<(), String> {
         let r = self.do_unmount();

@@ -9,6 +9,7 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod differential;
+mod faults;
 mod images;
 mod metacopy;
 mod podman;
