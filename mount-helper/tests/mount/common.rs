@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The built `rfs` binary.
@@ -174,5 +174,67 @@ impl Scratch {
         let p = self.dir.path().join(name);
         std::fs::create_dir_all(&p).unwrap();
         p
+    }
+}
+
+/// A foreground `rfs mount -f` whose pid we know, so the test can SIGKILL it. On drop the
+/// daemon is killed (if alive) and the mount removed.
+pub struct Daemon {
+    pub child: Child,
+    pub mnt: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(lower: &Path, upper: &Path, work: &Path, mnt: &Path) -> Daemon {
+        let child = Command::new(rfs_bin())
+            .arg("mount")
+            .arg("-f")
+            .arg("--lower")
+            .arg(lower)
+            .arg("--upper")
+            .arg(upper)
+            .arg("--work")
+            .arg(work)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            mnt: mnt.to_path_buf(),
+        };
+        let start = Instant::now();
+        while !is_mounted(mnt) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rfs mount -f never mounted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    /// SIGKILL, then clear the dead mount (the kernel keeps it until unmounted).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

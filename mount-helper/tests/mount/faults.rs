@@ -4,73 +4,11 @@
 //! layers may be touched, and the daemon must not panic.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{MountGuard, Scratch, is_mounted, require_root, rfs_bin};
-
-/// A foreground `rfs mount -f` whose pid we know, so the test can SIGKILL it. On drop the
-/// daemon is killed (if alive) and the mount removed.
-struct Daemon {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Daemon {
-    fn start(lower: &Path, upper: &Path, work: &Path, mnt: &Path) -> Daemon {
-        let child = Command::new(rfs_bin())
-            .arg("mount")
-            .arg("-f")
-            .arg("--lower")
-            .arg(lower)
-            .arg("--upper")
-            .arg(upper)
-            .arg("--work")
-            .arg(work)
-            .arg(mnt)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            mnt: mnt.to_path_buf(),
-        };
-        let start = Instant::now();
-        while !is_mounted(mnt) {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "rfs mount -f never mounted"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        d
-    }
-
-    /// SIGKILL, then clear the dead mount (the kernel keeps it until unmounted).
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status();
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::common::{Daemon, MountGuard, Scratch, require_root};
 
 fn fill(path: &Path, mib: u32, seed: u8) {
     let mut f = std::fs::File::create(path).unwrap();

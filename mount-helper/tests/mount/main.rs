@@ -15,3 +15,4 @@ mod metacopy;
 mod podman;
 mod rootless;
 mod semantics;
+mod soak;
