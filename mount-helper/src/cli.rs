@@ -28,6 +28,9 @@ pub(crate) enum Command {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// Check this host for what rfs needs (/dev/fuse, fusermount3, user namespaces, subuid
+    /// ranges, xattrs) and say what each missing piece costs.
+    Doctor,
 }
 
 /// `rfs mount`.

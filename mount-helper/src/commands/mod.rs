@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
 
+mod doctor;
 mod mount;
 mod umount;
 
@@ -15,6 +16,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Mount(args) => mount::run(cli.root, args),
         Command::Umount { mountpoint } => umount::run(&mountpoint),
+        Command::Doctor => doctor::run(&root_dir(cli.root)?),
     }
 }
 

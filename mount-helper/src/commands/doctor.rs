@@ -1,0 +1,207 @@
+//! `rfs doctor`: checks what rfs needs on this host and says what each missing piece costs
+//! and how to get it. Exit status 0 when everything rfs needs for rootless use is there, 1
+//! otherwise.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+/// One check's outcome.
+struct Check {
+    what: &'static str,
+    ok: bool,
+    detail: String,
+    /// What is lost without it, and what to do.
+    otherwise: &'static str,
+}
+
+fn dev_fuse() -> Check {
+    let meta = std::fs::metadata("/dev/fuse");
+    let open = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    let (ok, detail) = match (&meta, &open) {
+        (Err(e), _) => (false, format!("missing: {e}")),
+        (Ok(m), Ok(_)) => (
+            true,
+            format!("usable, mode {:o}", m.permissions().mode() & 0o777),
+        ),
+        (Ok(m), Err(e)) => (
+            false,
+            format!(
+                "mode {:o}, not usable by uid {}: {e}",
+                m.permissions().mode() & 0o777,
+                nix::unistd::geteuid()
+            ),
+        ),
+    };
+    Check {
+        what: "/dev/fuse",
+        ok,
+        detail,
+        otherwise: "no mounts at all: install fuse3 and run `chmod 0666 /dev/fuse` (distributions ship it 0666)",
+    }
+}
+
+fn fusermount() -> Check {
+    let path = ["/usr/bin/fusermount3", "/bin/fusermount3"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let (ok, detail) = match path {
+        Some(p) => {
+            let mode = std::fs::metadata(p)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
+            if mode & 0o4000 != 0 {
+                (true, format!("{p} (setuid)"))
+            } else {
+                (false, format!("{p} is not setuid"))
+            }
+        }
+        None => (false, "not found".into()),
+    };
+    Check {
+        what: "fusermount3",
+        ok,
+        detail,
+        otherwise: "non-root users cannot mount: apt-get install fuse3",
+    }
+}
+
+fn read_trim(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn user_namespaces() -> Check {
+    let max = read_trim("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    let clone = read_trim("/proc/sys/kernel/unprivileged_userns_clone");
+    let ok = max.parse::<u64>().unwrap_or(0) > 0 && clone.as_deref() != Some("0");
+    Check {
+        what: "user namespaces",
+        ok,
+        detail: format!(
+            "max_user_namespaces={max}{}",
+            clone
+                .map(|c| format!(", unprivileged_userns_clone={c}"))
+                .unwrap_or_default()
+        ),
+        otherwise: "rootless `rfs run` cannot start containers: sysctl user.max_user_namespaces=15000",
+    }
+}
+
+fn subids() -> Check {
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let has = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(':').next() == Some(user.as_str()))
+    };
+    let maps = Path::new("/usr/bin/newuidmap").exists() && Path::new("/usr/bin/newgidmap").exists();
+    let ranges = has("/etc/subuid") && has("/etc/subgid");
+    Check {
+        what: "subordinate ids",
+        ok: nix::unistd::geteuid().is_root() || (maps && ranges),
+        detail: format!(
+            "newuidmap/newgidmap {}, /etc/subuid and /etc/subgid ranges for {user:?} {}",
+            if maps { "present" } else { "missing" },
+            if ranges { "present" } else { "missing" }
+        ),
+        otherwise: "rootless containers see only one id (image users such as uid 1000 are squashed to 0): \
+                    apt-get install uidmap and add `USER:100000:65536` to /etc/subuid and /etc/subgid",
+    }
+}
+
+fn kernel_overlay() -> Check {
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let ok = fs.lines().any(|l| l.trim_end().ends_with("overlay"));
+    Check {
+        what: "kernel overlayfs",
+        ok,
+        detail: if ok {
+            "available".into()
+        } else {
+            "not loaded".into()
+        },
+        otherwise: "only the differential tests need it (modprobe overlay); rfs itself does not",
+    }
+}
+
+fn passthrough() -> Check {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut it = release
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let ok = (major, minor) >= (6, 9);
+    Check {
+        what: "FUSE passthrough (kernel >= 6.9)",
+        ok,
+        detail: format!("kernel {release} (rfs does not use passthrough yet)"),
+        otherwise: "a future passthrough mode would need it; today all I/O goes through the daemon",
+    }
+}
+
+fn user_xattrs(root: &Path) -> Check {
+    let probe = root.join(".rfs-doctor-xattr");
+    let ok = std::fs::write(&probe, b"").is_ok()
+        && std::process::Command::new("setfattr")
+            .args(["-n", "user.rfs.doctor", "-v", "1"])
+            .arg(&probe)
+            .output()
+            .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_file(&probe);
+    Check {
+        what: "user xattrs under the root directory",
+        ok,
+        detail: root.display().to_string(),
+        otherwise: "rootless uppers cannot record opaque dirs or ownership: put RFS_ROOT on ext4/xfs/btrfs \
+                    (needs setfattr from the attr package for this check)",
+    }
+}
+
+/// Runs the checks and prints one line per check.
+pub(crate) fn run(root: &Path) -> Result<ExitCode> {
+    let checks = [
+        dev_fuse(),
+        fusermount(),
+        user_namespaces(),
+        subids(),
+        user_xattrs(root),
+        kernel_overlay(),
+        passthrough(),
+    ];
+    let mut all_ok = true;
+    for c in &checks {
+        let mark = if c.ok { "ok  " } else { "MISSING" };
+        println!("{mark:8} {:36} {}", c.what, c.detail);
+        if !c.ok {
+            println!("         -> {}", c.otherwise);
+        }
+        // Overlayfs and passthrough only make rfs faster or testable; they are optional.
+        if !c.ok
+            && !matches!(
+                c.what,
+                "kernel overlayfs" | "FUSE passthrough (kernel >= 6.9)"
+            )
+        {
+            all_ok = false;
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
