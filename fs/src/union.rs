@@ -431,7 +431,9 @@ impl UnionFs {
 
     fn lower_attr(&self, i: u32) -> Attr {
         let n = self.lower.node(i);
-        let nlink = if n.kind == FileKind::Dir {
+        let nlink = if n.kind != FileKind::Dir && n.nlink > 1 {
+            self.visible_links(i)
+        } else if n.kind == FileKind::Dir {
             2 + self
                 .lower
                 .children(i)
@@ -459,6 +461,62 @@ impl UnionFs {
             ctime: t,
             rdev: n.meta.rdev,
         }
+    }
+
+    /// How many names of lower node `i`'s hard-link group the merged view still shows (the
+    /// others were deleted or replaced above it).
+    fn visible_links(&self, i: u32) -> u32 {
+        let Some(group) = self.link_groups.get(&self.lower.node(i).ino_node) else {
+            return self.lower.node(i).nlink;
+        };
+        let shown = group
+            .iter()
+            .filter(|&&m| {
+                matches!(
+                    self.resolve_path(&self.lower.path(m)),
+                    Ok(Some(Resolved { upper: None, lower: Some(l), .. })) if l == m
+                )
+            })
+            .count() as u32;
+        shown.max(1)
+    }
+
+    /// Resolves a path from the root through the merged view, without remembering anything.
+    fn resolve_path(&self, path: &[u8]) -> Result<Option<Resolved>, Error> {
+        let mut fd = match &self.upper {
+            Some(up) => Some(up.dir(b"")?),
+            None => None,
+        };
+        let mut lower = lock(&self.inode(ROOT_INO)?.state).lower;
+        let mut comps = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .peekable();
+        while let Some(c) = comps.next() {
+            let Some(r) = self.resolve_in(fd.as_ref().map(AsFd::as_fd), lower, c)? else {
+                return Ok(None);
+            };
+            if comps.peek().is_none() {
+                return Ok(Some(r));
+            }
+            if r.kind != FileKind::Dir {
+                return Ok(None);
+            }
+            fd = match (&fd, &r.upper) {
+                (Some(parent), Some(_)) => Some(
+                    sys::openat(
+                        parent.as_fd(),
+                        &cname(c)?,
+                        libc::O_PATH | libc::O_DIRECTORY,
+                        0,
+                    )
+                    .map_err(|e| bytes_err("open upper dir", path, e))?,
+                ),
+                _ => None,
+            };
+            lower = r.lower;
+        }
+        Ok(None)
     }
 
     fn upper_attr(&self, e: &UpperEntry, ino: u64, lower: Option<u32>) -> Attr {
@@ -1004,12 +1062,11 @@ impl UnionFs {
         }
         let l = lower.ok_or(Error::NotFound)?;
         self.copy_node_into(l, pfd.as_fd(), &name, ino, prebuilt.take())?;
+        // Every other name of a lower hard-link group that still shows it becomes a hard
+        // link of the copy (whichever name the kernel used to reach the inode).
         let group = self.link_groups.get(&self.lower.node(l).ino_node);
         for &member in group.into_iter().flatten() {
-            if member == l {
-                continue;
-            }
-            if let Err(e) = self.link_group_member(member, l, pfd.as_fd(), &name) {
+            if let Err(e) = self.link_group_member(member, pfd.as_fd(), &name) {
                 log::debug!("hard link group member not linked: {e}");
             }
         }
@@ -1076,10 +1133,12 @@ impl UnionFs {
             let _ = sys::unlinkat(work, &tmp, false);
             return Err(Error::io("metacopy", path, e));
         }
+        let times = sys::fstatat(pfd.as_fd(), c"").ok();
         if let Err(e) = sys::renameat2(work, &tmp, pfd.as_fd(), &cname(&name)?, RENAME_NOREPLACE) {
             let _ = sys::unlinkat(work, &tmp, false);
             return Err(Error::io("metacopy rename", path, e));
         }
+        restore_dir_times(pfd.as_fd(), times.as_ref());
         let mut st = lock(&inode.state);
         st.upper = true;
         st.metacopy = true;
@@ -1164,14 +1223,12 @@ impl UnionFs {
     fn link_group_member(
         &self,
         member: u32,
-        copied: u32,
         src_dir: BorrowedFd<'_>,
         src_name: &[u8],
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let mpath = self.lower.path(member);
         let (mparent, mname) = split_last(&mpath);
-        let _ = copied;
         let (mfd, mlower) = self.ensure_upper_dir(mparent)?;
         if mlower.and_then(|l| self.lower.child(l, mname)) != Some(member) {
             return Ok(());
@@ -1179,8 +1236,11 @@ impl UnionFs {
         if !matches!(up.lookup(mfd.as_fd(), mname)?, LookupResult::Absent) {
             return Ok(());
         }
+        let times = sys::fstatat(mfd.as_fd(), c"").ok();
         sys::linkat(src_dir, &cname(src_name)?, mfd.as_fd(), &cname(mname)?)
-            .map_err(|e| bytes_err("link upper", &mpath, e))
+            .map_err(|e| bytes_err("link upper", &mpath, e))?;
+        restore_dir_times(mfd.as_fd(), times.as_ref());
+        Ok(())
     }
 
     /// Copies the data of lower file `l` into a new work-dir file `tmp`, fsynced.
@@ -1278,8 +1338,13 @@ impl UnionFs {
             return Err(e);
         }
         let c = cname(name)?;
+        // A copy-up is not a change of the directory: keep its times (as the kernel does).
+        let times = sys::fstatat(dir, c"").ok();
         match sys::renameat2(work, &tmp, dir, &c, RENAME_NOREPLACE) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                restore_dir_times(dir, times.as_ref());
+                Ok(())
+            }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 let _ = crate::upper::remove_tree(work, &tmp);
                 Ok(())
@@ -2072,6 +2137,18 @@ impl UnionFs {
     }
 }
 
+/// Puts back a directory's atime and mtime as `before` had them.
+fn restore_dir_times(dir: BorrowedFd<'_>, before: Option<&sys::Stat>) {
+    if let Some(st) = before {
+        let _ = sys::utimensat(
+            dir,
+            c"",
+            SetTime::At(st.st_atime, st.st_atime_nsec as u32),
+            SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
+        );
+    }
+}
+
 fn getegid() -> u32 {
     nix::unistd::getegid().as_raw()
 }
@@ -2091,21 +2168,54 @@ fn set_xattr_tolerant(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Resu
     }
 }
 
-/// Copies `size` bytes of a lower file into `out`: `copy_file_range` where the kernel can
-/// (same filesystem, reflinks), else `pread`/`pwrite` in 1 MiB chunks, skipping zero chunks
-/// so sparse files stay sparse.
+/// Copies `size` bytes of a lower file into `out`, keeping holes: a directory-layer file is
+/// copied extent by extent (`SEEK_DATA`/`SEEK_HOLE`), and all-zero chunks are skipped, so
+/// a sparse file stays sparse. Data moves with `copy_file_range` where the kernel can (same
+/// filesystem, reflinks), else with `pread`/`pwrite`.
 fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
-    let (in_fd, base) = match input {
-        LowerFile::Tar { file, start, .. } => (file.as_fd(), *start),
-        LowerFile::Dir(fd) => (fd.as_fd(), 0),
-    };
+    match input {
+        LowerFile::Tar { file, start, .. } => copy_range(file.as_fd(), *start, out, 0, size)?,
+        LowerFile::Dir(fd) => {
+            let fd = fd.as_fd();
+            let mut pos = 0u64;
+            while pos < size {
+                let data = match sys::lseek(fd, pos as i64, libc::SEEK_DATA) {
+                    Ok(d) => d as u64,
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                    // No SEEK_DATA support: copy the rest as one range.
+                    Err(_) => pos,
+                };
+                if data >= size {
+                    break;
+                }
+                let hole = match sys::lseek(fd, data as i64, libc::SEEK_HOLE) {
+                    Ok(h) => (h as u64).min(size),
+                    Err(_) => size,
+                };
+                copy_range(fd, data, out, data, hole - data)?;
+                pos = hole;
+            }
+        }
+    }
+    // Trailing holes (and all-hole files) still need the full length.
+    sys::ftruncate(out, size)
+}
+
+/// Copies `len` bytes from `input` at `in_off` to `out` at `out_off`.
+fn copy_range(
+    input: BorrowedFd<'_>,
+    in_off: u64,
+    out: BorrowedFd<'_>,
+    out_off: u64,
+    len: u64,
+) -> io::Result<()> {
     let mut done = 0u64;
     let mut use_cfr = true;
     let mut buf = Vec::new();
-    while done < size {
-        let chunk = (size - done).min(1 << 30) as usize;
+    while done < len {
         if use_cfr {
-            match sys::copy_file_range(in_fd, base + done, out, done, chunk) {
+            let chunk = (len - done).min(1 << 30) as usize;
+            match sys::copy_file_range(input, in_off + done, out, out_off + done, chunk) {
                 Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                 Ok(n) => {
                     done += n as u64;
@@ -2125,20 +2235,16 @@ fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()
         if buf.is_empty() {
             buf = vec![0u8; 1 << 20];
         }
-        let want = (size - done).min(buf.len() as u64) as usize;
-        let n = sys::pread_full(in_fd, &mut buf[..want], base + done)?;
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let n = sys::pread_full(input, &mut buf[..want], in_off + done)?;
         if n == 0 {
             return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        if buf[..n].iter().all(|&b| b == 0) {
-            // A hole: extend the file instead of writing zeros.
-            done += n as u64;
-            sys::ftruncate(out, done)?;
-            continue;
-        }
-        let mut w = 0;
-        while w < n {
-            w += sys::pwrite(out, &buf[w..n], done + w as u64)?;
+        if !buf[..n].iter().all(|&b| b == 0) {
+            let mut w = 0;
+            while w < n {
+                w += sys::pwrite(out, &buf[w..n], out_off + done + w as u64)?;
+            }
         }
         done += n as u64;
     }
