@@ -53,7 +53,11 @@ pub(crate) struct UpperEntry {
 pub(crate) struct Upper {
     root: OwnedFd,
     work: OwnedFd,
+    /// Root: may chown to any (mapped) id.
     pub(crate) privileged: bool,
+    /// `trusted.*` xattrs can be set here (root in the initial user namespace); otherwise our
+    /// markers live in `user.*` (rootless, or root inside a user namespace).
+    trusted_xattrs: bool,
     pub(crate) whiteouts: WhiteoutStyle,
     next_tmp: AtomicU64,
 }
@@ -109,11 +113,13 @@ impl Upper {
             root,
             work: work_fd,
             privileged,
+            trusted_xattrs: false,
             whiteouts: WhiteoutStyle::CharDev,
             next_tmp: AtomicU64::new(0),
         };
         up.clean_work()
             .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
+        up.trusted_xattrs = privileged && up.probe_trusted_xattrs();
         let probe = up.tmp_name();
         match sys::mknodat(up.work.as_fd(), &probe, libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {
@@ -133,9 +139,32 @@ impl Upper {
         Ok(up)
     }
 
-    /// The xattr namespace our markers use: `trusted.` as root, `user.` otherwise.
+    /// The xattr namespace our markers use: `trusted.` where it works (root in the initial
+    /// user namespace), `user.` otherwise.
     fn ns(&self) -> &'static str {
-        if self.privileged { "trusted" } else { "user" }
+        if self.trusted_xattrs {
+            "trusted"
+        } else {
+            "user"
+        }
+    }
+
+    /// Whether a `trusted.*` xattr can be set in the work dir: root inside a user namespace
+    /// has euid 0 but not `CAP_SYS_ADMIN` over the filesystem.
+    fn probe_trusted_xattrs(&self) -> bool {
+        let tmp = self.tmp_name();
+        let Ok(fd) = sys::openat(
+            self.work(),
+            &tmp,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+            0o600,
+        ) else {
+            return false;
+        };
+        let ok = sys::set_xattr(fd.as_fd(), c"trusted.rfs.probe", b"1", 0).is_ok();
+        drop(fd);
+        let _ = sys::unlinkat(self.work(), &tmp, false);
+        ok
     }
 
     fn xattr_name(&self, suffix: &str) -> CString {
