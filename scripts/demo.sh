@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh - the main job on a fresh Debian 12 machine: install what rfs needs, build it,
-# make a small OCI image from Debian's busybox-static package, and mount it with rfs
-# (rootless-capable; here as the calling user, with a writable layer), list it, change a
-# file, and unmount.
+# make a small image from Debian's busybox-static package, mount it with rfs (with a
+# writable layer), list it, change a file, unmount, then run a container over it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -26,3 +25,6 @@ cat "$demo/mnt/etc/motd"
 trap - EXIT
 echo "== the change lives in the upper dir:"
 find "$demo/root/mounts" -path '*/upper/*' -type f
+echo "== rfs run: a container over the same image (user, mount, pid namespaces; pivot_root)"
+RFS_ROOT=$demo/root "$rfs" run --rm "$demo/sample-rootfs.tar" /bin/sh -c \
+  'echo hello from a container; id; cat /etc/motd; ls /'

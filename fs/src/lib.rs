@@ -21,6 +21,7 @@ pub mod image;
 pub mod lower;
 pub mod name;
 pub mod source;
+pub mod store;
 pub mod sys;
 pub mod tar_index;
 pub mod union;

@@ -31,6 +31,125 @@ pub(crate) enum Command {
     /// Check this host for what rfs needs (/dev/fuse, fusermount3, user namespaces, subuid
     /// ranges, xattrs) and say what each missing piece costs.
     Doctor,
+    /// Run a command in a new container over an image, rootless or as root.
+    Run(RunArgs),
+    /// List containers (running ones; all with -a).
+    Ps(PsArgs),
+    /// Remove containers and their writable layers.
+    Rm(RmArgs),
+    /// Load an image into the store from a docker save archive or an OCI layout (dir or tar).
+    Load(LoadArgs),
+    /// Make a one-layer image of a flat rootfs tar (as docker import).
+    Import(ImportArgs),
+    /// Give an image of the store another name.
+    Tag(TagArgs),
+    /// List the images of the store.
+    Images(ImagesArgs),
+    /// Remove images (or names of images) from the store.
+    Rmi(RmiArgs),
+    /// Delete the blobs and caches of the store that nothing uses.
+    Prune,
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Show images or containers as JSON, with docker's field names.
+    Inspect(InspectArgs),
+    /// List the files a container (or an upper directory) added, changed or deleted.
+    Diff(DiffArgs),
+    /// Make an image of a container's (or an upper directory's) changes.
+    Commit(CommitArgs),
+    /// Write images of the store to a docker or OCI archive.
+    Save(SaveArgs),
+    /// The container's init process (started by `rfs run`; not for direct use).
+    #[command(name = "__init", hide = true)]
+    Init {
+        /// The run spec written by `rfs run`.
+        spec: PathBuf,
+    },
+}
+
+/// `rfs run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// A name for the container (default: rfs-<first 8 digits of the id>).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Remove the container and its writable layer when it exits.
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// Set an environment variable (KEY alone takes the value from rfs's environment).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// User (and group) to run as, names from the container's /etc/passwd and /etc/group.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub(crate) user: Option<String>,
+    /// Bind mount a host path into the container.
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub(crate) volume: Vec<String>,
+    /// Host name of the container (default: the first 12 digits of its id).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) hostname: Option<String>,
+    /// Network: the host's, or none (a private namespace with only lo).
+    #[arg(long, value_name = "host|none", default_value = "host")]
+    pub(crate) net: NetMode,
+    /// Make the container's root read-only.
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// Keep stdin open for the container.
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+    /// Give the container a pseudo-terminal.
+    #[arg(short, long)]
+    pub(crate) tty: bool,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) entrypoint: Option<String>,
+    /// Image platform to pick from a multi-platform index (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Threads serving the container's filesystem.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub(crate) threads: usize,
+    /// The image.
+    #[arg(value_name = "SOURCE")]
+    pub(crate) source: PathBuf,
+    /// The command and its arguments (default: the image's Cmd).
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub(crate) command: Vec<String>,
+}
+
+/// `--net`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum NetMode {
+    /// The host's network.
+    Host,
+    /// A private network namespace with only the loopback interface.
+    None,
+}
+
+/// `rfs ps`.
+#[derive(Debug, Args)]
+pub(crate) struct PsArgs {
+    /// Show all containers, not only running ones.
+    #[arg(short, long)]
+    pub(crate) all: bool,
+}
+
+/// `rfs rm`.
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// Kill running containers first.
+    #[arg(short, long)]
+    pub(crate) force: bool,
+    /// Container names, ids or id prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub(crate) containers: Vec<String>,
 }
 
 /// `rfs mount`.
@@ -69,4 +188,194 @@ pub(crate) struct MountArgs {
     /// Make fsync a no-op (fuse-overlayfs `fsync=0`).
     #[arg(skip)]
     pub(crate) no_fsync: bool,
+}
+
+/// `--format` of listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `rfs load`.
+#[derive(Debug, Args)]
+pub(crate) struct LoadArgs {
+    /// The archive or layout directory to load.
+    #[arg(short, long, value_name = "FILE|DIR")]
+    pub(crate) input: PathBuf,
+    /// Image platform to pick from a multi-platform index (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Also name the image NAME[:TAG] (repeatable).
+    #[arg(short, long, value_name = "NAME[:TAG]")]
+    pub(crate) tag: Vec<String>,
+    /// Print nothing.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+/// `rfs import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The rootfs tar (uncompressed, gzip or zstd; - for stdin).
+    #[arg(value_name = "ROOTFS.tar")]
+    pub(crate) source: PathBuf,
+    /// The name of the new image.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub(crate) reference: Option<String>,
+    /// A commit message.
+    #[arg(short, long, value_name = "MSG")]
+    pub(crate) message: Option<String>,
+    /// A Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, LABEL, EXPOSE, VOLUME,
+    /// WORKDIR, USER, STOPSIGNAL); repeatable.
+    #[arg(short, long, value_name = "INSTRUCTION")]
+    pub(crate) change: Vec<String>,
+    /// The platform to record (os/arch[/variant]; default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+}
+
+/// `rfs tag`.
+#[derive(Debug, Args)]
+pub(crate) struct TagArgs {
+    /// The image: NAME[:TAG] or ID.
+    #[arg(value_name = "SOURCE")]
+    pub(crate) source: String,
+    /// The new name.
+    #[arg(value_name = "TARGET[:TAG]")]
+    pub(crate) target: String,
+}
+
+/// `rfs images`.
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// Only images of this repository (and tag).
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub(crate) reference: Option<String>,
+    /// Only the image IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Full image IDs.
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
+}
+
+/// `rfs rmi`.
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// Remove an image with several names by ID, or one that containers use.
+    #[arg(short, long)]
+    pub(crate) force: bool,
+    /// Images: NAME[:TAG] (removes that name; the image goes with its last name) or ID.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub(crate) images: Vec<String>,
+}
+
+/// `rfs history`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    /// The image: NAME[:TAG] or ID.
+    #[arg(value_name = "IMAGE")]
+    pub(crate) image: String,
+    /// Sizes and dates in human-readable form (`-H false` for bytes and RFC 3339 dates).
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub(crate) human: bool,
+    /// Do not shorten IDs and commands.
+    #[arg(long)]
+    pub(crate) no_trunc: bool,
+    /// Only the IDs.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
+}
+
+/// `rfs inspect --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InspectType {
+    /// Only images.
+    Image,
+    /// Only containers.
+    Container,
+}
+
+/// `rfs inspect`.
+#[derive(Debug, Args)]
+pub(crate) struct InspectArgs {
+    /// Images (NAME[:TAG] or ID) or containers (name or ID).
+    #[arg(value_name = "IMAGE|CONTAINER", required = true)]
+    pub(crate) targets: Vec<String>,
+    /// Look only for this kind of object.
+    #[arg(long = "type", value_enum, value_name = "image|container")]
+    pub(crate) kind: Option<InspectType>,
+}
+
+/// `rfs diff`.
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    /// A container (name or ID) or an upper directory.
+    #[arg(value_name = "CONTAINER|UPPERDIR")]
+    pub(crate) target: String,
+    /// The image below (needed for an upper directory): NAME[:TAG], ID, or an image file.
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) image: Option<String>,
+    /// Image platform, for an image file with several.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+}
+
+/// `rfs commit`.
+#[derive(Debug, Args)]
+pub(crate) struct CommitArgs {
+    /// CONTAINER [NAME[:TAG]], or only [NAME[:TAG]] with --upper.
+    #[arg(value_name = "CONTAINER [NAME[:TAG]]", num_args = 0..=2)]
+    pub(crate) args: Vec<String>,
+    /// Commit this upper directory instead of a container's.
+    #[arg(long, value_name = "DIR", requires = "image")]
+    pub(crate) upper: Option<PathBuf>,
+    /// The image below: NAME[:TAG], ID, or an image file (loaded into the store).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) image: Option<String>,
+    /// Image platform, for an image file with several.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// A commit message.
+    #[arg(short, long, value_name = "MSG")]
+    pub(crate) message: Option<String>,
+    /// The author.
+    #[arg(short, long, value_name = "AUTHOR")]
+    pub(crate) author: Option<String>,
+    /// A Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, LABEL, EXPOSE, VOLUME,
+    /// WORKDIR, USER, STOPSIGNAL); repeatable.
+    #[arg(short, long, value_name = "INSTRUCTION")]
+    pub(crate) change: Vec<String>,
+}
+
+/// `rfs save --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SaveFormat {
+    /// `docker save`'s format (docker load, podman load, skopeo docker-archive:).
+    Docker,
+    /// An OCI image layout in a tar (skopeo oci-archive:).
+    Oci,
+}
+
+/// `rfs save`.
+#[derive(Debug, Args)]
+pub(crate) struct SaveArgs {
+    /// Images: NAME[:TAG] or ID.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub(crate) images: Vec<String>,
+    /// The archive to write (default: stdout, if it is not a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// The archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub(crate) format: SaveFormat,
 }

@@ -8,7 +8,12 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command};
 
 mod doctor;
+mod init;
 mod mount;
+mod ps;
+mod rm;
+mod run;
+mod store;
 mod umount;
 
 /// Runs the parsed command line.
@@ -16,6 +21,21 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Mount(args) => mount::run(cli.root, args),
         Command::Umount { mountpoint } => umount::run(&mountpoint),
+        Command::Run(args) => run::run(cli.root, args),
+        Command::Ps(args) => ps::run(cli.root, &args),
+        Command::Rm(args) => rm::run(cli.root, &args),
+        Command::Load(args) => store::load(cli.root, &args),
+        Command::Import(args) => store::import(cli.root, &args),
+        Command::Tag(args) => store::tag(cli.root, &args),
+        Command::Images(args) => store::images(cli.root, &args),
+        Command::Rmi(args) => store::rmi(cli.root, &args),
+        Command::Prune => store::prune(cli.root),
+        Command::History(args) => store::history(cli.root, &args),
+        Command::Inspect(args) => store::inspect(cli.root, &args),
+        Command::Diff(args) => store::diff(cli.root, &args),
+        Command::Commit(args) => store::commit(cli.root, &args),
+        Command::Save(args) => store::save(cli.root, &args),
+        Command::Init { spec } => init::run(&spec),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
     }
 }
@@ -44,20 +64,14 @@ pub(crate) fn root_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
     std::fs::canonicalize(&root).with_context(|| format!("resolving {}", root.display()))
 }
 
-/// The layers of an image SOURCE, bottom first, indexed (and cached under `root`).
+/// The layers of an image SOURCE, bottom first, indexed (and cached under `root`). SOURCE is
+/// an image file or layout; a SOURCE that is no existing path names an image of the store
+/// (`NAME[:TAG]` or an ID prefix). Store blobs the layers use stay leased (safe from
+/// `rfs prune`) while this process runs.
 pub(crate) fn image_layers(
     root: &std::path::Path,
     source: &std::path::Path,
     platform: Option<&str>,
 ) -> Result<Vec<rfs_fs::lower::LayerInput>> {
-    let progress = crate::progress::Progress::new();
-    let report = |what: &str, done: u64, total: u64| progress.update(what, done, total);
-    let opts = rfs_fs::source::SourceOptions {
-        root,
-        platform,
-        progress: Some(&report),
-    };
-    // Library errors name the archive, member and layer already.
-    let (_image, layers) = rfs_fs::source::open_layers(source, &opts)?;
-    Ok(layers)
+    Ok(store::open_image(root, source, platform)?.layers)
 }

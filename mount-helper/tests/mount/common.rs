@@ -114,15 +114,32 @@ impl MountGuard {
         if self.mountpoint.as_os_str().is_empty() {
             return Ok(());
         }
-        let first = if self.kernel {
-            Command::new("umount").arg(&self.mountpoint).status()
-        } else {
-            Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mountpoint)
-                .status()
-        };
-        if first.is_ok_and(|s| s.success()) {
+        // A mount is briefly busy while a concurrent test's mount namespace (a container of
+        // the runner tests) still holds a propagated copy: retry a few times.
+        let mut first_ok = false;
+        for attempt in 0..10u64 {
+            let st = if self.kernel {
+                Command::new("umount")
+                    .arg(&self.mountpoint)
+                    .stderr(Stdio::null())
+                    .status()
+            } else {
+                Command::new("fusermount3")
+                    .arg("-u")
+                    .arg(&self.mountpoint)
+                    .stderr(Stdio::null())
+                    .status()
+            };
+            if st.is_ok_and(|s| s.success()) {
+                first_ok = true;
+                break;
+            }
+            if !is_mounted(&self.mountpoint) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
+        }
+        if first_ok {
             // Wait for the daemon to notice, so its upper is quiet.
             let start = Instant::now();
             while is_mounted(&self.mountpoint) && start.elapsed() < Duration::from_secs(5) {

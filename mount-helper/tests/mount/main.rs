@@ -15,5 +15,7 @@ mod images;
 mod metacopy;
 mod podman;
 mod rootless;
+mod run;
 mod semantics;
 mod soak;
+mod store;

@@ -138,3 +138,91 @@ fn rename_of_a_big_lower_file_is_metadata_only() {
     );
     guard.unmount().unwrap();
 }
+
+#[test]
+fn commit_of_a_metadata_only_copy_carries_the_data() {
+    if !require_root("commit_of_a_metadata_only_copy_carries_the_data") {
+        return;
+    }
+    let images = std::env::var_os("RFS_IMAGES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/tmp/rfs-images".into());
+    let image = images.join("busybox-oci");
+    if !image.exists() {
+        if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
+            eprintln!("SKIPPED: no test images (RFS_SKIP_IMAGE_TESTS=1)");
+            return;
+        }
+        panic!("no test images: run ../shared/scripts/make-test-images.sh");
+    }
+    let s = Scratch::new();
+    let (root, upper, work, mnt, mnt2) = (
+        s.mkdir("root"),
+        s.mkdir("upper"),
+        s.mkdir("work"),
+        s.mkdir("mnt"),
+        s.mkdir("mnt2"),
+    );
+    let rfs = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(crate::common::rfs_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let guard = MountGuard::rfs(
+        &[
+            "--root".as_ref(),
+            root.as_os_str(),
+            "mount".as_ref(),
+            "--upper".as_ref(),
+            upper.as_os_str(),
+            "--work".as_ref(),
+            work.as_os_str(),
+            image.as_os_str(),
+        ],
+        &mnt,
+    )
+    .unwrap();
+    let bin = "opt/data/random-3MiB.bin";
+    let want = std::fs::read(mnt.join(bin)).unwrap();
+    std::fs::set_permissions(mnt.join(bin), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(
+        xattr(&upper.join(bin), "trusted.rfs.metacopy").is_some(),
+        "chmod made a metadata-only copy"
+    );
+    guard.unmount().unwrap();
+    rfs(&[
+        "commit".as_ref(),
+        "--upper".as_ref(),
+        upper.as_os_str(),
+        "--image".as_ref(),
+        image.as_os_str(),
+        "rfs/metacopy:1".as_ref(),
+    ]);
+    let guard = MountGuard::rfs(
+        &[
+            "--root".as_ref(),
+            root.as_os_str(),
+            "mount".as_ref(),
+            "--read-only".as_ref(),
+            "rfs/metacopy:1".as_ref(),
+        ],
+        &mnt2,
+    )
+    .unwrap();
+    let m = std::fs::metadata(mnt2.join(bin)).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert!(
+        std::fs::read(mnt2.join(bin)).unwrap() == want,
+        "committed data differs"
+    );
+    guard.unmount().unwrap();
+}

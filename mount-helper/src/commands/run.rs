@@ -1,0 +1,457 @@
+//! `rfs run`: an image SOURCE → a container with its own writable layer, the union served by
+//! FUSE from inside the container's user namespace, the command's exit status passed on.
+//!
+//! This process stays single-threaded until the sandbox is forked (see
+//! `rfs_runner::process`): it opens the image, builds the `UnionFs` (so rootless ownership
+//! goes to `user.containers.override_stat`, decided before any namespace), creates
+//! `<root>/containers/<id>/{upper,work,rootfs,…}` and the run spec, then forks. The sandbox
+//! mounts the union on `rootfs/`, starts `rfs __init` as pid 1 of a new pid namespace, waits
+//! for it and unmounts. Errors before the container starts leave nothing behind (the
+//! container directory is removed) and exit with 125; afterwards the exit status is the
+//! command's (128+N for a signal).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use rfs_fs::fuse::MountOptions;
+use rfs_fs::lower::LowerTree;
+use rfs_fs::union::{UnionFs, UpperDirs};
+use rfs_runner::image_config::{ImageConfig, command_line, environment};
+use rfs_runner::process::{self, wait_forwarding};
+use rfs_runner::spec::{BindMount, Network, RunSpec};
+use rfs_runner::state::{ContainerState, Status, Store};
+use rfs_runner::syscall::Linux;
+use rfs_runner::userns::{self, IdMapping};
+
+use crate::cli::{NetMode, RunArgs};
+
+/// Exit status when rfs itself fails before the command starts (as docker run).
+const SETUP_FAILED: u8 = 125;
+
+/// Runs `rfs run`.
+pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    match start_and_wait(root, args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("rfs: {e:#}");
+            Ok(ExitCode::from(SETUP_FAILED))
+        }
+    }
+}
+
+/// `-v HOST:CTR[:ro|rw]`.
+fn volume(spec: &str) -> Result<BindMount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr, read_only) = match parts.as_slice() {
+        [h, c] => (*h, *c, false),
+        [h, c, "ro"] => (*h, *c, true),
+        [h, c, "rw"] => (*h, *c, false),
+        _ => bail!("-v {spec}: expected HOST:CTR or HOST:CTR:ro"),
+    };
+    if !ctr.starts_with('/') {
+        bail!("-v {spec}: the container path must be absolute");
+    }
+    let source = std::fs::canonicalize(host).with_context(|| format!("-v {spec}: {host}"))?;
+    Ok(BindMount {
+        source,
+        target: PathBuf::from(ctr),
+        read_only,
+    })
+}
+
+/// /dev/fuse must open read-write, in this process, or no container can mount its root.
+fn check_dev_fuse() -> Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map(drop)
+        .context(
+            "cannot open /dev/fuse: load the fuse module (`modprobe fuse`) and make the device \
+             usable by this user (`chmod 0666 /dev/fuse`)",
+        )
+}
+
+/// Removes a container directory unless disarmed: nothing is left of a container that
+/// never started.
+struct RemoveOnFailure {
+    dir: Option<PathBuf>,
+}
+
+impl RemoveOnFailure {
+    fn disarm(&mut self) {
+        self.dir = None;
+    }
+}
+
+impl Drop for RemoveOnFailure {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    // Prerequisites first: a missing one means nothing is created.
+    userns::check_user_namespaces()?;
+    let mapping = IdMapping::for_current_user()?;
+    check_dev_fuse()?;
+    let root = super::root_dir(root)?;
+
+    // A path (archive or layout) or an image of the store; its blobs stay leased while this
+    // process (and the sandbox forked from it) lives.
+    let image = super::store::open_image(&root, &args.source, args.platform.as_deref())
+        .with_context(|| format!("reading image {}", args.source.display()))?;
+    let layers = image.layers;
+    let config = ImageConfig::from_json(image.config.as_ref());
+    let image_id = image.image_id;
+    let argv = command_line(&config, args.entrypoint.as_deref(), &args.command)?;
+    let volumes = args
+        .volume
+        .iter()
+        .map(|v| volume(v))
+        .collect::<Result<Vec<_>>>()?;
+
+    let store = Store::new(&root);
+    let id = Store::new_id()?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("rfs-{}", &id[..8]));
+    if store.list()?.iter().any(|c| c.name == name) {
+        bail!("the name {name:?} is in use by another container (rfs rm it, or pick another)");
+    }
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
+    let mut state = ContainerState {
+        id: id.clone(),
+        name,
+        image: args.source.display().to_string(),
+        command: argv.clone(),
+        created: rfs_runner::state::now(),
+        finished: None,
+        status: Status::Created,
+        exit_code: None,
+        pid: None,
+        pid_start_time: None,
+        image_id: image_id.map(|d| d.to_string()),
+    };
+    let dir = store.create(&state)?;
+    let mut cleanup = RemoveOnFailure {
+        dir: Some(dir.clone()),
+    };
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut binds = etc_files(&dir, &hostname)?;
+    binds.extend(volumes);
+    let spec = RunSpec {
+        rootfs: rootfs.clone(),
+        argv,
+        env: environment(&config, &args.env, &hostname, args.tty),
+        cwd: PathBuf::from(
+            args.workdir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .or_else(|| Some(config.working_dir.clone()).filter(|w| !w.is_empty()))
+                .unwrap_or_else(|| "/".into()),
+        ),
+        user: args.user.clone().unwrap_or_else(|| config.user.clone()),
+        hostname,
+        binds,
+        network: match args.net {
+            NetMode::Host => Network::Host,
+            NetMode::None => Network::None,
+        },
+        read_only_rootfs: args.read_only,
+        tty: args.tty,
+        single_id: mapping.is_single(),
+    };
+    if !spec.cwd.is_absolute() {
+        bail!(
+            "-w {}: the working directory must be absolute",
+            spec.cwd.display()
+        );
+    }
+    let spec_path = dir.join("spec.json");
+    spec.write(&spec_path)?;
+
+    let tree = LowerTree::build(layers).context("merging the image's layers")?;
+    let upper_dirs = UpperDirs { upper, work };
+    // Who opens the upper decides how ownership is stored (rfs-fs looks at its euid then).
+    // Rootless: here, as the real user, so ownership other than ours goes to
+    // user.containers.override_stat and every file of the upper stays ours to delete. Root:
+    // in the sandbox, as root of the (identity-mapped) user namespace, where real chown works
+    // but trusted.* xattrs do not.
+    let fs = if mapping == IdMapping::Identity {
+        Filesystem::OpenInSandbox(tree, upper_dirs)
+    } else {
+        let fs = UnionFs::new(tree, Some(upper_dirs))
+            .context("opening the container's writable layer")?;
+        Filesystem::Open(Arc::new(fs))
+    };
+    if let Some(n) = mapping.notice() {
+        eprintln!("{n}");
+    }
+
+    let pty = if args.tty {
+        let p = rfs_runner::tty::open_pty()?;
+        set_cloexec(&p.master)?;
+        set_cloexec(&p.slave)?;
+        Some(p)
+    } else {
+        None
+    };
+    let signals = process::block_signals(&[Signal::SIGWINCH])?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    let sandbox = Sandbox {
+        fs: Some(fs),
+        spec_path: &spec_path,
+        rootfs: &rootfs,
+        source: &args.source,
+        threads: args.threads,
+        stdin: if args.interactive {
+            StdinMode::Inherit
+        } else {
+            StdinMode::Null
+        },
+        tty: pty.as_ref().map(|p| &p.slave),
+        squash_owners: mapping.is_single(),
+    };
+    let sandbox_pid = process::spawn_sandbox(spec.network, &mapping, &Linux, move || {
+        sandbox.run(report_write)
+    })
+    .context(
+        "creating the container's namespaces (are unprivileged user namespaces allowed? see \
+         user.max_user_namespaces and kernel.unprivileged_userns_clone)",
+    )?;
+    let pty_master = pty.map(|p| p.master);
+
+    let mut line = String::new();
+    let _ = BufReader::new(std::fs::File::from(report_read)).read_line(&mut line);
+    if !line.starts_with("ok") {
+        let _ = nix::sys::wait::waitpid(sandbox_pid, None);
+        let why = line
+            .trim()
+            .strip_prefix("err ")
+            .unwrap_or("the container process exited");
+        bail!("starting the container: {why}");
+    }
+    state.status = Status::Running;
+    state.pid = Some(sandbox_pid.as_raw());
+    state.pid_start_time = rfs_runner::state::process_start_time(sandbox_pid.as_raw());
+    store.save(&state)?;
+    cleanup.disarm();
+
+    let raw = pty_master
+        .as_ref()
+        .and_then(|_| rfs_runner::tty::RawMode::enable());
+    let relay = match &pty_master {
+        Some(m) => Some(rfs_runner::tty::start_relay(m, args.interactive)?),
+        None => None,
+    };
+    let code = wait_forwarding(sandbox_pid, &signals, false, &mut |sig| {
+        if sig == Signal::SIGWINCH {
+            if let Some(m) = &pty_master {
+                rfs_runner::tty::copy_window_size(m);
+            }
+            return false;
+        }
+        true
+    })?;
+    drop(pty_master);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    drop(raw);
+
+    state.status = Status::Exited;
+    state.exit_code = Some(code);
+    state.finished = Some(rfs_runner::state::now());
+    if args.rm {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing container {}", dir.display()))?;
+    } else if let Err(e) = store.save(&state) {
+        // `rfs rm -f` may have removed the container meanwhile.
+        log::debug!("recording the exit: {e}");
+    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+/// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the container, as files in its
+/// directory, bound over the image's.
+fn etc_files(dir: &Path, hostname: &str) -> Result<Vec<BindMount>> {
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let files = [
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 127.0.1.1\t{hostname}\n"
+            ),
+        ),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ];
+    let mut binds = Vec::new();
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        binds.push(BindMount {
+            source: path,
+            target: Path::new("/etc").join(name),
+            read_only: false,
+        });
+    }
+    Ok(binds)
+}
+
+fn set_cloexec(fd: &OwnedFd) -> Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("pseudo-terminal: FD_CLOEXEC")?;
+    Ok(())
+}
+
+/// What the container's stdin is without a terminal.
+#[derive(Clone, Copy)]
+enum StdinMode {
+    Inherit,
+    Null,
+}
+
+/// The container's union, or what it is made of.
+enum Filesystem {
+    Open(Arc<UnionFs>),
+    OpenInSandbox(LowerTree, UpperDirs),
+}
+
+/// What the sandbox process does once in its namespaces.
+struct Sandbox<'a> {
+    /// Taken when the sandbox mounts it.
+    fs: Option<Filesystem>,
+    spec_path: &'a Path,
+    rootfs: &'a Path,
+    source: &'a Path,
+    threads: usize,
+    stdin: StdinMode,
+    tty: Option<&'a OwnedFd>,
+    /// Show every file as owned by root (single-id user namespace).
+    squash_owners: bool,
+}
+
+impl Sandbox<'_> {
+    /// Mounts the union, starts the init, reports `ok <pid>` (or `err <why>`) on `report`,
+    /// waits, unmounts. Returns the init's exit status.
+    fn run(mut self, report: OwnedFd) -> i32 {
+        let mut report = std::fs::File::from(report);
+        let fail = |report: &mut std::fs::File, e: &dyn std::fmt::Display| {
+            let _ = writeln!(report, "err {e}");
+            125
+        };
+        let signals = match process::block_signals(&[]) {
+            Ok(s) => s,
+            Err(e) => return fail(&mut report, &process::chain(&e)),
+        };
+        let opts = MountOptions {
+            fsname: format!("rfs:{}", self.source.display()),
+            allow_other: true,
+            read_only: false,
+            threads: self.threads,
+            // With a single mapped id the kernel would show every other owner as the
+            // overflow id; show them as root instead, as fuse-overlayfs's squash_to_root.
+            ids: if self.squash_owners {
+                rfs_fs::fuse::IdMapping {
+                    squash_uid: Some(0),
+                    squash_gid: Some(0),
+                    ..rfs_fs::fuse::IdMapping::default()
+                }
+            } else {
+                rfs_fs::fuse::IdMapping::default()
+            },
+            fsync: true,
+        };
+        let fs = match self.fs.take() {
+            None => return fail(&mut report, &"no filesystem to mount"),
+            Some(Filesystem::Open(fs)) => fs,
+            Some(Filesystem::OpenInSandbox(tree, upper)) => match UnionFs::new(tree, Some(upper)) {
+                Ok(fs) => Arc::new(fs),
+                Err(e) => {
+                    return fail(
+                        &mut report,
+                        &format!("opening the container's writable layer: {e}"),
+                    );
+                }
+            },
+        };
+        let session = match rfs_fs::fuse::spawn_mount(fs, self.rootfs, &opts) {
+            Ok(s) => s,
+            Err(e) => {
+                return fail(
+                    &mut report,
+                    &format!("mounting the image on {}: {e}", self.rootfs.display()),
+                );
+            }
+        };
+        let code = match self.start_init() {
+            Ok(init) => {
+                let _ = writeln!(report, "ok {init}");
+                drop(report);
+                wait_forwarding(init, &signals, false, &mut |_| true).unwrap_or_else(|e| {
+                    eprintln!("rfs: {}", process::chain(&e));
+                    125
+                })
+            }
+            Err(e) => fail(&mut report, &format!("{e:#}")),
+        };
+        if let Err(e) = session.umount_and_join() {
+            eprintln!("rfs: unmounting {}: {e}", self.rootfs.display());
+        }
+        code
+    }
+
+    fn start_init(&self) -> Result<Pid> {
+        process::unshare_pid(&Linux)?;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg("__init").arg(self.spec_path);
+        rfs_runner::syscall::reset_signals_on_exec(&mut cmd);
+        match self.tty {
+            Some(slave) => {
+                cmd.stdin(Stdio::from(slave.try_clone()?));
+                cmd.stdout(Stdio::from(slave.try_clone()?));
+                cmd.stderr(Stdio::from(slave.try_clone()?));
+            }
+            None => {
+                if let StdinMode::Null = self.stdin {
+                    cmd.stdin(Stdio::null());
+                }
+            }
+        }
+        let child = cmd.spawn().context("starting the container's init")?;
+        Ok(Pid::from_raw(child.id() as i32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_parse() {
+        let v = volume("/tmp:/data:ro").unwrap();
+        assert!(v.read_only && v.target == Path::new("/data"));
+        assert!(volume("/tmp:data").is_err());
+        assert!(volume("/tmp").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! `rfs commit CONTAINER [NAME[:TAG]]` (or `--upper DIR --image IMAGE [NAME[:TAG]]`): a new
+//! image made of the image plus the writable layer, as one more layer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::CommitArgs;
+
+/// Runs `rfs commit`; prints the new image's ID.
+pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> {
+    let store = super::open(root)?;
+    let (base, upper, reference, created_by, container) = match &args.upper {
+        Some(upper) => {
+            let Some(image) = &args.image else {
+                bail!("rfs commit --upper DIR needs --image IMAGE, the image it was written over");
+            };
+            let reference = match args.args.as_slice() {
+                [] => None,
+                [r] => Some(r.clone()),
+                _ => bail!("usage: rfs commit --upper DIR --image IMAGE [NAME[:TAG]]"),
+            };
+            let base = super::image_in_store(&store, image, args.platform.as_deref())?;
+            (base, upper.clone(), reference, None, None)
+        }
+        None => {
+            let (key, reference) = match args.args.as_slice() {
+                [c] => (c, None),
+                [c, r] => (c, Some(r.clone())),
+                _ => bail!("usage: rfs commit [OPTIONS] CONTAINER [NAME[:TAG]]"),
+            };
+            let c = super::Container::find(store.root(), key)?
+                .with_context(|| format!("no such container: {key}"))?;
+            if c.state.is_running() {
+                eprintln!(
+                    "rfs: warning: container {} is running; files it changes meanwhile may be \
+                     committed half-written",
+                    c.state.name
+                );
+            }
+            let base = match &args.image {
+                Some(image) => super::image_in_store(&store, image, args.platform.as_deref())?,
+                None => c.image(&store)?,
+            };
+            let created_by = Some(c.state.command.join(" "));
+            let upper = c.upper();
+            (base, upper, reference, created_by, Some(c.state.id.clone()))
+        }
+    };
+    let reference = reference.as_deref().map(super::reference).transpose()?;
+    let committed = super::with_progress(|report| {
+        let opts = rfs_fs::store::CommitOptions {
+            reference,
+            message: args.message.clone(),
+            author: args.author.clone(),
+            changes: args.change.clone(),
+            created_by,
+            container,
+            progress: Some(report),
+        };
+        store.commit(&base, &upper, &opts)
+    })
+    .with_context(|| format!("committing {}", upper.display()))?;
+    super::format::emit(&format!("{}\n", committed.id))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,410 @@
+//! `rfs inspect IMAGE|CONTAINER...`: a JSON array with one object per argument, with Docker's
+//! field names and order (`docker image inspect`, `docker container inspect`).
+//!
+//! For an image, `GraphDriver.Data.LowerDir` lists its layer blobs top to bottom (rfs serves
+//! them in place, so they are the real lower layers); for a container, its upper, work dir and
+//! mountpoint are there too.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use rfs_fs::store::{Store, StoredImage, Timestamp};
+
+use crate::cli::{InspectArgs, InspectType};
+
+/// Docker's zero time, for dates rfs does not know.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Runs `rfs inspect`; fails (after printing what it found) if an argument names nothing.
+pub(crate) fn run(root: Option<PathBuf>, args: &InspectArgs) -> Result<ExitCode> {
+    let store = super::open(root)?;
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for target in &args.targets {
+        if args.kind != Some(InspectType::Image) {
+            if let Some(c) = super::Container::find(store.root(), target)? {
+                out.push(container_json(&store, &c)?);
+                continue;
+            }
+        }
+        if args.kind != Some(InspectType::Container) {
+            match store.find(target) {
+                Ok(image) => {
+                    out.push(image_json(&store, &image)?);
+                    continue;
+                }
+                Err(rfs_fs::store::Error::NoSuchImage { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        missing.push(target.clone());
+    }
+    super::format::emit(&format!("{}\n", pretty(&out)?))?;
+    if !missing.is_empty() {
+        bail!("no such image or container: {}", missing.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One inspected object; serialised as the inner struct, so fields keep Docker's order.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Inspected {
+    Image(Box<ImageInspect>),
+    Container(Box<ContainerInspect>),
+}
+
+/// JSON indented by four spaces, as Docker prints it.
+fn pretty(value: &impl Serialize) -> Result<String> {
+    let mut buf = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
+    value.serialize(&mut ser)?;
+    Ok(String::from_utf8(buf)?)
+}
+
+/// `container.Config` in Docker's field order; fields an image config lacks get Docker's
+/// defaults.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerConfig {
+    hostname: Value,
+    domainname: Value,
+    user: Value,
+    attach_stdin: Value,
+    attach_stdout: Value,
+    attach_stderr: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exposed_ports: Option<Value>,
+    tty: Value,
+    open_stdin: Value,
+    stdin_once: Value,
+    env: Value,
+    cmd: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args_escaped: Option<Value>,
+    image: Value,
+    volumes: Value,
+    working_dir: Value,
+    entrypoint: Value,
+    on_build: Value,
+    labels: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_timeout: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shell: Option<Value>,
+}
+
+impl DockerConfig {
+    fn from(section: Option<&Value>) -> DockerConfig {
+        let get = |key: &str, default: Value| {
+            section.and_then(|s| s.get(key)).cloned().unwrap_or(default)
+        };
+        let opt = |key: &str| section.and_then(|s| s.get(key)).cloned();
+        DockerConfig {
+            hostname: get("Hostname", json!("")),
+            domainname: get("Domainname", json!("")),
+            user: get("User", json!("")),
+            attach_stdin: get("AttachStdin", json!(false)),
+            attach_stdout: get("AttachStdout", json!(false)),
+            attach_stderr: get("AttachStderr", json!(false)),
+            exposed_ports: opt("ExposedPorts"),
+            tty: get("Tty", json!(false)),
+            open_stdin: get("OpenStdin", json!(false)),
+            stdin_once: get("StdinOnce", json!(false)),
+            env: get("Env", Value::Null),
+            cmd: get("Cmd", Value::Null),
+            healthcheck: opt("Healthcheck"),
+            args_escaped: opt("ArgsEscaped"),
+            image: get("Image", json!("")),
+            volumes: get("Volumes", Value::Null),
+            working_dir: get("WorkingDir", json!("")),
+            entrypoint: get("Entrypoint", Value::Null),
+            on_build: get("OnBuild", Value::Null),
+            labels: get("Labels", Value::Null),
+            stop_signal: opt("StopSignal"),
+            stop_timeout: opt("StopTimeout"),
+            shell: opt("Shell"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GraphDriver {
+    data: BTreeMap<&'static str, String>,
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RootFs {
+    #[serde(rename = "Type")]
+    kind: &'static str,
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Metadata {
+    last_tag_time: String,
+}
+
+/// `docker image inspect`'s object.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageInspect {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    parent: String,
+    comment: String,
+    created: String,
+    container: String,
+    container_config: DockerConfig,
+    docker_version: String,
+    author: String,
+    config: DockerConfig,
+    architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    os: String,
+    size: u64,
+    virtual_size: u64,
+    graph_driver: GraphDriver,
+    #[serde(rename = "RootFS")]
+    root_fs: RootFs,
+    metadata: Metadata,
+}
+
+fn text(config: &Value, key: &str) -> String {
+    config
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The layer blobs of `image`, top to bottom, `:`-separated.
+fn lower_dirs(store: &Store, image: &StoredImage) -> String {
+    image
+        .diff_ids
+        .iter()
+        .rev()
+        .map(|d| store.blob_path(d).display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn image_json(store: &Store, image: &StoredImage) -> Result<Inspected> {
+    let c = &image.config;
+    let inspect = ImageInspect {
+        id: image.id.to_string(),
+        repo_tags: image.tags.iter().map(ToString::to_string).collect(),
+        repo_digests: Vec::new(),
+        parent: image.meta.parent.map(|p| p.to_string()).unwrap_or_default(),
+        // Docker falls back on the newest history entry's comment (docker commit -m).
+        comment: Some(text(c, "comment"))
+            .filter(|t| !t.is_empty())
+            .or_else(|| {
+                c.get("history")
+                    .and_then(Value::as_array)
+                    .and_then(|h| h.last())
+                    .map(|last| text(last, "comment"))
+            })
+            .unwrap_or_default(),
+        created: c
+            .get("created")
+            .and_then(Value::as_str)
+            .and_then(Timestamp::parse)
+            .map_or_else(|| ZERO_TIME.to_owned(), Timestamp::to_rfc3339_nano),
+        container: text(c, "container"),
+        container_config: DockerConfig::from(c.get("container_config")),
+        docker_version: text(c, "docker_version"),
+        author: text(c, "author"),
+        config: DockerConfig::from(c.get("config")),
+        architecture: text(c, "architecture"),
+        variant: c.get("variant").and_then(Value::as_str).map(str::to_owned),
+        os: text(c, "os"),
+        size: image.size(),
+        virtual_size: image.size(),
+        graph_driver: GraphDriver {
+            data: BTreeMap::from([
+                ("LowerDir", lower_dirs(store, image)),
+                ("MergedDir", String::new()),
+                ("UpperDir", String::new()),
+                ("WorkDir", String::new()),
+            ]),
+            name: "rfs",
+        },
+        root_fs: RootFs {
+            kind: "layers",
+            layers: image.diff_ids.iter().map(ToString::to_string).collect(),
+        },
+        metadata: Metadata {
+            last_tag_time: image
+                .meta
+                .last_tag_time
+                .clone()
+                .unwrap_or_else(|| ZERO_TIME.to_owned()),
+        },
+    };
+    Ok(Inspected::Image(Box::new(inspect)))
+}
+
+/// `docker container inspect`'s `State`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct State {
+    status: &'static str,
+    running: bool,
+    paused: bool,
+    restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    oom_killed: bool,
+    dead: bool,
+    pid: i32,
+    exit_code: i32,
+    error: String,
+    started_at: String,
+    finished_at: String,
+}
+
+/// `docker container inspect`'s object (the fields rfs has).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerInspect {
+    id: String,
+    created: String,
+    path: String,
+    args: Vec<String>,
+    state: State,
+    image: String,
+    resolv_conf_path: String,
+    hostname_path: String,
+    hosts_path: String,
+    log_path: String,
+    name: String,
+    restart_count: u32,
+    driver: &'static str,
+    platform: &'static str,
+    mount_label: String,
+    process_label: String,
+    app_armor_profile: String,
+    #[serde(rename = "ExecIDs")]
+    exec_ids: Value,
+    host_config: Value,
+    graph_driver: GraphDriver,
+    mounts: Vec<Value>,
+    config: DockerConfig,
+    network_settings: Value,
+}
+
+fn time_text(secs: Option<u64>) -> String {
+    secs.and_then(|s| i64::try_from(s).ok()).map_or_else(
+        || ZERO_TIME.to_owned(),
+        |secs| Timestamp { secs, nanos: 0 }.to_rfc3339(),
+    )
+}
+
+fn path_text(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn container_json(store: &Store, c: &super::Container) -> Result<Inspected> {
+    let s = &c.state;
+    let image = c.stored_image(store);
+    let spec = rfs_runner::RunSpec::read(&c.dir.join("spec.json")).ok();
+    let running = s.is_running();
+    let status = match s.status {
+        rfs_runner::state::Status::Created => "created",
+        rfs_runner::state::Status::Running if running => "running",
+        _ => "exited",
+    };
+    let mut config = DockerConfig::from(image.as_ref().and_then(|i| i.config.get("config")));
+    config.image = json!(s.image);
+    config.cmd = json!(s.command);
+    let mut mounts = Vec::new();
+    if let Some(spec) = &spec {
+        config.hostname = json!(spec.hostname);
+        config.env = json!(spec.env);
+        config.working_dir = json!(path_text(&spec.cwd));
+        config.user = json!(spec.user);
+        for b in &spec.binds {
+            if b.source.starts_with(&c.dir) {
+                continue;
+            }
+            mounts.push(json!({
+                "Type": "bind",
+                "Source": path_text(&b.source),
+                "Destination": path_text(&b.target),
+                "Mode": if b.read_only { "ro" } else { "" },
+                "RW": !b.read_only,
+                "Propagation": "rprivate",
+            }));
+        }
+    }
+    let inspect = ContainerInspect {
+        id: s.id.clone(),
+        created: time_text(Some(s.created)),
+        path: s.command.first().cloned().unwrap_or_default(),
+        args: s.command.iter().skip(1).cloned().collect(),
+        state: State {
+            status,
+            running,
+            paused: false,
+            restarting: false,
+            oom_killed: false,
+            dead: false,
+            pid: if running { s.pid.unwrap_or(0) } else { 0 },
+            exit_code: s.exit_code.unwrap_or(0),
+            error: String::new(),
+            started_at: time_text(Some(s.created)),
+            finished_at: time_text(s.finished),
+        },
+        image: image
+            .as_ref()
+            .map_or_else(|| s.image.clone(), |i| i.id.to_string()),
+        resolv_conf_path: path_text(&c.dir.join("resolv.conf")),
+        hostname_path: path_text(&c.dir.join("hostname")),
+        hosts_path: path_text(&c.dir.join("hosts")),
+        log_path: String::new(),
+        name: format!("/{}", s.name),
+        restart_count: 0,
+        driver: "rfs",
+        platform: "linux",
+        mount_label: String::new(),
+        process_label: String::new(),
+        app_armor_profile: String::new(),
+        exec_ids: Value::Null,
+        host_config: json!({}),
+        graph_driver: GraphDriver {
+            data: BTreeMap::from([
+                (
+                    "LowerDir",
+                    image
+                        .as_ref()
+                        .map(|i| lower_dirs(store, i))
+                        .unwrap_or_default(),
+                ),
+                ("MergedDir", path_text(&c.dir.join("rootfs"))),
+                ("UpperDir", path_text(&c.upper())),
+                ("WorkDir", path_text(&c.dir.join("work"))),
+            ]),
+            name: "rfs",
+        },
+        mounts,
+        config,
+        network_settings: json!({}),
+    };
+    Ok(Inspected::Container(Box::new(inspect)))
+}

@@ -1,0 +1,431 @@
+//! The container's mounts, made before `pivot_root` from inside the new mount namespace:
+//! `/` rslave (nothing propagates back to the host), the root bound onto itself (pivot_root
+//! needs a mountpoint), `/proc`, a minimal `/dev`, `/sys` read-only where the kernel allows,
+//! then the bind mounts of the spec, then optionally the root read-only.
+//!
+//! Mount targets are resolved inside the container's root: a symlink in the image or in the
+//! upper (`/etc/hosts -> /etc/shadow`) is followed as the container would see it, never into
+//! the host's tree.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sys::statvfs::FsFlags;
+
+use crate::spec::{Network, RunSpec};
+use crate::syscall::Syscall;
+use crate::{Error, Result};
+
+/// Device nodes bound from the host into the container's `/dev` tmpfs: a tmpfs mounted in a
+/// user namespace cannot hold usable device nodes, but bind mounts of the host's can be.
+const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The links every `/dev` has (what docker and the OCI runtime spec create).
+const DEV_LINKS: [(&str, &str); 5] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+
+/// Parts of `/proc` that reach the host kernel: made read-only (the OCI runtime spec's
+/// default `readonlyPaths`). With an identity id mapping the container's root is the host's
+/// uid 0, which sysctl files and `sysrq-trigger` check instead of a capability.
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// Parts of `/proc` hidden behind `/dev/null` or an empty read-only tmpfs (the default
+/// `maskedPaths`).
+const PROC_MASKED: [&str; 8] = [
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+
+/// What a mount target must be when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A directory.
+    Dir,
+    /// A regular file (for binding a file).
+    File,
+}
+
+/// Resolves the absolute container path `path` to a host path under `root`, following
+/// symlinks as the container would (an absolute target restarts at `root`, `..` stops at
+/// `root`), and creates what is missing as `create` says (parents as directories).
+///
+/// # Errors
+/// A component cannot be read or created, a non-final component is not a directory, or
+/// there are more than 40 symlinks.
+pub fn resolve_in_root(root: &Path, path: &Path, create: Option<TargetKind>) -> Result<PathBuf> {
+    let err = |op: &'static str, source: io::Error| Error::ContainerPath {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut todo: VecDeque<OsString> = components(path);
+    let mut stack: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        let here: PathBuf = root.join(stack.iter().collect::<PathBuf>()).join(&name);
+        match std::fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(err("resolving", io::Error::from_raw_os_error(libc::ELOOP)));
+                }
+                let target = std::fs::read_link(&here).map_err(|e| err("readlink", e))?;
+                if target.is_absolute() {
+                    stack.clear();
+                }
+                for c in components(&target).into_iter().rev() {
+                    todo.push_front(c);
+                }
+            }
+            Ok(m) => {
+                if !todo.is_empty() && !m.is_dir() {
+                    return Err(err(
+                        "resolving",
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ));
+                }
+                stack.push(name);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let Some(kind) = create else {
+                    return Err(err("resolving", e));
+                };
+                if todo.is_empty() && kind == TargetKind::File {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&here)
+                        .map_err(|e| err("creating", e))?;
+                } else {
+                    std::fs::create_dir(&here).map_err(|e| err("creating", e))?;
+                }
+                stack.push(name);
+            }
+            Err(e) => return Err(err("resolving", e)),
+        }
+    }
+    Ok(root.join(stack.iter().collect::<PathBuf>()))
+}
+
+/// The normal and `..` components of `path` (the root and `.` dropped).
+fn components(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Makes every mount of the container described by `spec`. Call it in the container's mount
+/// namespace, before [`crate::pivot::pivot_into`].
+///
+/// Returns notices for the user (a fallback was taken).
+///
+/// # Errors
+/// A required mount failed (the root bind, `/dev`, a bind mount of the spec).
+pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> {
+    let root = spec.rootfs.as_path();
+    let mut notices = Vec::new();
+    let mount_err = |what: &str, target: &Path| {
+        let what = what.to_string();
+        let target = target.to_path_buf();
+        move |source| Error::Mount {
+            what,
+            target,
+            source,
+        }
+    };
+    // Mount events must not propagate back to the host's namespace.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None,
+    )
+    .map_err(mount_err("make rslave", Path::new("/")))?;
+    // pivot_root wants the new root to be a mountpoint; binding it onto itself makes it one.
+    sys.mount(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(mount_err("bind the root", root))?;
+
+    let proc = resolve_in_root(root, Path::new("/proc"), Some(TargetKind::Dir))?;
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = sys.mount(
+        Some(Path::new("proc")),
+        &proc,
+        Some("proc"),
+        proc_flags,
+        None,
+    ) {
+        // The kernel refuses a new proc in a user namespace when the host's /proc has parts
+        // hidden by overmounts (mount_too_revealing); the host's /proc is the fallback.
+        notices.push(format!(
+            "rfs: cannot mount a new /proc ({e}); the container sees the host's /proc"
+        ));
+        sys.mount(
+            Some(Path::new("/proc")),
+            &proc,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(mount_err("bind /proc", &proc))?;
+    }
+
+    restrict_proc(&proc, sys)?;
+    make_dev(root, spec, sys)?;
+
+    let sys_dir = resolve_in_root(root, Path::new("/sys"), Some(TargetKind::Dir))?;
+    let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
+    // sysfs may be mounted only by the owner of the network namespace; otherwise bind the
+    // host's read-only. Neither is essential, so failure only leaves /sys empty.
+    let sysfs = if spec.network == Network::None {
+        sys.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), ro, None)
+    } else {
+        Err(nix::Error::EPERM)
+    };
+    if sysfs.is_err() {
+        let bound = sys
+            .mount(
+                Some(Path::new("/sys")),
+                &sys_dir,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .and_then(|()| remount_read_only(&sys_dir, sys));
+        if let Err(e) = bound {
+            log::debug!("no /sys in the container: {e}");
+        }
+    }
+
+    for bind in &spec.binds {
+        let kind = if bind.source.is_dir() {
+            TargetKind::Dir
+        } else {
+            TargetKind::File
+        };
+        let target = resolve_in_root(root, &bind.target, Some(kind))?;
+        sys.mount(
+            Some(&bind.source),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(mount_err(
+            &format!("bind {}", bind.source.display()),
+            &target,
+        ))?;
+        if bind.read_only {
+            remount_read_only(&target, sys)
+                .map_err(mount_err("remount read-only", &bind.target))?;
+        }
+    }
+    if spec.read_only_rootfs {
+        remount_read_only(root, sys).map_err(mount_err("remount read-only", root))?;
+    }
+    Ok(notices)
+}
+
+/// Read-only and masked parts of the container's `/proc` (see [`PROC_READ_ONLY`] and
+/// [`PROC_MASKED`]); entries this kernel lacks are skipped.
+fn restrict_proc(proc: &Path, sys: &dyn Syscall) -> Result<()> {
+    let fail = |what: &'static str, target: PathBuf| {
+        move |source| Error::Mount {
+            what: what.into(),
+            target,
+            source,
+        }
+    };
+    for name in PROC_READ_ONLY {
+        let path = proc.join(name);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        sys.mount(
+            Some(&path),
+            &path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(fail("bind", path.clone()))?;
+        remount_read_only(&path, sys).map_err(fail("remount read-only", path.clone()))?;
+    }
+    for name in PROC_MASKED {
+        let path = proc.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            sys.mount(
+                Some(Path::new("tmpfs")),
+                &path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )
+            .map_err(fail("mask with tmpfs", path.clone()))?;
+        } else {
+            sys.mount(
+                Some(Path::new("/dev/null")),
+                &path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )
+            .map_err(fail("mask with /dev/null", path.clone()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Remounts the bind mount at `target` read-only, keeping the flags a user namespace may not
+/// clear (nosuid, nodev, noexec of the original mount are locked).
+fn remount_read_only(target: &Path, sys: &dyn Syscall) -> nix::Result<()> {
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    if let Ok(st) = nix::sys::statvfs::statvfs(target) {
+        let f = st.flags();
+        for (has, set) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(has) {
+                flags |= set;
+            }
+        }
+    }
+    sys.mount(None, target, None, flags, None)
+}
+
+/// `/dev`: a small tmpfs with the host's harmless devices bound in, a private devpts
+/// instance, `/dev/shm` and the usual links.
+fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
+    let dev = resolve_in_root(root, Path::new("/dev"), Some(TargetKind::Dir))?;
+    let fail = |what: &str, target: &Path| {
+        let what = what.to_string();
+        let target = target.to_path_buf();
+        move |source| Error::Mount {
+            what,
+            target,
+            source,
+        }
+    };
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(fail("tmpfs", &dev))?;
+    let io_err = |op: &'static str, p: &Path| {
+        let path = p.to_path_buf();
+        move |source| Error::ContainerPath { op, path, source }
+    };
+    for name in HOST_DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let target = dev.join(name);
+        std::fs::File::create(&target).map_err(io_err("creating", &target))?;
+        sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)
+            .map_err(fail(&format!("bind {}", host.display()), &target))?;
+    }
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts).map_err(io_err("creating", &pts))?;
+    sys.mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(fail("devpts", &pts))?;
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm).map_err(io_err("creating", &shm))?;
+    sys.mount(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(fail("tmpfs", &shm))?;
+    for (name, target) in DEV_LINKS {
+        let link = dev.join(name);
+        std::os::unix::fs::symlink(target, &link).map_err(io_err("creating", &link))?;
+    }
+    if spec.tty {
+        // The terminal on stdin becomes /dev/console, as in docker -t.
+        let console = dev.join("console");
+        std::fs::File::create(&console).map_err(io_err("creating", &console))?;
+        let stdin_tty = std::fs::read_link("/proc/self/fd/0").ok();
+        if let Some(tty) = stdin_tty.filter(|p| p.starts_with("/dev/pts")) {
+            sys.mount(Some(&tty), &console, None, MsFlags::MS_BIND, None)
+                .map_err(fail("bind the terminal", &console))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", root.join("etc/hosts")).unwrap();
+        std::os::unix::fs::symlink("../../../../../..", root.join("up")).unwrap();
+        let hosts = resolve_in_root(root, Path::new("/etc/hosts"), Some(TargetKind::File)).unwrap();
+        assert_eq!(hosts, root.join("etc/shadow"));
+        assert!(root.join("etc/shadow").is_file());
+        let up = resolve_in_root(root, Path::new("/up/tmp/x"), Some(TargetKind::Dir)).unwrap();
+        assert_eq!(up, root.join("tmp/x"));
+        assert!(root.join("tmp/x").is_dir());
+    }
+
+    #[test]
+    fn symlink_loops_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/a", t.path().join("a")).unwrap();
+        let e = resolve_in_root(t.path(), Path::new("/a/b"), None).unwrap_err();
+        assert!(e.to_string().contains("/a/b"), "{e}");
+    }
+}
