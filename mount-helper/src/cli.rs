@@ -22,42 +22,81 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Mount an image (docker save archive, OCI layout dir or tar, flat rootfs tar) or
     /// directories as lower layers, with a writable upper.
+    #[command(
+        after_help = "Examples:\n  rfs mount busybox.tar /mnt/bb\n  rfs mount --lower /srv/top:/srv/base --upper /srv/up --work /srv/work /mnt/merged\n  rfs mount --read-only --platform linux/arm64/v8 ./oci-dir /mnt/arm\n  rfs mount rfs/busybox:latest /mnt/bb        (an image of the store)"
+    )]
     Mount(MountArgs),
     /// Unmount an rfs mount (fusermount3 -u, falling back to a lazy unmount as root).
+    #[command(after_help = "Examples:\n  rfs umount /mnt/bb")]
     Umount {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:\n  rfs completions bash > /etc/bash_completion.d/rfs")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (rfs.1 and one per command) into a directory.
+    #[command(after_help = "Examples:\n  rfs man /usr/local/share/man/man1")]
+    Man {
+        /// Where to write the pages.
+        dir: PathBuf,
+    },
     /// Check this host for what rfs needs (/dev/fuse, fusermount3, user namespaces, subuid
     /// ranges, xattrs) and say what each missing piece costs.
+    #[command(after_help = "Examples:\n  rfs doctor")]
     Doctor,
     /// Run a command in a new container over an image, rootless or as root.
+    #[command(
+        after_help = "Examples:\n  rfs run --rm busybox.tar\n  rfs run --rm -v \"$PWD\":/src -w /src busybox.tar ls\n  rfs run --name web -e FOO=1 -u app --net none debian.tar sh -c 'id'"
+    )]
     Run(RunArgs),
     /// List containers (running ones; all with -a).
+    #[command(after_help = "Examples:\n  rfs ps -a")]
     Ps(PsArgs),
     /// Remove containers and their writable layers.
+    #[command(after_help = "Examples:\n  rfs rm web\n  rfs rm -f web")]
     Rm(RmArgs),
     /// Load an image into the store from a docker save archive or an OCI layout (dir or tar).
+    #[command(
+        after_help = "Examples:\n  rfs load -i busybox-docker-archive.tar\n  rfs load -i ./busybox-oci"
+    )]
     Load(LoadArgs),
     /// Make a one-layer image of a flat rootfs tar (as docker import).
+    #[command(after_help = "Examples:\n  rfs import rootfs.tar myimage:1")]
     Import(ImportArgs),
     /// Give an image of the store another name.
+    #[command(after_help = "Examples:\n  rfs tag rfs/busybox:latest bb:dev")]
     Tag(TagArgs),
     /// List the images of the store.
+    #[command(after_help = "Examples:\n  rfs images\n  rfs images --format json")]
     Images(ImagesArgs),
     /// Remove images (or names of images) from the store.
+    #[command(after_help = "Examples:\n  rfs rmi bb:dev")]
     Rmi(RmiArgs),
     /// Delete the blobs and caches of the store that nothing uses.
+    #[command(after_help = "Examples:\n  rfs prune")]
     Prune,
     /// Show the history of an image.
+    #[command(
+        after_help = "Examples:\n  rfs history rfs/busybox:latest --no-trunc\n  rfs history rfs/busybox:latest --format json"
+    )]
     History(HistoryArgs),
     /// Show images or containers as JSON, with docker's field names.
+    #[command(after_help = "Examples:\n  rfs inspect rfs/busybox:latest\n  rfs inspect web")]
     Inspect(InspectArgs),
     /// List the files a container (or an upper directory) added, changed or deleted.
+    #[command(
+        after_help = "Examples:\n  rfs diff web\n  rfs diff --image busybox.tar /path/to/upper"
+    )]
     Diff(DiffArgs),
     /// Make an image of a container's (or an upper directory's) changes.
+    #[command(after_help = "Examples:\n  rfs commit web bb:next -m 'my change' -c 'CMD [\"sh\"]'")]
     Commit(CommitArgs),
     /// Write images of the store to a docker or OCI archive.
+    #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
     /// The container's init process (started by `rfs run`; not for direct use).
     #[command(name = "__init", hide = true)]

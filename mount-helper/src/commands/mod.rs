@@ -37,7 +37,35 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Save(args) => store::save(cli.root, &args),
         Command::Init { spec } => init::run(&spec),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "rfs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(&dir),
     }
+}
+
+/// Writes `rfs.1` and `rfs-<command>.1` into `dir`.
+fn man(dir: &std::path::Path) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = crate::cli::Cli::command();
+    let write = |name: String, c: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        write(
+            format!("rfs-{}", sub.get_name()),
+            sub.clone().name(format!("rfs-{}", sub.get_name())),
+        )?;
+    }
+    write("rfs".into(), cmd)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rfs mount` with arguments built elsewhere (the fuse-overlayfs compatible invocation).

@@ -1,4 +1,5 @@
-//! The command line itself: `--version`, `--help`, `rfs doctor`.
+//! The command line itself: `--version`, `--help` with examples, completions, man pages,
+//! `rfs doctor`.
 
 use std::ffi::OsStr;
 
@@ -9,13 +10,50 @@ fn version_and_help_answer() {
     let out = rfs(&[OsStr::new("--version")]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("rfs "));
-    for cmd in ["mount", "umount", "doctor"] {
+    let commands = [
+        "mount",
+        "umount",
+        "doctor",
+        "run",
+        "ps",
+        "rm",
+        "load",
+        "import",
+        "tag",
+        "images",
+        "rmi",
+        "prune",
+        "history",
+        "inspect",
+        "diff",
+        "commit",
+        "save",
+        "completions",
+        "man",
+    ];
+    for cmd in commands {
         let out = rfs(&[OsStr::new(cmd), OsStr::new("--help")]);
         assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: rfs"), "{cmd} --help");
         assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage: rfs"),
-            "{cmd} --help"
+            text.contains("Examples:\n  rfs "),
+            "{cmd} --help has no example"
         );
+    }
+}
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let out = rfs(&[OsStr::new("completions"), OsStr::new("bash")]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete -F"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = rfs(&[OsStr::new("man"), dir.path().as_os_str()]);
+    assert!(out.status.success());
+    for page in ["rfs.1", "rfs-mount.1", "rfs-run.1", "rfs-commit.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page} is not a man page");
     }
 }
 
