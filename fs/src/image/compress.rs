@@ -278,6 +278,8 @@ impl RootDir<'_> {
         let label = format!("decompressing {what}");
         let mut buffer = vec![0u8; CHUNK];
         let mut reported = 0u64;
+        let limit = decompressed_limit(compressed_len);
+        let mut written = 0u64;
         self.progress(&label, 0, compressed_len);
         loop {
             let count = match output.read(&mut buffer) {
@@ -286,6 +288,15 @@ impl RootDir<'_> {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(CopyFailure::Decode(error)),
             };
+            written += count as u64;
+            if written > limit {
+                // A decompression bomb would fill the disk long before the diff_id check at
+                // the end could reject it.
+                return Err(CopyFailure::Decode(io::Error::other(format!(
+                    "decompresses to more than {limit} bytes from {compressed_len} \
+                     (set RFS_MAX_LAYER_BYTES to allow more)"
+                ))));
+            }
             temp.file.write_all(&buffer[..count]).map_err(|source| {
                 CopyFailure::Write(Error::Store {
                     path: temp.path.clone(),
@@ -301,6 +312,17 @@ impl RootDir<'_> {
         self.progress(&label, compressed_len, compressed_len);
         Ok(())
     }
+}
+
+/// The most bytes a layer of `compressed_len` compressed bytes may decompress to:
+/// `RFS_MAX_LAYER_BYTES` if set, else 2048 times the compressed size, at least 64 MiB.
+/// gzip cannot exceed about 1032:1 even on zeros, so only crafted zstd streams (which can
+/// reach far higher ratios) ever meet this limit.
+fn decompressed_limit(compressed_len: u64) -> u64 {
+    std::env::var("RFS_MAX_LAYER_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| compressed_len.saturating_mul(2048).max(64 << 20))
 }
 
 /// Why copying decoded bytes stopped.
@@ -377,6 +399,47 @@ mod tests {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stopped_at_the_limit() {
+        assert_eq!(decompressed_limit(1), 64 << 20, "the floor");
+        // 512 MiB of zeros compress to a few KiB with zstd: far over 2048:1, so the stream
+        // must be refused after the 64 MiB floor, not after 512 MiB.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bomb");
+        {
+            let file = fs::File::create(&path).expect("create");
+            let mut enc = zstd::stream::write::Encoder::new(file, 19).expect("encoder");
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..512 {
+                enc.write_all(&zeros).expect("write");
+            }
+            enc.finish().expect("finish");
+        }
+        let len = fs::metadata(&path).expect("stat").len();
+        assert!(
+            len.saturating_mul(2048) < 64 << 20,
+            "input must be a bomb: {len} bytes"
+        );
+        let extent = Extent {
+            location: Location::file(&path),
+            offset: 0,
+            len,
+        };
+        let opts = OpenOptions::new(dir.path().join("root"));
+        let root_dir = RootDir::new(&opts);
+        let any = Digest::of_bytes(b"whatever");
+        match root_dir.decompress(&extent, Compression::Zstd, None, &any, "layer 1/1") {
+            Err(Error::Decompress { source, .. }) => {
+                assert!(
+                    source.to_string().contains("decompresses to more than"),
+                    "{source}"
+                );
+            }
+            other => panic!("expected the bomb to be refused, got {other:?}"),
+        }
+        assert_eq!(fs::read_dir(root_dir.blobs_dir()).expect("list").count(), 0);
     }
 
     #[test]
