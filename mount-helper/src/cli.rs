@@ -54,7 +54,7 @@ pub(crate) enum Command {
     )]
     Run(RunArgs),
     /// List containers (running ones; all with -a).
-    #[command(after_help = "Examples:\n  rfs ps -a")]
+    #[command(after_help = "Examples:\n  rfs ps -a\n  rfs ps -a --format json")]
     Ps(PsArgs),
     /// Remove containers and their writable layers.
     #[command(after_help = "Examples:\n  rfs rm web\n  rfs rm -f web")]
@@ -178,6 +178,9 @@ pub(crate) struct PsArgs {
     /// Show all containers, not only running ones.
     #[arg(short, long)]
     pub(crate) all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
 }
 
 /// `rfs rm`.

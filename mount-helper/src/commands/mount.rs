@@ -28,7 +28,15 @@ pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
         ),
     };
     check_mountpoint(&mountpoint)?;
-    let root = super::root_dir(root)?;
+    // The root directory is needed only for image sources and a fresh upper; resolving it
+    // lazily lets `mount -t fuse.rfs` (which runs us with an empty environment) mount
+    // explicit lower/upper dirs.
+    let needs_root = source.is_some() || (!args.read_only && args.upper.is_none());
+    let root = if needs_root {
+        super::root_dir(root)?
+    } else {
+        root.unwrap_or_default()
+    };
     if args.foreground {
         return serve(&root, source.as_deref(), &mountpoint, &args, None);
     }

@@ -24,6 +24,29 @@ pub(crate) fn run(root: Option<PathBuf>, args: &PsArgs) -> Result<ExitCode> {
         "CREATED".into(),
     ]];
     let t = now();
+    if args.format == crate::cli::OutputFormat::Json {
+        // One object per line, with the same fields as the table (docker ps --format json).
+        let mut out = std::io::stdout().lock();
+        for c in containers.iter().rev() {
+            let running = c.is_running();
+            if !args.all && !running {
+                continue;
+            }
+            let row = serde_json::json!({
+                "ID": c.id,
+                "Names": c.name,
+                "Image": c.image,
+                "Command": c.command.join(" "),
+                "Status": status(c, running, t),
+                "CreatedAt": c.created,
+                "State": if running { "running" } else { "exited" },
+            });
+            if writeln!(out, "{row}").is_err() {
+                break;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     for c in containers.iter().rev() {
         let running = c.is_running();
         if !args.all && !running {

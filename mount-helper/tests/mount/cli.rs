@@ -84,3 +84,50 @@ fn doctor_reports_every_check() {
         "doctor found something missing:\n{text}"
     );
 }
+
+/// Removes the `/sbin/mount.fuse.rfs` link the test made, also on failure.
+struct HelperLink(&'static str);
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+#[test]
+fn mount_dash_t_fuse_rfs_works() {
+    if !require_root("mount_dash_t_fuse_rfs_works") {
+        return;
+    }
+    let helper = "/sbin/mount.fuse.rfs";
+    if std::path::Path::new(helper).exists() {
+        eprintln!("{helper} exists already (an installed rfs); testing that one");
+    } else {
+        std::os::unix::fs::symlink(crate::common::rfs_bin(), helper).unwrap();
+    }
+    let _link = HelperLink(helper);
+    let s = crate::common::Scratch::new();
+    let (lower, upper, work, mnt) = (s.mkdir("l"), s.mkdir("u"), s.mkdir("w"), s.mkdir("m"));
+    std::fs::write(lower.join("a"), "from the lower\n").unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    // mount(8) runs the helper with an empty environment: no HOME, no RFS_ROOT.
+    let st = std::process::Command::new("mount")
+        .args(["-t", "fuse.rfs", "-o", &opts, "rfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount -t fuse.rfs failed");
+    let guard = crate::common::MountGuard::kernel_guard(&mnt);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("a")).unwrap(),
+        "from the lower\n"
+    );
+    std::fs::write(mnt.join("b"), "new\n").unwrap();
+    assert!(upper.join("b").exists());
+    guard.unmount().unwrap();
+}

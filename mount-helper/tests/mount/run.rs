@@ -435,6 +435,20 @@ fn run_rm_ps_and_rm() {
         assert!(header.contains(col), "{ps}");
     }
     assert!(ps.contains("kept") && ps.contains("Exited (4)"), "{ps}");
+    let json = text(&env.rfs(&["ps", "-a", "--format", "json"]));
+    let kept: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .filter(|v: &serde_json::Value| v["Names"] == "kept")
+        .collect();
+    assert_eq!(kept.len(), 1, "{json}");
+    assert_eq!(kept[0]["State"], "exited");
+    assert!(
+        kept[0]["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (4)")
+    );
     assert!(
         !text(&env.rfs(&["ps"])).contains("kept"),
         "ps lists running ones only"
