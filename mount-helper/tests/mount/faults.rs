@@ -343,3 +343,86 @@ fn an_upper_dir_swapped_for_a_symlink_is_not_followed() {
     assert_eq!(entries(&outside), ["secret"]);
     guard.unmount().unwrap();
 }
+
+#[test]
+fn a_daemon_with_256_descriptors_serves_10k_files_over_time() {
+    if !require_root("a_daemon_with_256_descriptors_serves_10k_files_over_time") {
+        return;
+    }
+    let s = Scratch::new();
+    let lower = s.mkdir("lower");
+    for d in 0..10 {
+        let dir = lower.join(format!("d{d}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
+    // The daemon gets RLIMIT_NOFILE 256; `exec` keeps the pid, so the guard can kill it.
+    let script = format!(
+        "ulimit -n 256 && exec '{}' mount -f --lower '{}' --upper '{}' --work '{}' '{}'",
+        crate::common::rfs_bin().display(),
+        lower.display(),
+        upper.display(),
+        work.display(),
+        mnt.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon {
+        child,
+        mnt: mnt.clone(),
+    };
+    let start = std::time::Instant::now();
+    while !crate::common::is_mounted(&mnt) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never mounted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Open every file, keeping up to 100 open at once, reading each; write to every tenth
+    // (a copy-up). Leaked descriptors would hit the limit long before 10k files.
+    let mut window = std::collections::VecDeque::new();
+    for d in 0..10 {
+        for f in 0..1000 {
+            let path = mnt.join(format!("d{d}/f{f}"));
+            let mut file = if f % 10 == 0 {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(&path)
+            } else {
+                std::fs::File::open(&path)
+            }
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            let mut text = String::new();
+            file.read_to_string(&mut text).unwrap();
+            assert_eq!(text, format!("{d}/{f}"));
+            if f % 10 == 0 {
+                file.write_all(b"!").unwrap();
+            }
+            window.push_back(file);
+            if window.len() > 100 {
+                window.pop_front();
+            }
+        }
+    }
+    drop(window);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("d9/f990")).unwrap(),
+        "9/990!"
+    );
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert!(
+        fds < 64,
+        "the daemon holds {fds} descriptors with no file open"
+    );
+    drop(daemon);
+}
