@@ -956,3 +956,75 @@ fn a_containers_changes_are_diffed_committed_and_inspected() {
     let upper = ours["GraphDriver"]["Data"]["UpperDir"].as_str().unwrap();
     assert!(Path::new(upper).join("home/app/x").is_file(), "{upper}");
 }
+
+#[test]
+fn sigkill_during_commit_leaves_a_valid_store() {
+    let test = "sigkill_during_commit_leaves_a_valid_store";
+    if !require_root(test) {
+        return;
+    }
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let debian = images.join("debian-oci.tar");
+    let e = Env::new();
+    e.ok(&[
+        "load",
+        "-q",
+        "-t",
+        "rfs/debian:12",
+        "-i",
+        debian.to_str().unwrap(),
+    ]);
+    // An upper with a lot to commit: a copy of part of the image's /usr, plus a whiteout.
+    let scratch = tempfile::tempdir().unwrap();
+    let upper = scratch.path().join("upper");
+    std::fs::create_dir_all(upper.join("usr")).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("/usr/lib/x86_64-linux-gnu")
+        .arg(upper.join("usr/lib64-copy"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for delay in [20, 100, 300] {
+        let mut child = e
+            .command(&[
+                "commit",
+                "--upper",
+                upper.to_str().unwrap(),
+                "--image",
+                "rfs/debian:12",
+                "rfs/killed:1",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        child.wait().unwrap();
+        let index = std::fs::read(e.root.join("index.json")).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&index).expect("index.json is whole");
+        e.ok(&["images"]);
+    }
+    // The store still works: the commit can be redone and mounted, and prune removes what
+    // the killed commits left.
+    e.ok(&[
+        "commit",
+        "--upper",
+        upper.to_str().unwrap(),
+        "--image",
+        "rfs/debian:12",
+        "rfs/killed:1",
+    ]);
+    assert!(e.ok(&["images"]).contains("rfs/killed"));
+    e.ok(&["prune"]);
+    let leftovers: Vec<String> = e
+        .blobs()
+        .into_iter()
+        .filter(|b| b.starts_with(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
