@@ -567,6 +567,22 @@ impl UnionFs {
                 copy_lock: Mutex::new(None),
             })
         });
+        if inode.kind != r.kind {
+            // The upper filesystem reused the inode number of a deleted entry of another type.
+            // Start a new inode; keep the kernel's lookup count so its pending forgets balance.
+            let carried = inode.nlookup.load(Ordering::Relaxed);
+            *inode = Arc::new(Inode {
+                kind: r.kind,
+                nlookup: AtomicU64::new(carried),
+                state: Mutex::new(NodeState {
+                    aliases: Vec::new(),
+                    lower: r.lower,
+                    upper: r.upper.is_some(),
+                    metacopy: false,
+                }),
+                copy_lock: Mutex::new(None),
+            });
+        }
         if count_lookup {
             inode.nlookup.fetch_add(1, Ordering::Relaxed);
         }

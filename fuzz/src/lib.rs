@@ -5,5 +5,7 @@
 //! crate (which needs libFuzzer and nightly compiler flags).
 
 mod harness;
+mod union_ops;
 
 pub use harness::*;
+pub use union_ops::union_ops;
