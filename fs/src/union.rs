@@ -1044,6 +1044,17 @@ impl UnionFs {
         Ok((fd, cur_lower))
     }
 
+    /// The upper directory of directory inode `ino` at `path`, copied up first if needed.
+    /// The common case — already in the upper — costs one `openat2`.
+    fn upper_dir_of(&self, ino: u64, path: &[u8]) -> Result<OwnedFd, Error> {
+        let known_upper = self.inode(ino).is_ok_and(|i| lock(&i.state).upper);
+        if known_upper {
+            return self.upper()?.dir(path);
+        }
+        self.copy_up(ino)?;
+        Ok(self.ensure_upper_dir(path)?.0)
+    }
+
     /// Copies `ino` up (DESIGN rules 7–9): ancestors first, then the entry itself, built in
     /// the work dir and renamed into place. A member of a lower hard-link group brings every
     /// member that is still visible along, as hard links of one upper file.
@@ -1539,8 +1550,7 @@ impl UnionFs {
         if self.resolve(&dir, name)?.is_some() {
             return Err(Error::Exists);
         }
-        self.copy_up(parent)?;
-        let (pfd, _) = self.ensure_upper_dir(&dir.path)?;
+        let pfd = self.upper_dir_of(parent, &dir.path)?;
         let pfd = pfd.as_fd();
         let c = cname(name)?;
         let full = join(&dir.path, name);
@@ -1810,8 +1820,7 @@ impl UnionFs {
         let lower_below = dir.lower.and_then(|l| self.lower.child(l, name)).is_some();
         let full = join(&dir.path, name);
         let (pfd, _) = if r.upper.is_some() || lower_below {
-            self.copy_up(parent)?;
-            self.ensure_upper_dir(&dir.path)?
+            (self.upper_dir_of(parent, &dir.path)?, None::<u32>)
         } else {
             return Err(Error::NotFound);
         };
@@ -1931,8 +1940,8 @@ impl UnionFs {
         }
         self.remember(parent, name, &src, false);
         self.copy_up_meta(src.ino)?;
-        let (sfd, _) = self.ensure_upper_dir(&sdir.path)?;
-        let (dfd, _) = self.ensure_upper_dir(&ddir.path)?;
+        let sfd = self.upper_dir_of(parent, &sdir.path)?;
+        let dfd = self.upper_dir_of(newparent, &ddir.path)?;
         let sc = cname(name)?;
         let dc = cname(newname)?;
         let full = join(&sdir.path, name);
@@ -2030,8 +2039,8 @@ impl UnionFs {
         self.remember(newparent, newname, dst, false);
         self.copy_up(src.ino)?;
         self.copy_up(dst.ino)?;
-        let (sfd, _) = self.ensure_upper_dir(&sdir.path)?;
-        let (dfd, _) = self.ensure_upper_dir(&ddir.path)?;
+        let sfd = self.upper_dir_of(parent, &sdir.path)?;
+        let dfd = self.upper_dir_of(newparent, &ddir.path)?;
         let sc = cname(name)?;
         let dc = cname(newname)?;
         if src.kind == FileKind::Dir {
