@@ -433,17 +433,6 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
     fn release(
         &self,
         _req: &Request,

@@ -2066,7 +2066,22 @@ impl UnionFs {
         if is_private_xattr(name) {
             return Err(Error::NoAttr);
         }
-        self.all_xattrs(ino)?
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if upper {
+            // One getxattr, not a listing: the kernel asks for security.capability before
+            // every write.
+            let fd = self.upper_path_fd(ino)?;
+            return sys::get_xattr(fd.as_fd(), &cname(name)?)
+                .map_err(|e| bytes_err("getxattr", name, e))?
+                .ok_or(Error::NoAttr);
+        }
+        self.lower
+            .xattrs(lower.ok_or(Error::NotFound)?)?
             .into_iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v)
