@@ -131,3 +131,53 @@ fn mount_dash_t_fuse_rfs_works() {
     assert!(upper.join("b").exists());
     guard.unmount().unwrap();
 }
+
+#[test]
+fn overlay_invocation_maps_ids_as_fuse_overlayfs_documents() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root("overlay_invocation_maps_ids_as_fuse_overlayfs_documents") {
+        return;
+    }
+    let s = crate::common::Scratch::new();
+    let (lower, upper, work, mnt) = (s.mkdir("l"), s.mkdir("u"), s.mkdir("w"), s.mkdir("m"));
+    std::fs::write(lower.join("mine"), "1000 on disk").unwrap();
+    std::fs::write(lower.join("sub"), "100005 on disk").unwrap();
+    std::fs::write(lower.join("stray"), "7 on disk").unwrap();
+    std::os::unix::fs::chown(lower.join("mine"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(lower.join("sub"), Some(100005), Some(100005)).unwrap();
+    std::os::unix::fs::chown(lower.join("stray"), Some(7), Some(7)).unwrap();
+    // As a rootless podman would map: container 0 = host 1000, 1.. = host 100000..
+    let bin = s.dir.path().join("rfs-overlay");
+    std::fs::copy(crate::common::rfs_bin(), &bin).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},uidmapping=0:1000:1:1:100000:65536,\
+         gidmapping=0:1000:1:1:100000:65536",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let st = std::process::Command::new(&bin)
+        .args(["-o", &opts])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let guard = crate::common::MountGuard::kernel_guard(&mnt);
+    let ids = |p: &str| {
+        let m = std::fs::symlink_metadata(mnt.join(p)).unwrap();
+        (m.uid(), m.gid())
+    };
+    assert_eq!(ids("mine"), (0, 0), "host 1000 shows as 0");
+    assert_eq!(ids("sub"), (6, 6), "host 100005 shows as 6");
+    assert_eq!(
+        ids("stray"),
+        (65534, 65534),
+        "unmapped ids show as the overflow id"
+    );
+    // chown inside stores the host id.
+    std::os::unix::fs::chown(mnt.join("mine"), Some(6), Some(6)).unwrap();
+    assert_eq!(ids("mine"), (6, 6));
+    let on_disk = std::fs::metadata(upper.join("mine")).unwrap();
+    assert_eq!((on_disk.uid(), on_disk.gid()), (100005, 100005));
+    guard.unmount().unwrap();
+}
