@@ -255,3 +255,27 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// Where the test images of `../shared/scripts/make-test-images.sh` are (`$RFS_IMAGES`, else
+/// `/tmp/rfs-images`). Missing images fail the test with a hint, unless
+/// `RFS_SKIP_IMAGE_TESTS=1`, when the test prints that it skipped and this returns `None`.
+pub fn images_dir(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("RFS_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/rfs-images"));
+    if dir.join("SIZES.txt").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
+        eprintln!(
+            "SKIPPED {test}: no test images in {} (RFS_SKIP_IMAGE_TESTS=1)",
+            dir.display()
+        );
+        return None;
+    }
+    panic!(
+        "{test}: no test images in {}; build them with `bash ../shared/scripts/make-test-images.sh` \
+         (or set RFS_SKIP_IMAGE_TESTS=1)",
+        dir.display()
+    );
+}

@@ -144,17 +144,11 @@ fn commit_of_a_metadata_only_copy_carries_the_data() {
     if !require_root("commit_of_a_metadata_only_copy_carries_the_data") {
         return;
     }
-    let images = std::env::var_os("RFS_IMAGES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/tmp/rfs-images".into());
+    let Some(images) = crate::common::images_dir("commit_of_a_metadata_only_copy_carries_the_data")
+    else {
+        return;
+    };
     let image = images.join("busybox-oci");
-    if !image.exists() {
-        if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
-            eprintln!("SKIPPED: no test images (RFS_SKIP_IMAGE_TESTS=1)");
-            return;
-        }
-        panic!("no test images: run ../shared/scripts/make-test-images.sh");
-    }
     let s = Scratch::new();
     let (root, upper, work, mnt, mnt2) = (
         s.mkdir("root"),

@@ -35,23 +35,6 @@ const EXPECTED_DIFF: &[&str] = &[
     "D /opt/opq",
 ];
 
-fn images() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("RFS_IMAGES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/tmp/rfs-images".into());
-    if dir.join("busybox-docker-archive.tar").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED podman tests: no test images (RFS_SKIP_IMAGE_TESTS=1)");
-        return None;
-    }
-    panic!(
-        "no test images in {}: run ../shared/scripts/make-test-images.sh",
-        dir.display()
-    );
-}
-
 /// Runs a shell script as `user` (None: as root) and returns (success, output).
 fn sh(user: Option<&str>, script: &str) -> (bool, String) {
     let mut cmd = match user {
@@ -137,7 +120,9 @@ fn podman_as_root_uses_rfs_as_mount_program() {
     if !require_root("podman_as_root_uses_rfs_as_mount_program") {
         return;
     }
-    let Some(images) = images() else { return };
+    let Some(images) = crate::common::images_dir("podman") else {
+        return;
+    };
     let s = Scratch::new();
     podman_roundtrip(
         None,
@@ -151,7 +136,9 @@ fn rootless_podman_uses_rfs_as_mount_program() {
     if !require_root("rootless_podman_uses_rfs_as_mount_program") {
         return;
     }
-    let Some(images) = images() else { return };
+    let Some(images) = crate::common::images_dir("podman") else {
+        return;
+    };
     let s = Scratch::new();
     let dir = s.dir.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -18,28 +18,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Scratch, require_root, rfs_bin};
 
-/// The test images, or `None` (skipped, with `RFS_SKIP_IMAGE_TESTS=1`).
-fn images(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("RFS_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/rfs-images"));
-    if dir.join("busybox-oci/index.json").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
-        eprintln!(
-            "SKIPPED {test}: no test images in {} (RFS_SKIP_IMAGE_TESTS=1)",
-            dir.display()
-        );
-        return None;
-    }
-    panic!(
-        "{test}: no test images in {}; build them with `bash ../shared/scripts/make-test-images.sh` \
-         (or set RFS_SKIP_IMAGE_TESTS=1)",
-        dir.display()
-    );
-}
-
 /// Who runs `rfs`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -263,7 +241,7 @@ fn setup(test: &str, who: Who) -> Option<Env> {
     if !require_root(test) {
         return None;
     }
-    let images = images(test)?;
+    let images = crate::common::images_dir(test)?;
     Some(Env::new(who, &images))
 }
 
@@ -588,7 +566,7 @@ fn run_as_root_cannot_reach_the_host() {
     let Some(env) = setup("run_as_root_cannot_reach_the_host", Who::Root) else {
         return;
     };
-    let debian = images("run_as_root_cannot_reach_the_host")
+    let debian = crate::common::images_dir("run_as_root_cannot_reach_the_host")
         .unwrap()
         .join("docker/debian-docker-save.tar");
     escapes_stay_inside(&env, &debian);
@@ -599,11 +577,11 @@ fn run_rootless_cannot_reach_the_host() {
     let Some(env) = setup("run_rootless_cannot_reach_the_host", Who::RangedUser) else {
         return;
     };
-    let debian = shared(&images("run_rootless_cannot_reach_the_host").unwrap())
+    let debian = shared(&crate::common::images_dir("run_rootless_cannot_reach_the_host").unwrap())
         .dir
         .join("debian-docker-save.tar");
     if !debian.exists() {
-        let src = images("run_rootless_cannot_reach_the_host")
+        let src = crate::common::images_dir("run_rootless_cannot_reach_the_host")
             .unwrap()
             .join("docker/debian-docker-save.tar");
         std::fs::copy(src, &debian).unwrap();
@@ -637,7 +615,7 @@ fn run_symlinks_in_the_image_do_not_lead_mounts_to_the_host() {
     let Some(env) = setup(test, Who::Root) else {
         return;
     };
-    let images = images(test).unwrap();
+    let images = crate::common::images_dir(test).unwrap();
     let s = Scratch::new();
     let canary_file = s.dir.path().join("canary-file");
     std::fs::write(&canary_file, "host secret\n").unwrap();

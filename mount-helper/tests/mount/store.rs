@@ -11,30 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{MountGuard, Scratch, require_root, rfs_bin};
+use crate::common::{MountGuard, Scratch, images_dir, require_root, rfs_bin};
 use crate::images::tree_listing;
-
-/// Where the test images are: `$RFS_IMAGES` or `/tmp/rfs-images`.
-fn images_dir(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("RFS_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/rfs-images"));
-    if dir.join("SIZES.txt").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("RFS_SKIP_IMAGE_TESTS").is_some_and(|v| v == "1") {
-        eprintln!(
-            "SKIPPED {test}: no test images in {} (RFS_SKIP_IMAGE_TESTS=1)",
-            dir.display()
-        );
-        return None;
-    }
-    panic!(
-        "{test}: no test images in {}; build them with `bash ../shared/scripts/make-test-images.sh` \
-         (or set RFS_SKIP_IMAGE_TESTS=1)",
-        dir.display()
-    );
-}
 
 /// A scratch directory with an rfs root in it.
 struct Env {
