@@ -79,6 +79,23 @@ impl MountGuard {
         Ok(guard)
     }
 
+    /// `rfs mount --lower LOWER --upper UPPER --work WORK MOUNTPOINT`, ready when it returns.
+    ///
+    /// # Panics
+    /// If the mount fails (with rfs's message).
+    pub fn rfs_dirs(lower: &Path, upper: &Path, work: &Path, mountpoint: &Path) -> MountGuard {
+        let args: [&std::ffi::OsStr; 7] = [
+            "mount".as_ref(),
+            "--lower".as_ref(),
+            lower.as_os_str(),
+            "--upper".as_ref(),
+            upper.as_os_str(),
+            "--work".as_ref(),
+            work.as_os_str(),
+        ];
+        MountGuard::rfs(&args, mountpoint).unwrap_or_else(|e| panic!("rfs mount: {e}"))
+    }
+
     /// Mounts kernel overlayfs with `options` (`lowerdir=...,upperdir=...,workdir=...`).
     pub fn overlay(options: &str, mountpoint: &Path) -> Result<MountGuard, String> {
         let out = Command::new("mount")

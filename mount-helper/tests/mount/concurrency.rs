@@ -31,19 +31,7 @@ fn a_long_copy_up_does_not_stall_other_files() {
     let upper = s.mkdir("upper");
     let work = s.mkdir("work");
     let mnt = s.mkdir("mnt");
-    let guard = MountGuard::rfs(
-        &[
-            "mount".as_ref(),
-            "--lower".as_ref(),
-            lower.as_os_str(),
-            "--upper".as_ref(),
-            upper.as_os_str(),
-            "--work".as_ref(),
-            work.as_os_str(),
-        ],
-        &mnt,
-    )
-    .unwrap();
+    let guard = MountGuard::rfs_dirs(&lower, &upper, &work, &mnt);
     let done = Arc::new(AtomicBool::new(false));
     let writer = {
         let done = Arc::clone(&done);

@@ -161,19 +161,7 @@ fn a_full_upper_gives_enospc_and_no_partial_copy_up() {
     std::fs::create_dir(&upper).unwrap();
     std::fs::create_dir(&work).unwrap();
     let mnt = s.mkdir("mnt");
-    let guard = MountGuard::rfs(
-        &[
-            "mount".as_ref(),
-            "--lower".as_ref(),
-            lower.as_os_str(),
-            "--upper".as_ref(),
-            upper.as_os_str(),
-            "--work".as_ref(),
-            work.as_os_str(),
-        ],
-        &mnt,
-    )
-    .unwrap();
+    let guard = MountGuard::rfs_dirs(&lower, &upper, &work, &mnt);
     // Copy-up of 24 MiB into 8 MiB fails with ENOSPC ...
     let err = std::fs::OpenOptions::new()
         .append(true)
@@ -292,19 +280,7 @@ fn an_upper_dir_swapped_for_a_symlink_is_not_followed() {
     let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
     let outside = s.mkdir("outside");
     std::fs::write(outside.join("secret"), "host secret").unwrap();
-    let guard = MountGuard::rfs(
-        &[
-            "mount".as_ref(),
-            "--lower".as_ref(),
-            lower.as_os_str(),
-            "--upper".as_ref(),
-            upper.as_os_str(),
-            "--work".as_ref(),
-            work.as_os_str(),
-        ],
-        &mnt,
-    )
-    .unwrap();
+    let guard = MountGuard::rfs_dirs(&lower, &upper, &work, &mnt);
     std::fs::write(mnt.join("d/new"), "new").unwrap();
     // Hold the merged directory open: requests through this fd reach the daemon with the
     // directory's inode, whatever now sits at its path in the upper.

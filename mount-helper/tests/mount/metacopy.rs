@@ -11,19 +11,12 @@ use crate::common::{MountGuard, Scratch, require_root};
 
 fn mount(s: &Scratch) -> (MountGuard, std::path::PathBuf) {
     let mnt = s.dir.path().join("mnt");
-    let guard = MountGuard::rfs(
-        &[
-            "mount".as_ref(),
-            "--lower".as_ref(),
-            s.dir.path().join("lower").as_os_str(),
-            "--upper".as_ref(),
-            s.dir.path().join("upper").as_os_str(),
-            "--work".as_ref(),
-            s.dir.path().join("work").as_os_str(),
-        ],
+    let guard = MountGuard::rfs_dirs(
+        &s.dir.path().join("lower"),
+        &s.dir.path().join("upper"),
+        &s.dir.path().join("work"),
         &mnt,
-    )
-    .unwrap();
+    );
     (guard, mnt)
 }
 
