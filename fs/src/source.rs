@@ -77,9 +77,14 @@ fn layer_name(blob: &LayerBlob) -> String {
     }
 }
 
+/// Where the index of the layer named `diff_id` is cached (shared with the store).
+pub(crate) fn diff_id_cache_path(root: &Path, diff_id: &crate::digest::Digest) -> PathBuf {
+    root.join("indexes/sha256").join(diff_id.hex())
+}
+
 fn cache_path(root: &Path, blob: &LayerBlob) -> Option<PathBuf> {
     match &blob.diff_id {
-        Some(d) => Some(root.join("indexes/sha256").join(d.hex())),
+        Some(d) => Some(diff_id_cache_path(root, d)),
         None => {
             let m = std::fs::metadata(&blob.file).ok()?;
             let key = format!(
@@ -100,9 +105,20 @@ fn cache_path(root: &Path, blob: &LayerBlob) -> Option<PathBuf> {
 
 /// The index of one layer: from the cache when present and valid, else built and cached.
 fn cached_index(root: &Path, blob: &LayerBlob) -> Result<TarIndex, Error> {
+    cached_or_build(cache_path(root, blob).as_deref(), |limits| {
+        build_index(blob, limits)
+    })
+}
+
+/// The index cached at `cache` if it decodes, else `build`'s, which is then cached. A
+/// corrupt cache entry is rebuilt, never trusted; a cache that cannot be written only costs
+/// the next mount the indexing again.
+pub(crate) fn cached_or_build<E>(
+    cache: Option<&Path>,
+    build: impl FnOnce(&Limits) -> Result<TarIndex, E>,
+) -> Result<TarIndex, E> {
     let limits = Limits::default();
-    let cache = cache_path(root, blob);
-    if let Some(path) = &cache
+    if let Some(path) = cache
         && let Ok(bytes) = std::fs::read(path)
     {
         match codec::decode(&bytes, &limits) {
@@ -110,8 +126,8 @@ fn cached_index(root: &Path, blob: &LayerBlob) -> Result<TarIndex, Error> {
             Err(e) => log::warn!("{}: rebuilding cached index: {e}", path.display()),
         }
     }
-    let index = build_index(blob, &limits)?;
-    if let Some(path) = &cache
+    let index = build(&limits)?;
+    if let Some(path) = cache
         && let Err(e) = write_atomic(path, &codec::encode(&index))
     {
         log::warn!("{}: could not cache layer index: {e}", path.display());

@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::image::MAX_METADATA_BYTES;
 use crate::lower::{LayerInput, LowerTree};
-use crate::tar_index::{self, EntryKind, Limits, TarIndex, codec};
+use crate::tar_index::{self, EntryKind, TarIndex};
 
 pub use blobs::Progress;
 pub use changes::{Change, ChangeKind, diff, write_layer};
@@ -920,29 +920,19 @@ pub fn layer_size(index: &TarIndex) -> u64 {
         .sum()
 }
 
-/// The index of the layer tar `blob` (named `diff_id`), cached in
-/// `<root>/indexes/sha256/<hex>` in the same format as [`crate::source`] uses.
+/// The index of the layer tar `blob` (named `diff_id`), cached where [`crate::source`]
+/// caches it, by the same code.
 fn cached_index(root: &Path, diff_id: &Digest, blob: &Path) -> Result<TarIndex, Error> {
-    let limits = Limits::default();
-    let cache = root.join(INDEXES_DIR).join(diff_id.hex());
-    if let Ok(bytes) = fs::read(&cache) {
-        match codec::decode(&bytes, &limits) {
-            Ok(index) => return Ok(index),
-            Err(e) => log::warn!("{}: rebuilding cached index: {e}", cache.display()),
-        }
-    }
-    let file = File::open(blob).map_err(|e| Error::io("opening", blob, e))?;
-    let index =
-        tar_index::build(BufReader::with_capacity(1 << 16, file), &limits).map_err(|source| {
+    let cache = crate::source::diff_id_cache_path(root, diff_id);
+    crate::source::cached_or_build(Some(&cache), |limits| {
+        let file = File::open(blob).map_err(|e| Error::io("opening", blob, e))?;
+        tar_index::build(BufReader::with_capacity(1 << 16, file), limits).map_err(|source| {
             Error::BadLayer {
                 layer: *diff_id,
                 source: Box::new(source),
             }
-        })?;
-    if let Err(e) = write_atomic(&cache, &codec::encode(&index), 0o644) {
-        log::warn!("{e}: layer index not cached");
-    }
-    Ok(index)
+        })
+    })
 }
 
 #[cfg(test)]
