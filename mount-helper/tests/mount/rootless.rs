@@ -7,7 +7,7 @@
 //! `runuser`, because only the mounting user may use a FUSE mount without `allow_other`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{Scratch, is_mounted, require_root, rfs_bin};
@@ -34,17 +34,46 @@ fn as_user(script: &str) -> (bool, String) {
 }
 
 /// Unmounts as the user on drop (the user's mount; root's fusermount3 would refuse).
-struct UserMount<'a>(&'a Path);
+struct UserMount(PathBuf);
 
-impl Drop for UserMount<'_> {
+impl Drop for UserMount {
     fn drop(&mut self) {
-        if is_mounted(self.0) {
+        if is_mounted(&self.0) {
             let _ = as_user(&format!("fusermount3 -u '{}'", self.0.display()));
         }
-        if is_mounted(self.0) {
-            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
+}
+
+/// Mounts `lower` as the test user (uid, gid) with a fresh upper, work and root dir that the
+/// user owns, through a copy of rfs the user can run. Returns the upper, the mountpoint and
+/// the guard that unmounts it.
+fn mount_as_user(s: &Scratch, lower: &Path, uid: u32, gid: u32) -> (PathBuf, PathBuf, UserMount) {
+    let (upper, work, mnt, root) = (
+        s.mkdir("upper"),
+        s.mkdir("work"),
+        s.mkdir("mnt"),
+        s.mkdir("root"),
+    );
+    for p in [&upper, &work, &mnt, &root] {
+        chown_tree(p, uid, gid);
+    }
+    let bin = s.dir.path().join("rfs");
+    std::fs::copy(rfs_bin(), &bin).unwrap();
+    let guard = UserMount(mnt.clone());
+    let (ok, out) = as_user(&format!(
+        "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
+        bin.display(),
+        root.display(),
+        lower.display(),
+        upper.display(),
+        work.display(),
+        mnt.display()
+    ));
+    assert!(ok, "rootless rfs mount failed: {out}");
+    (upper, mnt, guard)
 }
 
 fn chown_tree(p: &Path, uid: u32, gid: u32) {
@@ -87,26 +116,7 @@ fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
         std::fs::Permissions::from_mode(0o4755),
     )
     .unwrap();
-    let upper = s.mkdir("upper");
-    let work = s.mkdir("work");
-    let mnt = s.mkdir("mnt");
-    let root = s.mkdir("root");
-    for p in [&upper, &work, &mnt, &root] {
-        chown_tree(p, uid, gid);
-    }
-    let bin = s.dir.path().join("rfs");
-    std::fs::copy(rfs_bin(), &bin).unwrap();
-    let _guard = UserMount(&mnt);
-    let (ok, out) = as_user(&format!(
-        "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
-        bin.display(),
-        s.dir.path().join("root").display(),
-        lower.display(),
-        upper.display(),
-        work.display(),
-        mnt.display()
-    ));
-    assert!(ok, "rootless rfs mount failed: {out}");
+    let (upper, mnt, _guard) = mount_as_user(&s, &lower, uid, gid);
     assert!(is_mounted(&mnt));
     let m = mnt.display();
     // Read a lower file owned by 1000, create, delete lower entries, replace a lower
@@ -160,26 +170,7 @@ fn copy_up_of_a_foreign_owned_file_records_override_stat() {
     std::fs::write(lower.join("shared"), "v1\n").unwrap();
     std::os::unix::fs::chown(lower.join("shared"), Some(1000), Some(1000)).unwrap();
     std::fs::set_permissions(lower.join("shared"), std::fs::Permissions::from_mode(0o666)).unwrap();
-    let upper = s.mkdir("upper");
-    let work = s.mkdir("work");
-    let mnt = s.mkdir("mnt");
-    let root = s.mkdir("root");
-    for p in [&upper, &work, &mnt, &root] {
-        chown_tree(p, uid, gid);
-    }
-    let bin = s.dir.path().join("rfs");
-    std::fs::copy(rfs_bin(), &bin).unwrap();
-    let _guard = UserMount(&mnt);
-    let (ok, out) = as_user(&format!(
-        "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
-        bin.display(),
-        s.dir.path().join("root").display(),
-        lower.display(),
-        upper.display(),
-        work.display(),
-        mnt.display()
-    ));
-    assert!(ok, "rootless rfs mount failed: {out}");
+    let (upper, mnt, _guard) = mount_as_user(&s, &lower, uid, gid);
     let m = mnt.display();
     let (ok, out) = as_user(&format!(
         "set -e; echo v2 >> {m}/shared; cat {m}/shared; stat -c '%u:%g %a' {m}/shared"
