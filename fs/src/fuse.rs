@@ -2,24 +2,26 @@
 //! [`UnionFs`], and replies, or replies with `Error::errno()`. Nothing else in the crate
 //! imports `fuser`.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::Error;
 use crate::lower::FileKind;
 use crate::sys::SetTime;
-use crate::union::{Attr, Caller, SetAttr, UnionFs};
+use crate::union::{Attr, Caller, DirEntry, SetAttr, UnionFs};
 
 /// How long the kernel may cache entries and attributes. Lower layers never change and every
 /// change to the upper goes through us, so this can be long.
@@ -101,19 +103,181 @@ impl IdMapping {
     }
 }
 
+/// The passthrough backing file shared by every passthrough open of one inode.
+#[derive(Debug)]
+struct Passthrough {
+    backing: Arc<BackingId>,
+    /// `(st_dev, st_ino)` of the host file behind `backing`.
+    file: (u64, u64),
+    opens: u32,
+}
+
+/// How the open files of one inode do their I/O. The kernel serves a passthrough open
+/// from the host file itself, without `read`/`write` requests; it refuses an inode that has
+/// both kinds of open files, and wants every passthrough open of an inode on the same
+/// backing file (`fs/fuse/iomode.c`).
+#[derive(Debug, Default)]
+struct InodeIo {
+    /// Open files served through `read`/`write`.
+    cached: u32,
+    passthrough: Option<Passthrough>,
+}
+
+/// Per-inode I/O modes and which mode each open handle took.
+#[derive(Debug, Default)]
+struct IoTable {
+    inodes: HashMap<u64, InodeIo>,
+    passthrough_handles: HashSet<u64>,
+    cached_handles: HashSet<u64>,
+}
+
 /// The `fuser::Filesystem` over a [`UnionFs`].
 #[derive(Debug)]
 pub struct FuseAdapter {
     fs: Arc<UnionFs>,
     ids: IdMapping,
     fsync: bool,
+    /// Asked for by the mount options (root only: the kernel wants `CAP_SYS_ADMIN`).
+    passthrough_wanted: bool,
+    /// Negotiated with the kernel and not yet refused by it.
+    passthrough: AtomicBool,
+    io: Mutex<IoTable>,
+    /// The kernel can do without OPENDIR (FUSE_NO_OPENDIR_SUPPORT): `opendir` answers
+    /// ENOSYS and listings are read by inode.
+    no_opendir: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FuseAdapter {
     /// Wraps `fs`, showing ids through `ids`; `fsync` false makes fsync a no-op
-    /// (fuse-overlayfs `fsync=0`).
-    pub fn new(fs: Arc<UnionFs>, ids: IdMapping, fsync: bool) -> Self {
-        FuseAdapter { fs, ids, fsync }
+    /// (fuse-overlayfs `fsync=0`); `passthrough` lets the kernel read files straight from
+    /// the host (needs root and kernel 6.9 or later; ignored otherwise).
+    pub fn new(fs: Arc<UnionFs>, ids: IdMapping, fsync: bool, passthrough: bool) -> Self {
+        FuseAdapter {
+            fs,
+            ids,
+            fsync,
+            passthrough_wanted: passthrough,
+            passthrough: AtomicBool::new(false),
+            io: Mutex::new(IoTable::default()),
+            no_opendir: AtomicBool::new(false),
+        }
+    }
+
+    /// Replies to an `open` of `ino` that made handle `fh`: as passthrough when the data is
+    /// a host file and the kernel allows it for this inode, else through `read`/`write`.
+    fn reply_opened(&self, reply: ReplyOpen, ino: u64, fh: u64, flags: i32, keep_cache: bool) {
+        let cached_flags = if keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return reply.opened(FileHandle(fh), cached_flags);
+        }
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        let mut table = lock(&self.io);
+        let IoTable {
+            inodes,
+            passthrough_handles,
+            cached_handles,
+        } = &mut *table;
+        let io = inodes.entry(ino).or_default();
+        let wants_new = io.passthrough.is_none() && io.cached == 0 && read_only;
+        let backing = self.fs.with_backing_file(fh, |fd, file| {
+            let id = if wants_new {
+                Some(reply.open_backing(fd))
+            } else {
+                None
+            };
+            (file, id)
+        });
+        match (&mut io.passthrough, backing) {
+            (Some(pt), Some((file, _))) if pt.file == file => {
+                pt.opens += 1;
+                passthrough_handles.insert(fh);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &pt.backing);
+            }
+            (Some(_), _) => {
+                // Open for passthrough on another host file (a copy-up happened while the
+                // lower file was open): the kernel would fail this open with EIO.
+                log::warn!(
+                    "inode {ino:#x}: open refused while readers of its lower file are open \
+                     (passthrough; mount with --no-passthrough to allow it)"
+                );
+                self.fs.release(fh);
+                reply.error(Errno::from_i32(libc::EBUSY));
+            }
+            (None, Some((file, Some(Ok(id))))) => {
+                let backing = Arc::new(id);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+                io.passthrough = Some(Passthrough {
+                    backing,
+                    file,
+                    opens: 1,
+                });
+                passthrough_handles.insert(fh);
+            }
+            (None, backing) => {
+                if let Some((_, Some(Err(e)))) = backing {
+                    log::warn!("passthrough off: the kernel refused a backing file: {e}");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+                io.cached += 1;
+                cached_handles.insert(fh);
+                reply.opened(FileHandle(fh), cached_flags);
+            }
+        }
+    }
+
+    /// The listing a `readdir` of `ino` at `offset` reads: the handle's snapshot, or, when
+    /// the kernel skipped OPENDIR (`fh` 0), the one kept per directory.
+    fn listing(&self, ino: u64, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
+        if fh == 0 {
+            self.fs.listing_at(ino, offset)
+        } else {
+            self.fs.readdir(fh)
+        }
+    }
+
+    /// Counts handle `fh` of `ino`, made by `create`, as served through `read`/`write`.
+    fn note_cached_open(&self, ino: u64, fh: u64) {
+        if !self.passthrough_wanted {
+            return;
+        }
+        let mut table = lock(&self.io);
+        table.inodes.entry(ino).or_default().cached += 1;
+        table.cached_handles.insert(fh);
+    }
+
+    /// Forgets handle `fh` of `ino`; the last passthrough open closes the backing file.
+    fn note_release(&self, ino: u64, fh: u64) {
+        if !self.passthrough_wanted {
+            return;
+        }
+        let mut table = lock(&self.io);
+        let passthrough = table.passthrough_handles.remove(&fh);
+        if !passthrough && !table.cached_handles.remove(&fh) {
+            return;
+        }
+        if let Some(io) = table.inodes.get_mut(&ino) {
+            if passthrough {
+                if let Some(pt) = &mut io.passthrough {
+                    pt.opens -= 1;
+                    if pt.opens == 0 {
+                        io.passthrough = None;
+                    }
+                }
+            } else {
+                io.cached = io.cached.saturating_sub(1);
+            }
+            if io.cached == 0 && io.passthrough.is_none() {
+                table.inodes.remove(&ino);
+            }
+        }
     }
 
     fn attr(&self, a: &Attr) -> FileAttr {
@@ -220,10 +384,28 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            // We clear set-id bits on write, truncate and chown ourselves (see `write`),
+            // which spares a GETATTR before every chown.
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let supported = config.capabilities() & wanted;
         if let Err(unsupported) = config.add_capabilities(supported) {
             log::debug!("kernel lacks {unsupported:?}");
+        }
+        if config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+        {
+            self.no_opendir.store(true, Ordering::Relaxed);
+        }
+        if self.passthrough_wanted {
+            if config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+                && config.set_max_stack_depth(1).is_ok()
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            {
+                self.passthrough.store(true, Ordering::Relaxed);
+            } else {
+                log::info!("kernel has no FUSE passthrough: reads go through the daemon");
+            }
         }
         Ok(())
     }
@@ -267,7 +449,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -291,6 +473,15 @@ impl Filesystem for FuseAdapter {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
+        // With HANDLE_KILLPRIV_V2 a truncate no longer says whether the caller may keep the
+        // set-id bits (it sends FATTR_KILL_SUIDGID, which fuser does not pass on): treat
+        // every caller but root as lacking CAP_FSETID.
+        if size.is_some()
+            && req.uid() != 0
+            && let Err(e) = self.fs.drop_setid(ino.0)
+        {
+            return reply.error(errno(&e));
+        }
         match self.fs.setattr(ino.0, set, fh.map(|f| f.0)) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
@@ -384,15 +575,18 @@ impl Filesystem for FuseAdapter {
         self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
             Ok((fh, keep_cache)) => {
-                let f = if keep_cache {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh), f);
+                // O_TRUNC by a caller without CAP_FSETID clears set-id bits (see setattr).
+                if flags.0 & libc::O_TRUNC != 0
+                    && req.uid() != 0
+                    && let Err(e) = self.fs.drop_setid(ino.0)
+                {
+                    self.fs.release(fh);
+                    return reply.error(errno(&e));
+                }
+                self.reply_opened(reply, ino.0, fh, flags.0, keep_cache);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -418,15 +612,22 @@ impl Filesystem for FuseAdapter {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // The kernel sets this when the writer lacks CAP_FSETID and the file has set-id
+        // bits (HANDLE_KILLPRIV_V2); the host write is ours, made as root, and keeps them.
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            && let Err(e) = self.fs.drop_setid(ino.0)
+        {
+            return reply.error(errno(&e));
+        }
         match self.fs.write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
@@ -436,13 +637,14 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.note_release(ino.0, fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -462,6 +664,11 @@ impl Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir.load(Ordering::Relaxed) {
+            // The kernel then never sends OPENDIR/RELEASEDIR again (two round trips saved
+            // per directory visit) and caches listings as with FOPEN_CACHE_DIR.
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         match self.fs.opendir(ino.0) {
             // Every change to a directory goes through this mount, and the kernel drops its
             // cached listing when it makes one: let it keep listings across opens.
@@ -476,20 +683,25 @@ impl Filesystem for FuseAdapter {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(fh.0) {
+        let entries = match self.listing(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
+        let mut full = false;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             let name = OsStr::from_bytes(&e.name);
             if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), name) {
+                full = true;
                 break;
             }
+        }
+        if !full && fh.0 == 0 {
+            self.fs.done_reading_dir(ino.0);
         }
         reply.ok();
     }
@@ -502,10 +714,11 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir(fh.0) {
+        let entries = match self.listing(ino.0, fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
+        let mut full = false;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             // `.` and `..` carry no lookup count; every other entry counts as a lookup,
             // which is undone with `forget` if the buffer turns out to be full.
@@ -533,8 +746,12 @@ impl Filesystem for FuseAdapter {
                 if !dot {
                     self.fs.forget(attr.ino, 1);
                 }
+                full = true;
                 break;
             }
+        }
+        if !full && fh.0 == 0 {
+            self.fs.done_reading_dir(ino.0);
         }
         reply.ok();
     }
@@ -633,13 +850,16 @@ impl Filesystem for FuseAdapter {
             .fs
             .create(parent.0, name, mode, flags, self.caller(req))
         {
-            Ok((a, fh)) => reply.created(
-                &TTL,
-                &self.attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, fh)) => {
+                self.note_cached_open(a.ino, fh);
+                reply.created(
+                    &TTL,
+                    &self.attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                );
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -689,6 +909,9 @@ pub struct MountOptions {
     pub ids: IdMapping,
     /// Whether fsync reaches the disk (fuse-overlayfs `fsync=0` turns it off).
     pub fsync: bool,
+    /// Let the kernel read host files directly (FUSE passthrough). Takes effect only for
+    /// root in the initial user namespace on kernel 6.9 or later.
+    pub passthrough: bool,
 }
 
 fn config(opts: &MountOptions) -> fuser::Config {
@@ -724,7 +947,7 @@ pub fn spawn_mount(
     opts: &MountOptions,
 ) -> io::Result<fuser::BackgroundSession> {
     crate::sys::set_umask(0);
-    let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync);
+    let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync, opts.passthrough);
     fuser::spawn_mount(adapter, mountpoint, &config(opts))
 }
 

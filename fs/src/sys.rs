@@ -624,6 +624,37 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Trims the heap: glibc keeps freed memory mapped, and building a lower tree leaves tens
+/// of megabytes of it behind, which a long-lived daemon would carry as RSS.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own heap; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Caps glibc's malloc arenas at `n`. Each thread otherwise gets its own arena, and memory
+/// freed in one is never reused by another: with several FUSE threads that multiplies the
+/// daemon's RSS. Call before spawning threads.
+pub fn limit_malloc_arenas(n: i32) {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a glibc tunable.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(target_env = "gnu"))]
+    let _ = n;
+}
+
+/// Whether this process is root in the initial user namespace (what FUSE passthrough's
+/// backing files need: `CAP_SYS_ADMIN` there).
+pub fn is_initial_root() -> bool {
+    geteuid() == 0
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+}
+
 /// Makes an `OsStr` from bytes (for error messages and paths).
 pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)

@@ -166,6 +166,9 @@ struct DirSnap {
 
 const SHARDS: usize = 16;
 
+/// Directory snapshots kept for readers that stopped before the end of a listing.
+const LISTINGS_KEPT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(64).unwrap();
+
 /// The union filesystem.
 #[derive(Debug)]
 pub struct UnionFs {
@@ -175,6 +178,8 @@ pub struct UnionFs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     namespace: RwLock<()>,
+    /// Directory listings being read without a handle, by inode (see `listing_at`).
+    listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
     /// Lower nodes of each hard-link group with more than one member, by group inode node.
     link_groups: HashMap<u32, Vec<u32>>,
 }
@@ -226,6 +231,7 @@ impl UnionFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             namespace: RwLock::new(()),
+            listings: Mutex::new(lru::LruCache::new(LISTINGS_KEPT)),
             link_groups,
         };
         let root_lower = match &fs.upper {
@@ -795,6 +801,11 @@ impl UnionFs {
     /// # Errors
     /// `NotDir`, a stale inode, or a host error.
     pub fn opendir(&self, ino: u64) -> Result<u64, Error> {
+        Ok(self.add_handle(Handle::Dir(self.snapshot_dir(ino)?)))
+    }
+
+    /// The merged listing of directory `ino` with `.` and `..` first.
+    fn snapshot_dir(&self, ino: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
         let _ns = self.read_ns();
         let mut entries = self.list(ino, true)?;
         let parent = if ino == ROOT_INO {
@@ -820,7 +831,31 @@ impl UnionFs {
                 kind: FileKind::Dir,
             },
         );
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
+        Ok(Arc::new(entries))
+    }
+
+    /// The listing of directory `ino` for a read at `offset` without an open handle (the
+    /// kernel skips OPENDIR when the filesystem does not implement it, and caches what it
+    /// reads). A read at offset 0 takes a fresh snapshot; later offsets continue in it, so
+    /// the requests that fill the kernel's cache see one consistent listing.
+    /// [`UnionFs::done_reading_dir`] drops the snapshot once it has been read to the end.
+    ///
+    /// # Errors
+    /// `NotDir`, a stale inode, or a host error.
+    pub fn listing_at(&self, ino: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
+        if offset > 0
+            && let Some(l) = lock(&self.listings).get(&ino)
+        {
+            return Ok(Arc::clone(l));
+        }
+        let l = self.snapshot_dir(ino)?;
+        lock(&self.listings).put(ino, Arc::clone(&l));
+        Ok(l)
+    }
+
+    /// Drops the snapshot [`UnionFs::listing_at`] keeps for `ino`.
+    pub fn done_reading_dir(&self, ino: u64) {
+        lock(&self.listings).pop(&ino);
     }
 
     /// The snapshot taken by [`UnionFs::opendir`].
@@ -895,6 +930,50 @@ impl UnionFs {
         let path = self.path(ino)?;
         let file = self.open_upper(&path, flags)?;
         Ok((self.add_handle(Handle::Upper(file)), false))
+    }
+
+    /// Runs `f` on the host file behind handle `fh` when that file holds exactly the data
+    /// the handle reads (an upper file, or a file of a directory layer), with that file's
+    /// `(st_dev, st_ino)`. `None` for tar-backed data, directories and unknown handles: those
+    /// can only be served through `read`.
+    pub fn with_backing_file<R>(
+        &self,
+        fh: u64,
+        f: impl FnOnce(BorrowedFd<'_>, (u64, u64)) -> R,
+    ) -> Option<R> {
+        let h = self.handle(fh).ok()?;
+        let fd = match &*h {
+            Handle::Upper(file) => file.as_fd(),
+            Handle::Lower(LowerFile::Dir(file)) => file.as_fd(),
+            Handle::Lower(LowerFile::Tar { .. }) | Handle::Dir(_) => return None,
+        };
+        let st = sys::fstatat(fd, c"").ok()?;
+        Some(f(fd, (st.st_dev, st.st_ino)))
+    }
+
+    /// Clears set-user-ID, and set-group-ID when group-executable, on `ino`, as the kernel
+    /// does when a caller without `CAP_FSETID` writes to or truncates a file. A no-op when
+    /// neither bit is set.
+    ///
+    /// # Errors
+    /// As [`UnionFs::setattr`].
+    pub fn drop_setid(&self, ino: u64) -> Result<(), Error> {
+        let cur = self.getattr(ino)?;
+        if cur.kind != FileKind::File {
+            return Ok(());
+        }
+        let mut perm = cur.perm & !libc::S_ISUID;
+        if perm & libc::S_IXGRP != 0 {
+            perm &= !libc::S_ISGID;
+        }
+        if perm == cur.perm {
+            return Ok(());
+        }
+        let set = SetAttr {
+            mode: Some(perm),
+            ..SetAttr::default()
+        };
+        self.setattr(ino, set, None).map(|_| ())
     }
 
     fn open_upper(&self, path: &[u8], flags: i32) -> Result<File, Error> {

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use std::sync::Arc;
 
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
 use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs};
@@ -71,6 +72,16 @@ fn merged_view(fs: &UnionFs) -> BTreeMap<String, Node> {
         let fh = fs.opendir(ino).expect("opendir");
         let entries = fs.readdir(fh).expect("readdir");
         fs.release(fh);
+        // The handle-less listing (the kernel skipping OPENDIR) is the same listing, and
+        // a read at a later offset continues in the snapshot taken at offset 0.
+        let by_inode = fs.listing_at(ino, 0).expect("listing_at 0");
+        assert_eq!(by_inode, entries, "listing_at differs from opendir/readdir");
+        let again = fs.listing_at(ino, 1).expect("listing_at 1");
+        assert!(
+            Arc::ptr_eq(&by_inode, &again),
+            "offset 1 took a new snapshot"
+        );
+        fs.done_reading_dir(ino);
         for e in entries.iter() {
             if e.name == b"." || e.name == b".." {
                 continue;

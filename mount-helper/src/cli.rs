@@ -224,6 +224,12 @@ pub(crate) struct MountArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub(crate) threads: usize,
+    /// Serve every read through the daemon. By default, as root on kernel 6.9 or later, the
+    /// kernel reads host files (upper files, files of directory layers) directly: FUSE
+    /// passthrough. Its one limit: while a lower file is open for reading, opening it for
+    /// writing fails with EBUSY.
+    #[arg(long)]
+    pub(crate) no_passthrough: bool,
     /// Id mapping and squashing (set by the fuse-overlayfs compatible invocation).
     #[arg(skip)]
     pub(crate) ids: rfs_fs::fuse::IdMapping,

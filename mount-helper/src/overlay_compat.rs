@@ -113,6 +113,7 @@ pub(crate) fn parse(args: &[String]) -> Result<MountArgs> {
         threads: 4,
         ids: rfs_fs::fuse::IdMapping::default(),
         no_fsync: false,
+        no_passthrough: false,
     };
     for opt in opts
         .iter()

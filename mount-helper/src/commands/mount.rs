@@ -132,6 +132,7 @@ fn serve(
     mut ready: Option<OwnedFd>,
 ) -> Result<ExitCode> {
     let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
+    rfs_fs::sys::limit_malloc_arenas(2);
     let setup = (|| -> Result<(Arc<UnionFs>, String)> {
         let layers = match (source, &args.lower) {
             (_, Some(lower)) => lower_dirs(lower)?,
@@ -158,6 +159,7 @@ fn serve(
             })
         };
         let fs = UnionFs::new(tree, upper).context("opening the upper layer")?;
+        rfs_fs::sys::release_free_memory();
         Ok((Arc::new(fs), notice))
     })()
     .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
@@ -181,6 +183,7 @@ fn serve(
         threads: args.threads,
         ids: args.ids.clone(),
         fsync: !args.no_fsync,
+        passthrough: !args.no_passthrough && rfs_fs::sys::is_initial_root(),
     };
     let session = match rfs_fs::fuse::spawn_mount(fs, mountpoint, &opts) {
         Ok(s) => s,

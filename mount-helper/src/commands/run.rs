@@ -381,6 +381,8 @@ impl Sandbox<'_> {
                 rfs_fs::fuse::IdMapping::default()
             },
             fsync: true,
+            // Inside the container's user namespace the kernel refuses backing files.
+            passthrough: false,
         };
         let fs = match self.fs.take() {
             None => return fail(&mut report, &"no filesystem to mount"),

@@ -12,6 +12,7 @@ mod concurrency;
 mod differential;
 mod faults;
 mod images;
+mod io_paths;
 mod malformed;
 mod metacopy;
 mod podman;

@@ -12,9 +12,9 @@ use std::process::Command;
 
 use crate::common::{Scratch, is_mounted, require_root, rfs_bin};
 
-const USER: &str = "rfstest";
+pub(crate) const USER: &str = "rfstest";
 
-fn user_ids() -> Option<(u32, u32)> {
+pub(crate) fn user_ids() -> Option<(u32, u32)> {
     let out = Command::new("id").arg("-u").arg(USER).output().ok()?;
     let uid = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
     let out = Command::new("id").arg("-g").arg(USER).output().ok()?;
@@ -23,7 +23,7 @@ fn user_ids() -> Option<(u32, u32)> {
 }
 
 /// Runs `script` with `sh -c` as the test user; returns (success, stdout+stderr).
-fn as_user(script: &str) -> (bool, String) {
+pub(crate) fn as_user(script: &str) -> (bool, String) {
     let out = Command::new("runuser")
         .args(["-u", USER, "--", "sh", "-c", script])
         .output()
