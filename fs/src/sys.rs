@@ -528,6 +528,27 @@ pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     check(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
 }
 
+/// Starts writeback of `len` bytes at `offset` of `fd` without waiting
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`).
+///
+/// # Errors
+/// The kernel's error.
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments.
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Safe wrapper for `fsync(2)` / `fdatasync(2)`.
 ///
 /// # Errors

@@ -2320,6 +2320,9 @@ fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()
     sys::ftruncate(out, size)
 }
 
+/// How much a copy-up copies before it starts writing that part back.
+const COPY_CHUNK: u64 = 8 << 20;
+
 /// Copies `len` bytes from `input` at `in_off` to `out` at `out_off`.
 fn copy_range(
     input: BorrowedFd<'_>,
@@ -2333,10 +2336,13 @@ fn copy_range(
     let mut buf = Vec::new();
     while done < len {
         if use_cfr {
-            let chunk = (len - done).min(1 << 30) as usize;
+            let chunk = (len - done).min(COPY_CHUNK) as usize;
             match sys::copy_file_range(input, in_off + done, out, out_off + done, chunk) {
                 Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
                 Ok(n) => {
+                    // Write the chunk back while the next one is copied, so the fsync that
+                    // ends the copy-up has little left to wait for. Only a hint.
+                    let _ = sys::start_writeback(out, out_off + done, n as u64);
                     done += n as u64;
                     continue;
                 }
