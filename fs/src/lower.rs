@@ -115,8 +115,10 @@ enum Source {
 /// One node of the merged lower tree.
 #[derive(Debug)]
 pub struct LowerNode {
-    /// The last path component (empty for the root).
-    pub name: Box<[u8]>,
+    /// Where the last path component (empty for the root) is in [`LowerTree`]'s name
+    /// buffer; read it with [`LowerTree::name`].
+    name_at: u32,
+    name_len: u32,
     /// The parent node (the root is its own parent).
     pub parent: u32,
     /// File type.
@@ -164,6 +166,9 @@ pub enum LayerInput {
 #[derive(Debug)]
 pub struct LowerTree {
     nodes: Vec<LowerNode>,
+    /// Every node's name, back to back: one allocation instead of one per node, so the
+    /// tree's memory is compact and the build's garbage can be returned to the kernel.
+    names: Vec<u8>,
     layers: Vec<Layer>,
 }
 
@@ -557,7 +562,8 @@ impl Builder {
     /// sorted by name) and resolves hard-link groups.
     fn freeze(self, layers: Vec<Layer>) -> LowerTree {
         let mut arena: Vec<Option<BuildNode>> = self.arena.into_iter().map(Some).collect();
-        let mut nodes: Vec<LowerNode> = Vec::new();
+        let mut nodes: Vec<LowerNode> = Vec::with_capacity(arena.len());
+        let mut names: Vec<u8> = Vec::new();
         let mut queue: std::collections::VecDeque<(usize, u32)> = Default::default();
         let mut group_first: HashMap<usize, u32> = HashMap::new();
         let mut group_count: HashMap<usize, u32> = HashMap::new();
@@ -569,8 +575,11 @@ impl Builder {
             let ino_node = *group_first.entry(b.group).or_insert(idx);
             *group_count.entry(b.group).or_insert(0) += 1;
             groups.push(b.group);
+            let name_at = u32::try_from(names.len()).unwrap_or(u32::MAX);
+            names.extend_from_slice(&b.name);
             nodes.push(LowerNode {
-                name: b.name.into_boxed_slice(),
+                name_at,
+                name_len: b.name.len() as u32,
                 parent,
                 kind: b.kind,
                 meta: b.meta,
@@ -598,7 +607,13 @@ impl Builder {
                 n.nlink = group_count[&g];
             }
         }
-        LowerTree { nodes, layers }
+        nodes.shrink_to_fit();
+        names.shrink_to_fit();
+        LowerTree {
+            nodes,
+            names,
+            layers,
+        }
     }
 }
 
@@ -712,6 +727,15 @@ impl LowerTree {
         &self.nodes[i as usize]
     }
 
+    /// The name (last path component) of node `i`; empty for the root.
+    pub fn name(&self, i: u32) -> &[u8] {
+        self.name_of(self.node(i))
+    }
+
+    fn name_of(&self, n: &LowerNode) -> &[u8] {
+        &self.names[n.name_at as usize..][..n.name_len as usize]
+    }
+
     /// The children of directory `dir`, sorted by name.
     pub fn children(&self, dir: u32) -> std::ops::Range<u32> {
         let n = self.node(dir);
@@ -723,7 +747,7 @@ impl LowerTree {
         let r = self.children(dir);
         let slice = &self.nodes[r.start as usize..r.end as usize];
         slice
-            .binary_search_by(|n| (*n.name).cmp(name))
+            .binary_search_by(|n| self.name_of(n).cmp(name))
             .ok()
             .map(|i| r.start + i as u32)
     }
@@ -745,7 +769,7 @@ impl LowerTree {
         let mut parts = Vec::new();
         while i != Self::ROOT {
             let n = self.node(i);
-            parts.push(&*n.name);
+            parts.push(self.name_of(n));
             i = n.parent;
         }
         parts.reverse();
@@ -889,7 +913,7 @@ mod tests {
     fn names(t: &LowerTree, dir: &str) -> Vec<String> {
         let d = t.lookup_path(dir.as_bytes()).unwrap();
         t.children(d)
-            .map(|c| String::from_utf8_lossy(&t.node(c).name).into_owned())
+            .map(|c| String::from_utf8_lossy(t.name(c)).into_owned())
             .collect()
     }
 

@@ -122,11 +122,60 @@ enum Handle {
     Dir(Arc<Vec<DirEntry>>),
 }
 
+/// A name an inode is known by: that of a lower node (shared with the lower tree, not
+/// copied), or its own.
+#[derive(Clone, Debug)]
+enum AliasName {
+    Lower(u32),
+    Own(Box<[u8]>),
+}
+
+/// The names by which the kernel knows an inode, `(parent ino, name)`, most recent first.
+/// Nearly every inode has exactly one: it is kept inline, the rare others (hard links)
+/// behind one box.
+#[derive(Debug, Default)]
+struct Aliases {
+    first: Option<(u64, AliasName)>,
+    rest: Option<Box<[(u64, AliasName)]>>,
+}
+
+impl Aliases {
+    fn first(&self) -> Option<&(u64, AliasName)> {
+        self.first.as_ref()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, AliasName)> {
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
+    }
+
+    fn push_front(&mut self, alias: (u64, AliasName)) {
+        if let Some(old) = self.first.replace(alias) {
+            let mut rest: Vec<_> = self.rest.take().map(Vec::from).unwrap_or_default();
+            rest.insert(0, old);
+            self.rest = Some(rest.into_boxed_slice());
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&(u64, AliasName)) -> bool) {
+        let mut all: Vec<(u64, AliasName)> = self.first.take().into_iter().collect();
+        all.extend(self.rest.take().map(Vec::from).unwrap_or_default());
+        all.retain(|a| keep(a));
+        let mut it = all.into_iter();
+        self.first = it.next();
+        let rest: Vec<_> = it.collect();
+        if !rest.is_empty() {
+            self.rest = Some(rest.into_boxed_slice());
+        }
+    }
+}
+
 /// Mutable part of an inode: where it is and which layers back it.
 #[derive(Debug)]
 struct NodeState {
-    /// Names by which the kernel knows this inode: (parent ino, name). The root has none.
-    aliases: Vec<(u64, Box<[u8]>)>,
+    /// Names by which the kernel knows this inode. The root has none.
+    aliases: Aliases,
     /// The lower node: a non-directory's data source while not copied up, or the lower
     /// directory a directory merges with.
     lower: Option<u32>,
@@ -248,7 +297,7 @@ impl UnionFs {
             kind: FileKind::Dir,
             nlookup: AtomicU64::new(1),
             state: Mutex::new(NodeState {
-                aliases: Vec::new(),
+                aliases: Aliases::default(),
                 lower: root_lower,
                 upper: fs.upper.is_some(),
                 metacopy: false,
@@ -307,15 +356,37 @@ impl UnionFs {
         u64::from(self.lower.node(node).ino_node) + 1
     }
 
+    /// The bytes of an alias name.
+    fn alias_bytes<'a>(&'a self, n: &'a AliasName) -> &'a [u8] {
+        match n {
+            AliasName::Lower(node) => self.lower.name(*node),
+            AliasName::Own(b) => b,
+        }
+    }
+
+    /// An alias name for `name`: the lower node's own when it is the same bytes.
+    fn alias_name(&self, name: &[u8], lower: Option<u32>) -> AliasName {
+        match lower {
+            Some(l) if self.lower.name(l) == name => AliasName::Lower(l),
+            _ => AliasName::Own(name.into()),
+        }
+    }
+
+    /// The first name of inode `ino`: (parent ino, name bytes).
+    fn first_alias(&self, st: &NodeState) -> Result<(u64, Vec<u8>), Error> {
+        let (p, n) = st.aliases.first().ok_or(Error::NotFound)?;
+        Ok((*p, self.alias_bytes(n).to_vec()))
+    }
+
     /// The path of inode `ino` from the root (`""` for the root).
     fn path(&self, mut ino: u64) -> Result<Vec<u8>, Error> {
-        let mut parts: Vec<Box<[u8]>> = Vec::new();
+        let mut parts: Vec<Vec<u8>> = Vec::new();
         while ino != ROOT_INO {
             let inode = self.inode(ino)?;
             let st = lock(&inode.state);
-            let (parent, name) = st.aliases.first().ok_or(Error::NotFound)?;
-            parts.push(name.clone());
-            ino = *parent;
+            let (parent, name) = self.first_alias(&st)?;
+            parts.push(name);
+            ino = parent;
             if parts.len() > 4096 {
                 return Err(Error::Invalid("path too deep"));
             }
@@ -565,7 +636,7 @@ impl UnionFs {
                 kind: r.kind,
                 nlookup: AtomicU64::new(0),
                 state: Mutex::new(NodeState {
-                    aliases: Vec::new(),
+                    aliases: Aliases::default(),
                     lower: r.lower,
                     upper: r.upper.is_some(),
                     metacopy: false,
@@ -581,7 +652,7 @@ impl UnionFs {
                 kind: r.kind,
                 nlookup: AtomicU64::new(carried),
                 state: Mutex::new(NodeState {
-                    aliases: Vec::new(),
+                    aliases: Aliases::default(),
                     lower: r.lower,
                     upper: r.upper.is_some(),
                     metacopy: false,
@@ -596,8 +667,13 @@ impl UnionFs {
         st.upper = r.upper.is_some();
         st.metacopy = r.upper.as_ref().is_some_and(|e| e.metacopy);
         st.lower = r.lower;
-        if !st.aliases.iter().any(|(p, n)| *p == parent && **n == *name) {
-            st.aliases.insert(0, (parent, name.into()));
+        if !st
+            .aliases
+            .iter()
+            .any(|(p, n)| *p == parent && self.alias_bytes(n) == name)
+        {
+            let alias = self.alias_name(name, r.lower);
+            st.aliases.push_front((parent, alias));
         }
     }
 
@@ -606,8 +682,8 @@ impl UnionFs {
         if let Ok(inode) = self.inode(ino) {
             let mut st = lock(&inode.state);
             st.aliases
-                .retain(|(p, n)| !(*p == from.0 && **n == *from.1));
-            st.aliases.insert(0, (to.0, to.1.into()));
+                .retain(|(p, n)| !(*p == from.0 && self.alias_bytes(n) == from.1));
+            st.aliases.push_front((to.0, AliasName::Own(to.1.into())));
             st.upper = true;
         }
     }
@@ -616,7 +692,7 @@ impl UnionFs {
         if let Ok(inode) = self.inode(ino) {
             lock(&inode.state)
                 .aliases
-                .retain(|(p, n)| !(*p == parent && **n == *name));
+                .retain(|(p, n)| !(*p == parent && self.alias_bytes(n) == name));
         }
     }
 
@@ -782,11 +858,12 @@ impl UnionFs {
         if let Some(l) = dir.lower {
             for c in self.lower.children(l) {
                 let n = self.lower.node(c);
-                if hidden.contains(&*n.name) {
+                let name = self.lower.name(c);
+                if hidden.contains(name) {
                     continue;
                 }
                 out.push(DirEntry {
-                    name: n.name.to_vec(),
+                    name: name.to_vec(),
                     ino: self.lower_ino(c),
                     kind: n.kind,
                 });
@@ -1157,7 +1234,7 @@ impl UnionFs {
             if st.upper {
                 return Ok(());
             }
-            let (p, n) = st.aliases.first().cloned().ok_or(Error::NotFound)?;
+            let (p, n) = self.first_alias(&st)?;
             (p, n, st.lower)
         };
         let ppath = self.path(parent)?;
@@ -1196,7 +1273,7 @@ impl UnionFs {
             if st.upper {
                 return Ok(());
             }
-            let (p, n) = st.aliases.first().cloned().ok_or(Error::NotFound)?;
+            let (p, n) = self.first_alias(&st)?;
             (p, n, st.lower)
         };
         let Some(l) = lower else {

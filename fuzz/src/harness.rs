@@ -430,7 +430,7 @@ fn check_tree(tree: &LowerTree) {
         let mut previous: Option<&[u8]> = None;
         for child in children {
             let child_node = tree.node(child);
-            let name = &*child_node.name;
+            let name = tree.name(child);
             assert_eq!(
                 child_node.parent, i,
                 "child {child} of {i} names another parent"

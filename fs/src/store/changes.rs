@@ -327,7 +327,7 @@ fn diff_dir(
     names.extend(listing.whiteouts.keys().cloned());
     if full {
         for dir in [source, image].into_iter().flatten() {
-            names.extend(lower.children(dir).map(|c| lower.node(c).name.to_vec()));
+            names.extend(lower.children(dir).map(|c| lower.name(c).to_vec()));
         }
     }
     let mut direct = false;
@@ -475,11 +475,7 @@ impl<W: Write> LayerWriter<'_, W> {
         let mut names: BTreeSet<Vec<u8>> = listing.entries.keys().cloned().collect();
         names.extend(listing.whiteouts.keys().cloned());
         if let (true, Some(s)) = (full, source) {
-            names.extend(
-                self.lower
-                    .children(s)
-                    .map(|c| self.lower.node(c).name.to_vec()),
-            );
+            names.extend(self.lower.children(s).map(|c| self.lower.name(c).to_vec()));
         }
         for name in names {
             let path = join(rel, &name);
@@ -610,7 +606,7 @@ impl<W: Write> LayerWriter<'_, W> {
             FileKind::Dir => {
                 self.header(path, FileKind::Dir, &meta, &xattrs, 0, None)?;
                 for child in lower.children(node) {
-                    let child_path = join(path, &lower.node(child).name);
+                    let child_path = join(path, lower.name(child));
                     self.lower_subtree(&child_path, child)?;
                 }
                 Ok(())

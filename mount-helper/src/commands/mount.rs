@@ -132,7 +132,7 @@ fn serve(
     mut ready: Option<OwnedFd>,
 ) -> Result<ExitCode> {
     let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
-    rfs_fs::sys::limit_malloc_arenas(2);
+    rfs_fs::sys::tune_malloc(2);
     let setup = (|| -> Result<(Arc<UnionFs>, String)> {
         let layers = match (source, &args.lower) {
             (_, Some(lower)) => lower_dirs(lower)?,
