@@ -1961,7 +1961,14 @@ impl UnionFs {
     fn remove(&self, parent: u64, name: &[u8], is_dir: bool) -> Result<(), Error> {
         let up = self.upper()?;
         let dir = self.dir_snap(parent)?;
-        let r = self.resolve(&dir, name)?.ok_or(Error::NotFound)?;
+        let existing_pfd = if dir.upper {
+            Some(up.dir(&dir.path)?)
+        } else {
+            None
+        };
+        let r = self
+            .resolve_in(existing_pfd.as_ref().map(AsFd::as_fd), dir.lower, name)?
+            .ok_or(Error::NotFound)?;
         match (is_dir, r.kind == FileKind::Dir) {
             (true, false) => return Err(Error::NotDir),
             (false, true) => return Err(Error::IsDir),
@@ -1975,10 +1982,12 @@ impl UnionFs {
         }
         let lower_below = dir.lower.and_then(|l| self.lower.child(l, name)).is_some();
         let full = join(&dir.path, name);
-        let (pfd, _) = if r.upper.is_some() || lower_below {
-            (self.upper_dir_of(parent, &dir.path)?, None::<u32>)
-        } else {
+        if r.upper.is_none() && !lower_below {
             return Err(Error::NotFound);
+        }
+        let pfd = match existing_pfd {
+            Some(fd) => fd,
+            None => self.upper_dir_of(parent, &dir.path)?,
         };
         let pfd = pfd.as_fd();
         let c = cname(name)?;

@@ -331,6 +331,12 @@ impl Upper {
         let c = sys::cstr(name)?;
         match self.whiteouts {
             WhiteoutStyle::CharDev => {
+                // Nothing of that name in the upper (the usual case: a lower entry is
+                // deleted): make the whiteout in place, which is atomic by itself.
+                match sys::mknodat(dir, &c, libc::S_IFCHR, 0) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    r => return r,
+                }
                 let tmp = self.tmp_name();
                 sys::mknodat(self.work(), &tmp, libc::S_IFCHR, 0)?;
                 if let Err(e) = sys::renameat2(self.work(), &tmp, dir, &c, 0) {
