@@ -20,6 +20,7 @@ pub mod fuse;
 pub mod image;
 pub mod lower;
 pub mod name;
+mod prefetch;
 pub mod source;
 pub mod store;
 pub mod sys;

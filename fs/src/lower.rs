@@ -673,6 +673,15 @@ impl LowerTree {
         if layers.len() > usize::from(u16::MAX) {
             return Err(Error::Invalid("too many layers"));
         }
+        // Directory layers are read entry by entry: warm the host's caches ahead of that.
+        let dir_roots: Vec<OwnedFd> = layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerInput::Dir(p) => open_dir_root(p).ok(),
+                LayerInput::Tar { .. } => None,
+            })
+            .collect();
+        let prefetch = (!dir_roots.is_empty()).then(|| crate::prefetch::Prefetch::start(dir_roots));
         let mut builder = Builder::new();
         let mut opened = Vec::with_capacity(layers.len());
         for (i, input) in layers.into_iter().enumerate() {
@@ -705,6 +714,9 @@ impl LowerTree {
                     opened.push(Layer::Dir { root, name });
                 }
             }
+        }
+        if let Some(p) = prefetch {
+            p.finish();
         }
         Ok(builder.freeze(opened))
     }
