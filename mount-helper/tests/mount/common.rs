@@ -84,7 +84,21 @@ impl MountGuard {
     /// # Panics
     /// If the mount fails (with rfs's message).
     pub fn rfs_dirs(lower: &Path, upper: &Path, work: &Path, mountpoint: &Path) -> MountGuard {
-        let args: [&std::ffi::OsStr; 7] = [
+        MountGuard::rfs_dirs_with(lower, upper, work, mountpoint, &[])
+    }
+
+    /// [`MountGuard::rfs_dirs`] with more options (`--no-passthrough`, ...).
+    ///
+    /// # Panics
+    /// If the mount fails (with rfs's message).
+    pub fn rfs_dirs_with(
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        mountpoint: &Path,
+        extra: &[&str],
+    ) -> MountGuard {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
             "mount".as_ref(),
             "--lower".as_ref(),
             lower.as_os_str(),
@@ -93,6 +107,7 @@ impl MountGuard {
             "--work".as_ref(),
             work.as_os_str(),
         ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         MountGuard::rfs(&args, mountpoint).unwrap_or_else(|e| panic!("rfs mount: {e}"))
     }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{MountGuard, Scratch, require_root, rfs};
+use crate::common::{MountGuard, Scratch, require_root};
 use crate::rootless::{USER, as_user, user_ids};
 
 fn read(p: &Path) -> String {
@@ -17,17 +17,7 @@ fn read(p: &Path) -> String {
 
 fn mount_dirs(s: &Scratch, lower: &Path, extra: &[&str]) -> MountGuard {
     let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "mount".as_ref(),
-        "--lower".as_ref(),
-        lower.as_os_str(),
-        "--upper".as_ref(),
-        upper.as_os_str(),
-        "--work".as_ref(),
-        work.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    MountGuard::rfs(&args, &mnt).unwrap_or_else(|e| panic!("rfs mount: {e}"))
+    MountGuard::rfs_dirs_with(lower, &upper, &work, &mnt, extra)
 }
 
 #[test]
@@ -216,5 +206,4 @@ fn set_id_bits_are_cleared_on_write_truncate_and_chown_as_kernel_overlayfs_does(
     assert_eq!(find("user-trunc") & 0o6000, 0);
     assert_eq!(find("root-trunc") & 0o6000, 0o6000);
     assert_eq!(find("root-chown") & 0o6000, 0);
-    let _ = rfs;
 }
