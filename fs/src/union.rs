@@ -1011,12 +1011,12 @@ impl UnionFs {
 
     /// Runs `f` on the host file behind handle `fh` when that file holds exactly the data
     /// the handle reads (an upper file, or a file of a directory layer), with that file's
-    /// `(st_dev, st_ino)`. `None` for tar-backed data, directories and unknown handles: those
-    /// can only be served through `read`.
+    /// `(st_dev, st_ino)` and size. `None` for tar-backed data, directories and unknown
+    /// handles: those can only be served through `read`.
     pub fn with_backing_file<R>(
         &self,
         fh: u64,
-        f: impl FnOnce(BorrowedFd<'_>, (u64, u64)) -> R,
+        f: impl FnOnce(BorrowedFd<'_>, (u64, u64), u64) -> R,
     ) -> Option<R> {
         let h = self.handle(fh).ok()?;
         let fd = match &*h {
@@ -1025,7 +1025,7 @@ impl UnionFs {
             Handle::Lower(LowerFile::Tar { .. }) | Handle::Dir(_) => return None,
         };
         let st = sys::fstatat(fd, c"").ok()?;
-        Some(f(fd, (st.st_dev, st.st_ino)))
+        Some(f(fd, (st.st_dev, st.st_ino), st.st_size as u64))
     }
 
     /// Clears set-user-ID, and set-group-ID when group-executable, on `ino`, as the kernel

@@ -45,57 +45,82 @@ fn passthrough_serves_lower_and_upper_files_and_refuses_only_a_writer_beside_low
         "cmp of a passthrough file against its lower file"
     );
 
-    // A reader of the lower file holds the kernel on that backing file: a writer, which
-    // needs a copy-up onto another file, is refused (the documented limit) ...
-    let mut reader = File::open(mnt.join("a")).unwrap();
+    // A reader of a big lower file (passthrough from 128 KiB) holds the kernel on that
+    // backing file: a writer, which needs a copy-up onto another file, is refused (the
+    // documented limit) ...
+    let mut reader = File::open(mnt.join("big")).unwrap();
     let err = OpenOptions::new()
         .append(true)
-        .open(mnt.join("a"))
+        .open(mnt.join("big"))
         .expect_err("a writer beside a passthrough reader of the lower file");
     assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
-    let mut text = String::new();
-    reader.read_to_string(&mut text).unwrap();
-    assert_eq!(text, "lower-a", "the reader is unaffected");
+    let mut data = Vec::new();
+    reader.read_to_end(&mut data).unwrap();
+    assert_eq!(data, big, "the reader is unaffected");
     drop(reader);
     // ... and allowed once the reader is gone; readers then see the copied-up file.
-    let mut w = OpenOptions::new().append(true).open(mnt.join("a")).unwrap();
+    let mut w = OpenOptions::new()
+        .append(true)
+        .open(mnt.join("big"))
+        .unwrap();
     w.write_all(b"+up").unwrap();
     drop(w);
+    let mut grown = big.clone();
+    grown.extend_from_slice(b"+up");
+    assert_eq!(fs::read(mnt.join("big")).unwrap(), grown);
+    assert_eq!(fs::read(s.dir.path().join("upper/big")).unwrap(), grown);
+
+    // Small files are read through the daemon: no such limit for them.
+    let reader = File::open(mnt.join("a")).unwrap();
+    let mut w = OpenOptions::new()
+        .append(true)
+        .open(mnt.join("a"))
+        .expect("a writer beside a reader of a small lower file");
+    w.write_all(b"+up").unwrap();
+    drop((reader, w));
     assert_eq!(read(&mnt.join("a")), "lower-a+up");
-    assert_eq!(read(&s.dir.path().join("upper/a")), "lower-a+up");
 
     // Upper files: readers beside a writer (both served by the daemon while the writer is
-    // open), then passthrough readers and a passthrough writer on the same upper file.
+    // open), then, once that is closed, a passthrough reader and a passthrough writer on
+    // the same (big enough) upper file.
+    let one = vec![b'1'; 200_000];
     let mut w = File::create(mnt.join("u")).unwrap();
-    w.write_all(b"one").unwrap();
+    w.write_all(&one).unwrap();
     let r = File::open(mnt.join("u")).expect("reader beside an open writer");
     w.write_all(b"two").unwrap();
-    let mut text = String::new();
-    (&r).read_to_string(&mut text).unwrap();
-    assert_eq!(text, "onetwo");
+    let mut data = Vec::new();
+    (&r).read_to_end(&mut data).unwrap();
+    assert_eq!(data.len(), 200_003);
+    assert!(data.ends_with(b"1two"));
     drop((w, r));
     let r = File::open(mnt.join("u")).unwrap();
     let mut w = OpenOptions::new().append(true).open(mnt.join("u")).unwrap();
     w.write_all(b"three").unwrap();
     drop(w);
-    let mut text = String::new();
-    (&r).read_to_string(&mut text).unwrap();
-    assert_eq!(text, "onetwothree");
-    assert_eq!(fs::metadata(mnt.join("u")).unwrap().len(), 11);
+    let mut data = Vec::new();
+    (&r).read_to_end(&mut data).unwrap();
+    assert!(
+        data.ends_with(b"1twothree"),
+        "the reader sees the writer's data"
+    );
+    assert_eq!(fs::metadata(mnt.join("u")).unwrap().len(), 200_008);
     drop(r);
     m.unmount().unwrap();
 
-    // Without passthrough the same writer beside a reader is allowed.
+    // Without passthrough the same writer beside a reader of the big file is allowed.
     let s2 = Scratch::new();
     let m = mount_dirs(&s2, &lower, &["--no-passthrough"]);
-    let reader = File::open(m.mountpoint.join("a")).unwrap();
+    let reader = File::open(m.mountpoint.join("big")).unwrap();
     let mut w = OpenOptions::new()
         .append(true)
-        .open(m.mountpoint.join("a"))
+        .open(m.mountpoint.join("big"))
         .expect("--no-passthrough allows a writer beside a reader");
     w.write_all(b"!").unwrap();
     drop((reader, w));
-    assert_eq!(read(&m.mountpoint.join("a")), "lower-a!");
+    assert_eq!(
+        fs::metadata(m.mountpoint.join("big")).unwrap().len(),
+        3_000_001
+    );
     m.unmount().unwrap();
 }
 
