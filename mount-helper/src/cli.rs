@@ -225,9 +225,9 @@ pub(crate) struct MountArgs {
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub(crate) threads: usize,
     /// Serve every read through the daemon. By default, as root on kernel 6.9 or later, the
-    /// kernel reads host files (upper files, files of directory layers) directly: FUSE
-    /// passthrough. Its one limit: while a lower file is open for reading, opening it for
-    /// writing fails with EBUSY.
+    /// kernel reads host files of 128 KiB or more (upper files, files of directory layers)
+    /// directly: FUSE passthrough. Its one limit: while such a lower file is open for
+    /// reading, opening it for writing fails with EBUSY.
     #[arg(long)]
     pub(crate) no_passthrough: bool,
     /// Id mapping and squashing (set by the fuse-overlayfs compatible invocation).
