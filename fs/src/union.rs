@@ -197,6 +197,23 @@ struct Inode {
     copy_lock: Mutex<Option<CString>>,
 }
 
+impl Inode {
+    /// A new inode with `nlookup` kernel references and no names yet.
+    fn new(kind: FileKind, nlookup: u64, lower: Option<u32>, upper: bool) -> Arc<Inode> {
+        Arc::new(Inode {
+            kind,
+            nlookup: AtomicU64::new(nlookup),
+            state: Mutex::new(NodeState {
+                aliases: Aliases::default(),
+                lower,
+                upper,
+                metacopy: false,
+            }),
+            copy_lock: Mutex::new(None),
+        })
+    }
+}
+
 /// What a name resolves to in a merged directory.
 #[derive(Debug)]
 struct Resolved {
@@ -293,17 +310,7 @@ impl UnionFs {
             }
             None => Some(LowerTree::ROOT),
         };
-        let root = Arc::new(Inode {
-            kind: FileKind::Dir,
-            nlookup: AtomicU64::new(1),
-            state: Mutex::new(NodeState {
-                aliases: Aliases::default(),
-                lower: root_lower,
-                upper: fs.upper.is_some(),
-                metacopy: false,
-            }),
-            copy_lock: Mutex::new(None),
-        });
+        let root = Inode::new(FileKind::Dir, 1, root_lower, fs.upper.is_some());
         lock(fs.shard(ROOT_INO)).insert(ROOT_INO, root);
         Ok(fs)
     }
@@ -631,34 +638,14 @@ impl UnionFs {
     /// Records that the kernel now knows `r` as `name` in `parent` (one more lookup).
     fn remember(&self, parent: u64, name: &[u8], r: &Resolved, count_lookup: bool) {
         let mut shard = lock(self.shard(r.ino));
-        let inode = shard.entry(r.ino).or_insert_with(|| {
-            Arc::new(Inode {
-                kind: r.kind,
-                nlookup: AtomicU64::new(0),
-                state: Mutex::new(NodeState {
-                    aliases: Aliases::default(),
-                    lower: r.lower,
-                    upper: r.upper.is_some(),
-                    metacopy: false,
-                }),
-                copy_lock: Mutex::new(None),
-            })
-        });
+        let inode = shard
+            .entry(r.ino)
+            .or_insert_with(|| Inode::new(r.kind, 0, r.lower, r.upper.is_some()));
         if inode.kind != r.kind {
             // The upper filesystem reused the inode number of a deleted entry of another type.
             // Start a new inode; keep the kernel's lookup count so its pending forgets balance.
             let carried = inode.nlookup.load(Ordering::Relaxed);
-            *inode = Arc::new(Inode {
-                kind: r.kind,
-                nlookup: AtomicU64::new(carried),
-                state: Mutex::new(NodeState {
-                    aliases: Aliases::default(),
-                    lower: r.lower,
-                    upper: r.upper.is_some(),
-                    metacopy: false,
-                }),
-                copy_lock: Mutex::new(None),
-            });
+            *inode = Inode::new(r.kind, carried, r.lower, r.upper.is_some());
         }
         if count_lookup {
             inode.nlookup.fetch_add(1, Ordering::Relaxed);
