@@ -193,14 +193,20 @@ impl FuseAdapter {
         } = &mut *table;
         let io = inodes.entry(ino).or_default();
         let wants_new = io.passthrough.is_none() && io.cached == 0 && read_only;
-        let backing = self.fs.with_backing_file(fh, |fd, file, size| {
-            let id = if wants_new && size >= PASSTHROUGH_MIN_SIZE {
-                Some(reply.open_backing(fd))
-            } else {
-                None
-            };
-            (file, id)
+        // Only an open that may start passthrough, or must join it, needs the host file
+        // (an fstat): the others, most writes among them, go straight to cached I/O.
+        let needs_file = wants_new || io.passthrough.is_some();
+        let backing = needs_file.then(|| {
+            self.fs.with_backing_file(fh, |fd, file, size| {
+                let id = if wants_new && size >= PASSTHROUGH_MIN_SIZE {
+                    Some(reply.open_backing(fd))
+                } else {
+                    None
+                };
+                (file, id)
+            })
         });
+        let backing = backing.flatten();
         match (&mut io.passthrough, backing) {
             (Some(pt), Some((file, _))) if pt.file == file => {
                 pt.opens += 1;
