@@ -376,19 +376,22 @@ impl Store {
         self.blobs_dir().join(digest.hex())
     }
 
+    /// Opens the blob `digest` for reading, with its path; `MissingBlob` when it is absent.
+    pub(crate) fn open_blob(&self, digest: &Digest) -> Result<(File, PathBuf), Error> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(f) => Ok((f, path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::MissingBlob {
+                digest: *digest,
+                path,
+            }),
+            Err(e) => Err(Error::io("opening", path, e)),
+        }
+    }
+
     /// Reads a metadata blob (manifest, config), bounded and checked against its digest.
     fn read_blob(&self, digest: &Digest, what: &str) -> Result<Vec<u8>, Error> {
-        let path = self.blob_path(digest);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingBlob {
-                    digest: *digest,
-                    path,
-                });
-            }
-            Err(e) => return Err(Error::io("opening", path, e)),
-        };
+        let (file, path) = self.open_blob(digest)?;
         let mut bytes = Vec::new();
         file.take(MAX_METADATA_BYTES + 1)
             .read_to_end(&mut bytes)

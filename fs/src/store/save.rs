@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -202,17 +201,7 @@ impl<W: Write> Archive<W> {
         if !self.written.insert(name.to_owned()) {
             return Ok(());
         }
-        let path = store.blob_path(digest);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Error::MissingBlob {
-                    digest: *digest,
-                    path,
-                });
-            }
-            Err(e) => return Err(Error::io("opening", path, e)),
-        };
+        let (file, path) = store.open_blob(digest)?;
         let size = file
             .metadata()
             .map_err(|e| Error::io("reading", &path, e))?
