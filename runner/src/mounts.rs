@@ -147,15 +147,6 @@ fn components(path: &Path) -> VecDeque<OsString> {
 pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> {
     let root = spec.rootfs.as_path();
     let mut notices = Vec::new();
-    let mount_err = |what: &str, target: &Path| {
-        let what = what.to_string();
-        let target = target.to_path_buf();
-        move |source| Error::Mount {
-            what,
-            target,
-            source,
-        }
-    };
     // Mount events must not propagate back to the host's namespace.
     sys.mount(
         None,
@@ -164,7 +155,7 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
         MsFlags::MS_REC | MsFlags::MS_SLAVE,
         None,
     )
-    .map_err(mount_err("make rslave", Path::new("/")))?;
+    .map_err(mount_error("make rslave", Path::new("/")))?;
     // pivot_root wants the new root to be a mountpoint; binding it onto itself makes it one.
     sys.mount(
         Some(root),
@@ -173,7 +164,7 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )
-    .map_err(mount_err("bind the root", root))?;
+    .map_err(mount_error("bind the root", root))?;
 
     let proc = resolve_in_root(root, Path::new("/proc"), Some(TargetKind::Dir))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -196,7 +187,7 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )
-        .map_err(mount_err("bind /proc", &proc))?;
+        .map_err(mount_error("bind /proc", &proc))?;
     }
 
     restrict_proc(&proc, sys)?;
@@ -240,31 +231,35 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )
-        .map_err(mount_err(
+        .map_err(mount_error(
             &format!("bind {}", bind.source.display()),
             &target,
         ))?;
         if bind.read_only {
             remount_read_only(&target, sys)
-                .map_err(mount_err("remount read-only", &bind.target))?;
+                .map_err(mount_error("remount read-only", &bind.target))?;
         }
     }
     if spec.read_only_rootfs {
-        remount_read_only(root, sys).map_err(mount_err("remount read-only", root))?;
+        remount_read_only(root, sys).map_err(mount_error("remount read-only", root))?;
     }
     Ok(notices)
+}
+
+/// The error of a failed mount on `target`, for `map_err`.
+fn mount_error(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> Error {
+    let what = what.to_string();
+    let target = target.to_path_buf();
+    move |source| Error::Mount {
+        what,
+        target,
+        source,
+    }
 }
 
 /// Read-only and masked parts of the container's `/proc` (see [`PROC_READ_ONLY`] and
 /// [`PROC_MASKED`]); entries this kernel lacks are skipped.
 fn restrict_proc(proc: &Path, sys: &dyn Syscall) -> Result<()> {
-    let fail = |what: &'static str, target: PathBuf| {
-        move |source| Error::Mount {
-            what: what.into(),
-            target,
-            source,
-        }
-    };
     for name in PROC_READ_ONLY {
         let path = proc.join(name);
         if std::fs::symlink_metadata(&path).is_err() {
@@ -277,8 +272,8 @@ fn restrict_proc(proc: &Path, sys: &dyn Syscall) -> Result<()> {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
         )
-        .map_err(fail("bind", path.clone()))?;
-        remount_read_only(&path, sys).map_err(fail("remount read-only", path.clone()))?;
+        .map_err(mount_error("bind", &path))?;
+        remount_read_only(&path, sys).map_err(mount_error("remount read-only", &path))?;
     }
     for name in PROC_MASKED {
         let path = proc.join(name);
@@ -293,7 +288,7 @@ fn restrict_proc(proc: &Path, sys: &dyn Syscall) -> Result<()> {
                 MsFlags::MS_RDONLY,
                 Some("size=0"),
             )
-            .map_err(fail("mask with tmpfs", path.clone()))?;
+            .map_err(mount_error("mask with tmpfs", &path))?;
         } else {
             sys.mount(
                 Some(Path::new("/dev/null")),
@@ -302,7 +297,7 @@ fn restrict_proc(proc: &Path, sys: &dyn Syscall) -> Result<()> {
                 MsFlags::MS_BIND,
                 None,
             )
-            .map_err(fail("mask with /dev/null", path.clone()))?;
+            .map_err(mount_error("mask with /dev/null", &path))?;
         }
     }
     Ok(())
@@ -334,15 +329,6 @@ fn remount_read_only(target: &Path, sys: &dyn Syscall) -> nix::Result<()> {
 /// instance, `/dev/shm` and the usual links.
 fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
     let dev = resolve_in_root(root, Path::new("/dev"), Some(TargetKind::Dir))?;
-    let fail = |what: &str, target: &Path| {
-        let what = what.to_string();
-        let target = target.to_path_buf();
-        move |source| Error::Mount {
-            what,
-            target,
-            source,
-        }
-    };
     sys.mount(
         Some(Path::new("tmpfs")),
         &dev,
@@ -350,7 +336,7 @@ fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )
-    .map_err(fail("tmpfs", &dev))?;
+    .map_err(mount_error("tmpfs", &dev))?;
     let io_err = |op: &'static str, p: &Path| {
         let path = p.to_path_buf();
         move |source| Error::ContainerPath { op, path, source }
@@ -363,7 +349,7 @@ fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
         let target = dev.join(name);
         std::fs::File::create(&target).map_err(io_err("creating", &target))?;
         sys.mount(Some(&host), &target, None, MsFlags::MS_BIND, None)
-            .map_err(fail(&format!("bind {}", host.display()), &target))?;
+            .map_err(mount_error(&format!("bind {}", host.display()), &target))?;
     }
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(io_err("creating", &pts))?;
@@ -374,7 +360,7 @@ fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
-    .map_err(fail("devpts", &pts))?;
+    .map_err(mount_error("devpts", &pts))?;
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(io_err("creating", &shm))?;
     sys.mount(
@@ -384,7 +370,7 @@ fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )
-    .map_err(fail("tmpfs", &shm))?;
+    .map_err(mount_error("tmpfs", &shm))?;
     for (name, target) in DEV_LINKS {
         let link = dev.join(name);
         std::os::unix::fs::symlink(target, &link).map_err(io_err("creating", &link))?;
@@ -396,7 +382,7 @@ fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
         let stdin_tty = std::fs::read_link("/proc/self/fd/0").ok();
         if let Some(tty) = stdin_tty.filter(|p| p.starts_with("/dev/pts")) {
             sys.mount(Some(&tty), &console, None, MsFlags::MS_BIND, None)
-                .map_err(fail("bind the terminal", &console))?;
+                .map_err(mount_error("bind the terminal", &console))?;
         }
     }
     Ok(())
