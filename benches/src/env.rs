@@ -62,21 +62,7 @@ fn show(cmd: &Command) -> String {
 
 /// Runs `cmd` with stdout discarded; fails with its stderr on a non-zero exit.
 pub(crate) fn run(mut cmd: impl BorrowMut<Command>) -> Result<()> {
-    let cmd = cmd.borrow_mut();
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    let out = cmd
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("running {}", show(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            show(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    output(cmd.borrow_mut().stdout(Stdio::null())).map(drop)
 }
 
 /// Runs `cmd` and returns its stdout; fails with its stderr on a non-zero exit.

@@ -328,24 +328,7 @@ struct KernelMount(PathBuf);
 impl KernelMount {
     fn new(lowers: &[PathBuf], at: &Path) -> Result<KernelMount> {
         fs::create_dir_all(at)?;
-        let mut o = std::ffi::OsString::from("lowerdir=");
-        for (i, l) in lowers.iter().enumerate() {
-            if i > 0 {
-                o.push(":");
-            }
-            o.push(l);
-        }
-        env::run(env::cmd(
-            "mount",
-            &[
-                OsStr::new("-t"),
-                OsStr::new("overlay"),
-                OsStr::new("overlay"),
-                OsStr::new("-o"),
-                &o,
-                at.as_os_str(),
-            ],
-        ))?;
+        crate::systems::mount_kernel_read_only(lowers, at)?;
         Ok(KernelMount(at.to_path_buf()))
     }
 }

@@ -212,36 +212,16 @@ impl Mounter {
                 .args([OsStr::new("--work"), work.as_os_str()])
                 .arg(&mnt),
             ),
-            System::FuseOverlayfs => {
-                let mut o = OsString::from("lowerdir=");
-                o.push(&lowerdir);
-                o.push(",upperdir=");
-                o.push(&up);
-                o.push(",workdir=");
-                o.push(&work);
-                env::run(env::cmd(
-                    "fuse-overlayfs",
-                    &[OsStr::new("-o"), &o, mnt.as_os_str()],
-                ))
-            }
+            System::FuseOverlayfs => env::run(env::cmd(
+                "fuse-overlayfs",
+                &[
+                    OsStr::new("-o"),
+                    &overlay_options(&lowerdir, Some((&up, &work))),
+                    mnt.as_os_str(),
+                ],
+            )),
             System::Kernel => {
-                let mut o = OsString::from("lowerdir=");
-                o.push(&lowerdir);
-                o.push(",upperdir=");
-                o.push(&up);
-                o.push(",workdir=");
-                o.push(&work);
-                env::run(env::cmd(
-                    "mount",
-                    &[
-                        OsStr::new("-t"),
-                        OsStr::new("overlay"),
-                        OsStr::new("overlay"),
-                        OsStr::new("-o"),
-                        &o,
-                        mnt.as_os_str(),
-                    ],
-                ))
+                mount_kernel_overlay(&overlay_options(&lowerdir, Some((&up, &work))), &mnt)
             }
             System::Host => unreachable!(),
         };
@@ -287,6 +267,39 @@ impl Mounter {
             _scratch: None,
         })
     }
+}
+
+/// overlayfs (and fuse-overlayfs) `-o` options: `lowerdir=`, and the upper and work dirs.
+fn overlay_options(lowerdir: &OsStr, upper_work: Option<(&Path, &Path)>) -> OsString {
+    let mut o = OsString::from("lowerdir=");
+    o.push(lowerdir);
+    if let Some((up, work)) = upper_work {
+        o.push(",upperdir=");
+        o.push(up);
+        o.push(",workdir=");
+        o.push(work);
+    }
+    o
+}
+
+/// `mount -t overlay overlay -o OPTIONS AT`.
+fn mount_kernel_overlay(options: &OsStr, at: &Path) -> Result<()> {
+    env::run(env::cmd(
+        "mount",
+        &[
+            OsStr::new("-t"),
+            OsStr::new("overlay"),
+            OsStr::new("overlay"),
+            OsStr::new("-o"),
+            options,
+            at.as_os_str(),
+        ],
+    ))
+}
+
+/// A read-only kernel overlay mount of `lowers` (top first) at `at`.
+pub(crate) fn mount_kernel_read_only(lowers: &[PathBuf], at: &Path) -> Result<()> {
+    mount_kernel_overlay(&overlay_options(&join_lowers(lowers), None), at)
 }
 
 fn join_lowers(lowers: &[PathBuf]) -> OsString {
