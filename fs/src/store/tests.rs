@@ -373,6 +373,21 @@ fn a_stale_lease_is_removed_by_prune() {
 }
 
 /// Sets an xattr on `path` (root may set `trusted.*`, anyone `user.*` on ext4/tmpfs).
+/// The member names of a tar, in order.
+fn member_names(tar_bytes: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar_bytes)
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
     let file = fs::File::open(path).expect("open");
     let c = CString::new(name).expect("name");
@@ -502,19 +517,7 @@ fn commit_is_deterministic_and_gives_the_merged_view() {
     );
 
     // The layer is what OCI tools expect: .wh. names, no overlay markers.
-    let layer_bytes = fs::read(f.store.blob_path(&one.layer)).expect("layer");
-    let mut archive = tar::Archive::new(layer_bytes.as_slice());
-    let names: Vec<String> = archive
-        .entries()
-        .expect("entries")
-        .map(|e| {
-            e.expect("entry")
-                .path()
-                .expect("path")
-                .display()
-                .to_string()
-        })
-        .collect();
+    let names = member_names(&fs::read(f.store.blob_path(&one.layer)).expect("layer"));
     assert!(names.contains(&".wh.data".to_owned()), "{names:?}");
     assert!(names.contains(&"etc/.wh.link".to_owned()), "{names:?}");
     assert!(names.contains(&"opq".to_owned()), "{names:?}");
@@ -536,18 +539,7 @@ fn an_opaque_directory_over_an_image_directory_gets_a_marker() {
     fs::write(up.join("data/only"), b"1").expect("file");
     let out =
         write_layer(&f.store.lower_tree(&image).expect("tree"), &up, Vec::new()).expect("layer");
-    let mut archive = tar::Archive::new(out.as_slice());
-    let names: Vec<String> = archive
-        .entries()
-        .expect("entries")
-        .map(|e| {
-            e.expect("entry")
-                .path()
-                .expect("path")
-                .display()
-                .to_string()
-        })
-        .collect();
+    let names = member_names(&out);
     assert_eq!(names, ["data", "data/.wh..wh..opq", "data/only"]);
     let changes: Vec<String> = diff(&f.store.lower_tree(&image).expect("tree"), &up)
         .expect("diff")
