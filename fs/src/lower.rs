@@ -101,7 +101,7 @@ pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Extended attributes of a tar member, compactly stored.
 type TarXattrs = Box<[(Box<str>, Box<[u8]>)]>;
 
-/// Where a node's data and xattrs come from.
+/// Where a node's data and xattrs come from (while building).
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Source {
     /// Tar member data at this absolute offset of the layer file; xattrs from the tar.
@@ -112,7 +112,17 @@ enum Source {
     Implicit,
 }
 
-/// One node of the merged lower tree.
+/// [`Source`] without its payload, as a frozen node keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SourceKind {
+    Tar,
+    Dir,
+    Implicit,
+}
+
+/// One node of the merged lower tree: 64 bytes, so that an image of a million entries
+/// costs 64 MB and not twice that. Variable-size parts live in [`LowerTree`]: the name and
+/// a symlink's target in its name buffer, tar xattrs in a side table.
 #[derive(Debug)]
 pub struct LowerNode {
     /// Where the last path component (empty for the root) is in [`LowerTree`]'s name
@@ -121,22 +131,55 @@ pub struct LowerNode {
     name_len: u32,
     /// The parent node (the root is its own parent).
     pub parent: u32,
-    /// File type.
-    pub kind: FileKind,
-    /// Metadata from the topmost layer that has this entry.
-    pub meta: Meta,
-    /// The layer that supplies this node (index into the bottom-to-top layer list).
-    pub layer: u16,
     /// Node whose number is this node's inode number (itself, or the first of a hard-link
     /// group).
     pub ino_node: u32,
     /// Hard-link count within the merged tree.
     pub nlink: u32,
-    /// Symlink target.
-    pub link: Option<Box<[u8]>>,
-    source: Source,
-    children_start: u32,
-    children_len: u32,
+    uid: u32,
+    gid: u32,
+    mtime_nsec: u32,
+    /// Permission bits including setuid/setgid/sticky.
+    perm: u16,
+    /// The layer that supplies this node (index into the bottom-to-top layer list).
+    pub layer: u16,
+    /// File type.
+    pub kind: FileKind,
+    source: SourceKind,
+    mtime: i64,
+    size: u64,
+    /// By kind: a directory's children (`start | len << 32`), a symlink's target in the
+    /// name buffer (`at | len << 32`), a device's rdev, a tar file's data offset.
+    extra: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<LowerNode>() == 64);
+
+impl LowerNode {
+    /// Metadata from the topmost layer that has this entry.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            perm: u32::from(self.perm),
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            rdev: match self.kind {
+                FileKind::CharDev | FileKind::BlockDev => self.extra,
+                _ => 0,
+            },
+        }
+    }
+
+    /// The range packed in `extra` (directory children, symlink target).
+    fn extra_range(&self) -> (u32, u32) {
+        (self.extra as u32, (self.extra >> 32) as u32)
+    }
+}
+
+fn pack_range(start: u32, len: u32) -> u64 {
+    u64::from(start) | (u64::from(len) << 32)
 }
 
 /// One read-only layer.
@@ -166,9 +209,12 @@ pub enum LayerInput {
 #[derive(Debug)]
 pub struct LowerTree {
     nodes: Vec<LowerNode>,
-    /// Every node's name, back to back: one allocation instead of one per node, so the
-    /// tree's memory is compact and the build's garbage can be returned to the kernel.
+    /// Every node's name and every symlink's target, back to back: one allocation instead
+    /// of one per node, so the tree's memory is compact and the build's garbage can be
+    /// returned to the kernel.
     names: Vec<u8>,
+    /// The xattrs of tar members that have any, by node.
+    tar_xattrs: HashMap<u32, TarXattrs>,
     layers: Vec<Layer>,
 }
 
@@ -568,6 +614,7 @@ impl Builder {
         let mut group_first: HashMap<usize, u32> = HashMap::new();
         let mut group_count: HashMap<usize, u32> = HashMap::new();
         let mut groups: Vec<usize> = Vec::new();
+        let mut tar_xattrs = HashMap::new();
         queue.push_back((0, 0));
         while let Some((aid, parent)) = queue.pop_front() {
             let Some(b) = arena[aid].take() else { continue };
@@ -577,19 +624,44 @@ impl Builder {
             groups.push(b.group);
             let name_at = u32::try_from(names.len()).unwrap_or(u32::MAX);
             names.extend_from_slice(&b.name);
+            let (source, data) = match b.source {
+                Source::Tar { data, xattrs } => {
+                    if !xattrs.is_empty() {
+                        tar_xattrs.insert(idx, xattrs);
+                    }
+                    (SourceKind::Tar, data)
+                }
+                Source::Dir => (SourceKind::Dir, 0),
+                Source::Implicit => (SourceKind::Implicit, 0),
+            };
+            let extra = match b.kind {
+                FileKind::Dir => pack_range(0, b.children.len() as u32),
+                FileKind::Symlink => {
+                    let link = b.link.as_deref().unwrap_or_default();
+                    let at = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                    names.extend_from_slice(link);
+                    pack_range(at, link.len() as u32)
+                }
+                FileKind::CharDev | FileKind::BlockDev => b.meta.rdev,
+                FileKind::File => data,
+                FileKind::Fifo | FileKind::Socket => 0,
+            };
             nodes.push(LowerNode {
                 name_at,
                 name_len: b.name.len() as u32,
                 parent,
-                kind: b.kind,
-                meta: b.meta,
-                layer: b.layer,
                 ino_node,
                 nlink: 1,
-                link: b.link,
-                source: b.source,
-                children_start: 0,
-                children_len: b.children.len() as u32,
+                uid: b.meta.uid,
+                gid: b.meta.gid,
+                mtime_nsec: b.meta.mtime_nsec,
+                perm: (b.meta.perm & 0o7777) as u16,
+                layer: b.layer,
+                kind: b.kind,
+                source,
+                mtime: b.meta.mtime,
+                size: b.meta.size,
+                extra,
             });
             for (_, child) in b.children {
                 queue.push_back((child, idx));
@@ -599,8 +671,11 @@ impl Builder {
         // node i-1, so their numbers form one contiguous range.
         let mut next = 1u32;
         for n in &mut nodes {
-            n.children_start = next;
-            next += n.children_len;
+            if n.kind == FileKind::Dir {
+                let len = n.extra_range().1;
+                n.extra = pack_range(next, len);
+                next += len;
+            }
         }
         for (n, g) in nodes.iter_mut().zip(groups) {
             if n.kind != FileKind::Dir {
@@ -609,9 +684,11 @@ impl Builder {
         }
         nodes.shrink_to_fit();
         names.shrink_to_fit();
+        tar_xattrs.shrink_to_fit();
         LowerTree {
             nodes,
             names,
+            tar_xattrs,
             layers,
         }
     }
@@ -751,7 +828,20 @@ impl LowerTree {
     /// The children of directory `dir`, sorted by name.
     pub fn children(&self, dir: u32) -> std::ops::Range<u32> {
         let n = self.node(dir);
-        n.children_start..n.children_start + n.children_len
+        if n.kind != FileKind::Dir {
+            return 0..0;
+        }
+        let (start, len) = n.extra_range();
+        start..start + len
+    }
+
+    /// The target of symlink node `i` (`None` for other kinds).
+    pub fn link(&self, i: u32) -> Option<&[u8]> {
+        let n = self.node(i);
+        (n.kind == FileKind::Symlink).then(|| {
+            let (at, len) = n.extra_range();
+            &self.names[at as usize..][..len as usize]
+        })
     }
 
     /// The child `name` of directory `dir`.
@@ -812,14 +902,17 @@ impl LowerTree {
     /// The host error opening a directory-layer file.
     pub fn open(&self, i: u32) -> Result<LowerFile, Error> {
         let n = self.node(i);
-        match (&n.source, &self.layers[usize::from(n.layer)]) {
-            (Source::Tar { data, .. }, Layer::Tar { file, name }) => Ok(LowerFile::Tar {
+        if n.kind != FileKind::File {
+            return Err(Error::Invalid("not a regular file"));
+        }
+        match (n.source, &self.layers[usize::from(n.layer)]) {
+            (SourceKind::Tar, Layer::Tar { file, name }) => Ok(LowerFile::Tar {
                 file: Arc::clone(file),
-                start: *data,
-                size: n.meta.size,
+                start: n.extra,
+                size: n.size,
                 layer: Arc::clone(name),
             }),
-            (Source::Dir, Layer::Dir { .. }) => self
+            (SourceKind::Dir, Layer::Dir { .. }) => self
                 .dir_layer_open(i, libc::O_RDONLY | libc::O_NOFOLLOW)
                 .map(LowerFile::Dir),
             _ => Err(Error::Invalid("not a regular file")),
@@ -832,13 +925,14 @@ impl LowerTree {
     /// The host error reading a directory-layer file's xattrs.
     pub fn xattrs(&self, i: u32) -> Result<Xattrs, Error> {
         let n = self.node(i);
-        match &n.source {
-            Source::Tar { xattrs, .. } => Ok(xattrs
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
-                .collect()),
-            Source::Implicit => Ok(Vec::new()),
-            Source::Dir => {
+        match n.source {
+            SourceKind::Tar => Ok(self.tar_xattrs.get(&i).map_or_else(Vec::new, |x| {
+                x.iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                    .collect()
+            })),
+            SourceKind::Implicit => Ok(Vec::new()),
+            SourceKind::Dir => {
                 let fd = self.dir_layer_open(i, libc::O_PATH | libc::O_NOFOLLOW)?;
                 let names = sys::list_xattr(fd.as_fd())
                     .map_err(|e| Error::io("listxattr lower", self.display_path(i), e))?;
@@ -1038,7 +1132,11 @@ mod tests {
         assert_eq!(names(&t, "o"), ["new"]);
         let w = t.node(t.lookup_path(b"w").unwrap());
         assert_eq!(w.kind, FileKind::Symlink);
-        assert_eq!(w.link.as_deref(), Some(&b"/etc/passwd"[..]));
+        assert_eq!(w.kind, FileKind::Symlink);
+        assert_eq!(
+            t.link(t.lookup_path(b"w").unwrap()),
+            Some(&b"/etc/passwd"[..])
+        );
         let two = t.lookup_path(b"a/2").unwrap();
         let mut buf = [0u8; 16];
         let n = t.open(two).unwrap().read_at(&mut buf, 0).unwrap();

@@ -558,24 +558,24 @@ impl UnionFs {
         } else {
             n.nlink
         };
-        let t = (n.meta.mtime, n.meta.mtime_nsec);
+        let t = (n.meta().mtime, n.meta().mtime_nsec);
         let size = match n.kind {
-            FileKind::Symlink => n.link.as_ref().map_or(0, |l| l.len() as u64),
-            _ => n.meta.size,
+            FileKind::Symlink => self.lower.link(i).map_or(0, |l| l.len() as u64),
+            _ => n.meta().size,
         };
         Attr {
             ino: self.lower_ino(i),
             kind: n.kind,
-            perm: n.meta.perm,
+            perm: n.meta().perm,
             nlink,
-            uid: n.meta.uid,
-            gid: n.meta.gid,
+            uid: n.meta().uid,
+            gid: n.meta().gid,
             size,
             blocks: size.div_ceil(512),
             atime: t,
             mtime: t,
             ctime: t,
-            rdev: n.meta.rdev,
+            rdev: n.meta().rdev,
         }
     }
 
@@ -841,13 +841,7 @@ impl UnionFs {
         };
         if !upper {
             let l = lower.ok_or(Error::NotFound)?;
-            return Ok(self
-                .lower
-                .node(l)
-                .link
-                .as_deref()
-                .unwrap_or_default()
-                .to_vec());
+            return Ok(self.lower.link(l).unwrap_or_default().to_vec());
         }
         let path = self.path(ino)?;
         let (ppath, name) = split_last(&path);
@@ -1332,7 +1326,7 @@ impl UnionFs {
             return self.copy_up(ino);
         };
         let node = self.lower.node(l);
-        if inode.kind != FileKind::File || node.meta.size < METACOPY_MIN_SIZE || node.nlink > 1 {
+        if inode.kind != FileKind::File || node.meta().size < METACOPY_MIN_SIZE || node.nlink > 1 {
             return self.copy_up(ino);
         }
         let _guard = lock(&inode.copy_lock);
@@ -1351,17 +1345,17 @@ impl UnionFs {
                 libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                 0o600,
             )?;
-            sys::ftruncate(out.as_fd(), node.meta.size)?;
+            sys::ftruncate(out.as_fd(), node.meta().size)?;
             drop(out);
             let xattrs = self
                 .lower
                 .xattrs(l)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            self.apply_meta(work, &tmp, node.kind, &node.meta, &xattrs, Some(ino))?;
+            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(ino))?;
             let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
             up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
-            let t = SetTime::At(node.meta.mtime, node.meta.mtime_nsec);
+            let t = SetTime::At(node.meta().mtime, node.meta().mtime_nsec);
             sys::utimensat(work, &tmp, t, t)
         })();
         if let Err(e) = built {
@@ -1491,7 +1485,7 @@ impl UnionFs {
         )
         .map_err(|e| Error::io("copy-up create", path.clone(), e))?;
         let input = self.lower.open(l)?;
-        let res = copy_data(&input, out.as_fd(), node.meta.size)
+        let res = copy_data(&input, out.as_fd(), node.meta().size)
             .map_err(|e| Error::io("copy-up data", path.clone(), e))
             .and_then(|()| {
                 sys::fsync(out.as_fd(), true).map_err(|e| Error::io("copy-up fsync", path, e))
@@ -1557,15 +1551,15 @@ impl UnionFs {
                 FileKind::File => self.copy_data_to_work(l, &tmp)?,
                 FileKind::Dir => sys::mkdirat(work, &tmp, 0o700).map_err(ctx("copy-up mkdir"))?,
                 FileKind::Symlink => {
-                    let target = sys::cstr(node.link.as_deref().unwrap_or_default())
+                    let target = sys::cstr(self.lower.link(l).unwrap_or_default())
                         .map_err(ctx("copy-up symlink"))?;
                     sys::symlinkat(&target, work, &tmp).map_err(ctx("copy-up symlink"))?;
                 }
-                kind => sys::mknodat(work, &tmp, kind.mode_bits() | 0o600, node.meta.rdev)
+                kind => sys::mknodat(work, &tmp, kind.mode_bits() | 0o600, node.meta().rdev)
                     .map_err(ctx("copy-up mknod"))?,
             }
             let xattrs = self.lower.xattrs(l)?;
-            self.apply_meta(work, &tmp, node.kind, &node.meta, &xattrs, Some(origin))
+            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(origin))
                 .map_err(ctx("copy-up metadata"))
         })();
         if let Err(e) = built {

@@ -463,13 +463,14 @@ fn check_tree(tree: &LowerTree) {
         );
         assert!(node.nlink >= 1, "node {i} has no links");
         if node.kind == FileKind::Symlink {
-            assert!(node.link.is_some(), "symlink {i} has no target");
+            assert!(tree.link(i).is_some(), "symlink {i} has no target");
         }
         if node.kind == FileKind::File {
             let file = tree.open(i).expect("opening a lower file");
             let mut buf = vec![0; READ_BACK];
             let read = file.read_at(&mut buf, 0).expect("reading a lower file");
-            let expected = usize::try_from(node.meta.size).map_or(READ_BACK, |s| s.min(READ_BACK));
+            let expected =
+                usize::try_from(node.meta().size).map_or(READ_BACK, |s| s.min(READ_BACK));
             assert_eq!(read, expected, "short read of {}", tree.display_path(i));
         }
         tree.xattrs(i).expect("xattrs of a tar node");

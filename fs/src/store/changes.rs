@@ -262,10 +262,10 @@ fn is_dir(lower: &LowerTree, node: Option<u32>) -> Option<u32> {
 fn lower_meta(lower: &LowerTree, node: u32) -> EntryMeta {
     let n = lower.node(node);
     EntryMeta {
-        perm: n.meta.perm & 0o7777,
-        uid: n.meta.uid,
-        gid: n.meta.gid,
-        mtime: (n.meta.mtime, n.meta.mtime_nsec),
+        perm: n.meta().perm & 0o7777,
+        uid: n.meta().uid,
+        gid: n.meta().gid,
+        mtime: (n.meta().mtime, n.meta().mtime_nsec),
     }
 }
 
@@ -613,7 +613,7 @@ impl<W: Write> LayerWriter<'_, W> {
             }
             FileKind::File => {
                 let file = lower.open(node)?;
-                let size = n.meta.size;
+                let size = n.meta().size;
                 let mut data = LowerReader {
                     file,
                     offset: 0,
@@ -622,11 +622,11 @@ impl<W: Write> LayerWriter<'_, W> {
                 self.header(path, FileKind::File, &meta, &xattrs, size, Some(&mut data))
             }
             FileKind::Symlink => {
-                let target = n.link.clone().unwrap_or_default();
+                let target = lower.link(node).unwrap_or_default().to_vec();
                 self.link(path, &meta, &xattrs, &target)
             }
             FileKind::CharDev | FileKind::BlockDev => {
-                self.device(path, n.kind, &meta, &xattrs, n.meta.rdev)
+                self.device(path, n.kind, &meta, &xattrs, n.meta().rdev)
             }
             FileKind::Fifo => self.header(path, FileKind::Fifo, &meta, &xattrs, 0, None),
             FileKind::Socket => Ok(()),

@@ -486,14 +486,14 @@ fn commit_is_deterministic_and_gives_the_merged_view() {
     let content = |p: &str| {
         let n = node(p).unwrap_or_else(|| panic!("{p} missing"));
         let file = tree.open(n).expect("open");
-        let mut buf = vec![0u8; tree.node(n).meta.size as usize];
+        let mut buf = vec![0u8; tree.node(n).meta().size as usize];
         file.read_at(&mut buf, 0).expect("read");
         buf
     };
     assert_eq!(content("etc/motd"), b"changed\n");
     let motd = tree.node(node("etc/motd").expect("motd"));
     assert_eq!(
-        (motd.meta.uid, motd.meta.gid, motd.meta.perm),
+        (motd.meta().uid, motd.meta().gid, motd.meta().perm),
         (1000, 1000, 0o600)
     );
     assert!(node("etc/link").is_none(), "whited out");
