@@ -23,6 +23,11 @@ use crate::Error;
 use crate::sys;
 use crate::tar_index::{EntryKind, TarIndex};
 
+/// The inode number of the root directory (FUSE's root node id).
+pub const ROOT_INO: u64 = 1;
+/// Set on inode numbers that come from the upper's `st_ino`; never set on a lower entry's.
+pub const UPPER_INO_BIT: u64 = 1 << 63;
+
 /// The OCI opaque-directory marker name.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// The OCI whiteout name prefix.
@@ -215,7 +220,50 @@ pub struct LowerTree {
     names: Vec<u8>,
     /// The xattrs of tar members that have any, by node.
     tar_xattrs: HashMap<u32, TarXattrs>,
+    /// The entries' own inode numbers, when the layers allow them (see [`HostInos`]).
+    host_inos: Option<Box<HostInos>>,
     layers: Vec<Layer>,
+}
+
+/// Inode numbers taken from the host, as kernel overlayfs reports them when all its layers
+/// are on one filesystem: a lower entry's `st_ino` is its `st_ino` in its layer. Tools that
+/// cache inode numbers (git's index, backup and sync tools) then see the same files through
+/// rfs as on the host. Used when every layer is a directory on one filesystem and the
+/// numbers are usable: unique per inode, not the root's 1, below the upper-entry bit.
+/// Otherwise nodes are numbered (node + 1). Costs 12 bytes per node.
+#[derive(Debug)]
+struct HostInos {
+    /// The host `st_ino` of each node (the root's is not used: it is always 1).
+    by_node: Vec<u64>,
+    /// The inode-leader nodes (see [`LowerNode::ino_node`]) sorted by host `st_ino`.
+    leaders_by_ino: Vec<u32>,
+}
+
+impl HostInos {
+    fn new(nodes: &[LowerNode], by_node: Vec<u64>) -> Option<Box<HostInos>> {
+        let mut leaders_by_ino: Vec<u32> = (1..nodes.len() as u32)
+            .filter(|&i| nodes[i as usize].ino_node == i)
+            .collect();
+        leaders_by_ino.sort_unstable_by_key(|&i| by_node[i as usize]);
+        let usable = leaders_by_ino
+            .windows(2)
+            .all(|w| by_node[w[0] as usize] != by_node[w[1] as usize])
+            && leaders_by_ino.iter().all(|&i| {
+                let ino = by_node[i as usize];
+                ino > ROOT_INO && ino < UPPER_INO_BIT
+            });
+        if !usable {
+            log::info!("lower inode numbers are not unique on the host: numbering them instead");
+            return None;
+        }
+        let (mut by_node, mut leaders_by_ino) = (by_node, leaders_by_ino);
+        by_node.shrink_to_fit();
+        leaders_by_ino.shrink_to_fit();
+        Some(Box::new(HostInos {
+            by_node,
+            leaders_by_ino,
+        }))
+    }
 }
 
 /// An open lower file for reading.
@@ -282,11 +330,17 @@ struct BuildNode {
     link: Option<Box<[u8]>>,
     /// Hard-link group key: nodes with equal keys are one inode.
     group: usize,
+    /// `st_ino` in its directory layer (0 for tar members and implied directories).
+    host_ino: u64,
     children: BTreeMap<Vec<u8>, usize>,
 }
 
 struct Builder {
     arena: Vec<BuildNode>,
+    /// The device of every directory layer entry so far, while they are all on one
+    /// filesystem and no tar layer was applied: the condition for [`HostInos`].
+    host_dev: Option<u64>,
+    host_inos_possible: bool,
 }
 
 fn implicit_dir_meta() -> Meta {
@@ -322,9 +376,14 @@ impl Builder {
             source: Source::Implicit,
             link: None,
             group: 0,
+            host_ino: 0,
             children: BTreeMap::new(),
         };
-        Builder { arena: vec![root] }
+        Builder {
+            arena: vec![root],
+            host_dev: None,
+            host_inos_possible: true,
+        }
     }
 
     fn push(&mut self, mut node: BuildNode) -> usize {
@@ -376,6 +435,7 @@ impl Builder {
                         source: Source::Implicit,
                         link: None,
                         group: usize::MAX,
+                        host_ino: 0,
                         children: BTreeMap::new(),
                     });
                     self.arena[cur].children.insert(c.as_bytes().to_vec(), id);
@@ -384,6 +444,15 @@ impl Builder {
             };
         }
         Ok(cur)
+    }
+
+    /// Notes the device of a directory layer entry (see `host_dev`).
+    fn note_dev(&mut self, dev: u64) {
+        match self.host_dev {
+            None => self.host_dev = Some(dev),
+            Some(d) if d != dev => self.host_inos_possible = false,
+            Some(_) => {}
+        }
     }
 
     /// Puts `node` at `name` in `dir`: a directory over a directory keeps the children and
@@ -397,6 +466,7 @@ impl Builder {
             o.meta = node.meta;
             o.layer = node.layer;
             o.source = node.source;
+            o.host_ino = node.host_ino;
             return old;
         }
         let name = node.name.clone();
@@ -406,6 +476,7 @@ impl Builder {
     }
 
     fn apply_tar(&mut self, layer: u16, base: u64, index: &TarIndex) -> Result<(), String> {
+        self.host_inos_possible = false;
         // Rule 5: an opaque marker applies before the layer's own entries, wherever it stands;
         // whiteouts apply only to the layers below, so both go first.
         for e in &index.entries {
@@ -484,6 +555,7 @@ impl Builder {
                         source: t.source.clone(),
                         link: t.link.clone(),
                         group: t.group,
+                        host_ino: 0,
                         children: BTreeMap::new(),
                     }
                 }
@@ -509,6 +581,7 @@ impl Builder {
                         link: (kind == FileKind::Symlink)
                             .then(|| e.link_target.clone().into_boxed_slice()),
                         group: usize::MAX,
+                        host_ino: 0,
                         children: BTreeMap::new(),
                     }
                 }
@@ -522,6 +595,7 @@ impl Builder {
     fn apply_dir(&mut self, layer: u16, root: BorrowedFd<'_>) -> io::Result<()> {
         let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
         let st = sys::fstatat(root, c"")?;
+        self.note_dev(st.st_dev);
         let node = &mut self.arena[0];
         node.meta = meta_from_stat(&st);
         node.layer = layer;
@@ -568,6 +642,7 @@ impl Builder {
                 self.arena[node].children.remove(name.as_slice());
                 continue;
             }
+            self.note_dev(st.st_dev);
             stats.push((name, c, st));
         }
         for (name, c, st) in stats {
@@ -593,6 +668,7 @@ impl Builder {
                     source: Source::Dir,
                     link,
                     group,
+                    host_ino: st.st_ino,
                     children: BTreeMap::new(),
                 },
             );
@@ -615,6 +691,11 @@ impl Builder {
         let mut group_count: HashMap<usize, u32> = HashMap::new();
         let mut groups: Vec<usize> = Vec::new();
         let mut tar_xattrs = HashMap::new();
+        let mut host_ino: Vec<u64> = Vec::with_capacity(if self.host_inos_possible {
+            arena.len()
+        } else {
+            0
+        });
         queue.push_back((0, 0));
         while let Some((aid, parent)) = queue.pop_front() {
             let Some(b) = arena[aid].take() else { continue };
@@ -624,6 +705,9 @@ impl Builder {
             groups.push(b.group);
             let name_at = u32::try_from(names.len()).unwrap_or(u32::MAX);
             names.extend_from_slice(&b.name);
+            if self.host_inos_possible {
+                host_ino.push(b.host_ino);
+            }
             let (source, data) = match b.source {
                 Source::Tar { data, xattrs } => {
                     if !xattrs.is_empty() {
@@ -685,10 +769,16 @@ impl Builder {
         nodes.shrink_to_fit();
         names.shrink_to_fit();
         tar_xattrs.shrink_to_fit();
+        let host_inos = if self.host_inos_possible {
+            HostInos::new(&nodes, host_ino)
+        } else {
+            None
+        };
         LowerTree {
             nodes,
             names,
             tar_xattrs,
+            host_inos,
             layers,
         }
     }
@@ -814,6 +904,43 @@ impl LowerTree {
     /// The node `i`.
     pub fn node(&self, i: u32) -> &LowerNode {
         &self.nodes[i as usize]
+    }
+
+    /// The inode number of node `i`: [`ROOT_INO`] for the root, the host's `st_ino` of the
+    /// node's inode leader when the tree uses [`HostInos`], else that leader's number + 1.
+    /// Hard links share it.
+    pub fn ino(&self, i: u32) -> u64 {
+        let leader = self.node(i).ino_node;
+        if leader == Self::ROOT {
+            return ROOT_INO;
+        }
+        match &self.host_inos {
+            Some(h) => h.by_node[leader as usize],
+            None => u64::from(leader) + 1,
+        }
+    }
+
+    /// The inode-leader node whose inode number is `ino`, if a lower entry has it.
+    pub fn node_of_ino(&self, ino: u64) -> Option<u32> {
+        if ino == ROOT_INO {
+            return Some(Self::ROOT);
+        }
+        match &self.host_inos {
+            Some(h) => h
+                .leaders_by_ino
+                .binary_search_by_key(&ino, |&i| h.by_node[i as usize])
+                .ok()
+                .map(|k| h.leaders_by_ino[k]),
+            None => {
+                let i = u32::try_from(ino.checked_sub(1)?).ok()?;
+                ((i as usize) < self.nodes.len() && self.node(i).ino_node == i).then_some(i)
+            }
+        }
+    }
+
+    /// Whether inode numbers are the host's (see [`HostInos`]).
+    pub fn uses_host_inos(&self) -> bool {
+        self.host_inos.is_some()
     }
 
     /// The name (last path component) of node `i`; empty for the root.
@@ -1105,6 +1232,77 @@ mod tests {
         assert_eq!(t.node(t.lookup_path(b"a").unwrap()).kind, FileKind::File);
         assert_eq!(t.node(t.lookup_path(b"p/q").unwrap()).kind, FileKind::Dir);
         assert!(t.lookup_path(b"a/x").is_none());
+    }
+
+    #[test]
+    fn dir_layers_on_one_filesystem_use_host_inode_numbers() {
+        let base = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        std::fs::create_dir(base.path().join("d")).unwrap();
+        std::fs::write(base.path().join("d/f"), "f").unwrap();
+        std::fs::hard_link(base.path().join("d/f"), base.path().join("g")).unwrap();
+        std::fs::write(top.path().join("t"), "t").unwrap();
+        let host_ino =
+            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap());
+        let t = LowerTree::build(vec![
+            LayerInput::Dir(base.path().into()),
+            LayerInput::Dir(top.path().into()),
+        ])
+        .unwrap();
+        assert!(t.uses_host_inos());
+        assert_eq!(t.ino(LowerTree::ROOT), ROOT_INO);
+        for (path, host) in [
+            ("d/f", base.path().join("d/f")),
+            ("g", base.path().join("d/f")),
+            ("d", base.path().join("d")),
+            ("t", top.path().join("t")),
+        ] {
+            let node = t.lookup_path(path.as_bytes()).unwrap();
+            assert_eq!(t.ino(node), host_ino(&host), "{path}");
+            assert_eq!(
+                t.node_of_ino(t.ino(node)),
+                Some(t.node(node).ino_node),
+                "{path}"
+            );
+        }
+        assert_eq!(t.node_of_ino(12_345_678_901), None);
+    }
+
+    #[test]
+    fn node_numbers_when_host_inode_numbers_would_clash_or_are_missing() {
+        // The same host inode in two layers (a hard link across layers) is two inodes of
+        // the merged tree: host numbers would clash.
+        let base = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir_in(base.path()).unwrap();
+        let layer = base.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::write(layer.join("f"), "f").unwrap();
+        std::fs::hard_link(layer.join("f"), top.path().join("f2")).unwrap();
+        let t = LowerTree::build(vec![
+            LayerInput::Dir(layer.clone()),
+            LayerInput::Dir(top.path().into()),
+        ])
+        .unwrap();
+        assert!(!t.uses_host_inos());
+        for i in 0..t.len() as u32 {
+            assert_eq!(t.ino(i), u64::from(t.node(i).ino_node) + 1);
+            assert_eq!(t.node_of_ino(t.ino(i)), Some(t.node(i).ino_node));
+        }
+        // Tar layers have no host inode numbers.
+        assert!(!tree(vec![vec![entry("a", EntryKind::File)]]).uses_host_inos());
+        // Layers on two filesystems (when this machine has a tmpfs to try it with).
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            std::fs::write(shm.path().join("s"), "s").unwrap();
+            let t = LowerTree::build(vec![
+                LayerInput::Dir(layer),
+                LayerInput::Dir(shm.path().into()),
+            ])
+            .unwrap();
+            let same_fs =
+                std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(base.path()).unwrap())
+                    == std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(shm.path()).unwrap());
+            assert_eq!(t.uses_host_inos(), same_fs);
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! overlayfs format (see `upper.rs`). Every method takes inode numbers and names, as FUSE
 //! does, and returns [`Error`] values; the FUSE adapter only converts.
 //!
-//! Inode numbers are deterministic: a lower entry's number is its lower-tree node number + 1
-//! (the root is 1; a hard-link group shares its first member's number); an upper entry keeps
-//! the number of the lower entry it was copied up from (`*.rfs.origin`), else its upper
-//! `st_ino` with the top bit set. So st_ino is the same across copy-up and across remounts.
+//! Inode numbers are deterministic: a lower entry's number is its `st_ino` in its layer when
+//! all layers are directories on one filesystem (as kernel overlayfs reports them), else its
+//! lower-tree node number + 1 (see [`LowerTree::ino`]; the root is 1; a hard-link group
+//! shares one number). An upper entry keeps the number of the lower entry it was copied up
+//! from (`*.rfs.origin`, which names the lower node), else its upper `st_ino` with the top
+//! bit set. So st_ino is the same across copy-up and across remounts.
 //!
 //! Memory: an inode the kernel has only looked up, still exactly its lower node in its lower
 //! place, is a reference count in a dense per-node table (4 bytes); it becomes a full
@@ -34,10 +36,8 @@ use crate::sys::{self, SetTime};
 use crate::upper::{LookupResult, Upper, UpperEntry, WhiteoutStyle, is_private_xattr, kind_of};
 use crate::{Error, name::check_component};
 
-/// The inode number of the root directory.
-pub const ROOT_INO: u64 = 1;
-/// Set on inode numbers that come from the upper's `st_ino` (never used by lower nodes).
-const UPPER_INO_BIT: u64 = 1 << 63;
+pub use crate::lower::ROOT_INO;
+use crate::lower::UPPER_INO_BIT;
 const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 /// Lower files at least this big get a metadata-only copy-up for metadata changes; smaller
 /// ones are cheaper to copy than to track.
@@ -370,7 +370,10 @@ impl UnionFs {
     /// The lower node whose entry `ino` is counted in `lower_refs`, if it is. Call with the
     /// shard of `ino` locked.
     fn counted_lower_node(&self, ino: u64) -> Option<u32> {
-        let node = u32::try_from(ino.checked_sub(1)?).ok()?;
+        if ino & UPPER_INO_BIT != 0 {
+            return None;
+        }
+        let node = self.lower.node_of_ino(ino)?;
         let refs = self.lower_refs.get(node as usize)?;
         (refs.load(Ordering::Relaxed) > 0).then_some(node)
     }
@@ -392,7 +395,13 @@ impl UnionFs {
     }
 
     fn lower_ino(&self, node: u32) -> u64 {
-        u64::from(self.lower.node(node).ino_node) + 1
+        self.lower.ino(node)
+    }
+
+    /// The `rfs.origin` value of a copy of lower node `l`: its inode leader's node number
+    /// + 1. It names the lower entry whatever the inode numbering (see `upper_ino`).
+    fn origin_of(&self, l: u32) -> u64 {
+        u64::from(self.lower.node(l).ino_node) + 1
     }
 
     /// The bytes of an alias name.
@@ -482,7 +491,15 @@ impl UnionFs {
 
     fn upper_ino(&self, e: &UpperEntry, lower: Option<u32>) -> u64 {
         if let Some(o) = e.origin {
-            return o;
+            let node = u32::try_from(o.wrapping_sub(1))
+                .ok()
+                .filter(|&n| (n as usize) < self.lower.len());
+            match node {
+                Some(n) => return self.lower_ino(n),
+                // The lower entry is gone (another lower stack): a number of its own.
+                None if self.lower.uses_host_inos() => return e.st.st_ino | UPPER_INO_BIT,
+                None => return o,
+            }
         }
         if kind_of(&e.st) == FileKind::Dir
             && let Some(l) = lower
@@ -679,7 +696,8 @@ impl UnionFs {
             && r.upper.is_none()
             && !shard.contains_key(&r.ino)
             && let Some(l) = r.lower
-            && r.ino == u64::from(l) + 1
+            && r.ino & UPPER_INO_BIT == 0
+            && self.lower.node_of_ino(r.ino) == Some(l)
             && parent == self.lower_ino(self.lower.node(l).parent)
             && self.lower.name(l) == name
         {
@@ -1233,7 +1251,7 @@ impl UnionFs {
                         .filter(|&l| self.lower.node(l).kind == FileKind::Dir)
                         .ok_or(Error::NotFound)?;
                     let ino = self.lower_ino(l);
-                    self.copy_node_into(l, fd.as_fd(), comp, ino, None)?;
+                    self.copy_node_into(l, fd.as_fd(), comp, None)?;
                     if let Ok(inode) = self.inode(ino) {
                         lock(&inode.state).upper = true;
                     }
@@ -1290,7 +1308,7 @@ impl UnionFs {
             return Ok(());
         }
         let l = lower.ok_or(Error::NotFound)?;
-        self.copy_node_into(l, pfd.as_fd(), &name, ino, prebuilt.take())?;
+        self.copy_node_into(l, pfd.as_fd(), &name, prebuilt.take())?;
         // Every other name of a lower hard-link group that still shows it becomes a hard
         // link of the copy (whichever name the kernel used to reach the inode).
         let group = self.link_groups.get(&self.lower.node(l).ino_node);
@@ -1351,7 +1369,8 @@ impl UnionFs {
                 .lower
                 .xattrs(l)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(ino))?;
+            let origin = self.origin_of(l);
+            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(origin))?;
             let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
             up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
@@ -1532,11 +1551,11 @@ impl UnionFs {
         l: u32,
         dir: BorrowedFd<'_>,
         name: &[u8],
-        origin: u64,
         prebuilt: Option<CString>,
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let node = self.lower.node(l);
+        let origin = self.origin_of(l);
         let have_data = prebuilt.is_some();
         let tmp = prebuilt.unwrap_or_else(|| up.tmp_name());
         let work = up.work();

@@ -12,7 +12,8 @@
 //!   types, modes, owners, sizes (not of dirs), contents, link targets, rdev, `user.*` xattrs,
 //!   nlink of non-directories, mtime (within a tolerance: the lowers' times are years old, so a
 //!   lost or spurious update shows) and the partition of non-directories into hard-link groups
-//!   by st_ino (absolute inode numbers differ between the systems);
+//!   by st_ino, and the st_ino itself of the non-directories rfs numbers from the lowers (both
+//!   report the host's, the lowers being on one filesystem);
 //! - within rfs, readdir's d_ino equals lstat's st_ino and st_dev is one for every entry;
 //! - after unmounting, the uppers agree on whiteouts (char 0/0) and opaque markers
 //!   (`trusted.overlay.opaque=y`), except inside renamed directories (see [`Renamed`]); opaque
@@ -522,6 +523,24 @@ fn describe(n: &Node) -> String {
             .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v)))
             .collect::<Vec<_>>(),
     )
+}
+
+/// The lowers are directories on one filesystem, so both systems number a lower entry by its
+/// host `st_ino`, and keep that number through copy-up: every non-directory that rfs numbers
+/// from the lowers (no upper bit) and that is not a hard link must have the kernel's st_ino.
+pub(crate) fn lower_ino_errors(kernel: &Tree, rfs: &Tree) -> Vec<String> {
+    rfs.iter()
+        .filter(|(_, r)| r.kind != Kind::Dir && r.nlink == 1 && r.ino < 1 << 63)
+        .filter_map(|(p, r)| {
+            let k = kernel.get(p)?;
+            (k.nlink == 1 && k.ino != r.ino).then(|| {
+                format!(
+                    "/{p}: st_ino {} on rfs, {} on kernel overlayfs",
+                    r.ino, k.ino
+                )
+            })
+        })
+        .collect()
 }
 
 /// Differences between two systems' trees (`want` is the oracle): everything but inode
@@ -1290,6 +1309,7 @@ impl Run {
         let k = snapshot(kmnt);
         let r = snapshot(rmnt);
         let mut errs = diff_trees(&k, &r);
+        errs.extend(lower_ino_errors(&k, &r));
         errs.extend(
             identity_errors(&r)
                 .into_iter()

@@ -1192,6 +1192,57 @@ fn rule14_st_ino_stable_across_copy_up_rename_remount() {
     }
 }
 
+/// Rule 14: with every layer a directory on one filesystem, a lower entry's st_ino is its
+/// st_ino in its layer, as kernel overlayfs reports it (so git's index, made on the host,
+/// still matches), and it stays so through copy-up and a remount.
+#[test]
+fn rule14_dir_layers_on_one_filesystem_keep_host_inode_numbers() {
+    if !common::require_root("rule14_dir_layers_on_one_filesystem_keep_host_inode_numbers") {
+        return;
+    }
+    let mut fx = Fx::new(2);
+    let (top, base) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
+    build::dir(&base, "d", 0o755);
+    build::file(&base, "d/base-only", b"base\n", 0o644);
+    build::file(&base, "d/both", b"base version\n", 0o644);
+    build::file(&base, "h1", b"linked\n", 0o644);
+    build::link(&base, "h1", "d/h2");
+    build::symlink(&base, "sym", "h1");
+    build::dir(&top, "d", 0o755);
+    build::file(&top, "d/both", b"top version\n", 0o644);
+    build::file(&top, "d/top-only", b"top\n", 0o644);
+    let host = [
+        ("d/base-only", base.join("d/base-only")),
+        ("d/both", top.join("d/both")),
+        ("d/top-only", top.join("d/top-only")),
+        ("h1", base.join("h1")),
+        ("d/h2", base.join("h1")),
+        ("sym", base.join("sym")),
+    ];
+    fx.mount();
+    let check = |fx: &Fx, when: &str| {
+        for (rel, host_path) in &host {
+            assert_eq!(
+                lstat(&fx.m(rel)).ino(),
+                lstat(host_path).ino(),
+                "{when}: st_ino of /{rel} is not the host's"
+            );
+        }
+    };
+    check(&fx, "fresh mount");
+    fs::set_permissions(fx.m("d/both"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(fx.m("h1"), "changed through one name\n").unwrap();
+    check(&fx, "after copy-up");
+    assert_eq!(read(&fx.m("d/h2")), "changed through one name\n");
+    fx.remount();
+    check(&fx, "after remount");
+    let errs = differential::identity_errors(&differential::snapshot(&fx.mnt));
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    // An upper-only entry gets a number no lower entry can have.
+    fs::write(fx.m("d/new"), "new").unwrap();
+    assert!(lstat(&fx.m("d/new")).ino() >= 1 << 63);
+}
+
 /// Rule 14: hard links of a lower file share st_ino and a coherent nlink, also after one of
 /// them is copied up: a write through one name is read through the others, before and after
 /// a remount.
