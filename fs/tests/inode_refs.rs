@@ -115,3 +115,45 @@ fn a_renamed_lower_entry_is_found_under_its_new_name() {
     fs.forget(f0, 2);
     assert!(fs.getattr(f0).is_err());
 }
+
+#[test]
+fn concurrent_lookups_forgets_and_copy_ups_lose_no_reference() {
+    const FILES: usize = 40;
+    const ROUNDS: usize = 200;
+    let f = fixture(FILES);
+    let fs = &f.fs;
+    let d = lookup(fs, ROOT_INO, "d");
+    // Each thread looks every file up and forgets it again; one also changes modes, which
+    // turns counted entries into full inodes while the others hold references.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for round in 0..ROUNDS {
+                    for i in 0..FILES {
+                        let name = format!("f{i}");
+                        let ino = lookup(fs, d, &name);
+                        if t == 0 && (round + i) % 7 == 0 {
+                            let set = SetAttr {
+                                mode: Some(0o600 + (round % 2) as u32 * 0o40),
+                                ..SetAttr::default()
+                            };
+                            fs.setattr(ino, set, None).expect("chmod");
+                        }
+                        assert!(fs.getattr(ino).is_ok(), "held inode {ino} is gone");
+                        fs.forget(ino, 1);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        fs.inode_count(),
+        2,
+        "root and d: every reference was returned"
+    );
+    for i in 0..FILES {
+        let ino = lookup(fs, d, &format!("f{i}"));
+        assert_eq!(read_all(fs, ino), format!("data {i}").as_bytes());
+        fs.forget(ino, 1);
+    }
+}
