@@ -3,10 +3,13 @@
 //! reference model of overlay semantics (a map from path to file contents or directory).
 //! Every operation must succeed or fail as the model says, and after every operation the
 //! merged view — walked with `opendir`/`readdir`/`lookup`/`read` — must equal the model.
+//! The check counts the kernel references its lookups, creates and mkdirs take; one operation
+//! (and the end of the input) returns them all, after which only the root inode may be left.
 //!
 //! Shared with `fs/tests/union_ops.rs` (with `#[path]`), which replays fixed inputs on the
 //! stable toolchain. Depends on `rfs-fs`, `libc` and `tempfile` only.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -55,17 +58,46 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
+/// The kernel's references, as the kernel would hold them: one per successful lookup,
+/// create or mkdir, returned by `forget` (the "drop caches" operation).
+type Refs = RefCell<BTreeMap<u64, u64>>;
+
+fn counted(refs: &Refs, ino: u64) -> u64 {
+    *refs.borrow_mut().entry(ino).or_insert(0) += 1;
+    ino
+}
+
+/// Looks `name` up in `parent` and counts the reference.
+fn lookup(fs: &UnionFs, refs: &Refs, parent: u64, name: &str) -> Result<rfs_fs::union::Attr, i32> {
+    let attr = fs.lookup(parent, OsStr::new(name)).map_err(|e| e.errno())?;
+    counted(refs, attr.ino);
+    Ok(attr)
+}
+
 /// The inode of `path` in the union (looked up component by component).
-fn ino_of(fs: &UnionFs, path: &str) -> Result<u64, i32> {
+fn ino_of(fs: &UnionFs, refs: &Refs, path: &str) -> Result<u64, i32> {
     let mut ino = ROOT_INO;
     for c in path.split('/').filter(|c| !c.is_empty()) {
-        ino = fs.lookup(ino, OsStr::new(c)).map_err(|e| e.errno())?.ino;
+        ino = lookup(fs, refs, ino, c)?.ino;
     }
     Ok(ino)
 }
 
+/// Returns every reference, as the kernel does when it drops its caches: afterwards the
+/// engine must hold no inode but the root's.
+fn forget_all(fs: &UnionFs, refs: &Refs) {
+    for (ino, n) in std::mem::take(&mut *refs.borrow_mut()) {
+        fs.forget(ino, n);
+    }
+    assert_eq!(
+        fs.inode_count(),
+        1,
+        "inodes left after every reference was returned"
+    );
+}
+
 /// The merged view as a model, walked through the union's own API.
-fn merged_view(fs: &UnionFs) -> BTreeMap<String, Node> {
+fn merged_view(fs: &UnionFs, refs: &Refs) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(String::new(), ROOT_INO)];
     while let Some((path, ino)) = stack.pop() {
@@ -88,9 +120,7 @@ fn merged_view(fs: &UnionFs) -> BTreeMap<String, Node> {
             }
             let name = String::from_utf8(e.name.clone()).expect("utf-8 name");
             let child = join(&path, &name);
-            let attr = fs
-                .lookup(ino, OsStr::new(&name))
-                .expect("lookup of a listed name");
+            let attr = lookup(fs, refs, ino, &name).expect("lookup of a listed name");
             assert_eq!(
                 attr.ino, e.ino,
                 "{child}: readdir d_ino differs from lookup st_ino"
@@ -129,6 +159,7 @@ pub fn union_ops(data: &[u8]) {
     let tree = LowerTree::build(vec![LayerInput::Dir(lower.clone())]).expect("lower tree");
     let fs = UnionFs::new(tree, Some(UpperDirs { upper, work })).expect("union");
     let caller = Caller { uid: 0, gid: 0 };
+    let refs = Refs::default();
     let mut log: Vec<String> = Vec::new();
     for chunk in data.chunks_exact(5).take(MAX_OPS) {
         let dirs: Vec<String> = std::iter::once(String::new())
@@ -142,15 +173,24 @@ pub fn union_ops(data: &[u8]) {
         let dir = dirs[usize::from(chunk[1]) % dirs.len()].clone();
         let name = NAMES[usize::from(chunk[2]) % NAMES.len()];
         let path = join(&dir, name);
-        let pino = ino_of(&fs, &dir).expect("parent exists");
+        let pino = ino_of(&fs, &refs, &dir).expect("parent exists");
+        // The kernel looks a name up before it changes it (a miss is a negative entry).
+        let _ = lookup(&fs, &refs, pino, name);
         let existing = model.get(&path).cloned();
         let errno = |r: Result<(), rfs_fs::Error>| r.map_err(|e| e.errno());
-        let (op, result, expected): (String, Result<(), i32>, Result<(), i32>) = match chunk[0] % 7
+        let (op, result, expected): (String, Result<(), i32>, Result<(), i32>) = match chunk[0] % 8
         {
+            7 => {
+                forget_all(&fs, &refs);
+                ("forget all".to_string(), Ok(()), Ok(()))
+            }
             0 => {
                 let r = fs
                     .create(pino, OsStr::new(name), 0o644, libc::O_RDWR, caller)
-                    .map(|(_, fh)| fs.release(fh));
+                    .map(|(attr, fh)| {
+                        counted(&refs, attr.ino);
+                        fs.release(fh);
+                    });
                 let want = match existing {
                     Some(_) => Err(libc::EEXIST),
                     None => {
@@ -164,7 +204,7 @@ pub fn union_ops(data: &[u8]) {
                 let Some(Node::File(mut content)) = existing else {
                     continue;
                 };
-                let ino = ino_of(&fs, &path).expect("file exists");
+                let ino = ino_of(&fs, &refs, &path).expect("file exists");
                 let (fh, _) = fs.open(ino, libc::O_RDWR).expect("open for write");
                 let r = fs.write(fh, content.len() as u64, &chunk[3..5]).map(|_| ());
                 fs.release(fh);
@@ -185,7 +225,9 @@ pub fn union_ops(data: &[u8]) {
                 (format!("unlink {path}"), errno(r), want)
             }
             3 => {
-                let r = fs.mkdir(pino, OsStr::new(name), 0o755, caller).map(|_| ());
+                let r = fs.mkdir(pino, OsStr::new(name), 0o755, caller).map(|attr| {
+                    counted(&refs, attr.ino);
+                });
                 let want = match existing {
                     Some(_) => Err(libc::EEXIST),
                     None => {
@@ -219,7 +261,7 @@ pub fn union_ops(data: &[u8]) {
                 if model.contains_key(&to) || to == path || to.starts_with(&format!("{path}/")) {
                     continue;
                 }
-                let to_ino = ino_of(&fs, &to_dir).expect("target dir exists");
+                let to_ino = ino_of(&fs, &refs, &to_dir).expect("target dir exists");
                 let to_name = to.rsplit('/').next().unwrap_or(&to).to_string();
                 let r = fs.rename(pino, OsStr::new(name), to_ino, OsStr::new(&to_name), 0);
                 let prefix = format!("{path}/");
@@ -238,7 +280,7 @@ pub fn union_ops(data: &[u8]) {
                 let Some(Node::File(_)) = existing else {
                     continue;
                 };
-                let ino = ino_of(&fs, &path).expect("file exists");
+                let ino = ino_of(&fs, &refs, &path).expect("file exists");
                 let set = SetAttr {
                     size: Some(0),
                     ..SetAttr::default()
@@ -253,10 +295,11 @@ pub fn union_ops(data: &[u8]) {
             result, expected,
             "{op}: the engine and the model disagree (ops so far: {log:?})"
         );
-        let view = merged_view(&fs);
+        let view = merged_view(&fs, &refs);
         assert_eq!(
             view, model,
             "after {op}: merged view differs (ops: {log:?})"
         );
     }
+    forget_all(&fs, &refs);
 }
