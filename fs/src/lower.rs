@@ -240,7 +240,7 @@ struct HostInos {
 }
 
 impl HostInos {
-    fn new(nodes: &[LowerNode], by_node: Vec<u64>) -> Option<Box<HostInos>> {
+    fn new(nodes: &[LowerNode], mut by_node: Vec<u64>) -> Option<Box<HostInos>> {
         let mut leaders_by_ino: Vec<u32> = (1..nodes.len() as u32)
             .filter(|&i| nodes[i as usize].ino_node == i)
             .collect();
@@ -256,7 +256,6 @@ impl HostInos {
             log::info!("lower inode numbers are not unique on the host: numbering them instead");
             return None;
         }
-        let (mut by_node, mut leaders_by_ino) = (by_node, leaders_by_ino);
         by_node.shrink_to_fit();
         leaders_by_ino.shrink_to_fit();
         Some(Box::new(HostInos {
@@ -936,6 +935,19 @@ impl LowerTree {
                 ((i as usize) < self.nodes.len() && self.node(i).ino_node == i).then_some(i)
             }
         }
+    }
+
+    /// The `rfs.origin` value that names node `i` in an upper entry copied up from it: its
+    /// inode leader's node number + 1, whatever the inode numbering, so uppers stay valid
+    /// when it changes.
+    pub fn origin(&self, i: u32) -> u64 {
+        u64::from(self.node(i).ino_node) + 1
+    }
+
+    /// The node an `rfs.origin` value names, if this tree has it.
+    pub fn node_of_origin(&self, origin: u64) -> Option<u32> {
+        let i = u32::try_from(origin.checked_sub(1)?).ok()?;
+        ((i as usize) < self.nodes.len()).then_some(i)
     }
 
     /// Whether inode numbers are the host's (see [`HostInos`]).

@@ -362,7 +362,9 @@ impl UnionFs {
         let n = self.lower.node(node);
         let refs = self.lower_refs[node as usize].swap(0, Ordering::Relaxed);
         let inode = Inode::new(n.kind, u64::from(refs), Some(node), false);
-        lock(&inode.state).aliases.first = Some((self.lower_ino(n.parent), AliasName::Lower(node)));
+        lock(&inode.state)
+            .aliases
+            .push_front((self.lower.ino(n.parent), AliasName::Lower(node)));
         shard.insert(ino, Arc::clone(&inode));
         Some(inode)
     }
@@ -392,16 +394,6 @@ impl UnionFs {
         self.namespace
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn lower_ino(&self, node: u32) -> u64 {
-        self.lower.ino(node)
-    }
-
-    /// The `rfs.origin` value of a copy of lower node `l`: its inode leader's node number
-    /// + 1. It names the lower entry whatever the inode numbering (see `upper_ino`).
-    fn origin_of(&self, l: u32) -> u64 {
-        u64::from(self.lower.node(l).ino_node) + 1
     }
 
     /// The bytes of an alias name.
@@ -476,10 +468,10 @@ impl UnionFs {
         if !e.metacopy {
             return None;
         }
-        let node = e.origin.and_then(|o| u32::try_from(o.checked_sub(1)?).ok());
-        let found = node.filter(|&n| {
-            (n as usize) < self.lower.len() && self.lower.node(n).kind == FileKind::File
-        });
+        let found = e
+            .origin
+            .and_then(|o| self.lower.node_of_origin(o))
+            .filter(|&n| self.lower.node(n).kind == FileKind::File);
         if found.is_none() {
             log::warn!(
                 "metacopy entry without a valid origin ({:?}): data lost",
@@ -491,11 +483,8 @@ impl UnionFs {
 
     fn upper_ino(&self, e: &UpperEntry, lower: Option<u32>) -> u64 {
         if let Some(o) = e.origin {
-            let node = u32::try_from(o.wrapping_sub(1))
-                .ok()
-                .filter(|&n| (n as usize) < self.lower.len());
-            match node {
-                Some(n) => return self.lower_ino(n),
+            match self.lower.node_of_origin(o) {
+                Some(n) => return self.lower.ino(n),
                 // The lower entry is gone (another lower stack): a number of its own.
                 None if self.lower.uses_host_inos() => return e.st.st_ino | UPPER_INO_BIT,
                 None => return o,
@@ -504,7 +493,7 @@ impl UnionFs {
         if kind_of(&e.st) == FileKind::Dir
             && let Some(l) = lower
         {
-            return self.lower_ino(l);
+            return self.lower.ino(l);
         }
         e.st.st_ino | UPPER_INO_BIT
     }
@@ -540,7 +529,7 @@ impl UnionFs {
             return Ok(None);
         };
         Ok(Some(Resolved {
-            ino: self.lower_ino(l),
+            ino: self.lower.ino(l),
             kind: self.lower.node(l).kind,
             lower: Some(l),
             upper: None,
@@ -575,24 +564,25 @@ impl UnionFs {
         } else {
             n.nlink
         };
-        let t = (n.meta().mtime, n.meta().mtime_nsec);
+        let meta = n.meta();
+        let t = (meta.mtime, meta.mtime_nsec);
         let size = match n.kind {
             FileKind::Symlink => self.lower.link(i).map_or(0, |l| l.len() as u64),
-            _ => n.meta().size,
+            _ => meta.size,
         };
         Attr {
-            ino: self.lower_ino(i),
+            ino: self.lower.ino(i),
             kind: n.kind,
-            perm: n.meta().perm,
+            perm: meta.perm,
             nlink,
-            uid: n.meta().uid,
-            gid: n.meta().gid,
+            uid: meta.uid,
+            gid: meta.gid,
             size,
             blocks: size.div_ceil(512),
             atime: t,
             mtime: t,
             ctime: t,
-            rdev: n.meta().rdev,
+            rdev: meta.rdev,
         }
     }
 
@@ -686,8 +676,8 @@ impl UnionFs {
 
     /// Records that the kernel now knows `r` as `name` in `parent` (one more lookup).
     ///
-    /// An entry that is exactly its lower node, in its lower place (not in the upper, not a
-    /// hard link, under its lower parent's inode), is only counted in `lower_refs`: its state
+    /// An entry that is exactly its lower node, in its lower place (not in the upper, its
+    /// inode's first name, under its lower parent's inode), is only counted in `lower_refs`: its state
     /// follows from the lower tree. [`UnionFs::inode`] turns it into a full inode when an
     /// operation needs one. A walk of a large image so costs 4 bytes per entry.
     fn remember(&self, parent: u64, name: &[u8], r: &Resolved, count_lookup: bool) {
@@ -696,9 +686,9 @@ impl UnionFs {
             && r.upper.is_none()
             && !shard.contains_key(&r.ino)
             && let Some(l) = r.lower
-            && r.ino & UPPER_INO_BIT == 0
-            && self.lower.node_of_ino(r.ino) == Some(l)
-            && parent == self.lower_ino(self.lower.node(l).parent)
+            && self.lower.node(l).ino_node == l
+            && r.ino == self.lower.ino(l)
+            && parent == self.lower.ino(self.lower.node(l).parent)
             && self.lower.name(l) == name
         {
             let refs = &self.lower_refs[l as usize];
@@ -928,7 +918,7 @@ impl UnionFs {
                 }
                 out.push(DirEntry {
                     name: name.to_vec(),
-                    ino: self.lower_ino(c),
+                    ino: self.lower.ino(c),
                     kind: n.kind,
                 });
             }
@@ -1250,7 +1240,7 @@ impl UnionFs {
                         .and_then(|l| self.lower.child(l, comp))
                         .filter(|&l| self.lower.node(l).kind == FileKind::Dir)
                         .ok_or(Error::NotFound)?;
-                    let ino = self.lower_ino(l);
+                    let ino = self.lower.ino(l);
                     self.copy_node_into(l, fd.as_fd(), comp, None)?;
                     if let Ok(inode) = self.inode(ino) {
                         lock(&inode.state).upper = true;
@@ -1344,7 +1334,8 @@ impl UnionFs {
             return self.copy_up(ino);
         };
         let node = self.lower.node(l);
-        if inode.kind != FileKind::File || node.meta().size < METACOPY_MIN_SIZE || node.nlink > 1 {
+        let meta = node.meta();
+        if inode.kind != FileKind::File || meta.size < METACOPY_MIN_SIZE || node.nlink > 1 {
             return self.copy_up(ino);
         }
         let _guard = lock(&inode.copy_lock);
@@ -1363,18 +1354,18 @@ impl UnionFs {
                 libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                 0o600,
             )?;
-            sys::ftruncate(out.as_fd(), node.meta().size)?;
+            sys::ftruncate(out.as_fd(), meta.size)?;
             drop(out);
             let xattrs = self
                 .lower
                 .xattrs(l)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let origin = self.origin_of(l);
-            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(origin))?;
+            let origin = self.lower.origin(l);
+            self.apply_meta(work, &tmp, node.kind, &meta, &xattrs, Some(origin))?;
             let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
             up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
-            let t = SetTime::At(node.meta().mtime, node.meta().mtime_nsec);
+            let t = SetTime::At(meta.mtime, meta.mtime_nsec);
             sys::utimensat(work, &tmp, t, t)
         })();
         if let Err(e) = built {
@@ -1555,7 +1546,7 @@ impl UnionFs {
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let node = self.lower.node(l);
-        let origin = self.origin_of(l);
+        let origin = self.lower.origin(l);
         let have_data = prebuilt.is_some();
         let tmp = prebuilt.unwrap_or_else(|| up.tmp_name());
         let work = up.work();

@@ -34,6 +34,14 @@ fn lookup(fs: &UnionFs, parent: u64, name: &str) -> u64 {
     fs.lookup(parent, OsStr::new(name)).expect("lookup").ino
 }
 
+fn chmod(fs: &UnionFs, ino: u64, mode: u32) -> rfs_fs::union::Attr {
+    let set = SetAttr {
+        mode: Some(mode),
+        ..SetAttr::default()
+    };
+    fs.setattr(ino, set, None).expect("chmod")
+}
+
 fn read_all(fs: &UnionFs, ino: u64) -> Vec<u8> {
     let (fh, _) = fs.open(ino, libc::O_RDONLY).expect("open");
     let data = fs.read(fh, 0, 64).expect("read");
@@ -78,11 +86,7 @@ fn an_entry_changed_while_looked_up_keeps_its_references() {
     let again = lookup(fs, d, "f1");
     assert_eq!(f1, again);
     // chmod copies the file up while the kernel holds two references to it.
-    let set = SetAttr {
-        mode: Some(0o600),
-        ..SetAttr::default()
-    };
-    let a = fs.setattr(f1, set, None).expect("chmod");
+    let a = chmod(fs, f1, 0o600);
     assert_eq!(a.perm, 0o600);
     assert_eq!(a.ino, f1, "copy-up keeps the inode number");
     // A lookup after the copy-up counts on the same inode.
@@ -133,11 +137,7 @@ fn concurrent_lookups_forgets_and_copy_ups_lose_no_reference() {
                         let name = format!("f{i}");
                         let ino = lookup(fs, d, &name);
                         if t == 0 && (round + i) % 7 == 0 {
-                            let set = SetAttr {
-                                mode: Some(0o600 + (round % 2) as u32 * 0o40),
-                                ..SetAttr::default()
-                            };
-                            fs.setattr(ino, set, None).expect("chmod");
+                            chmod(fs, ino, 0o600 + (round % 2) as u32 * 0o40);
                         }
                         assert!(fs.getattr(ino).is_ok(), "held inode {ino} is gone");
                         fs.forget(ino, 1);

@@ -532,10 +532,8 @@ impl<W: Write> LayerWriter<'_, W> {
                 // A metadata-only copy: the data is still the lower file's.
                 let node = e
                     .metacopy_origin
-                    .and_then(|o| u32::try_from(o.checked_sub(1)?).ok())
-                    .filter(|&n| {
-                        (n as usize) < self.lower.len() && self.lower.node(n).kind == FileKind::File
-                    })
+                    .and_then(|o| self.lower.node_of_origin(o))
+                    .filter(|&n| self.lower.node(n).kind == FileKind::File)
                     .ok_or_else(|| Error::Upper {
                         path: e.host.clone(),
                         problem: "metadata-only copy whose lower data is not in this image".into(),
