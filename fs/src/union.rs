@@ -2302,10 +2302,7 @@ impl UnionFs {
                 .ok_or(Error::NoAttr);
         }
         self.lower
-            .xattrs(lower.ok_or(Error::NotFound)?)?
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+            .xattr(lower.ok_or(Error::NotFound)?, name)?
             .ok_or(Error::NoAttr)
     }
 
