@@ -117,7 +117,7 @@ pub(crate) fn fmt_value(unit: Unit, v: f64) -> String {
     match unit {
         Unit::Seconds => significant(v, 3),
         Unit::MBps | Unit::Iops => format!("{v:.0}"),
-        Unit::MiB => format!("{v:.1}"),
+        Unit::MiB | Unit::Micros => format!("{v:.1}"),
     }
 }
 

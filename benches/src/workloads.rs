@@ -36,6 +36,8 @@ pub(crate) enum Unit {
     Iops,
     /// Resident memory in MiB (lower is better).
     MiB,
+    /// Microseconds per call (lower is better).
+    Micros,
 }
 
 impl Unit {
@@ -46,6 +48,7 @@ impl Unit {
             Unit::MBps => "MB/s",
             Unit::Iops => "IOPS",
             Unit::MiB => "MiB",
+            Unit::Micros => "µs",
         }
     }
 
@@ -126,6 +129,7 @@ enum Step {
     TarX { sync: bool },
     RmRf,
     ParRead(usize),
+    RoundTrip { one_cpu: bool },
     ImageMount { image: Image, first: bool },
     Rss,
 }
@@ -326,6 +330,20 @@ pub(crate) const WORKLOADS: &[Workload] = &[
         Unit::Seconds,
         None,
         Step::ParRead(4),
+    ),
+    w(
+        "roundtrip",
+        "one request: `getxattr` of a missing attribute, per call",
+        Unit::Micros,
+        None,
+        Step::RoundTrip { one_cpu: false },
+    ),
+    w(
+        "roundtrip-1cpu",
+        "one request, daemon and caller pinned to one CPU, per call",
+        Unit::Micros,
+        None,
+        Step::RoundTrip { one_cpu: true },
     ),
     Workload {
         name: "image-debian-first",
@@ -665,6 +683,18 @@ impl<'a> Runner<'a> {
                 view.close()?;
                 Ok(secs)
             }
+            Step::RoundTrip { one_cpu } => {
+                let view = self.mount_fresh(sys, &fx.big)?;
+                let file = view.root.join(fx.big_name);
+                if one_cpu {
+                    if let Some(pid) = view.daemon() {
+                        pin_process(pid, 0)?;
+                    }
+                }
+                let micros = round_trip_micros(&file, one_cpu)?;
+                view.close()?;
+                Ok(micros)
+            }
             Step::ImageMount { image, first } => self.image_mount(image, first),
             Step::Rss => {
                 let view = self.mount_fresh(sys, &fx.wide)?;
@@ -923,4 +953,68 @@ fn pread_randread(path: &Path, size: u64, ios: u64) -> Result<f64> {
         f.read_exact_at(&mut buf, off)?;
     }
     Ok(ios as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Binds every thread of process `pid` to CPU `cpu` (`taskset -a -p`).
+fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    env::run(env::cmd(
+        "taskset",
+        &[
+            OsStr::new("-a"),
+            OsStr::new("-p"),
+            OsStr::new("-c"),
+            OsStr::new(&cpu.to_string()),
+            OsStr::new(&pid.to_string()),
+        ],
+    ))
+}
+
+/// Calls `getxattr` of an attribute `file` does not have 20,000 times (after 1,000
+/// untimed calls) and returns the mean microseconds per call. On a FUSE mount every call
+/// is one request to the daemon and its reply: the kernel caches no xattrs. With
+/// `one_cpu` the calling thread is bound to CPU 0 for the duration.
+#[allow(unsafe_code)]
+fn round_trip_micros(file: &Path, one_cpu: bool) -> Result<f64> {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    const CALLS: u32 = 20_000;
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())?;
+    let name = c"user.rfs-bench-absent";
+    let call = || -> Result<()> {
+        let mut buf = [0u8; 64];
+        // SAFETY: `path` and `name` are NUL-terminated; `buf` outlives the call and its
+        // length is passed.
+        let r = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        match (r, err.raw_os_error()) {
+            (-1, Some(libc::ENODATA)) => Ok(()),
+            (-1, _) => Err(err).with_context(|| format!("getxattr {}", file.display())),
+            _ => bail!("{} has the attribute meant to be absent", file.display()),
+        }
+    };
+    let all = sched_getaffinity(Pid::from_raw(0))?;
+    if one_cpu {
+        let mut first = CpuSet::new();
+        first.set(0)?;
+        sched_setaffinity(Pid::from_raw(0), &first)?;
+    }
+    let result = (|| {
+        for _ in 0..1000 {
+            call()?;
+        }
+        let t = Instant::now();
+        for _ in 0..CALLS {
+            call()?;
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS))
+    })();
+    sched_setaffinity(Pid::from_raw(0), &all)?;
+    result
 }
