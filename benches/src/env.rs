@@ -224,6 +224,19 @@ pub(crate) fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The CPU idle driver and, for the guest `haltpoll` driver, how long an idle virtual CPU
+/// polls before it halts (`guest_halt_poll_ns`). A FUSE round trip wakes an idle CPU twice;
+/// with polling off each wakeup goes through the hypervisor, which shows in every FUSE row.
+pub(crate) fn cpu_idle() -> String {
+    let read = |p: &str| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let driver =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|| "unknown".into());
+    match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+        Some(ns) if driver == "haltpoll" => format!("{driver}, guest_halt_poll_ns {ns}"),
+        _ => driver,
+    }
+}
+
 /// Removes `path` recursively if it exists.
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {

@@ -199,8 +199,10 @@ fn run(args: Args) -> Result<ExitCode> {
     let table = report::table(&results, &systems);
     println!("{table}");
     let command: Vec<String> = std::env::args().collect();
+    let cpu_idle = env::cpu_idle();
     println!(
-        "{} repetitions, load average {load_before:.2} before, {load_after:.2} after, {:.0} s",
+        "{} repetitions, load average {load_before:.2} before, {load_after:.2} after, {:.0} s; \
+         cpu idle: {cpu_idle}",
         reps, elapsed
     );
     if args.quick {
@@ -222,6 +224,7 @@ fn run(args: Args) -> Result<ExitCode> {
                 "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                 "load_average_before": load_before,
                 "load_average_after": load_after,
+                "cpu_idle": cpu_idle,
             },
             "reps": reps,
             "quick": args.quick,
