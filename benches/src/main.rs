@@ -200,10 +200,13 @@ fn run(args: Args) -> Result<ExitCode> {
     println!("{table}");
     let command: Vec<String> = std::env::args().collect();
     let cpu_idle = env::cpu_idle();
+    let direct_io = env::loop_uses_direct_io(&args.base.join("disk.img"));
     println!(
         "{} repetitions, load average {load_before:.2} before, {load_after:.2} after, {:.0} s; \
-         cpu idle: {cpu_idle}",
-        reps, elapsed
+         cpu idle: {cpu_idle}; scratch loop device direct I/O: {}",
+        reps,
+        elapsed,
+        if direct_io { "on" } else { "off" }
     );
     if args.quick {
         println!("--quick: fixtures are smaller than the titles say (see the JSON)");
@@ -225,6 +228,7 @@ fn run(args: Args) -> Result<ExitCode> {
                 "load_average_before": load_before,
                 "load_average_after": load_after,
                 "cpu_idle": cpu_idle,
+                "scratch_loop_direct_io": direct_io,
             },
             "reps": reps,
             "quick": args.quick,
