@@ -75,9 +75,20 @@ fn doctor_reports_every_check() {
         "user namespaces",
         "subordinate ids",
         "user xattrs",
+        "idle vCPUs poll before halting",
     ] {
         assert!(text.contains(what), "doctor does not check {what}:\n{text}");
     }
+    // The idle-polling line reports what this host has, and its advice only when it is off.
+    let polling_off = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .is_ok_and(|v| v.trim() == "0")
+        && std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+            .is_ok_and(|d| d.trim() == "haltpoll");
+    assert_eq!(
+        text.contains("guest_halt_poll_ns (the kernel's default)"),
+        polling_off,
+        "idle-polling advice shown or missing wrongly:\n{text}"
+    );
     // As root on the test machine (scripts/test.sh opens /dev/fuse) everything needed is there.
     assert!(
         out.status.success(),
