@@ -193,3 +193,47 @@ fn copy_up_of_a_foreign_owned_file_records_override_stat() {
     let (ok, out) = as_user(&format!("fusermount3 -u {m}"));
     assert!(ok, "{out}");
 }
+
+#[test]
+fn chmod_by_a_rootless_user_shows_the_new_mode_at_once() {
+    if !require_root("chmod_by_a_rootless_user_shows_the_new_mode_at_once") {
+        return;
+    }
+    let Some((uid, gid)) = user_ids() else {
+        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
+    };
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lower = s.mkdir("lower");
+    std::fs::write(lower.join("lower-file"), "l\n").unwrap();
+    chown_tree(&lower, uid, gid);
+    let (upper, mnt, _guard) = mount_as_user(&s, &lower, uid, gid);
+    let m = mnt.display();
+    // A rootless daemon keeps a mode it cannot give the file on disk (no owner read/write
+    // bit) in `user.containers.override_stat`; each chmod rewrites it, and the mode the
+    // mount shows must follow at once, also for a file whose attributes were read before.
+    let (ok, out) = as_user(&format!(
+        "set -e; touch {m}/mine; stat -c 'a %a' {m}/mine; chmod 0400 {m}/mine; \
+         stat -c 'b %a' {m}/mine; chmod 0751 {m}/mine; stat -c 'c %a' {m}/mine; \
+         stat -c 'd %a' {m}/lower-file; chmod 0444 {m}/lower-file; stat -c 'e %a' {m}/lower-file"
+    ));
+    assert!(ok, "{out}");
+    for want in ["a 644", "b 400", "c 751", "d 644", "e 444"] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    let x = Command::new("getfattr")
+        .args(["--only-values", "-n", "user.containers.override_stat"])
+        .arg(upper.join("lower-file"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&x.stdout),
+        format!("{uid}:{gid}:0444"),
+        "the mode lives in the override"
+    );
+    let (ok, out) = as_user(&format!("fusermount3 -u {m}"));
+    assert!(ok, "{out}");
+}
