@@ -96,7 +96,9 @@ fn sigkill_around_a_directory_rename_is_all_or_nothing() {
     if !require_root("sigkill_around_a_directory_rename_is_all_or_nothing") {
         return;
     }
-    for round in 0..6u64 {
+    // The kill lands at a different moment each round: before, during and after the rename's
+    // steps in the daemon (at 0 µs the rename has usually not reached it yet).
+    for round in 0..24u64 {
         let s = Scratch::new();
         let lower = s.mkdir("lower");
         let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
@@ -113,7 +115,7 @@ fn sigkill_around_a_directory_rename_is_all_or_nothing() {
         let renamer = std::thread::spawn(move || {
             let _ = std::fs::rename(from, to);
         });
-        std::thread::sleep(Duration::from_micros(200 * round));
+        std::thread::sleep(Duration::from_micros(50 * round));
         daemon.kill();
         renamer.join().unwrap();
         let daemon2 = Daemon::start(&lower, &upper, &work, &mnt);
