@@ -43,8 +43,6 @@ const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 /// ones are cheaper to copy than to track.
 const METACOPY_MIN_SIZE: u64 = 1 << 20;
 const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
-/// `renameat2` flag: leave a char 0/0 whiteout at the source, in the same step.
-const RENAME_WHITEOUT: u32 = libc::RENAME_WHITEOUT;
 
 /// Attributes of a merged entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -679,8 +677,8 @@ impl UnionFs {
     /// Records that the kernel now knows `r` as `name` in `parent` (one more lookup).
     ///
     /// An entry that is exactly its lower node, in its lower place (not in the upper, its
-    /// inode's first name, under its lower parent's inode), is only counted in `lower_refs`: its state
-    /// follows from the lower tree. [`UnionFs::inode`] turns it into a full inode when an
+    /// inode's first name, under its lower parent's inode), is only counted in `lower_refs`:
+    /// its state follows from the lower tree. [`UnionFs::inode`] turns it into a full inode when an
     /// operation needs one. A walk of a large image so costs 4 bytes per entry.
     fn remember(&self, parent: u64, name: &[u8], r: &Resolved, count_lookup: bool) {
         let mut shard = lock(self.shard(r.ino));
@@ -2196,36 +2194,9 @@ impl UnionFs {
             }
             _ => {}
         }
-        // A lower entry at the source needs a whiteout there. With char 0/0 whiteouts the
-        // rename leaves it in the same step (RENAME_WHITEOUT, as kernel overlayfs does), so
-        // a daemon killed here never shows both names; where the host refuses that, the
-        // whiteout follows the rename.
-        let whiteout_needed = sdir.lower.and_then(|l| self.lower.child(l, name)).is_some();
-        let whiteout_made = whiteout_needed
-            && up.whiteouts == WhiteoutStyle::CharDev
-            && match sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, RENAME_WHITEOUT) {
-                Ok(()) => true,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP)
-                    ) =>
-                {
-                    false
-                }
-                Err(e) => return Err(err("rename")(e)),
-            };
-        if !whiteout_made {
-            sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, 0).map_err(err("rename"))?;
-        }
-        if up.whiteouts == WhiteoutStyle::WhFile {
-            up.remove_wh_file(dfd.as_fd(), newname)
-                .map_err(err("rename"))?;
-        }
-        if whiteout_needed && !whiteout_made {
-            up.make_whiteout(sfd.as_fd(), name)
-                .map_err(err("whiteout"))?;
-        }
+        let lower_below = sdir.lower.and_then(|l| self.lower.child(l, name)).is_some();
+        up.rename(sfd.as_fd(), name, dfd.as_fd(), newname, lower_below)
+            .map_err(err("rename"))?;
         if let Some(d) = &dst {
             self.forget_alias(d.ino, newparent, newname);
         }

@@ -59,6 +59,8 @@ pub(crate) struct Upper {
     /// markers live in `user.*` (rootless, or root inside a user namespace).
     trusted_xattrs: bool,
     pub(crate) whiteouts: WhiteoutStyle,
+    /// The host makes a char 0/0 whiteout in the same step as a rename (`RENAME_WHITEOUT`).
+    rename_whiteout: bool,
     next_tmp: AtomicU64,
 }
 
@@ -115,6 +117,7 @@ impl Upper {
             privileged,
             trusted_xattrs: false,
             whiteouts: WhiteoutStyle::CharDev,
+            rename_whiteout: false,
             next_tmp: AtomicU64::new(0),
         };
         up.clean_work()
@@ -123,7 +126,14 @@ impl Upper {
         let probe = up.tmp_name();
         match sys::mknodat(up.work.as_fd(), &probe, libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {
-                let _ = sys::unlinkat(up.work.as_fd(), &probe, false);
+                // Can a rename leave a whiteout behind in the same step? Then `probe` stays
+                // (as that whiteout) next to `moved`.
+                let moved = up.tmp_name();
+                let w = up.work.as_fd();
+                up.rename_whiteout =
+                    sys::renameat2(w, &probe, w, &moved, libc::RENAME_WHITEOUT).is_ok();
+                let _ = sys::unlinkat(w, &moved, false);
+                let _ = sys::unlinkat(w, &probe, false);
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
                 up.whiteouts = WhiteoutStyle::WhFile;
@@ -362,6 +372,33 @@ impl Upper {
                 }
             }
         }
+    }
+
+    /// Renames `src_name` in `src` to `dst_name` in `dst`; with `whiteout`, leaves a whiteout
+    /// at the source (a lower entry shows through there). Where the host can, that happens in
+    /// the same step (`RENAME_WHITEOUT`, as kernel overlayfs does), so a daemon killed
+    /// midway never shows both names; with `.wh.` files it follows the rename, which also
+    /// clears a `.wh.` file for the destination.
+    pub(crate) fn rename(
+        &self,
+        src: BorrowedFd<'_>,
+        src_name: &[u8],
+        dst: BorrowedFd<'_>,
+        dst_name: &[u8],
+        whiteout: bool,
+    ) -> io::Result<()> {
+        let (sc, dc) = (sys::cstr(src_name)?, sys::cstr(dst_name)?);
+        if whiteout && self.rename_whiteout {
+            return sys::renameat2(src, &sc, dst, &dc, libc::RENAME_WHITEOUT);
+        }
+        sys::renameat2(src, &sc, dst, &dc, 0)?;
+        if self.whiteouts == WhiteoutStyle::WhFile {
+            self.remove_wh_file(dst, dst_name)?;
+        }
+        if whiteout {
+            self.make_whiteout(src, src_name)?;
+        }
+        Ok(())
     }
 
     /// Whether `name` in `dir` is a whiteout, and removes a `.wh.` file for it if that is the
