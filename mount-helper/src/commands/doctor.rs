@@ -11,6 +11,8 @@ use anyhow::Result;
 /// One check's outcome.
 struct Check {
     what: &'static str,
+    /// Without it rfs is only slower or less testable: a miss does not fail `doctor`.
+    optional: bool,
     ok: bool,
     detail: String,
     /// What is lost without it, and what to do.
@@ -40,6 +42,7 @@ fn dev_fuse() -> Check {
     };
     Check {
         what: "/dev/fuse",
+        optional: false,
         ok,
         detail,
         otherwise: "no mounts at all: install fuse3 and run `chmod 0666 /dev/fuse` (distributions ship it 0666)",
@@ -65,6 +68,7 @@ fn fusermount() -> Check {
     };
     Check {
         what: "fusermount3",
+        optional: false,
         ok,
         detail,
         otherwise: "non-root users cannot mount: apt-get install fuse3",
@@ -83,6 +87,7 @@ fn user_namespaces() -> Check {
     let ok = max.parse::<u64>().unwrap_or(0) > 0 && clone.as_deref() != Some("0");
     Check {
         what: "user namespaces",
+        optional: false,
         ok,
         detail: format!(
             "max_user_namespaces={max}{}",
@@ -110,6 +115,7 @@ fn subids() -> Check {
     let ranges = has("/etc/subuid") && has("/etc/subgid");
     Check {
         what: "subordinate ids",
+        optional: false,
         ok: nix::unistd::geteuid().is_root() || (maps && ranges),
         detail: format!(
             "newuidmap/newgidmap {}, /etc/subuid and /etc/subgid ranges for {user:?} {}",
@@ -126,6 +132,7 @@ fn kernel_overlay() -> Check {
     let ok = fs.lines().any(|l| l.trim_end().ends_with("overlay"));
     Check {
         what: "kernel overlayfs",
+        optional: true,
         ok,
         detail: if ok {
             "available".into()
@@ -147,6 +154,7 @@ fn passthrough() -> Check {
     let ok = (major, minor) >= (6, 9);
     Check {
         what: "FUSE passthrough (kernel >= 6.9)",
+        optional: true,
         ok,
         detail: format!("kernel {release}"),
         otherwise: "every read goes through the daemon; with it, and as root, the kernel reads \
@@ -166,6 +174,7 @@ fn idle_polling() -> Check {
     };
     Check {
         what: "idle vCPUs poll before halting",
+        optional: true,
         ok,
         detail,
         otherwise: "each FUSE request wakes a halted virtual CPU through the hypervisor (on the \
@@ -185,6 +194,7 @@ fn user_xattrs(root: &Path) -> Check {
     let _ = std::fs::remove_file(&probe);
     Check {
         what: "user xattrs under the root directory",
+        optional: false,
         ok,
         detail: root.display().to_string(),
         otherwise: "rootless uppers cannot record opaque dirs or ownership: put RFS_ROOT on ext4/xfs/btrfs \
@@ -211,16 +221,7 @@ pub(crate) fn run(root: &Path) -> Result<ExitCode> {
         if !c.ok {
             println!("         -> {}", c.otherwise);
         }
-        // Overlayfs, passthrough and idle polling only make rfs faster or testable; they are
-        // optional.
-        if !c.ok
-            && !matches!(
-                c.what,
-                "kernel overlayfs"
-                    | "FUSE passthrough (kernel >= 6.9)"
-                    | "idle vCPUs poll before halting"
-            )
-        {
+        if !c.ok && !c.optional {
             all_ok = false;
         }
     }
