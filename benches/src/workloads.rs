@@ -686,10 +686,8 @@ impl<'a> Runner<'a> {
             Step::RoundTrip { one_cpu } => {
                 let view = self.mount_fresh(sys, &fx.big)?;
                 let file = view.root.join(fx.big_name);
-                if one_cpu {
-                    if let Some(pid) = view.daemon() {
-                        pin_process(pid, 0)?;
-                    }
+                if one_cpu && let Some(pid) = view.daemon() {
+                    pin_process(pid, 0)?;
                 }
                 let micros = round_trip_micros(&file, one_cpu)?;
                 view.close()?;

@@ -33,6 +33,20 @@ pub(crate) fn as_user(script: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The test user's ids and a scratch dir that user may enter; `None` (the test is skipped)
+/// when not run as root.
+fn user_and_scratch(test: &str) -> Option<(u32, u32, Scratch)> {
+    if !require_root(test) {
+        return None;
+    }
+    let Some((uid, gid)) = user_ids() else {
+        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
+    };
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((uid, gid, s))
+}
+
 /// Unmounts as the user on drop (the user's mount; root's fusermount3 would refuse).
 struct UserMount(PathBuf);
 
@@ -88,19 +102,16 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) {
 
 #[test]
 fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
-    if !require_root("a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs") {
+    let Some((uid, gid, s)) =
+        user_and_scratch("a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs")
+    else {
         return;
-    }
-    let Some((uid, gid)) = user_ids() else {
-        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
     };
     let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
     assert_eq!(
         fuse_mode, 0o666,
         "/dev/fuse must be mode 0666 for rootless mounts (scripts/test.sh sets it)"
     );
-    let s = Scratch::new();
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let lower = s.mkdir("lower");
     std::fs::create_dir_all(lower.join("d")).unwrap();
     std::fs::write(lower.join("d/owned-by-1000"), "app data\n").unwrap();
@@ -157,14 +168,11 @@ fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
 
 #[test]
 fn copy_up_of_a_foreign_owned_file_records_override_stat() {
-    if !require_root("copy_up_of_a_foreign_owned_file_records_override_stat") {
+    let Some((uid, gid, s)) =
+        user_and_scratch("copy_up_of_a_foreign_owned_file_records_override_stat")
+    else {
         return;
-    }
-    let Some((uid, gid)) = user_ids() else {
-        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
     };
-    let s = Scratch::new();
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let lower = s.mkdir("lower");
     // World-writable file owned by 1000: the test user may write it, which copies it up.
     std::fs::write(lower.join("shared"), "v1\n").unwrap();
@@ -196,14 +204,11 @@ fn copy_up_of_a_foreign_owned_file_records_override_stat() {
 
 #[test]
 fn chmod_by_a_rootless_user_shows_the_new_mode_at_once() {
-    if !require_root("chmod_by_a_rootless_user_shows_the_new_mode_at_once") {
+    let Some((uid, gid, s)) =
+        user_and_scratch("chmod_by_a_rootless_user_shows_the_new_mode_at_once")
+    else {
         return;
-    }
-    let Some((uid, gid)) = user_ids() else {
-        panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
     };
-    let s = Scratch::new();
-    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let lower = s.mkdir("lower");
     std::fs::write(lower.join("lower-file"), "l\n").unwrap();
     chown_tree(&lower, uid, gid);
