@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite on a fresh Debian 12 machine, as root:
-# installs dependencies, builds the real test images (../shared/scripts/make-test-images.sh,
-# once; REBUILD_IMAGES=1 forces it), then runs `cargo test` for the workspace.
+# installs dependencies, builds the real test images (../shared/scripts/make-test-images.sh)
+# when $RFS_IMAGES has none, or they were made by another version of that script
+# (REBUILD_IMAGES=1 forces it), then runs `cargo test --no-fail-fast` for the workspace.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -21,10 +22,17 @@ if [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && [ -n "$(cat /sys/fs/cgrou
 fi
 export RFS_IMAGES=${RFS_IMAGES:-/tmp/rfs-images}
 shared=${RFS_SHARED:-$here/../shared}
-if [ "${REBUILD_IMAGES:-0}" = 1 ] || [ ! -f "$RFS_IMAGES/SIZES.txt" ]; then
+# The images are stamped with the sha256 of the script that made them: a changed script means
+# new images, so this machine and a fresh one test the same thing.
+maker=$shared/scripts/make-test-images.sh
+stamp=$(sha256sum "$maker" | cut -d' ' -f1)
+if [ "${REBUILD_IMAGES:-0}" = 1 ] || [ ! -f "$RFS_IMAGES/SIZES.txt" ] ||
+   [ "$(cat "$RFS_IMAGES/.made-by" 2>/dev/null)" != "$stamp" ]; then
   echo "test.sh: building test images in $RFS_IMAGES (about a minute)"
-  OUT=$RFS_IMAGES INSTALL=0 bash "$shared/scripts/make-test-images.sh" > /tmp/rfs-make-test-images.log 2>&1 ||
-    { tail -30 /tmp/rfs-make-test-images.log; exit 1; }
+  log=$(mktemp /tmp/rfs-make-test-images.XXXXXX.log)
+  OUT=$RFS_IMAGES INSTALL=0 bash "$maker" > "$log" 2>&1 || { tail -30 "$log"; exit 1; }
+  echo "$stamp" > "$RFS_IMAGES/.made-by"
 fi
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads=2
+# --no-fail-fast: a failing test binary must not hide the results of the ones after it.
+cargo test --workspace --no-fail-fast -- --test-threads=2

@@ -120,12 +120,76 @@ fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
+/// The ids the image build recorded. `docker build` and `docker commit` stamp the current time
+/// into the image config, so every build of the test images gives `rfs/busybox-committed` a
+/// new id: tests take ids from what `make-test-images.sh` saved (`docker image inspect`, the
+/// OCI layout), never from a constant that only one machine's images match.
+struct Recorded {
+    /// `rfs/busybox-committed` (docker commit), `sha256:<hex>`.
+    committed: String,
+    /// `rfs/busybox` (buildah), `sha256:<hex>`.
+    busybox: String,
+    /// The uncompressed layer digests of `rfs/busybox`, bottom first.
+    busybox_diff_ids: Vec<String>,
+}
+
+impl Recorded {
+    fn read(images: &Path) -> Recorded {
+        let json = |p: PathBuf| -> serde_json::Value {
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{}: {e} (rebuild the test images)", p.display()));
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let string = |v: &serde_json::Value, what: &str| -> String {
+            v.as_str()
+                .unwrap_or_else(|| panic!("{what} missing from the recorded files"))
+                .to_owned()
+        };
+        let committed = string(
+            &json(images.join("docker/image-inspect.json"))[0]["Id"],
+            "docker image inspect's Id",
+        );
+        // The OCI layout of rfs/busybox holds the config that skopeo also wrote into the
+        // docker archive, and an image's id is its config's digest.
+        let layout = images.join("busybox-oci");
+        let blob = |digest: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let index = json(layout.join("index.json"));
+        let manifest = json(blob(&string(
+            &index["manifests"][0]["digest"],
+            "the manifest digest",
+        )));
+        let busybox = string(&manifest["config"]["digest"], "the config digest");
+        let busybox_diff_ids = json(blob(&busybox))["rootfs"]["diff_ids"]
+            .as_array()
+            .expect("rootfs.diff_ids in busybox's config")
+            .iter()
+            .map(|d| string(d, "a diff_id"))
+            .collect();
+        Recorded {
+            committed,
+            busybox,
+            busybox_diff_ids,
+        }
+    }
+}
+
+/// The 12-digit id docker prints for `sha256:<hex>`.
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").expect("a sha256: digest");
+    &hex[..12]
+}
+
 #[test]
 fn load_stores_shared_layers_once_and_lists_images() {
     let test = "load_stores_shared_layers_once_and_lists_images";
     let Some(images) = images_dir(test) else {
         return;
     };
+    let ids = Recorded::read(&images);
     let e = Env::new();
     let out = e.load(&images.join("busybox-docker-archive.tar"));
     assert_eq!(out, "Loaded image: rfs/busybox:latest\n");
@@ -178,7 +242,7 @@ fn load_stores_shared_layers_once_and_lists_images() {
     );
     assert_eq!(
         rows[1][..3],
-        ["rfs/busybox-committed", "latest", "ac83c0114069"],
+        ["rfs/busybox-committed", "latest", short_id(&ids.committed)],
         "{listing}"
     );
     assert_eq!(rows[1][4], "7.11MB", "{listing}");
@@ -191,7 +255,10 @@ fn load_stores_shared_layers_once_and_lists_images() {
             ("bb", "oci")
         ])
     );
-    assert_eq!(e.ok(&["images", "-q", "rfs/busybox"]), "8e57626977e2\n");
+    assert_eq!(
+        e.ok(&["images", "-q", "rfs/busybox"]),
+        format!("{}\n", short_id(&ids.busybox))
+    );
 }
 
 #[test]
@@ -242,7 +309,8 @@ fn mount_from_the_store_by_name_and_id() {
     e.load(&archive);
     let (g1, direct) = e.mount("direct", &["--read-only", archive.to_str().unwrap()]);
     let (g2, by_name) = e.mount("by-name", &["--read-only", "rfs/busybox"]);
-    let (g3, by_id) = e.mount("by-id", &["--read-only", "8e5762"]);
+    let busybox = Recorded::read(&images).busybox;
+    let (g3, by_id) = e.mount("by-id", &["--read-only", &short_id(&busybox)[..6]]);
     let want = tree_listing(&direct);
     assert_eq!(tree_listing(&by_name), want);
     assert_eq!(tree_listing(&by_id), want);
@@ -275,6 +343,7 @@ fn history_matches_docker_history() {
         return;
     };
     let want = docker_history(&images);
+    let ids = Recorded::read(&images);
     let e = Env::new();
     e.load(&images.join("busybox-docker-archive.tar"));
     e.load(&images.join("docker/busybox-docker-save.tar"));
@@ -291,11 +360,16 @@ fn history_matches_docker_history() {
         .collect();
     assert_eq!(rows.len(), want.len(), "{text}");
     // Docker names the image and the parents it built locally; the store holds the image
-    // and rfs/busybox (8e5762…), whose rows carry their IDs; the others are <missing>.
-    let known = [
-        "sha256:ac83c0114069e859376a0b1377536ce42559f4c406ec22151818c98a9e7518ef",
-        "sha256:8e57626977e22f014c36808cfbf036ae2d74a36d08b647bf360c21cd44ff577d",
-    ];
+    // and rfs/busybox, whose rows carry their IDs; the others are <missing>.
+    let known = [ids.committed.as_str(), ids.busybox.as_str()];
+    assert!(
+        want[0][0] == ids.committed,
+        "docker history starts at the image"
+    );
+    assert!(
+        want.iter().any(|row| row[0] == ids.busybox),
+        "docker history passes through rfs/busybox"
+    );
     for (i, (got, want)) in rows.iter().zip(&want).enumerate() {
         let want_id = if known.contains(&want[0].as_str()) {
             want[0].as_str()
@@ -315,12 +389,18 @@ fn history_matches_docker_history() {
         lines[0].contains("CREATED BY") && lines[0].contains("COMMENT"),
         "{table}"
     );
-    assert!(lines[1].starts_with("ac83c0114069   "), "{table}");
+    assert!(
+        lines[1].starts_with(&format!("{}   ", short_id(&ids.committed))),
+        "{table}"
+    );
     assert!(
         lines[1].contains("echo committed > /home/app/committed.txt; rm…   10B"),
         "{table}"
     );
-    assert!(lines[7].starts_with("8e57626977e2   "), "{table}");
+    assert!(
+        lines[7].starts_with(&format!("{}   ", short_id(&ids.busybox))),
+        "{table}"
+    );
     assert!(
         lines[15].starts_with("<missing>") && lines[15].contains("7.11MB"),
         "{table}"
@@ -593,7 +673,8 @@ fn save_is_read_by_skopeo_podman_and_rfs_load() {
     };
     let e = Env::new();
     e.load(&images.join("docker/busybox-docker-save.tar"));
-    let id = "sha256:ac83c0114069e859376a0b1377536ce42559f4c406ec22151818c98a9e7518ef";
+    let id = Recorded::read(&images).committed;
+    let id = id.as_str();
     let layout = format!("oci:{}:rfs/busybox-committed:latest", e.root.display());
     let manifest = serde_json::from_str::<serde_json::Value>(&tool_ok(
         "skopeo",
@@ -697,18 +778,22 @@ fn prune_never_removes_what_a_mount_uses() {
     let Some(images) = images_dir(test) else {
         return;
     };
+    let ids = Recorded::read(&images);
     let e = Env::new();
     e.load(&images.join("busybox-docker-archive.tar"));
     let (guard, m) = e.mount("mnt", &["--read-only", "rfs/busybox"]);
     let out = e.ok(&["rmi", "rfs/busybox"]);
     assert!(
-        out.starts_with("Untagged: rfs/busybox:latest\nDeleted: sha256:8e5762"),
+        out.starts_with(&format!(
+            "Untagged: rfs/busybox:latest\nDeleted: {}",
+            ids.busybox
+        )),
         "{out}"
     );
     e.ok(&["prune"]);
+    let base_layer = ids.busybox_diff_ids[0].trim_start_matches("sha256:");
     assert!(
-        e.blobs()
-            .contains("1a8d790e48bc1cd2af9f591c349e87748028c67bb7277f8fad464c2f445ec5bb"),
+        e.blobs().contains(base_layer),
         "the mounted image's layer stays: {:?}",
         e.blobs()
     );
