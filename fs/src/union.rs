@@ -326,6 +326,29 @@ impl UnionFs {
         Ok(fs)
     }
 
+    /// Gives the root of an upper that rfs has just made the owner and mode of the lower
+    /// root, as a copy-up of the root would. rfs made that directory, so it has the daemon's
+    /// owner; without this a mount made without root would show its root directory as
+    /// nobody's, and `rfs commit` would record the daemon's ids for it.
+    ///
+    /// # Errors
+    /// The upper's root cannot be changed (chown, chmod, or its `override_stat`).
+    pub fn adopt_lower_root_owner(&self) -> Result<(), Error> {
+        let Some(up) = &self.upper else {
+            return Ok(());
+        };
+        let meta = self.lower.node(LowerTree::ROOT).meta();
+        self.set_new_owner(
+            up.root(),
+            c".",
+            FileKind::Dir,
+            meta.uid,
+            meta.gid,
+            meta.perm,
+        )
+        .map_err(|e| Error::io("set the owner of the upper's root", "/".to_string(), e))
+    }
+
     /// The lower tree.
     pub fn lower(&self) -> &LowerTree {
         &self.lower

@@ -230,6 +230,17 @@ pub(crate) struct MountArgs {
     /// reading, opening it for writing fails with EBUSY.
     #[arg(long)]
     pub(crate) no_passthrough: bool,
+    /// Show the owners the image records as they are. By default an image mounted without
+    /// root shows the image's root (uid and gid 0) as you, so you can change what the image's
+    /// root could; other owners show as nobody (65534). The ownership the image records is
+    /// kept either way, and `rfs commit` writes it back unchanged. (--lower directories
+    /// always show their host owners.)
+    #[arg(long, conflicts_with = "subids")]
+    pub(crate) keep_ids: bool,
+    /// Without root: show the image's root as you and its ids 1..N as your subordinate range
+    /// (/etc/subuid, /etc/subgid), as rootless podman's storage shows them on the host.
+    #[arg(long, conflicts_with = "lower")]
+    pub(crate) subids: bool,
     /// Id mapping and squashing (set by the fuse-overlayfs compatible invocation).
     #[arg(skip)]
     pub(crate) ids: rfs_fs::fuse::IdMapping,

@@ -111,6 +111,9 @@ pub(crate) fn parse(args: &[String]) -> Result<MountArgs> {
         platform: None,
         foreground,
         threads: 4,
+        // fuse-overlayfs shows the ids on disk unless uidmapping=/squash_to_* say otherwise.
+        keep_ids: true,
+        subids: false,
         ids: rfs_fs::fuse::IdMapping::default(),
         no_fsync: false,
         no_passthrough: false,

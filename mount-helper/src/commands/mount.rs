@@ -133,7 +133,8 @@ fn serve(
 ) -> Result<ExitCode> {
     let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
     rfs_fs::sys::tune_malloc(2);
-    let setup = (|| -> Result<(Arc<UnionFs>, String)> {
+    let setup = (|| -> Result<(Arc<UnionFs>, String, rfs_fs::fuse::IdMapping)> {
+        let ids = shown_ids(args)?;
         let layers = match (source, &args.lower) {
             (_, Some(lower)) => lower_dirs(lower)?,
             (Some(src), None) => {
@@ -143,6 +144,7 @@ fn serve(
         };
         let tree = LowerTree::build(layers)?;
         let mut notice = String::new();
+        let mut fresh = false;
         let upper = if args.read_only {
             None
         } else {
@@ -154,16 +156,22 @@ fn serve(
                 _ => {
                     let dirs = fresh_upper(root)?;
                     notice = format!("rfs: writable layer in {}\n", dirs.upper.display());
+                    fresh = true;
                     dirs
                 }
             })
         };
         let fs = UnionFs::new(tree, upper).context("opening the upper layer")?;
+        // An image's root directory has an owner and mode that the fresh upper's root should
+        // show; --lower directories keep the kernel's rule (the upper root's own attributes).
+        if fresh && args.lower.is_none() {
+            fs.adopt_lower_root_owner()?;
+        }
         rfs_fs::sys::release_free_memory();
-        Ok((Arc::new(fs), notice))
+        Ok((Arc::new(fs), notice, ids))
     })()
     .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
-    let (fs, notice) = match setup {
+    let (fs, notice, ids) = match setup {
         Ok(x) => x,
         Err(e) => {
             report(&mut ready, &format!("ERR rfs: {e:#}\n"));
@@ -181,7 +189,7 @@ fn serve(
         allow_other: nix::unistd::geteuid().is_root(),
         read_only: args.read_only,
         threads: args.threads,
-        ids: args.ids.clone(),
+        ids,
         fsync: !args.no_fsync,
         passthrough: !args.no_passthrough && rfs_fs::sys::is_initial_root(),
     };
@@ -247,6 +255,44 @@ fn serve(
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+/// How the mount shows owners. Root (in any user namespace), `--keep-ids` and `--lower`
+/// directories (whose owners are the host's own ids) show the ids on disk, or what the
+/// fuse-overlayfs mapping options say. A mount of an image without root shows the image's
+/// root as its caller: the kernel checks permissions against the ids the mount shows
+/// (`default_permissions`), so otherwise every file of the image would be read-only to the
+/// user who mounted it. What the caller creates is recorded as the image root's
+/// (`override_stat`), so `rfs commit` writes what the image's root would have written.
+fn shown_ids(args: &MountArgs) -> Result<rfs_fs::fuse::IdMapping> {
+    use rfs_runner::userns::IdMapping as UserIds;
+    if args.keep_ids || args.lower.is_some() || nix::unistd::geteuid().is_root() {
+        return Ok(args.ids.clone());
+    }
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let mut ids = rfs_fs::fuse::IdMapping {
+        uids: vec![(uid, 0, 1)],
+        gids: vec![(gid, 0, 1)],
+        ..Default::default()
+    };
+    if args.subids {
+        match UserIds::for_current_user().context("--subids")? {
+            UserIds::Ranges {
+                sub_uid, sub_gid, ..
+            } => {
+                ids.uids.push((sub_uid.start, 1, sub_uid.count));
+                ids.gids.push((sub_gid.start, 1, sub_gid.count));
+            }
+            _ => bail!(
+                "--subids: user {uid} has no range in /etc/subuid and /etc/subgid \
+                 (add one, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`)"
+            ),
+        }
+    }
+    Ok(ids)
 }
 
 /// `--lower a:b:c` (a on top) as layers bottom first.

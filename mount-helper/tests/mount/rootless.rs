@@ -242,3 +242,111 @@ fn chmod_by_a_rootless_user_shows_the_new_mode_at_once() {
     let (ok, out) = as_user(&format!("fusermount3 -u {m}"));
     assert!(ok, "{out}");
 }
+
+/// Issue 13: an image mounted without root shows the image's root as the caller, so the caller
+/// can change what the image's root could; the image's ownership is kept in the upper and
+/// comes back unchanged in `rfs commit`. `--keep-ids` shows the raw ids, `--subids` maps the
+/// user's subordinate range.
+#[test]
+fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
+    let test = "a_rootless_image_mount_shows_the_image_root_as_the_caller";
+    let Some((uid, gid, s)) = user_and_scratch(test) else {
+        return;
+    };
+    let Some(images) = crate::common::images_dir(test) else {
+        return;
+    };
+    let (mnt, root) = (s.mkdir("mnt"), s.mkdir("root"));
+    let image = s.dir.path().join("busybox-oci.tar");
+    std::fs::copy(images.join("busybox-oci.tar"), &image).unwrap();
+    let bin = s.dir.path().join("rfs");
+    std::fs::copy(rfs_bin(), &bin).unwrap();
+    for p in [&mnt, &root, &image] {
+        chown_tree(p, uid, gid);
+    }
+    let _guard = UserMount(mnt.clone());
+    let rfs = format!("'{}' --root '{}'", bin.display(), root.display());
+    let (m, img) = (mnt.display(), image.display());
+    let (ok, out) = as_user(&format!(
+        "set -e; {rfs} mount {img} {m}; \
+         stat -c 'motd %u:%g %a' {m}/etc/motd; stat -c 'root %u:%g %a' {m}; \
+         stat -c 'app %u:%g' {m}/home/app; \
+         echo edited > {m}/etc/motd; mkdir {m}/newdir; echo n > {m}/newdir/f; \
+         if echo x 2>/dev/null > {m}/home/app/x; then echo wrote-app; fi; \
+         {rfs} umount {m}"
+    ));
+    assert!(ok, "{out}");
+    for want in [
+        format!("motd {uid}:{gid} 644"),
+        format!("root {uid}:{gid} 755"),
+        "app 65534:65534".to_string(),
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}"
+        );
+    }
+    assert!(
+        !out.contains("wrote-app"),
+        "uid 1000's directory is not the caller's: {out}"
+    );
+    let upper = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rfs: writable layer in "))
+        .unwrap_or_else(|| panic!("no upper named in:\n{out}"));
+    // The commit records the image root's ownership for everything the caller wrote.
+    let (ok, out) = as_user(&format!(
+        "set -e; {rfs} commit --upper '{upper}' --image {img} edited:1 >/dev/null; \
+         {rfs} inspect edited:1"
+    ));
+    assert!(ok, "{out}");
+    let info: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+    let top = info[0]["RootFS"]["Layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|d| d.as_str())
+        .expect("layers")
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let listing = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(root.join("blobs/sha256").join(&top))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in ["etc/motd", "newdir", "newdir/f"] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("{path} missing from the layer:\n{listing}"));
+        assert!(line.contains(" 0/0 "), "{path} not root's: {line}");
+    }
+    // --keep-ids shows what the image records, so the caller may not write root's files.
+    let (ok, out) = as_user(&format!(
+        "set -e; {rfs} mount --keep-ids {img} {m} 2>/dev/null; \
+         stat -c 'motd %u:%g' {m}/etc/motd; \
+         if echo x 2>/dev/null > {m}/etc/motd; then echo wrote-motd; fi; {rfs} umount {m}"
+    ));
+    assert!(ok, "{out}");
+    assert!(out.lines().any(|l| l == "motd 0:0"), "{out}");
+    assert!(!out.contains("wrote-motd"), "{out}");
+    // --subids: image ids 1.. are the user's subordinate range (scripts/test.sh gives
+    // rfstest 100000:65536), so uid 1000 shows as 100999.
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let start: u32 = subuid
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{USER}:")))
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a subuid range for rfstest (scripts/test.sh adds it)");
+    let (ok, out) = as_user(&format!(
+        "set -e; {rfs} mount --subids {img} {m} 2>/dev/null; \
+         stat -c 'app %u' {m}/home/app; stat -c 'motd %u' {m}/etc/motd; {rfs} umount {m}"
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.lines().any(|l| l == format!("app {}", start + 999)),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == format!("motd {uid}")), "{out}");
+}
