@@ -356,7 +356,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev as u32,
-        blksize: 4096,
+        blksize: a.blksize,
         flags: 0,
     }
 }
@@ -436,6 +436,7 @@ impl Filesystem for FuseAdapter {
                     gid: 0,
                     size: 0,
                     blocks: 0,
+                    blksize: 0,
                     atime: (0, 0),
                     mtime: (0, 0),
                     ctime: (0, 0),

@@ -17,6 +17,7 @@
 pub mod digest;
 pub mod error;
 pub mod fuse;
+mod host_stat;
 pub mod image;
 pub mod lower;
 pub mod name;

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::Error;
+pub use crate::host_stat::StatExtra;
+use crate::host_stat::{DEFAULT_BLKSIZE, HostExtra, HostStats, Implied};
 use crate::sys;
 use crate::tar_index::{EntryKind, TarIndex};
 
@@ -139,7 +141,9 @@ pub struct LowerNode {
     /// Node whose number is this node's inode number (itself, or the first of a hard-link
     /// group).
     pub ino_node: u32,
-    /// Hard-link count within the merged tree.
+    /// A non-directory's hard-link count within the merged tree; a directory's `st_nlink`:
+    /// from a directory layer, its host's, or 1 where it merges several layers (as kernel
+    /// overlayfs reports it); else 2 + its subdirectories.
     pub nlink: u32,
     uid: u32,
     gid: u32,
@@ -183,6 +187,15 @@ impl LowerNode {
     }
 }
 
+impl Layer {
+    fn blksize(&self) -> u32 {
+        match self {
+            Layer::Tar { .. } => DEFAULT_BLKSIZE,
+            Layer::Dir { blksize, .. } => *blksize,
+        }
+    }
+}
+
 fn pack_range(start: u32, len: u32) -> u64 {
     u64::from(start) | (u64::from(len) << 32)
 }
@@ -190,8 +203,16 @@ fn pack_range(start: u32, len: u32) -> u64 {
 /// One read-only layer.
 #[derive(Debug)]
 enum Layer {
-    Tar { file: Arc<File>, name: Arc<str> },
-    Dir { root: OwnedFd, name: String },
+    Tar {
+        file: Arc<File>,
+        name: Arc<str>,
+    },
+    /// `blksize` is the root's `st_blksize`, which its entries are assumed to share.
+    Dir {
+        root: OwnedFd,
+        name: String,
+        blksize: u32,
+    },
 }
 
 /// A layer given to [`LowerTree::build`], bottom first.
@@ -222,6 +243,8 @@ pub struct LowerTree {
     tar_xattrs: HashMap<u32, TarXattrs>,
     /// The entries' own inode numbers, when the layers allow them (see [`HostInos`]).
     host_inos: Option<Box<HostInos>>,
+    /// The host's times and block counts of directory-layer entries, when there are any.
+    host_stats: Option<Box<HostStats>>,
     layers: Vec<Layer>,
 }
 
@@ -331,6 +354,11 @@ struct BuildNode {
     group: usize,
     /// `st_ino` in its directory layer (0 for tar members and implied directories).
     host_ino: u64,
+    /// The rest of its host stat, for an entry of a directory layer.
+    host: Option<HostExtra>,
+    /// A directory that more than one layer supplies (not cut off by an opaque one): kernel
+    /// overlayfs reports nlink 1 for it.
+    merged: bool,
     children: BTreeMap<Vec<u8>, usize>,
 }
 
@@ -340,6 +368,8 @@ struct Builder {
     /// filesystem and no tar layer was applied: the condition for [`HostInos`].
     host_dev: Option<u64>,
     host_inos_possible: bool,
+    /// Whether a directory layer was applied (so [`HostStats`] are kept).
+    dir_layers: bool,
 }
 
 fn implicit_dir_meta() -> Meta {
@@ -376,12 +406,15 @@ impl Builder {
             link: None,
             group: 0,
             host_ino: 0,
+            host: None,
+            merged: false,
             children: BTreeMap::new(),
         };
         Builder {
             arena: vec![root],
             host_dev: None,
             host_inos_possible: true,
+            dir_layers: false,
         }
     }
 
@@ -419,7 +452,11 @@ impl Builder {
             walked.push_str(c);
             let existing = self.arena[cur].children.get(c.as_bytes()).copied();
             cur = match existing {
-                Some(id) if self.arena[id].kind == FileKind::Dir => id,
+                Some(id) if self.arena[id].kind == FileKind::Dir => {
+                    // Extracted, this layer has the directory too.
+                    self.arena[id].merged = true;
+                    id
+                }
                 Some(id) if self.arena[id].kind == FileKind::Symlink => {
                     return Err(format!(
                         "member {member:?} lies beyond the symlink {walked:?}"
@@ -435,6 +472,8 @@ impl Builder {
                         link: None,
                         group: usize::MAX,
                         host_ino: 0,
+                        host: None,
+                        merged: false,
                         children: BTreeMap::new(),
                     });
                     self.arena[cur].children.insert(c.as_bytes().to_vec(), id);
@@ -466,6 +505,8 @@ impl Builder {
             o.layer = node.layer;
             o.source = node.source;
             o.host_ino = node.host_ino;
+            o.host = node.host;
+            o.merged = true;
             return old;
         }
         let name = node.name.clone();
@@ -530,6 +571,8 @@ impl Builder {
                 root.meta = meta;
                 root.layer = layer;
                 root.source = Source::Tar { data: 0, xattrs };
+                root.host = None;
+                root.merged = layer > 0;
                 continue;
             }
             let dir = self.ensure_dir(parent, layer, &e.path)?;
@@ -555,6 +598,8 @@ impl Builder {
                         link: t.link.clone(),
                         group: t.group,
                         host_ino: 0,
+                        host: None,
+                        merged: false,
                         children: BTreeMap::new(),
                     }
                 }
@@ -581,6 +626,8 @@ impl Builder {
                             .then(|| e.link_target.clone().into_boxed_slice()),
                         group: usize::MAX,
                         host_ino: 0,
+                        host: None,
+                        merged: false,
                         children: BTreeMap::new(),
                     }
                 }
@@ -591,16 +638,22 @@ impl Builder {
         Ok(())
     }
 
-    fn apply_dir(&mut self, layer: u16, root: BorrowedFd<'_>) -> io::Result<()> {
+    /// Applies the directory layer `root`; returns its `st_blksize`.
+    fn apply_dir(&mut self, layer: u16, root: BorrowedFd<'_>) -> io::Result<u32> {
         let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
         let st = sys::fstatat(root, c"")?;
         self.note_dev(st.st_dev);
+        self.dir_layers = true;
         let node = &mut self.arena[0];
         node.meta = meta_from_stat(&st);
         node.layer = layer;
         node.source = Source::Dir;
+        node.host = Some(HostExtra::from_stat(&st));
+        // Every layer has a root directory.
+        node.merged = layer > 0;
         let fd = sys::openat_beneath(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        self.apply_dir_at(layer, fd, 0, &mut groups)
+        self.apply_dir_at(layer, fd, 0, &mut groups)?;
+        Ok(st.st_blksize as u32)
     }
 
     fn apply_dir_at(
@@ -612,10 +665,17 @@ impl Builder {
     ) -> io::Result<()> {
         let listing_fd = sys::openat(dirfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let entries = sys::read_dir(listing_fd)?;
+        // Listing the directory moved its atime on the host (relatime: once, then it stays
+        // until the directory changes or a day passes): report the one the kernel will show.
+        let listed = sys::fstatat(dirfd.as_fd(), c"")?;
+        if let Some(h) = &mut self.arena[node].host {
+            h.atime = (listed.st_atime, listed.st_atime_nsec as u32);
+        }
         let opaque =
             entries.iter().any(|(n, _, _)| n == OPAQUE_MARKER) || is_opaque_xattr(dirfd.as_fd())?;
         if opaque {
             self.arena[node].children.clear();
+            self.arena[node].merged = false;
         }
         let mut stats = Vec::with_capacity(entries.len());
         for (name, d_type, _) in entries {
@@ -644,10 +704,16 @@ impl Builder {
             self.note_dev(st.st_dev);
             stats.push((name, c, st));
         }
-        for (name, c, st) in stats {
+        for (name, c, mut st) in stats {
             let kind = FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File);
             let link = if kind == FileKind::Symlink {
-                Some(sys::readlinkat(dirfd.as_fd(), &c)?.into_boxed_slice())
+                let target = sys::readlinkat(dirfd.as_fd(), &c)?.into_boxed_slice();
+                // Reading the link moved its atime, as listing a directory does (above).
+                if let Some(again) = sys::fstatat_opt(dirfd.as_fd(), &c)? {
+                    st.st_atime = again.st_atime;
+                    st.st_atime_nsec = again.st_atime_nsec;
+                }
+                Some(target)
             } else {
                 None
             };
@@ -668,6 +734,8 @@ impl Builder {
                     link,
                     group,
                     host_ino: st.st_ino,
+                    host: Some(HostExtra::from_stat(&st)),
+                    merged: false,
                     children: BTreeMap::new(),
                 },
             );
@@ -695,6 +763,8 @@ impl Builder {
         } else {
             0
         });
+        let mut host_stats = self.dir_layers.then(Box::<HostStats>::default);
+        let blksizes: Vec<u32> = layers.iter().map(Layer::blksize).collect();
         queue.push_back((0, 0));
         while let Some((aid, parent)) = queue.pop_front() {
             let Some(b) = arena[aid].take() else { continue };
@@ -707,6 +777,25 @@ impl Builder {
             if self.host_inos_possible {
                 host_ino.push(b.host_ino);
             }
+            if let Some(h) = &mut host_stats {
+                let host = match b.source {
+                    Source::Dir => b.host.as_ref(),
+                    _ => None,
+                };
+                let size = b.link.as_ref().map_or(b.meta.size, |l| l.len() as u64);
+                let blksize = blksizes
+                    .get(usize::from(b.layer))
+                    .copied()
+                    .unwrap_or(DEFAULT_BLKSIZE);
+                h.push(host, &implied(b.kind, &b.meta, size, blksize));
+            }
+            let nlink = match (b.kind, &b.source, &b.host) {
+                (FileKind::Dir, Source::Dir, _) if b.merged => 1,
+                (FileKind::Dir, Source::Dir, Some(h)) => h.nlink,
+                // Counted below, for directories (2 + subdirectories); set below for
+                // hard links.
+                _ => 1,
+            };
             let (source, data) = match b.source {
                 Source::Tar { data, xattrs } => {
                     if !xattrs.is_empty() {
@@ -734,7 +823,7 @@ impl Builder {
                 name_len: b.name.len() as u32,
                 parent,
                 ino_node,
-                nlink: 1,
+                nlink,
                 uid: b.meta.uid,
                 gid: b.meta.gid,
                 mtime_nsec: b.meta.mtime_nsec,
@@ -760,14 +849,38 @@ impl Builder {
                 next += len;
             }
         }
-        for (n, g) in nodes.iter_mut().zip(groups) {
-            if n.kind != FileKind::Dir {
-                n.nlink = group_count[&g];
+        let subdirs: Vec<u32> = nodes
+            .iter()
+            .map(|n| match (n.kind, n.source) {
+                (FileKind::Dir, SourceKind::Tar | SourceKind::Implicit) => {
+                    let (start, len) = n.extra_range();
+                    nodes[start as usize..][..len as usize]
+                        .iter()
+                        .filter(|c| c.kind == FileKind::Dir)
+                        .count() as u32
+                }
+                _ => 0,
+            })
+            .collect();
+        for ((n, g), sub) in nodes.iter_mut().zip(groups).zip(subdirs) {
+            match (n.kind, n.source) {
+                (FileKind::Dir, SourceKind::Dir) => {}
+                (FileKind::Dir, _) => n.nlink = 2 + sub,
+                _ => n.nlink = group_count[&g],
             }
         }
         nodes.shrink_to_fit();
         names.shrink_to_fit();
         tar_xattrs.shrink_to_fit();
+        if let Some(h) = &mut host_stats {
+            h.shrink_to_fit();
+            let (a, c, b) = h.counts();
+            log::debug!(
+                "host stats of {} nodes: {a} atimes and {c} ctimes other than the mtime, {b} \
+                 odd block counts",
+                nodes.len()
+            );
+        }
         let host_inos = if self.host_inos_possible {
             HostInos::new(&nodes, host_ino)
         } else {
@@ -778,8 +891,19 @@ impl Builder {
             names,
             tar_xattrs,
             host_inos,
+            host_stats,
             layers,
         }
+    }
+}
+
+/// What a node's own fields imply about the stat fields [`HostStats`] keeps.
+fn implied(kind: FileKind, meta: &Meta, size: u64, blksize: u32) -> Implied {
+    Implied {
+        kind,
+        mtime: (meta.mtime, meta.mtime_nsec),
+        size,
+        blksize,
     }
 }
 
@@ -788,10 +912,10 @@ fn meta_from_stat(st: &sys::Stat) -> Meta {
         perm: st.st_mode & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
-        size: if st.st_mode & libc::S_IFMT == libc::S_IFREG {
-            st.st_size as u64
-        } else {
-            0
+        // A directory's size is its host's too, as kernel overlayfs reports it.
+        size: match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR => st.st_size as u64,
+            _ => 0,
         },
         mtime: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec as u32,
@@ -874,10 +998,14 @@ impl LowerTree {
                 LayerInput::Dir(path) => {
                     let name = path.display().to_string();
                     let root = open_dir_root(&path)?;
-                    builder
+                    let blksize = builder
                         .apply_dir(layer, root.as_fd())
                         .map_err(|e| Error::io("reading lower dir", &name, e))?;
-                    opened.push(Layer::Dir { root, name });
+                    opened.push(Layer::Dir {
+                        root,
+                        name,
+                        blksize,
+                    });
                 }
             }
         }
@@ -955,6 +1083,29 @@ impl LowerTree {
         self.host_inos.is_some()
     }
 
+    /// The stat fields of node `i` besides [`LowerNode::meta`] and its nlink: for an entry of
+    /// a directory layer, its host's (atime and ctime to the nanosecond, st_blocks,
+    /// st_blksize), as kernel overlayfs reports them; a tar member, which has only an mtime,
+    /// reports it as all three times, its size in 512-byte blocks and 4096.
+    pub fn stat_extra(&self, i: u32) -> StatExtra {
+        let n = self.node(i);
+        let size = self.link(i).map_or(n.size, |l| l.len() as u64);
+        let blksize = self
+            .layers
+            .get(usize::from(n.layer))
+            .map_or(DEFAULT_BLKSIZE, Layer::blksize);
+        let imp = implied(n.kind, &n.meta(), size, blksize);
+        match &self.host_stats {
+            Some(h) if n.source == SourceKind::Dir => h.get(i, &imp),
+            _ => StatExtra {
+                atime: imp.mtime,
+                ctime: imp.mtime,
+                blocks: size.div_ceil(512),
+                blksize: DEFAULT_BLKSIZE,
+            },
+        }
+    }
+
     /// The name (last path component) of node `i`; empty for the root.
     pub fn name(&self, i: u32) -> &[u8] {
         self.name_of(self.node(i))
@@ -1021,7 +1172,7 @@ impl LowerTree {
         let n = self.node(i);
         let path = self.path(i);
         match &self.layers[usize::from(n.layer)] {
-            Layer::Dir { root, name } => {
+            Layer::Dir { root, name, .. } => {
                 let c = sys::rel_cstr(&path).map_err(|e| Error::io("open", name.clone(), e))?;
                 sys::openat_beneath(root.as_fd(), &c, flags, 0).map_err(|e| {
                     Error::io(
@@ -1338,6 +1489,81 @@ mod tests {
                     == std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(shm.path()).unwrap());
             assert_eq!(t.uses_host_inos(), same_fs);
         }
+    }
+
+    #[test]
+    fn dir_layer_entries_report_their_host_stat() {
+        use std::os::unix::fs::MetadataExt;
+        let base = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("d/s")).unwrap();
+        std::fs::create_dir_all(base.path().join("o/gone")).unwrap();
+        std::fs::create_dir_all(top.path().join("d")).unwrap();
+        std::fs::create_dir_all(top.path().join("o/kept")).unwrap();
+        std::fs::write(top.path().join("o/.wh..wh..opq"), "").unwrap();
+        std::fs::write(base.path().join("f"), vec![7u8; 5000]).unwrap();
+        std::os::unix::fs::symlink("f", base.path().join("l")).unwrap();
+        // As extracted from an archive: an old mtime and atime, so the ctime differs.
+        let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_669_064_730, 123);
+        std::fs::File::options()
+            .write(true)
+            .open(base.path().join("f"))
+            .unwrap()
+            .set_times(
+                std::fs::FileTimes::new()
+                    .set_accessed(old + std::time::Duration::from_secs(60))
+                    .set_modified(old),
+            )
+            .unwrap();
+        let t = LowerTree::build(vec![
+            LayerInput::Dir(base.path().into()),
+            LayerInput::Dir(top.path().into()),
+        ])
+        .unwrap();
+        // Read the host after building: listing a directory and reading a link move atimes.
+        for (path, host, nlink) in [
+            ("", top.path().to_path_buf(), Some(1)),
+            ("d", top.path().join("d"), Some(1)),
+            ("d/s", base.path().join("d/s"), None),
+            ("o", top.path().join("o"), None),
+            ("o/kept", top.path().join("o/kept"), None),
+            ("f", base.path().join("f"), None),
+            ("l", base.path().join("l"), None),
+        ] {
+            let i = t.lookup_path(path.as_bytes()).unwrap();
+            let md = std::fs::symlink_metadata(&host).unwrap();
+            let x = t.stat_extra(i);
+            assert_eq!(x.atime, (md.atime(), md.atime_nsec() as u32), "{path}");
+            assert_eq!(x.ctime, (md.ctime(), md.ctime_nsec() as u32), "{path}");
+            assert_eq!(x.blocks, md.blocks(), "{path}");
+            assert_eq!(u64::from(x.blksize), md.blksize(), "{path}");
+            let n = t.node(i);
+            // Merged directories report 1, as kernel overlayfs does; others their own.
+            assert_eq!(
+                u64::from(n.nlink),
+                nlink.unwrap_or(md.nlink()),
+                "{path}: nlink"
+            );
+            if n.kind == FileKind::Dir {
+                assert_eq!(n.meta().size, md.size(), "{path}: size");
+            }
+        }
+        assert_ne!(
+            t.stat_extra(t.lookup_path(b"f").unwrap()).ctime,
+            (1_669_064_730, 123)
+        );
+
+        // A tar member has only its mtime; a tar directory counts its subdirectories.
+        let tt = tree(vec![vec![
+            entry("a", EntryKind::Dir),
+            entry("a/b", EntryKind::Dir),
+            entry("a/f", EntryKind::File),
+        ]]);
+        let a = tt.lookup_path(b"a").unwrap();
+        let x = tt.stat_extra(a);
+        assert_eq!((x.atime, x.ctime, x.blocks), ((0, 0), (0, 0), 0));
+        assert_eq!(tt.node(a).nlink, 3);
+        assert_eq!(tt.node(tt.lookup_path(b"a/b").unwrap()).nlink, 2);
     }
 
     #[test]

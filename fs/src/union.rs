@@ -63,6 +63,8 @@ pub struct Attr {
     pub size: u64,
     /// 512-byte blocks allocated.
     pub blocks: u64,
+    /// Preferred I/O size.
+    pub blksize: u32,
     /// Access time (seconds, nanoseconds).
     pub atime: (i64, u32),
     /// Modification time.
@@ -578,21 +580,15 @@ impl UnionFs {
         let n = self.lower.node(i);
         let nlink = if n.kind != FileKind::Dir && n.nlink > 1 {
             self.visible_links(i)
-        } else if n.kind == FileKind::Dir {
-            2 + self
-                .lower
-                .children(i)
-                .filter(|&c| self.lower.node(c).kind == FileKind::Dir)
-                .count() as u32
         } else {
             n.nlink
         };
         let meta = n.meta();
-        let t = (meta.mtime, meta.mtime_nsec);
         let size = match n.kind {
             FileKind::Symlink => self.lower.link(i).map_or(0, |l| l.len() as u64),
             _ => meta.size,
         };
+        let x = self.lower.stat_extra(i);
         Attr {
             ino: self.lower.ino(i),
             kind: n.kind,
@@ -601,10 +597,11 @@ impl UnionFs {
             uid: meta.uid,
             gid: meta.gid,
             size,
-            blocks: size.div_ceil(512),
-            atime: t,
-            mtime: t,
-            ctime: t,
+            blocks: x.blocks,
+            blksize: x.blksize,
+            atime: x.atime,
+            mtime: (meta.mtime, meta.mtime_nsec),
+            ctime: x.ctime,
             rdev: meta.rdev,
         }
     }
@@ -690,6 +687,7 @@ impl UnionFs {
             } else {
                 st.st_blocks as u64
             },
+            blksize: st.st_blksize as u32,
             atime: (st.st_atime, st.st_atime_nsec as u32),
             mtime: (st.st_mtime, st.st_mtime_nsec as u32),
             ctime: (st.st_ctime, st.st_ctime_nsec as u32),
@@ -1383,13 +1381,12 @@ impl UnionFs {
                 .lower
                 .xattrs(l)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            let origin = self.lower.origin(l);
-            self.apply_meta(work, &tmp, node.kind, &meta, &xattrs, Some(origin))?;
+            self.apply_meta(work, &tmp, l, &xattrs)?;
             let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
             up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
-            let t = SetTime::At(meta.mtime, meta.mtime_nsec);
-            sys::utimensat(work, &tmp, t, t)
+            let (atime, mtime) = self.copy_up_times(l);
+            sys::utimensat(work, &tmp, atime, mtime)
         })();
         if let Err(e) = built {
             let _ = sys::unlinkat(work, &tmp, false);
@@ -1569,7 +1566,6 @@ impl UnionFs {
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let node = self.lower.node(l);
-        let origin = self.lower.origin(l);
         let have_data = prebuilt.is_some();
         let tmp = prebuilt.unwrap_or_else(|| up.tmp_name());
         let work = up.work();
@@ -1592,7 +1588,7 @@ impl UnionFs {
                     .map_err(ctx("copy-up mknod"))?,
             }
             let xattrs = self.lower.xattrs(l)?;
-            self.apply_meta(work, &tmp, node.kind, &node.meta(), &xattrs, Some(origin))
+            self.apply_meta(work, &tmp, l, &xattrs)
                 .map_err(ctx("copy-up metadata"))
         })();
         if let Err(e) = built {
@@ -1618,18 +1614,29 @@ impl UnionFs {
         }
     }
 
-    /// Sets owner, mode, xattrs, origin and times on a freshly built work-dir entry. Order
-    /// matters: chown clears setuid bits and `security.capability`, so those come after it;
-    /// times come last because the other steps may touch them.
+    /// The atime and mtime a copy-up of lower node `l` gets: the lower entry's, as the
+    /// kernel copies them.
+    fn copy_up_times(&self, l: u32) -> (SetTime, SetTime) {
+        let meta = self.lower.node(l).meta();
+        let atime = self.lower.stat_extra(l).atime;
+        (
+            SetTime::At(atime.0, atime.1),
+            SetTime::At(meta.mtime, meta.mtime_nsec),
+        )
+    }
+
+    /// Sets lower node `l`'s owner, mode, `xattrs`, origin and times on a freshly built
+    /// work-dir entry. Order matters: chown clears setuid bits and `security.capability`, so
+    /// those come after it; times come last because the other steps may touch them.
     fn apply_meta(
         &self,
         dir: BorrowedFd<'_>,
         name: &std::ffi::CStr,
-        kind: FileKind,
-        meta: &crate::lower::Meta,
+        l: u32,
         xattrs: &[(Vec<u8>, Vec<u8>)],
-        origin: Option<u64>,
     ) -> io::Result<()> {
+        let kind = self.lower.node(l).kind;
+        let meta = self.lower.node(l).meta();
         let up = self
             .upper
             .as_ref()
@@ -1666,11 +1673,10 @@ impl UnionFs {
         if let Some(v) = caps {
             set_xattr_tolerant(fd.as_fd(), b"security.capability", v)?;
         }
-        if let Some(o) = origin {
-            up.set_marker(fd.as_fd(), "rfs.origin", o.to_string().as_bytes())?;
-        }
-        let t = SetTime::At(meta.mtime, meta.mtime_nsec);
-        sys::utimensat(dir, name, t, t)
+        let origin = self.lower.origin(l);
+        up.set_marker(fd.as_fd(), "rfs.origin", origin.to_string().as_bytes())?;
+        let (atime, mtime) = self.copy_up_times(l);
+        sys::utimensat(dir, name, atime, mtime)
     }
 
     // ------------------------------------------------------------ changes

@@ -6,6 +6,9 @@
 //! renames and hard links have an oracle) and by rfs. A seeded random sequence of operations,
 //! its targets picked from the kernel's merged tree, is applied to both mount points:
 //!
+//! - right after mounting, before anything is read, every stat field of every entry must be
+//!   the kernel's: times to the nanosecond, nlink, blocks, st_ino... (exclusions at
+//!   [`full_stat_errors`]);
 //! - every operation must return the same result (success, or the same errno; for reads the
 //!   same data);
 //! - every 100 operations and at the end of the seed the merged trees must be identical: names,
@@ -232,13 +235,23 @@ pub(crate) mod build {
         .unwrap();
     }
 
-    /// Gives every entry under `root` (root included) a distinct old mtime, deepest first so
-    /// a directory's time is not disturbed by its children.
+    /// Gives every entry under `root` (root included) a distinct old mtime and a later atime
+    /// (so a system that reports one for the other shows), deepest first so a directory's
+    /// times are not disturbed by its children.
     pub(crate) fn old_times(root: &Path, base: i64) {
         let mut all = super::list(root);
         all.sort_by(|a, b| b.0.cmp(&a.0));
         for (i, (rel, _)) in all.iter().enumerate() {
-            time(root, rel, base + 3600 * i as i64, 123_456_789 + i as i64);
+            let mtime = TimeSpec::new(base + 3600 * i as i64, 123_456_789 + i as i64);
+            let atime = TimeSpec::new(base + 3600 * i as i64 + 1800, 987_654_321 - i as i64);
+            nix::sys::stat::utimensat(
+                AT_FDCWD,
+                &at(root, rel),
+                &atime,
+                &mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
         }
     }
 }
@@ -655,6 +668,136 @@ pub(crate) fn diff_exact(before: &Tree, after: &Tree) -> Vec<String> {
         if !before.contains_key(p) {
             out.push(format!("/{p}: appeared after remount"));
         }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every stat field.
+
+/// Everything `lstat` reports of one entry but `st_dev` (each mount has its own device by
+/// construction; rfs's one device is [`identity_errors`]' concern). Taken without opening
+/// anything: a read moves the lower file's atime on the host, which kernel overlayfs reports
+/// live and rfs as it was at mount (DESIGN: the atime of lower reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FullStat {
+    /// `st_mode`, type bits included.
+    pub(crate) mode: u32,
+    pub(crate) ino: u64,
+    pub(crate) nlink: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) rdev: u64,
+    pub(crate) size: u64,
+    pub(crate) blksize: u64,
+    pub(crate) blocks: u64,
+    pub(crate) atime: (i64, i64),
+    pub(crate) mtime: (i64, i64),
+    pub(crate) ctime: (i64, i64),
+}
+
+impl FullStat {
+    pub(crate) fn of(p: &Path) -> FullStat {
+        let md = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("lstat {}: {e}", p.display()));
+        FullStat {
+            mode: md.mode(),
+            ino: md.ino(),
+            nlink: md.nlink(),
+            uid: md.uid(),
+            gid: md.gid(),
+            rdev: md.rdev(),
+            size: md.size(),
+            blksize: md.blksize(),
+            blocks: md.blocks(),
+            atime: (md.atime(), md.atime_nsec()),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+
+    /// The fields by name, printed, for messages that name only what differs.
+    fn fields(&self) -> [(&'static str, String); 12] {
+        let t = |(s, ns): (i64, i64)| format!("{s}.{ns:09}");
+        [
+            ("mode", format!("{:o}", self.mode)),
+            ("ino", self.ino.to_string()),
+            ("nlink", self.nlink.to_string()),
+            ("uid", self.uid.to_string()),
+            ("gid", self.gid.to_string()),
+            ("rdev", self.rdev.to_string()),
+            ("size", self.size.to_string()),
+            ("blksize", self.blksize.to_string()),
+            ("blocks", self.blocks.to_string()),
+            ("atime", t(self.atime)),
+            ("mtime", t(self.mtime)),
+            ("ctime", t(self.ctime)),
+        ]
+    }
+
+    /// `want: got` for each field that differs.
+    pub(crate) fn diff(want: &FullStat, got: &FullStat) -> Vec<String> {
+        want.fields()
+            .into_iter()
+            .zip(got.fields())
+            .filter(|(w, g)| w.1 != g.1)
+            .map(|((name, w), (_, g))| format!("{name} {w} != {g}"))
+            .collect()
+    }
+}
+
+/// [`FullStat`] of everything under `root` (root included as `""`). Listing the directories
+/// moves no atime that either system reports: rfs lists every lower directory when it mounts,
+/// which leaves the host's atime past the directory's mtime and ctime, where relatime keeps it.
+pub(crate) fn full_stats(root: &Path) -> BTreeMap<String, FullStat> {
+    list(root)
+        .into_iter()
+        .map(|(rel, _)| {
+            let st = FullStat::of(&build::at(root, &rel));
+            (rel, st)
+        })
+        .collect()
+}
+
+/// Differences in every stat field between the kernel's merged tree (`want`) and rfs's,
+/// both right after mounting, when every entry below the root is an untouched entry of the
+/// directory lowers: mode, ino (the lowers are on one filesystem: both report the host's),
+/// nlink (a directory that merges several layers reports 1 in both, another its own), owner,
+/// rdev, size (directories' too), blksize, blocks, and atime, mtime and ctime to the
+/// nanosecond.
+///
+/// Excluded: `st_dev` everywhere (see [`FullStat`]); for the root, which is the upper directory
+/// in both systems (one per mount, made by the test), its ino (FUSE's root is always 1), size,
+/// blocks and times, which are those of two different directories.
+pub(crate) fn full_stat_errors(
+    want: &BTreeMap<String, FullStat>,
+    got: &BTreeMap<String, FullStat>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, w) in want {
+        let Some(g) = got.get(p) else {
+            out.push(format!("/{p}: missing"));
+            continue;
+        };
+        let differ = if p.is_empty() {
+            let blank = |s: &FullStat| FullStat {
+                ino: 0,
+                size: 0,
+                blocks: 0,
+                atime: (0, 0),
+                mtime: (0, 0),
+                ctime: (0, 0),
+                ..s.clone()
+            };
+            FullStat::diff(&blank(w), &blank(g))
+        } else {
+            FullStat::diff(w, g)
+        };
+        if !differ.is_empty() {
+            out.push(format!("/{p}: {} (kernel != rfs)", differ.join(", ")));
+        }
+    }
+    for p in got.keys().filter(|p| !want.contains_key(*p)) {
+        out.push(format!("/{p}: unexpected"));
     }
     out
 }
@@ -1351,6 +1494,18 @@ fn execute(
     let mut run = Run {
         log: VecDeque::new(),
     };
+    // Every stat field, before anything reads a file (see `full_stats`).
+    let mut errs = full_stat_errors(&full_stats(&km), &full_stats(&rm));
+    if !errs.is_empty() {
+        errs.truncate(40);
+        return Err(run.fail(
+            "stat",
+            format!(
+                "stat fields differ right after mounting:\n    {}",
+                errs.join("\n    ")
+            ),
+        ));
+    }
     let initial = run.compare("right after mounting", &km, &rm)?;
     let mut renamed = Renamed::default();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -1614,5 +1769,138 @@ fn differential_against_kernel_overlay() {
         failures.len(),
         seeds().len(),
         failures.join("\n\n")
+    );
+}
+
+/// A copied-up entry is its upper file (DESIGN rule 8): both systems report that file's own
+/// stat, its ctime the copy-up's (not the lower's), and both give it the lower's atime and
+/// mtime. Files, a symlink, a fifo, a hard-link group, and directories copied up as the
+/// ancestors of a changed entry, everything looked up (so cached by the kernel) beforehand.
+#[test]
+fn copied_up_entries_report_their_upper_stat() {
+    if !common::require_root("copied_up_entries_report_their_upper_stat") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let lowerdir = build_lowers(&scratch.mkdir("lowers"))
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let (ku, kw, km) = (
+        scratch.mkdir("k-upper"),
+        scratch.mkdir("k-work"),
+        scratch.mkdir("k-mnt"),
+    );
+    let (ru, rw, rm) = (
+        scratch.mkdir("r-upper"),
+        scratch.mkdir("r-work"),
+        scratch.mkdir("r-mnt"),
+    );
+    let kernel = mount_kernel(&lowerdir, &ku, &kw, &km);
+    let rfs = mount_rfs(&lowerdir, &ru, &rw, &rm);
+    let errs = full_stat_errors(&full_stats(&km), &full_stats(&rm));
+    assert!(errs.is_empty(), "before the copy-ups: {errs:#?}");
+
+    let s = |p: &str| p.to_string();
+    let ops = [
+        Op::Chmod {
+            path: s("a"),
+            mode: 0o640,
+        },
+        Op::Chown {
+            path: s("sym"),
+            uid: 1000,
+            gid: 1000,
+        },
+        Op::SetXattr {
+            path: s("d1/sub/y"),
+            name: s("user.t"),
+            value: s("1"),
+        },
+        Op::Append {
+            path: s("b"),
+            len: 10,
+            fill: b'b',
+        },
+        Op::Chmod {
+            path: s("fifo"),
+            mode: 0o600,
+        },
+        Op::Chmod {
+            path: s("hl1"),
+            mode: 0o600,
+        },
+        Op::Chmod {
+            path: s("m1/deep"),
+            mode: 0o700,
+        },
+    ];
+    for op in &ops {
+        // The kernel first: it stats the lower before it reads it, rfs took its stat when
+        // mounting, so both copy the same atime.
+        let (k, r) = (apply(&km, op), apply(&rm, op));
+        assert_eq!(k, r, "{op:?}");
+        assert!(k.is_ok(), "{op:?}: {k:?}");
+    }
+
+    // The directories copied up only as ancestors of a changed entry: their upper's ctime
+    // moves after rfs has answered for them (an entry renamed into them, their times put
+    // back), and rfs sends the kernel no invalidation yet, so it keeps the ctime it cached
+    // (kernel overlayfs reads the upper's each time). Everything else of them is compared.
+    let ancestors = ["d1", "d1/sub", "m1"];
+    let copied = [
+        "a", "sym", "d1", "d1/sub", "d1/sub/y", "b", "fifo", "hl1", "d1/hl2", "m1", "m1/deep",
+    ];
+    let mut errs = Vec::new();
+    for p in copied {
+        let mut merged = Vec::new();
+        for (system, mnt, upper) in [("kernel", &km, &ku), ("rfs", &rm, &ru)] {
+            let m = FullStat::of(&mnt.join(p));
+            // The kernel links the other names of a hard-link group into its upper only
+            // when they change; its index holds the one inode meanwhile.
+            let u = FullStat::of(&upper.join(if p == "d1/hl2" { "hl1" } else { p }));
+            // The inode number stays the lower's through a copy-up; a directory merged with
+            // a lower one reports nlink 1.
+            let blank = |s: &FullStat| FullStat {
+                ino: 0,
+                nlink: if s.mode & libc::S_IFMT == libc::S_IFDIR {
+                    0
+                } else {
+                    s.nlink
+                },
+                ctime: if ancestors.contains(&p) {
+                    (0, 0)
+                } else {
+                    s.ctime
+                },
+                ..s.clone()
+            };
+            let d = FullStat::diff(&blank(&u), &blank(&m));
+            if !d.is_empty() {
+                errs.push(format!("{system} /{p}: {} (upper != merged)", d.join(", ")));
+            }
+            merged.push(m);
+        }
+        let (k, r) = (&merged[0], &merged[1]);
+        if k.atime != r.atime {
+            errs.push(format!(
+                "/{p}: atime {:?} != {:?} (kernel != rfs)",
+                k.atime, r.atime
+            ));
+        }
+        if p != "b" && k.mtime != r.mtime {
+            errs.push(format!(
+                "/{p}: mtime {:?} != {:?} (kernel != rfs)",
+                k.mtime, r.mtime
+            ));
+        }
+    }
+    rfs.unmount().expect("unmounting rfs");
+    kernel.unmount().expect("unmounting kernel overlayfs");
+    assert!(
+        errs.is_empty(),
+        "copied-up entries:\n  {}",
+        errs.join("\n  ")
     );
 }
