@@ -11,7 +11,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// `stat` as the kernel fills it.
@@ -61,6 +61,39 @@ pub fn openat_beneath(
     flags: i32,
     mode: u32,
 ) -> io::Result<OwnedFd> {
+    // A path the caller gave relative to a directory deep inside the mount can be longer from
+    // the mount's root than PATH_MAX, which the kernel refuses in one call (ENAMETOOLONG)
+    // although the caller's own call was fine: walk it in pieces instead, each resolved with
+    // the same rules below the directory the previous piece reached.
+    let bytes = path.to_bytes();
+    if bytes.len() >= libc::PATH_MAX as usize {
+        let (head, tail) = split_long_path(bytes)?;
+        let head = CString::new(head).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let tail = CString::new(tail).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mid = openat2_beneath(dir, &head, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        return openat_beneath(mid.as_fd(), &tail, flags, mode);
+    }
+    openat2_beneath(dir, path, flags, mode)
+}
+
+/// Splits a relative path of PATH_MAX bytes or more at a `/` into a first part shorter than
+/// PATH_MAX and the rest.
+///
+/// # Errors
+/// `ENAMETOOLONG` if no `/` gives such a first part (a single component is at most 255
+/// bytes, so only a malformed path has none).
+fn split_long_path(path: &[u8]) -> io::Result<(&[u8], &[u8])> {
+    let limit = libc::PATH_MAX as usize - 1;
+    let cut = path[..limit]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .filter(|&i| i > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+    Ok((&path[..cut], &path[cut + 1..]))
+}
+
+/// One `openat2(2)` call of [`openat_beneath`].
+fn openat2_beneath(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
@@ -691,6 +724,37 @@ pub fn os(bytes: &[u8]) -> &OsStr {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn openat_beneath_walks_paths_longer_than_path_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = "d".repeat(200);
+        let mut rel = std::path::PathBuf::new();
+        while rel.as_os_str().len() < 4500 {
+            rel.push(&component);
+        }
+        // The host's path calls have the same limit: make it one level at a time.
+        let mut at = std::fs::File::open(dir.path()).unwrap();
+        for c in rel.components() {
+            let name = CString::new(c.as_os_str().as_encoded_bytes()).unwrap();
+            mkdirat(at.as_fd(), &name, 0o755).unwrap();
+            at = std::fs::File::from(openat(at.as_fd(), &name, libc::O_RDONLY, 0).unwrap());
+        }
+        let root = std::fs::File::open(dir.path()).unwrap();
+        let c = CString::new(rel.as_os_str().as_encoded_bytes()).unwrap();
+        assert!(c.to_bytes().len() > libc::PATH_MAX as usize);
+        let fd = openat_beneath(root.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
+        assert!(fstatat(fd.as_fd(), c"").unwrap().st_mode & libc::S_IFMT == libc::S_IFDIR);
+        // The pieces keep the rules: a long path through a symlink is still refused.
+        let mut linked = rel.clone();
+        linked.pop();
+        std::os::unix::fs::symlink("/", dir.path().join("s")).ok();
+        let mut through = std::path::PathBuf::from("s");
+        through.push(&linked);
+        let c = CString::new(through.as_os_str().as_encoded_bytes()).unwrap();
+        let e = openat_beneath(root.as_fd(), &c, libc::O_PATH, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
 
     #[test]
     fn openat_beneath_refuses_symlinks_and_escapes() {

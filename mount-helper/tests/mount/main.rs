@@ -16,6 +16,7 @@ mod io_paths;
 mod malformed;
 mod metacopy;
 mod podman;
+mod posix;
 mod rootless;
 mod run;
 mod semantics;
