@@ -21,6 +21,7 @@ mod host_stat;
 pub mod image;
 pub mod lower;
 pub mod name;
+pub mod ovl;
 mod prefetch;
 pub mod source;
 pub mod store;
