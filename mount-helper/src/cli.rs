@@ -23,15 +23,19 @@ pub(crate) enum Command {
     /// Mount an image (docker save archive, OCI layout dir or tar, flat rootfs tar) or
     /// directories as lower layers, with a writable upper.
     #[command(
-        after_help = "Examples:\n  rfs mount busybox.tar /mnt/bb\n  rfs mount --lower /srv/top:/srv/base --upper /srv/up --work /srv/work /mnt/merged\n  rfs mount --read-only --platform linux/arm64/v8 ./oci-dir /mnt/arm\n  rfs mount rfs/busybox:latest /mnt/bb        (an image of the store)"
+        after_help = "Examples:\n  rfs mount busybox.tar /mnt/bb\n  rfs mount --lower /srv/top:/srv/base --upper /srv/up --work /srv/work /mnt/merged\n  rfs mount --read-only --platform linux/arm64/v8 ./oci-dir /mnt/arm\n  rfs mount rfs/busybox:latest /mnt/bb        (an image of the store)\n  rfs mount --rm busybox.tar /mnt/bb          (its writable layer goes at unmount)"
     )]
     Mount(MountArgs),
-    /// Unmount an rfs mount (fusermount3 -u, falling back to a lazy unmount as root).
-    #[command(after_help = "Examples:\n  rfs umount /mnt/bb")]
-    Umount {
-        /// The mountpoint.
-        mountpoint: PathBuf,
-    },
+    /// Unmount an rfs mount; a busy one (a process works inside) is detached lazily and goes
+    /// away when its last user leaves.
+    #[command(
+        after_help = "Examples:\n  rfs umount /mnt/bb\n  rfs umount --rm /mnt/bb      (and delete its fresh writable layer)"
+    )]
+    Umount(UmountArgs),
+    /// List the writable layers that `rfs mount` made under the root directory, mounted or
+    /// kept after their unmount.
+    #[command(after_help = "Examples:\n  rfs mounts\n  rfs mounts --format json")]
+    Mounts(MountsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:\n  rfs completions bash > /etc/bash_completion.d/rfs")]
     Completions {
@@ -76,9 +80,10 @@ pub(crate) enum Command {
     /// Remove images (or names of images) from the store.
     #[command(after_help = "Examples:\n  rfs rmi bb:dev")]
     Rmi(RmiArgs),
-    /// Delete the blobs and caches of the store that nothing uses.
-    #[command(after_help = "Examples:\n  rfs prune")]
-    Prune,
+    /// Delete the blobs and caches of the store that nothing uses (and, with --mounts, the
+    /// writable layers of `rfs mount` that are no longer mounted).
+    #[command(after_help = "Examples:\n  rfs prune\n  rfs prune --mounts")]
+    Prune(PruneArgs),
     /// Show the history of an image.
     #[command(
         after_help = "Examples:\n  rfs history rfs/busybox:latest --no-trunc\n  rfs history rfs/busybox:latest --format json"
@@ -194,6 +199,33 @@ pub(crate) struct RmArgs {
     pub(crate) containers: Vec<String>,
 }
 
+/// `rfs umount`.
+#[derive(Debug, Args)]
+pub(crate) struct UmountArgs {
+    /// Also delete the writable layer that `rfs mount` made for this mount (never one given
+    /// with --upper).
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// The mountpoint.
+    pub(crate) mountpoint: PathBuf,
+}
+
+/// `rfs mounts`.
+#[derive(Debug, Args)]
+pub(crate) struct MountsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: OutputFormat,
+}
+
+/// `rfs prune`.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Also delete the writable layers of `rfs mount` that are no longer mounted.
+    #[arg(long)]
+    pub(crate) mounts: bool,
+}
+
 /// `rfs mount`.
 #[derive(Debug, Args)]
 pub(crate) struct MountArgs {
@@ -215,6 +247,9 @@ pub(crate) struct MountArgs {
     /// Mount without an upper layer.
     #[arg(long, conflicts_with_all = ["upper", "work"])]
     pub(crate) read_only: bool,
+    /// Delete the fresh writable layer when the mount ends, however it is unmounted.
+    #[arg(long, conflicts_with_all = ["upper", "work", "read_only"])]
+    pub(crate) rm: bool,
     /// Image platform to pick from a multi-platform index (os/arch[/variant]).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub(crate) platform: Option<String>,

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod logging;
+mod mountinfo;
 mod overlay_compat;
 mod progress;
 

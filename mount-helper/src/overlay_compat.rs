@@ -108,6 +108,7 @@ pub(crate) fn parse(args: &[String]) -> Result<MountArgs> {
         upper: None,
         work: None,
         read_only: false,
+        rm: false,
         platform: None,
         foreground,
         threads: 4,

@@ -11,7 +11,8 @@
 //!   image-meta/<id hex>.json   rfs's notes on an image: parent, layer sizes, last tag time
 //!   leases/<n>.json            blobs a running mount uses, locked while it runs
 //!   store.lock, index.lock     flock(2) files
-//!   containers/ mounts/        writable layers (not part of the layout)
+//!   containers/                writable layers of containers (not part of the layout)
+//!   mounts/<id>/               writable layers of `rfs mount`, see `mounts`
 //! ```
 //!
 //! Because the layout is a plain OCI layout, `skopeo inspect oci:<root>:NAME:TAG` and
@@ -36,7 +37,8 @@
 //! Module map: [`mod@reference`] (`NAME:TAG`), [`oci`] (the JSON documents), `blobs` (hashed,
 //! atomic writes), `load` (`rfs load`, `rfs import`), `changes` (walking an upper directory:
 //! `rfs diff`, and the layer tar of `rfs commit`), `commit`, `history`, `save` (docker and OCI
-//! archives), `gc` (`rfs rmi`, `rfs prune`), [`time`] (RFC 3339).
+//! archives), `gc` (`rfs rmi`, `rfs prune`), `mounts` (the fresh writable layers of
+//! `rfs mount`: `rfs mounts`, `rfs prune --mounts`), [`time`] (RFC 3339).
 
 mod blobs;
 mod changes;
@@ -44,6 +46,7 @@ mod commit;
 mod gc;
 mod history;
 mod load;
+mod mounts;
 pub mod oci;
 pub mod reference;
 mod save;
@@ -67,6 +70,7 @@ pub use commit::{CommitOptions, Committed, apply_changes};
 pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
+pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
 pub use oci::{Descriptor, Index, Manifest};
 pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;
@@ -212,6 +216,14 @@ pub enum Error {
         change: String,
         /// Why.
         problem: String,
+    },
+    /// A writable layer of `rfs mount` is still served by a running mount.
+    #[error("{} is in use by a running mount{}", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    LayerInUse {
+        /// The layer's directory.
+        dir: PathBuf,
+        /// The process serving it, if known.
+        pid: Option<u32>,
     },
     /// An upper directory holds something a layer tar cannot represent.
     #[error("{}: {problem}", path.display())]

@@ -20,7 +20,8 @@ mod umount;
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Mount(args) => mount::run(cli.root, args),
-        Command::Umount { mountpoint } => umount::run(&mountpoint),
+        Command::Umount(args) => umount::run(cli.root, &args),
+        Command::Mounts(args) => store::mounts(cli.root, &args),
         Command::Run(args) => run::run(cli.root, args),
         Command::Ps(args) => ps::run(cli.root, &args),
         Command::Rm(args) => rm::run(cli.root, &args),
@@ -29,7 +30,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tag(args) => store::tag(cli.root, &args),
         Command::Images(args) => store::images(cli.root, &args),
         Command::Rmi(args) => store::rmi(cli.root, &args),
-        Command::Prune => store::prune(cli.root),
+        Command::Prune(args) => store::prune(cli.root, &args),
         Command::History(args) => store::history(cli.root, &args),
         Command::Inspect(args) => store::inspect(cli.root, &args),
         Command::Diff(args) => store::diff(cli.root, &args),
@@ -76,7 +77,15 @@ pub(crate) fn mount_with(root: Option<PathBuf>, args: crate::cli::MountArgs) -> 
 /// rfs's root directory: `--root`/`RFS_ROOT`, else `$XDG_DATA_HOME/rfs`, else
 /// `~/.local/share/rfs`. Created if missing.
 pub(crate) fn root_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    let root = match explicit {
+    let root = root_path(explicit)?;
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("creating root directory {}", root.display()))?;
+    std::fs::canonicalize(&root).with_context(|| format!("resolving {}", root.display()))
+}
+
+/// Where rfs's root directory is (see [`root_dir`]), without creating it.
+pub(crate) fn root_path(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match explicit {
         Some(r) => r,
         None => match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
             Some(x) => PathBuf::from(x).join("rfs"),
@@ -86,10 +95,7 @@ pub(crate) fn root_dir(explicit: Option<PathBuf>) -> Result<PathBuf> {
                 PathBuf::from(home).join(".local/share/rfs")
             }
         },
-    };
-    std::fs::create_dir_all(&root)
-        .with_context(|| format!("creating root directory {}", root.display()))?;
-    std::fs::canonicalize(&root).with_context(|| format!("resolving {}", root.display()))
+    })
 }
 
 /// The layers of an image SOURCE, bottom first, indexed (and cached under `root`). SOURCE is

@@ -1,5 +1,11 @@
 //! `rfs mount`: CLI arguments → layers → `UnionFs` → FUSE mount, in the foreground or as a
 //! daemon that reports "ready" (or the error) to the waiting parent through a pipe.
+//!
+//! Without `--upper`, the mount gets a fresh writable layer of the store
+//! ([`rfs_fs::store::MountLayer`]): deleted if the mount fails, kept after the unmount unless
+//! `--rm` (or `rfs umount --rm`) asked for it to go. SIGINT, SIGTERM and SIGHUP unmount; a busy
+//! mount is detached lazily and served until its last user leaves (a second signal stops
+//! serving it at once), so a signal never leaves a dead mount behind.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -13,9 +19,12 @@ use nix::sys::signal::{SigSet, Signal};
 
 use rfs_fs::fuse::MountOptions;
 use rfs_fs::lower::{LayerInput, LowerTree};
+use rfs_fs::store::{Finished, MountLayer, Store};
 use rfs_fs::union::{UnionFs, UpperDirs};
 
+use super::umount::{Unmounted, detached_message, unmount};
 use crate::cli::MountArgs;
+use crate::mountinfo;
 
 /// Runs `rfs mount`.
 pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
@@ -44,31 +53,27 @@ pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
 }
 
 fn check_mountpoint(m: &Path) -> Result<()> {
-    let meta = std::fs::metadata(m).with_context(|| format!("mountpoint {}", m.display()))?;
+    let meta = match std::fs::metadata(m) {
+        Ok(meta) => meta,
+        // What a killed FUSE daemon leaves: still mounted, but every access fails.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mountpoint {0}: a dead mount is there, whose FUSE daemon is gone ({e}); \
+             `rfs umount {0}` clears it",
+            m.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("mountpoint {}", m.display())),
+    };
     if !meta.is_dir() {
         bail!("mountpoint {}: not a directory", m.display());
     }
     let canon = std::fs::canonicalize(m)?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let busy = mounts.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|p| unescape_mountinfo(p) == canon.as_os_str().to_string_lossy())
-    });
-    if busy {
+    if mountinfo::top_at(&canon).is_some() {
         bail!(
             "mountpoint {}: busy (something is mounted there already)",
             m.display()
         );
     }
     Ok(())
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// Forks before any thread exists: the child mounts and serves; the parent waits for the
@@ -132,8 +137,18 @@ fn serve(
     mut ready: Option<OwnedFd>,
 ) -> Result<ExitCode> {
     let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
+    // The daemon keeps its working directory, but the absolute path is what the layer's
+    // record and mountinfo name.
+    let abs = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
     rfs_fs::sys::tune_malloc(2);
-    let setup = (|| -> Result<(Arc<UnionFs>, String, rfs_fs::fuse::IdMapping)> {
+    // A fresh layer made here is deleted when `setup` fails (it is dropped).
+    type Setup = (
+        Arc<UnionFs>,
+        Option<MountLayer>,
+        String,
+        rfs_fs::fuse::IdMapping,
+    );
+    let setup = (|| -> Result<Setup> {
         let ids = shown_ids(args)?;
         let layers = match (source, &args.lower) {
             (_, Some(lower)) => lower_dirs(lower)?,
@@ -144,7 +159,7 @@ fn serve(
         };
         let tree = LowerTree::build(layers)?;
         let mut notice = String::new();
-        let mut fresh = false;
+        let mut fresh = None;
         let upper = if args.read_only {
             None
         } else {
@@ -154,9 +169,21 @@ fn serve(
                     work: w.clone(),
                 },
                 _ => {
-                    let dirs = fresh_upper(root)?;
-                    notice = format!("rfs: writable layer in {}\n", dirs.upper.display());
-                    fresh = true;
+                    let layer = fresh_layer(root, source, args, &abs)?;
+                    notice = format!(
+                        "rfs: writable layer in {}{}\n",
+                        layer.upper().display(),
+                        if args.rm {
+                            " (deleted at unmount: --rm)"
+                        } else {
+                            ""
+                        }
+                    );
+                    let dirs = UpperDirs {
+                        upper: layer.upper(),
+                        work: layer.work(),
+                    };
+                    fresh = Some(layer);
                     dirs
                 }
             })
@@ -164,14 +191,14 @@ fn serve(
         let fs = UnionFs::new(tree, upper).context("opening the upper layer")?;
         // An image's root directory has an owner and mode that the fresh upper's root should
         // show; --lower directories keep the kernel's rule (the upper root's own attributes).
-        if fresh && args.lower.is_none() {
+        if fresh.is_some() && args.lower.is_none() {
             fs.adopt_lower_root_owner()?;
         }
         rfs_fs::sys::release_free_memory();
-        Ok((Arc::new(fs), notice, ids))
+        Ok((Arc::new(fs), fresh, notice, ids))
     })()
     .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
-    let (fs, notice, ids) = match setup {
+    let (fs, mut fresh, notice, ids) = match setup {
         Ok(x) => x,
         Err(e) => {
             report(&mut ready, &format!("ERR rfs: {e:#}\n"));
@@ -212,6 +239,16 @@ fn serve(
             bail!(msg);
         }
     };
+    if let Some(layer) = fresh.as_mut() {
+        // The mount's identity, so `rfs umount --rm` finds this layer even once the daemon
+        // is gone; the layer is kept from here on even if the record cannot be written.
+        let device = mountinfo::top_at(&abs)
+            .filter(mountinfo::MountEntry::is_rfs)
+            .map(|e| e.device);
+        if let Err(e) = layer.mounted(device) {
+            log::warn!("recording the mount in {}: {e}", layer.dir().display());
+        }
+    }
     report(&mut ready, &format!("OK\n{notice}"));
     if ready.is_none() && !notice.is_empty() && args.foreground {
         eprint!("{notice}");
@@ -236,24 +273,104 @@ fn serve(
     // session, which ends by itself when the filesystem is unmounted from outside.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        if let Ok(sig) = signals.wait() {
-            let _ = tx.send(sig);
+        while let Ok(sig) = signals.wait() {
+            if tx.send(sig).is_err() {
+                break;
+            }
         }
     });
     loop {
         if session.guard.is_finished() {
-            // Unmounted from outside. Dropping the session would unmount the mountpoint
-            // *by path* (fuser cannot tell that its connection is gone), which would take
-            // down a newer mount at the same place: podman remounts a container's merged
-            // dir right after unmounting it. The process exits now, so leak it instead.
-            std::mem::forget(session);
-            return Ok(ExitCode::SUCCESS);
+            break;
         }
-        if let Ok(sig) = rx.recv_timeout(Duration::from_millis(200)) {
-            log::info!("{sig}: unmounting");
-            session.umount_and_join().context("unmounting")?;
-            return Ok(ExitCode::SUCCESS);
+        let Some(sig) = next_signal(&rx) else {
+            continue;
+        };
+        log::info!("{sig}: unmounting");
+        if unmount_on_signal(&abs, mountpoint, args) {
+            // The kernel ends the session once the mount is gone, which for a detached
+            // mount is when its last user leaves. Another signal stops serving at once.
+            while !session.guard.is_finished() {
+                if next_signal(&rx).is_some() {
+                    say(
+                        args,
+                        &format!(
+                            "rfs: stopped serving {}; the processes still inside get errors \
+                             until they leave",
+                            mountpoint.display()
+                        ),
+                    );
+                    break;
+                }
+            }
+            break;
         }
+    }
+    // Dropping the session would unmount the mountpoint *by path* (fuser cannot tell that
+    // its mount is gone), which would take down a newer mount at the same place: podman
+    // remounts a container's merged dir right after unmounting it. The process exits now,
+    // so leak it instead.
+    std::mem::forget(session);
+    if let Some(layer) = fresh {
+        let dir = layer.dir().to_owned();
+        match layer.finish() {
+            Ok(Finished::Removed(_)) => {
+                say(
+                    args,
+                    &format!("rfs: deleted the writable layer {}", dir.display()),
+                );
+            }
+            Ok(Finished::Kept) => {}
+            Err(e) => say(args, &format!("rfs: {e}")),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The next signal within 200 ms, if one comes.
+fn next_signal(rx: &std::sync::mpsc::Receiver<Signal>) -> Option<Signal> {
+    match rx.recv_timeout(Duration::from_millis(200)) {
+        Ok(sig) => Some(sig),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+        // The waiting thread is gone (sigwait failed): wait without it, not in a busy loop.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::thread::sleep(Duration::from_millis(200));
+            None
+        }
+    }
+}
+
+/// Unmounts `abs` (shown as `mountpoint`) because a signal asked to; whether it is unmounted
+/// or detached. A failure is reported and the mount kept: exiting would leave it dead.
+fn unmount_on_signal(abs: &Path, mountpoint: &Path, args: &MountArgs) -> bool {
+    match unmount(abs) {
+        Ok(Unmounted::Now) => true,
+        Ok(Unmounted::Lazily) => {
+            say(args, &detached_message(mountpoint));
+            true
+        }
+        // Unmounted from outside meanwhile: the session is ending.
+        Err(_) if mountinfo::top_at(abs).is_none() => true,
+        Err(e) => {
+            say(
+                args,
+                &format!(
+                    "rfs: unmounting {}: {e:#}; still serving it",
+                    mountpoint.display()
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// Tells the user: on stderr in the foreground, in the log for a daemon (whose stderr is
+/// /dev/null unless `RFS_LOG` is set).
+fn say(args: &MountArgs, msg: &str) {
+    if args.foreground {
+        eprintln!("{msg}");
+    } else {
+        log::warn!("{msg}");
     }
 }
 
@@ -311,17 +428,30 @@ fn lower_dirs(spec: &str) -> Result<Vec<LayerInput>> {
     Ok(layers)
 }
 
-/// A new upper and work dir under `root/mounts/<id>/`.
-fn fresh_upper(root: &Path) -> Result<UpperDirs> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let id = format!("{}-{}", now.as_secs(), std::process::id());
-    let base = root.join("mounts").join(id);
-    let upper = base.join("upper");
-    let work = base.join("work");
-    for d in [&upper, &work] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    Ok(UpperDirs { upper, work })
+/// A fresh writable layer of the store for this mount (`root/mounts/<id>/`).
+fn fresh_layer(
+    root: &Path,
+    source: Option<&Path>,
+    args: &MountArgs,
+    mountpoint: &Path,
+) -> Result<MountLayer> {
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p)
+            .map_or_else(|_| p.display().to_string(), |c| c.display().to_string())
+    };
+    let what = match (&args.lower, source) {
+        (Some(lower), _) => lower
+            .split(':')
+            .map(|d| absolute(Path::new(d)))
+            .collect::<Vec<_>>()
+            .join(":"),
+        // A store reference is no path, and stays as written.
+        (None, Some(src)) => absolute(src),
+        (None, None) => String::new(),
+    };
+    let store = Store::open(root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    store
+        .create_mount_layer(&what, mountpoint, args.rm)
+        .context("creating the writable layer")
 }

@@ -13,6 +13,7 @@ fn version_and_help_answer() {
     let commands = [
         "mount",
         "umount",
+        "mounts",
         "doctor",
         "run",
         "ps",

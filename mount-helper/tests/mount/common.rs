@@ -235,8 +235,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(lower: &Path, upper: &Path, work: &Path, mnt: &Path) -> Daemon {
-        let child = Command::new(rfs_bin())
-            .arg("mount")
+        let mut cmd = Command::new(rfs_bin());
+        cmd.arg("mount")
             .arg("-f")
             .arg("--lower")
             .arg(lower)
@@ -245,17 +245,27 @@ impl Daemon {
             .arg("--work")
             .arg(work)
             .arg(mnt)
+            .stderr(Stdio::null());
+        Daemon::spawn(cmd, mnt)
+    }
+
+    /// Starts `cmd` (an `rfs ... mount -f ... MNT`, stderr set up by the caller) and waits
+    /// until `mnt` is mounted.
+    pub fn spawn(mut cmd: Command, mnt: &Path) -> Daemon {
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let d = Daemon {
+        let mut d = Daemon {
             child,
             mnt: mnt.to_path_buf(),
         };
         let start = Instant::now();
         while !is_mounted(mnt) {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("rfs mount -f exited with {status} before mounting");
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "rfs mount -f never mounted"

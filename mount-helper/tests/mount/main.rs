@@ -6,6 +6,7 @@
 //! is set, in which case it prints that it skipped.
 
 mod bad_input;
+mod cleanup;
 mod cli;
 mod common;
 mod concurrency;

@@ -35,7 +35,7 @@ pub(crate) fn as_user(script: &str) -> (bool, String) {
 
 /// The test user's ids and a scratch dir that user may enter; `None` (the test is skipped)
 /// when not run as root.
-fn user_and_scratch(test: &str) -> Option<(u32, u32, Scratch)> {
+pub(crate) fn user_and_scratch(test: &str) -> Option<(u32, u32, Scratch)> {
     if !require_root(test) {
         return None;
     }

@@ -1,5 +1,5 @@
 //! The image store commands (`rfs load`, `import`, `tag`, `images`, `rmi`, `prune`,
-//! `history`, `inspect`, `diff`, `commit`, `save`) and what they share: opening the store,
+//! `history`, `inspect`, `diff`, `commit`, `save`, `mounts`) and what they share: opening the store,
 //! progress on a terminal, finding the image a SOURCE or a container names.
 //!
 //! The work is done by [`rfs_fs::store`]; these modules turn arguments into its calls and its
@@ -13,6 +13,7 @@ mod images;
 mod import;
 mod inspect;
 mod load;
+mod mounts;
 mod prune;
 mod rmi;
 mod save;
@@ -34,6 +35,7 @@ pub(crate) use images::run as images;
 pub(crate) use import::run as import;
 pub(crate) use inspect::run as inspect;
 pub(crate) use load::run as load;
+pub(crate) use mounts::run as mounts;
 pub(crate) use prune::run as prune;
 pub(crate) use rmi::run as rmi;
 pub(crate) use save::run as save;

@@ -1,5 +1,6 @@
-//! `rfs prune`: deletes every blob and cache nothing refers to (never one an image, a
-//! container or a running mount uses).
+//! `rfs prune [--mounts]`: deletes every blob and cache nothing refers to (never one an image,
+//! a container or a running mount uses), and with `--mounts` the writable layers of
+//! `rfs mount` whose mount has ended.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,12 +8,36 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::format::human_size;
+use crate::cli::PruneArgs;
 
-/// Runs `rfs prune`; prints the deleted blobs and the space reclaimed.
-pub(crate) fn run(root: Option<PathBuf>) -> Result<ExitCode> {
+/// Runs `rfs prune`; prints what it deleted and the space reclaimed.
+pub(crate) fn run(root: Option<PathBuf>, args: &PruneArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
-    let report = store.prune().context("pruning the image store")?;
     let mut text = String::new();
+    let mut reclaimed = 0;
+    if args.mounts {
+        let layers = store
+            .prune_mounts()
+            .context("deleting the writable layers no longer mounted")?;
+        if !layers.is_empty() {
+            text.push_str("Deleted writable layers:\n");
+            for (layer, size) in &layers {
+                let mountpoint = layer
+                    .record
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |r| r.mountpoint.display().to_string());
+                text.push_str(&format!(
+                    "deleted: {} ({}, {})\n",
+                    layer.id,
+                    mountpoint,
+                    human_size(*size)
+                ));
+                reclaimed += size;
+            }
+            text.push('\n');
+        }
+    }
+    let report = store.prune().context("pruning the image store")?;
     if !report.blobs.is_empty() {
         text.push_str("Deleted blobs:\n");
         for (blob, _) in &report.blobs {
@@ -20,9 +45,10 @@ pub(crate) fn run(root: Option<PathBuf>) -> Result<ExitCode> {
         }
         text.push('\n');
     }
+    reclaimed += report.reclaimed;
     text.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(report.reclaimed)
+        human_size(reclaimed)
     ));
     super::format::emit(&text)?;
     Ok(ExitCode::SUCCESS)
