@@ -122,17 +122,9 @@ fn fill(path: &Path, len: usize) {
     assert!(st.success(), "writing {}", path.display());
 }
 
-/// A copy of rfs in `dir` that the test user can run, written by `cp` for the reason
-/// [`fill`] gives (an inherited write fd makes exec fail with ETXTBSY).
+/// A copy of rfs in `dir` that the test user can run.
 fn user_copy_of_rfs(dir: &Path) -> PathBuf {
-    let bin = dir.join("rfs");
-    let st = Command::new("cp")
-        .arg(rfs_bin())
-        .arg(&bin)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    bin
+    crate::common::copy_of_rfs(&dir.join("rfs"))
 }
 
 fn text(b: &[u8]) -> String {

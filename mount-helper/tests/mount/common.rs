@@ -321,3 +321,22 @@ pub fn images_dir(test: &str) -> Option<PathBuf> {
         dir.display()
     );
 }
+
+/// A copy of the rfs binary at `dest` (an unprivileged user or podman runs it from there),
+/// written by `cp`, not by this process: a file this multi-threaded test process has open
+/// for writing is inherited by every child another test forks meanwhile, and exec of it
+/// then fails with ETXTBSY until that child execs.
+pub fn copy_of_rfs(dest: &Path) -> PathBuf {
+    let st = Command::new("cp")
+        .arg(rfs_bin())
+        .arg(dest)
+        .status()
+        .expect("cp");
+    assert!(
+        st.success(),
+        "cp {} {}",
+        rfs_bin().display(),
+        dest.display()
+    );
+    dest.to_path_buf()
+}

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Scratch, require_root, rfs_bin};
+use crate::common::{Scratch, require_root};
 
 const RUN_FLAGS: &str = "--network none --cgroups=disabled --ulimit nofile=1024:1024 \
                          --ulimit nproc=1024:1024";
@@ -57,7 +57,7 @@ fn sh(user: Option<&str>, script: &str) -> (bool, String) {
 
 fn podman_roundtrip(user: Option<&str>, dir: &Path, archive: &Path) {
     let overlay = dir.join("rfs-overlay");
-    std::fs::copy(rfs_bin(), &overlay).unwrap();
+    crate::common::copy_of_rfs(&overlay);
     std::fs::copy(archive, dir.join("image.tar")).unwrap();
     std::fs::set_permissions(
         dir.join("image.tar"),

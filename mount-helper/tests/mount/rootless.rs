@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Scratch, is_mounted, require_root, rfs_bin};
+use crate::common::{Scratch, is_mounted, require_root};
 
 pub(crate) const USER: &str = "rfstest";
 
@@ -74,8 +74,7 @@ fn mount_as_user(s: &Scratch, lower: &Path, uid: u32, gid: u32) -> (PathBuf, Pat
     for p in [&upper, &work, &mnt, &root] {
         chown_tree(p, uid, gid);
     }
-    let bin = s.dir.path().join("rfs");
-    std::fs::copy(rfs_bin(), &bin).unwrap();
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
     let guard = UserMount(mnt.clone());
     let (ok, out) = as_user(&format!(
         "'{}' mount --root '{}' --lower '{}' --upper '{}' --work '{}' '{}'",
@@ -259,8 +258,7 @@ fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
     let (mnt, root) = (s.mkdir("mnt"), s.mkdir("root"));
     let image = s.dir.path().join("busybox-oci.tar");
     std::fs::copy(images.join("busybox-oci.tar"), &image).unwrap();
-    let bin = s.dir.path().join("rfs");
-    std::fs::copy(rfs_bin(), &bin).unwrap();
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
     for p in [&mnt, &root, &image] {
         chown_tree(p, uid, gid);
     }

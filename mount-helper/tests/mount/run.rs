@@ -44,7 +44,7 @@ fn shared(images: &Path) -> &'static Shared {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let bin = dir.join("rfs");
         let fresh = dir.join(format!("rfs.{}", std::process::id()));
-        std::fs::copy(rfs_bin(), &fresh).unwrap();
+        crate::common::copy_of_rfs(&fresh);
         std::fs::rename(&fresh, &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let busybox = dir.join("busybox-oci");
