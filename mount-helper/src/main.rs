@@ -11,8 +11,6 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if overlay_compat::is_overlay_invocation(&args) {
@@ -26,7 +24,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_checked();
     logging::init();
     match commands::run(cli) {
         Ok(code) => code,
