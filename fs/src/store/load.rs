@@ -8,8 +8,11 @@
 //! digest. The config is copied byte for byte (the image ID is its digest), and the store
 //! writes its own manifest over the uncompressed layers. The names come from the SOURCE's
 //! metadata: `RepoTags` of a docker archive, `io.containerd.image.name` or a full
-//! `org.opencontainers.image.ref.name` of an OCI layout (skopeo's bare tags such as `latest`
-//! name no repository, and are ignored, as Docker does).
+//! `org.opencontainers.image.ref.name` of an OCI layout. A bare tag (`latest`, as skopeo
+//! writes `oci:DIR:latest`) names no repository; the layout's own name stands in for it,
+//! in podman's form for local names: `localhost/<dir or archive name without .tar>:<tag>`.
+//! (podman itself reads a bare tag as a repository name: it loads every such archive as
+//! `localhost/latest:latest`, each load taking the name from the image loaded before.)
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -41,7 +44,8 @@ pub struct LoadOptions<'a> {
 pub struct Loaded {
     /// The image ID.
     pub id: Digest,
-    /// Its names after the load.
+    /// The names this load gave it: those the source carries and those asked for (as
+    /// `docker load` reports them; names the image had before stay).
     pub tags: Vec<Reference>,
     /// Layers that were not in the store before.
     pub new_layers: usize,
@@ -159,12 +163,26 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     }
 }
 
+/// The name an OCI layout at `source` goes by when its index names only a tag: the
+/// directory's name, or the archive's without `.tar`.
+fn layout_name(source: &Path) -> Option<String> {
+    // `.` or `dir/..` name no directory until resolved.
+    let resolved = fs::canonicalize(source).ok()?;
+    let name = resolved.file_name()?.to_string_lossy().into_owned();
+    Some(match name.strip_suffix(".tar") {
+        Some(stem) if !source.is_dir() => stem.to_owned(),
+        _ => name,
+    })
+}
+
 /// The names an OCI index gives the image whose manifest is `manifest` (an index with one
-/// entry names whatever that entry leads to).
+/// entry names whatever that entry leads to). A bare tag names a repository called after
+/// `layout` (see [`Reference::for_layout_tag`]).
 fn oci_tags(
     index_bytes: &[u8],
     manifest: Option<&Digest>,
     path: &Path,
+    layout: Option<&str>,
 ) -> Result<Vec<Reference>, Error> {
     let index: Index = serde_json::from_slice(index_bytes).map_err(|source| Error::Json {
         path: path.to_owned(),
@@ -181,7 +199,11 @@ fn oci_tags(
             .annotations
             .get(ANNOTATION_IMAGE_NAME)
             .or_else(|| entry.annotations.get(ANNOTATION_REF_NAME));
-        if let Some(reference) = name.and_then(|n| Reference::from_archive(n)) {
+        let reference = name.and_then(|n| {
+            Reference::from_archive(n)
+                .or_else(|| layout.and_then(|l| Reference::for_layout_tag(l, n)))
+        });
+        if let Some(reference) = reference {
             if !tags.contains(&reference) {
                 tags.push(reference);
             }
@@ -213,7 +235,12 @@ fn source_meta(source: &Path, opened: &image::Image, config: &Digest) -> Result<
         let config = checked(bytes, source.join(&blob_name))?;
         let index_path = source.join("index.json");
         let tags = match read_small(&index_path)? {
-            Some(b) => oci_tags(&b, opened.manifest_digest.as_ref(), &index_path)?,
+            Some(b) => oci_tags(
+                &b,
+                opened.manifest_digest.as_ref(),
+                &index_path,
+                layout_name(source).as_deref(),
+            )?,
             None => Vec::new(),
         };
         return Ok(SourceMeta {
@@ -261,6 +288,7 @@ fn source_meta(source: &Path, opened: &image::Image, config: &Digest) -> Result<
             &b,
             opened.manifest_digest.as_ref(),
             &source.join("index.json"),
+            layout_name(source).as_deref(),
         )?,
         None => Vec::new(),
     };
@@ -353,7 +381,6 @@ impl Store {
             opts.progress,
         )?;
         debug_assert_eq!(record.id, config_digest);
-        let tags = self.resolve(&record.id.to_string())?.tags;
         Ok(Loaded {
             id: record.id,
             tags,

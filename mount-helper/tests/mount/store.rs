@@ -211,14 +211,19 @@ fn load_stores_shared_layers_once_and_lists_images() {
     );
     assert!(first > 7_000_000, "{first}");
     // The gzip OCI layout of the same image decompresses into the very same layer blobs.
+    // Its index names only the tag `latest`: the layout's name stands for the repository.
     let before = e.blobs();
-    e.ok(&[
+    let out = e.ok(&[
         "load",
         "-i",
         images.join("busybox-oci").to_str().unwrap(),
         "-t",
         "bb:oci",
     ]);
+    assert_eq!(
+        out,
+        "Loaded image: localhost/busybox-oci:latest\nLoaded image: bb:oci\n"
+    );
     assert_eq!(
         e.blobs(),
         before,
@@ -252,6 +257,7 @@ fn load_stores_shared_layers_once_and_lists_images() {
         BTreeSet::from([
             ("rfs/busybox-committed", "latest"),
             ("rfs/busybox", "latest"),
+            ("localhost/busybox-oci", "latest"),
             ("bb", "oci")
         ])
     );
@@ -728,6 +734,67 @@ fn save_is_read_by_skopeo_podman_and_rfs_load() {
             serde_json::from_str(&tool_ok("skopeo", &[os("inspect"), os(&layout)])).unwrap();
         assert_eq!(again["Digest"], manifest, "{format}: same manifest digest");
     }
+}
+
+/// Issue 13: an OCI layout whose index names only a tag (`latest`, as skopeo writes
+/// `oci:DIR:latest`) loaded as an image without a name (`<none>` in `rfs images`).
+#[test]
+fn a_layout_that_names_only_a_tag_loads_as_localhost_layout_name() {
+    let test = "a_layout_that_names_only_a_tag_loads_as_localhost_layout_name";
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let e = Env::new();
+    for layout in ["busybox-oci", "busybox-oci.tar"] {
+        let index = std::fs::read_to_string(images.join("busybox-oci/index.json")).unwrap();
+        assert!(
+            index.contains(r#""org.opencontainers.image.ref.name":"latest""#),
+            "the test image names only the tag: {index}"
+        );
+        assert_eq!(
+            e.load(&images.join(layout)),
+            "Loaded image: localhost/busybox-oci:latest\n",
+            "{layout}"
+        );
+    }
+    // Another layout of the same image adds its own name, and prints only that.
+    assert_eq!(
+        e.load(&images.join("busybox-multiarch-oci")),
+        "Loaded image: localhost/busybox-multiarch-oci:latest\n"
+    );
+    // A file name that is no repository name is lowercased, with `-` for what cannot stay.
+    let renamed = e.s.dir.path().join("My Layout.tar");
+    std::fs::copy(images.join("busybox-oci.tar"), &renamed).unwrap();
+    assert_eq!(
+        e.load(&renamed),
+        "Loaded image: localhost/my-layout:latest\n"
+    );
+    let listing = e.ok(&["images"]);
+    assert!(!listing.contains("<none>"), "{listing}");
+    for name in [
+        "localhost/busybox-oci",
+        "localhost/busybox-multiarch-oci",
+        "localhost/my-layout",
+    ] {
+        assert_eq!(
+            e.ok(&["images", "-q", &format!("{name}:latest")]).trim(),
+            short_id(&Recorded::read(&images).busybox),
+            "{name}:\n{listing}"
+        );
+    }
+    // A full name in the index is kept as it is (`rfs save --format oci` writes one).
+    let saved = e.s.dir.path().join("saved-oci.tar");
+    e.ok(&["tag", "localhost/busybox-oci", "rfs/named:1"]);
+    e.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        saved.to_str().unwrap(),
+        "rfs/named:1",
+    ]);
+    let other = Env::new();
+    assert_eq!(other.load(&saved), "Loaded image: rfs/named:1\n");
 }
 
 #[test]
