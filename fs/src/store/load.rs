@@ -20,12 +20,12 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::blobs::{self, HashingWriter, Progress, TempFile};
+use super::blobs::{self, HashingWriter, Progress, ProgressReader, TempFile};
 use super::oci::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Index};
-use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, layer_size};
+use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, index_layer, layer_size};
 use crate::digest::Digest;
 use crate::image::{self, MAX_METADATA_BYTES, OpenOptions, Platform};
-use crate::tar_index::{self, Limits, codec};
+use crate::tar_index::{Limits, codec};
 
 /// How to load.
 #[derive(Default)]
@@ -359,7 +359,8 @@ impl Store {
             let size = fs::metadata(&dest)
                 .map_err(|e| Error::io("reading", &dest, e))?
                 .len();
-            let index = cached_index(&self.root, &diff_id, &dest)?;
+            let what = format!("indexing layer {}/{count}", i + 1);
+            let index = cached_index(&self.root, &diff_id, &dest, &what, opts.progress)?;
             sizes.push(layer_size(&index));
             layers.push((diff_id, size));
         }
@@ -401,13 +402,16 @@ impl Store {
             Some(p) => Platform::parse(p)?,
             None => Platform::host(),
         };
-        let (mut input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
+        let (input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
             (Box::new(io::stdin().lock()), 0)
         } else {
             let file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(file), len)
         };
+        // Progress counts the bytes read from SOURCE, so a compressed tar's percentage is
+        // right although more bytes come out of the decompressor than go in.
+        let mut input = ProgressReader::new(input, "importing", total, opts.progress);
         let mut magic = [0u8; 4];
         let mut got = 0;
         while got < magic.len() {
@@ -434,20 +438,19 @@ impl Store {
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
         let tmp_path = tmp.path().to_owned();
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp.file()));
-        blobs::copy_with_progress(&mut reader, &mut writer, "importing", total, opts.progress)
-            .map_err(|e| Error::io("copying", source, e))?;
+        io::copy(&mut reader, &mut writer).map_err(|e| Error::io("copying", source, e))?;
         let (inner, diff_id, _) = writer.finish();
         inner
             .into_inner()
             .map_err(|e| Error::io("writing", &tmp_path, e.into_error()))?;
         // Check it is a tar (and index it) before it gets a name.
-        let limits = Limits::default();
-        let file = File::open(&tmp_path).map_err(|e| Error::io("opening", &tmp_path, e))?;
-        let index = tar_index::build(io::BufReader::with_capacity(1 << 16, file), &limits)
-            .map_err(|source| Error::BadLayer {
-                layer: diff_id,
-                source: Box::new(source),
-            })?;
+        let index = index_layer(
+            &tmp_path,
+            &diff_id,
+            &Limits::default(),
+            "indexing",
+            opts.progress,
+        )?;
         let dest = self.blob_path(&diff_id);
         let new_layers = usize::from(!dest.is_file());
         if dest.is_file() {

@@ -797,6 +797,155 @@ fn a_layout_that_names_only_a_tag_loads_as_localhost_layout_name() {
     assert_eq!(other.load(&saved), "Loaded image: rfs/named:1\n");
 }
 
+impl Env {
+    /// Runs `rfs --root ROOT ARGS` (a shell word list, so it may end with `< FILE`) with a
+    /// pseudo-terminal as stdin, stdout and stderr (`script` of util-linux), as a person at
+    /// a terminal runs it; returns whether it succeeded and everything it printed.
+    fn on_a_terminal(&self, args: &str) -> (bool, String) {
+        let command = format!(
+            "'{}' --root '{}' {args}",
+            rfs_bin().display(),
+            self.root.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("running script (util-linux)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+/// The progress lines of `text` as they end up on the screen: each redraw (`\r`, then
+/// erase to the end of the line) replaces the line before it.
+fn final_lines(text: &str) -> Vec<String> {
+    text.split('\n')
+        .map(|l| {
+            let shown = l.trim_end_matches('\r').rsplit('\r').next().unwrap_or("");
+            shown.replace("\x1b[K", "")
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Issue 13: a 5 GB `rfs import` was silent for 20 s. Import, load, save and commit draw
+/// progress on a terminal (stderr a TTY), and print nothing of it otherwise.
+#[test]
+fn long_store_commands_show_progress_only_on_a_terminal() {
+    let test = "long_store_commands_show_progress_only_on_a_terminal";
+    if !require_root(test) {
+        return;
+    }
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let export = images.join("busybox-podman-export.tar");
+    let archive = images.join("busybox-docker-archive.tar");
+    let e = Env::new();
+    let upper = e.s.mkdir("upper");
+    std::fs::write(upper.join("two-mib"), vec![7u8; 2 << 20]).unwrap();
+    // A compressed tar: its percentage counts the bytes read from it, not those
+    // decompressed (which would pass 100% long before the end).
+    let gz = e.s.dir.path().join("export.tar.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -1 -c '{}' > '{}'",
+            export.display(),
+            gz.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let gz_mib = std::fs::metadata(&gz).unwrap().len() >> 20;
+    let saved = e.s.dir.path().join("saved.tar");
+    let steps: [(&str, &[&str]); 6] = [
+        (
+            &format!("import '{}' flat:1", export.display()),
+            &["importing: 100% (6 / 6 MiB)", "indexing: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!("import '{}' flat:gz", gz.display()),
+            &[&format!("importing: 100% ({gz_mib} / {gz_mib} MiB)")],
+        ),
+        // From a pipe the size is known only at the end.
+        (
+            &format!("import - flat:stdin < '{}'", export.display()),
+            &["importing: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!("load -i '{}'", archive.display()),
+            &[
+                "copying layer 1/3: 100% (6 / 6 MiB)",
+                "indexing layer 1/3: 100% (6 / 6 MiB)",
+            ],
+        ),
+        (
+            &format!("save -o '{}' rfs/busybox", saved.display()),
+            &["saving layer 1/3: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!(
+                "commit --upper '{}' --image rfs/busybox bb:c",
+                upper.display()
+            ),
+            &[
+                "writing the layer: 100% (2 / 2 MiB)",
+                "indexing the layer: 100% (2 / 2 MiB)",
+            ],
+        ),
+    ];
+    for (args, wanted) in steps {
+        let (ok, text) = e.on_a_terminal(args);
+        assert!(ok, "rfs {args}:\n{text}");
+        let lines = final_lines(&text);
+        for want in wanted {
+            assert!(
+                lines.iter().any(|l| l == want),
+                "rfs {args}: no line {want:?} in {lines:#?}"
+            );
+        }
+        // No step ever shows more done than its total.
+        for l in &lines {
+            let Some((_, counts)) = l.split_once("% (") else {
+                continue;
+            };
+            let mib: Vec<u64> = counts
+                .trim_end_matches(" MiB)")
+                .split(" / ")
+                .map(|n| n.parse().expect("MiB counts"))
+                .collect();
+            assert!(mib[0] <= mib[1], "rfs {args}: {l}");
+        }
+    }
+    // Without a terminal: stdout has the command's answer, stderr nothing at all.
+    let quiet = Env::new();
+    let runs: [&[&str]; 4] = [
+        &["import", export.to_str().unwrap(), "flat:1"],
+        &["load", "-i", archive.to_str().unwrap()],
+        &["save", "-o", saved.to_str().unwrap(), "rfs/busybox"],
+        &[
+            "commit",
+            "--upper",
+            upper.to_str().unwrap(),
+            "--image",
+            "rfs/busybox",
+            "bb:c",
+        ],
+    ];
+    for args in runs {
+        let out = quiet.run(args);
+        assert!(out.status.success(), "rfs {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "rfs {args:?} printed to a stderr that is no terminal"
+        );
+    }
+}
+
 #[test]
 fn import_makes_a_one_layer_image_of_a_flat_export() {
     let test = "import_makes_a_one_layer_image_of_a_flat_export";
