@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod host;
 mod logging;
 mod overlay_compat;
 mod progress;
