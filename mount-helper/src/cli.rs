@@ -79,6 +79,10 @@ pub(crate) enum Command {
     /// ranges, xattrs) and say what each missing piece costs.
     #[command(after_help = "Examples:\n  rfs doctor")]
     Doctor,
+    /// Show what rfs works with: the host, the kernel features it uses (and why not, if
+    /// not), the store's root and use (images, layers, containers, mounts) and its version.
+    #[command(after_help = "Examples:\n  rfs info\n  rfs info --format json")]
+    Info(InfoArgs),
     /// Run a command in a new container over an image, rootless or as root.
     #[command(
         after_help = "Examples:\n  rfs run --rm busybox.tar\n  rfs run --rm -v \"$PWD\":/src -w /src busybox.tar ls\n  rfs run --name web -e FOO=1 -u app --net none debian.tar sh -c 'id'"
@@ -305,6 +309,23 @@ pub(crate) enum OutputFormat {
     Table,
     /// One JSON object per line.
     Json,
+}
+
+/// `rfs info --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InfoFormat {
+    /// An indented `key: value` list.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// `rfs info`.
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: InfoFormat,
 }
 
 /// `rfs load`.

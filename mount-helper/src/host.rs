@@ -1,6 +1,7 @@
-//! What this host offers rfs: the FUSE device, FUSE passthrough, user namespaces and kernel
-//! overlayfs, each probed for the user running rfs. `rfs doctor` judges these facts, and
-//! `rfs run` refuses early with the hint that fits the cause.
+//! What this host offers rfs: the FUSE device, FUSE passthrough, FUSE over io_uring, user
+//! namespaces and kernel overlayfs, each probed for the user running rfs. `rfs doctor`
+//! judges these facts, `rfs info` reports them, and `rfs run` refuses early with the hint
+//! that fits the cause.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -130,7 +131,7 @@ fn mode_lets_me_in(meta: &std::fs::Metadata) -> bool {
 
 /// A kernel feature rfs can use, and whether it can for this user.
 pub(crate) struct Feature {
-    /// rfs uses it as this user on this kernel.
+    /// rfs uses it (or could, for the `io_uring` transport) as this user on this kernel.
     pub(crate) available: bool,
     /// What was found, and why it is not available if it is not.
     pub(crate) detail: String,
@@ -177,6 +178,36 @@ pub(crate) fn passthrough() -> Feature {
     Feature {
         available: true,
         detail: format!("kernel {release}, root in the initial user namespace"),
+    }
+}
+
+/// Where the kernel's switch for FUSE over io_uring is (kernel 6.14 and later, with
+/// `CONFIG_FUSE_IO_URING`).
+const FUSE_URING_SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// FUSE over io_uring: whether this kernel has it and whether it is switched on. rfs itself
+/// serves requests through `/dev/fuse` (fuser 0.18 does not speak the rings), so this says
+/// what the kernel offers, not what rfs uses.
+pub(crate) fn fuse_io_uring() -> Feature {
+    match std::fs::read_to_string(FUSE_URING_SWITCH) {
+        Ok(v) if v.trim() == "Y" => Feature {
+            available: true,
+            detail: format!("switched on ({FUSE_URING_SWITCH} = Y); rfs serves /dev/fuse"),
+        },
+        Ok(v) => Feature {
+            available: false,
+            detail: format!(
+                "in the kernel, switched off ({FUSE_URING_SWITCH} = {}); rfs serves /dev/fuse",
+                v.trim()
+            ),
+        },
+        Err(_) => Feature {
+            available: false,
+            detail: format!(
+                "not in this kernel ({} has no {FUSE_URING_SWITCH}); rfs serves /dev/fuse",
+                kernel_release()
+            ),
+        },
     }
 }
 

@@ -7,13 +7,22 @@ use crate::common::{require_root, rfs};
 
 #[test]
 fn version_and_help_answer() {
-    let out = rfs(&[OsStr::new("--version")]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rfs "));
+    for flag in ["--version", "-V"] {
+        let out = rfs(&[OsStr::new(flag)]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, format!("rfs {}\n", env!("CARGO_PKG_VERSION")));
+        // `rfs X.Y.Z`, as `podman --version` prints `podman version X.Y.Z`.
+        let version = text.trim_end().strip_prefix("rfs ").unwrap();
+        let parts: Vec<&str> = version.split('.').collect();
+        assert_eq!(parts.len(), 3, "{text}");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{text}");
+    }
     let commands = [
         "mount",
         "umount",
         "doctor",
+        "info",
         "run",
         "ps",
         "rm",

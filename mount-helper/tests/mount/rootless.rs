@@ -352,8 +352,8 @@ fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
 }
 
 /// Issue 13: `rfs doctor` called FUSE passthrough available to a user who cannot use it (a
-/// backing file needs CAP_SYS_ADMIN in the initial user namespace). As root it reports it
-/// available on this kernel (6.9+).
+/// backing file needs CAP_SYS_ADMIN in the initial user namespace); `rfs info` says the
+/// same thing the same way. As root both report it available on this kernel (6.9+).
 #[test]
 fn passthrough_is_reported_unavailable_to_a_non_root_user() {
     let test = "passthrough_is_reported_unavailable_to_a_non_root_user";
@@ -380,6 +380,18 @@ fn passthrough_is_reported_unavailable_to_a_non_root_user() {
         line.contains(&format!("not for uid {uid}")) && line.contains("CAP_SYS_ADMIN"),
         "{doctor}"
     );
+    let (ok, info) = as_user(&format!("{rfs} info --format json"));
+    assert!(ok, "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("info JSON");
+    assert_eq!(info["features"]["fusePassthrough"]["available"], false);
+    assert!(
+        info["features"]["fusePassthrough"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("CAP_SYS_ADMIN in the initial user namespace")),
+        "{info}"
+    );
+    assert_eq!(info["host"]["rootless"], true);
+    assert_eq!(info["host"]["uid"], uid);
     // Root in the initial namespace gets it on this kernel.
     let out = Command::new(&bin)
         .arg("--root")

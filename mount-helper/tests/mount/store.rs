@@ -1307,3 +1307,105 @@ fn sigkill_during_commit_leaves_a_valid_store() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Issue 13: `rfs info`, as `podman info`: the store's root and what it holds (images,
+/// layers, containers, mounts, with sizes), the kernel features rfs uses, its version.
+#[test]
+fn info_reports_the_store_and_the_kernel_features() {
+    let test = "info_reports_the_store_and_the_kernel_features";
+    if !require_root(test) {
+        return;
+    }
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let e = Env::new();
+    e.load(&images.join("busybox-docker-archive.tar"));
+    e.load(&images.join("docker/busybox-docker-save.tar"));
+    let _container = ContainerGuard {
+        env: &e,
+        name: "c1",
+    };
+    e.ok(&["run", "--name", "c1", "rfs/busybox", "echo hi > /tmp/x"]);
+    let (mount, _) = e.mount("mnt", &["rfs/busybox-committed"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&e.ok(&["info", "--format", "json"])).expect("info JSON");
+    let store = &info["store"];
+    let root = std::fs::canonicalize(&e.root).unwrap();
+    assert_eq!(store["root"], root.to_str().unwrap());
+    // Two images share busybox's three layers; the second adds three.
+    assert_eq!(store["images"]["number"], 2);
+    let mut layers = BTreeSet::new();
+    for image in ["rfs/busybox", "rfs/busybox-committed"] {
+        for l in e.inspect(image)["RootFS"]["Layers"].as_array().unwrap() {
+            layers.insert(l.as_str().unwrap().trim_start_matches("sha256:").to_owned());
+        }
+    }
+    assert_eq!(store["layers"]["number"], layers.len());
+    assert_eq!(layers.len(), 6);
+    let blob = |hex: &str| {
+        std::fs::metadata(e.root.join("blobs/sha256").join(hex))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        store["layers"]["size"],
+        layers.iter().map(|l| blob(l)).sum::<u64>()
+    );
+    // Every blob belongs to an image here: layers, configs, manifests.
+    let all_blobs = du(&e.root.join("blobs/sha256"));
+    assert_eq!(store["images"]["size"], all_blobs);
+    assert_eq!(store["blobs"]["size"], all_blobs);
+    assert_eq!(store["blobs"]["number"], e.blobs().len());
+    assert_eq!(store["containers"]["number"], 1);
+    assert_eq!(store["containers"]["running"], 0);
+    assert_eq!(store["containers"]["size"], du(&e.root.join("containers")));
+    assert!(
+        store["containers"]["size"].as_u64().unwrap() >= 3,
+        "the container's /tmp/x"
+    );
+    assert_eq!(store["mounts"]["writableLayers"], 1);
+    assert!(store["mounts"]["active"].as_u64().unwrap() >= 1, "{info}");
+    assert!(store["size"].as_u64().unwrap() >= all_blobs, "{info}");
+    assert_eq!(info["version"]["version"], env!("CARGO_PKG_VERSION"));
+    // Kernel features, each as this host has them for root.
+    let features = &info["features"];
+    assert_eq!(features["fuseDevice"]["available"], true, "{info}");
+    assert_eq!(features["fusePassthrough"]["available"], true, "{info}");
+    let uring = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring");
+    assert_eq!(
+        features["fuseIoUring"]["available"],
+        uring.as_deref().is_ok_and(|v| v.trim() == "Y"),
+        "{info}"
+    );
+    assert!(
+        features["fuseIoUring"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("enable_uring") || d.contains("not in this kernel")),
+        "{info}"
+    );
+    let overlay = std::fs::read_to_string("/proc/filesystems").unwrap();
+    assert_eq!(
+        features["kernelOverlay"]["available"],
+        overlay.lines().any(|l| l.ends_with("overlay")),
+        "{info}"
+    );
+    assert_eq!(info["host"]["rootless"], false);
+    assert_eq!(info["host"]["uid"], 0);
+    // The text form lists the same values.
+    let text = e.ok(&["info"]);
+    for want in [
+        format!("  root: {}\n", root.display()),
+        "  images:\n    number: 2\n".to_string(),
+        "  containers:\n    number: 1\n    running: 0\n".to_string(),
+        format!("version:\n  version: {}\n", env!("CARGO_PKG_VERSION")),
+        "  fusePassthrough:\n    available: true\n".to_string(),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("  layers:\n    number: 6\n    size: 7.19MB\n"),
+        "sizes in Docker's units:\n{text}"
+    );
+    mount.unmount().unwrap();
+}
