@@ -1,8 +1,10 @@
-//! Command-line syntax (clap derive types). No I/O happens here.
+//! Command-line syntax (clap derive types), and the few rules about it that clap's derive
+//! cannot state (which positionals `rfs mount` and `rfs commit` take depends on their
+//! options). No I/O happens here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// rfs: mount and run container images over a userspace union filesystem.
 #[derive(Debug, Parser)]
@@ -17,12 +19,41 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+impl Cli {
+    /// Parses the command line; bad usage prints clap's message with the subcommand's usage
+    /// and exits with status 2, as clap does for the rules it checks itself.
+    pub(crate) fn parse_checked() -> Cli {
+        let cli = Cli::parse();
+        let problem = match &cli.command {
+            Command::Mount(args) => args.positionals().err().map(|p| ("mount", p)),
+            Command::Commit(args) => args.positionals().err().map(|p| ("commit", p)),
+            _ => None,
+        };
+        if let Some((name, problem)) = problem {
+            usage_error(name, problem).exit();
+        }
+        cli
+    }
+}
+
+/// A usage error of subcommand `name`, worded and printed as clap's own.
+fn usage_error(name: &str, problem: &str) -> clap::Error {
+    let mut cmd = Cli::command();
+    // Building sets the subcommands' bin names, so the usage line reads `rfs mount ...`.
+    cmd.build();
+    match cmd.find_subcommand_mut(name) {
+        Some(sub) => sub.error(clap::error::ErrorKind::WrongNumberOfValues, problem),
+        None => cmd.error(clap::error::ErrorKind::InvalidSubcommand, problem),
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Mount an image (docker save archive, OCI layout dir or tar, flat rootfs tar) or
     /// directories as lower layers, with a writable upper.
     #[command(
+        override_usage = "rfs mount [OPTIONS] SOURCE MOUNTPOINT\n       rfs mount [OPTIONS] --lower DIR[:DIR...] MOUNTPOINT",
         after_help = "Examples:\n  rfs mount busybox.tar /mnt/bb\n  rfs mount --lower /srv/top:/srv/base --upper /srv/up --work /srv/work /mnt/merged\n  rfs mount --read-only --platform linux/arm64/v8 ./oci-dir /mnt/arm\n  rfs mount rfs/busybox:latest /mnt/bb        (an image of the store)\n  rfs mount --rm busybox.tar /mnt/bb          (its writable layer goes at unmount)"
     )]
     Mount(MountArgs),
@@ -52,6 +83,10 @@ pub(crate) enum Command {
     /// ranges, xattrs) and say what each missing piece costs.
     #[command(after_help = "Examples:\n  rfs doctor")]
     Doctor,
+    /// Show what rfs works with: the host, the kernel features it uses (and why not, if
+    /// not), the store's root and use (images, layers, containers, mounts) and its version.
+    #[command(after_help = "Examples:\n  rfs info\n  rfs info --format json")]
+    Info(InfoArgs),
     /// Run a command in a new container over an image, rootless or as root.
     #[command(
         after_help = "Examples:\n  rfs run --rm busybox.tar\n  rfs run --rm -v \"$PWD\":/src -w /src busybox.tar ls\n  rfs run --name web -e FOO=1 -u app --net none debian.tar sh -c 'id'"
@@ -98,7 +133,10 @@ pub(crate) enum Command {
     )]
     Diff(DiffArgs),
     /// Make an image of a container's (or an upper directory's) changes.
-    #[command(after_help = "Examples:\n  rfs commit web bb:next -m 'my change' -c 'CMD [\"sh\"]'")]
+    #[command(
+        override_usage = "rfs commit [OPTIONS] CONTAINER [NAME[:TAG]]\n       rfs commit [OPTIONS] --upper DIR --image IMAGE [NAME[:TAG]]",
+        after_help = "Examples:\n  rfs commit web bb:next -m 'my change' -c 'CMD [\"sh\"]'"
+    )]
     Commit(CommitArgs),
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
@@ -284,6 +322,21 @@ pub(crate) struct MountArgs {
     pub(crate) no_fsync: bool,
 }
 
+impl MountArgs {
+    /// SOURCE (none with `--lower`) and MOUNTPOINT. With `--lower` there is one positional,
+    /// which clap puts into `source`; without, there are two.
+    pub(crate) fn positionals(&self) -> Result<(Option<&Path>, &Path), &'static str> {
+        match (&self.lower, &self.source, &self.mountpoint) {
+            (Some(_), Some(m), None) => Ok((None, m)),
+            (Some(_), Some(_), Some(_)) => {
+                Err("with --lower, the only positional argument is the MOUNTPOINT")
+            }
+            (None, Some(s), Some(m)) => Ok((Some(s), m)),
+            _ => Err("the MOUNTPOINT is missing"),
+        }
+    }
+}
+
 /// `--format` of listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum OutputFormat {
@@ -291,6 +344,23 @@ pub(crate) enum OutputFormat {
     Table,
     /// One JSON object per line.
     Json,
+}
+
+/// `rfs info --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InfoFormat {
+    /// An indented `key: value` list.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// `rfs info`.
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) format: InfoFormat,
 }
 
 /// `rfs load`.
@@ -449,6 +519,22 @@ pub(crate) struct CommitArgs {
     /// WORKDIR, USER, STOPSIGNAL); repeatable.
     #[arg(short, long, value_name = "INSTRUCTION")]
     pub(crate) change: Vec<String>,
+}
+
+impl CommitArgs {
+    /// The CONTAINER (none with `--upper`) and the new image's NAME, if given.
+    pub(crate) fn positionals(&self) -> Result<(Option<&str>, Option<&str>), &'static str> {
+        match (&self.upper, self.args.as_slice()) {
+            (Some(_), []) => Ok((None, None)),
+            (Some(_), [name]) => Ok((None, Some(name))),
+            (Some(_), _) => Err("with --upper, the only positional argument is the NAME[:TAG]"),
+            (None, [container]) => Ok((Some(container), None)),
+            (None, [container, name]) => Ok((Some(container), Some(name))),
+            (None, _) => {
+                Err("the CONTAINER is missing (or commit an upper directory with --upper)")
+            }
+        }
+    }
 }
 
 /// `rfs save --format`.

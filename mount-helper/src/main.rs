@@ -5,14 +5,13 @@
 
 mod cli;
 mod commands;
+mod host;
 mod logging;
 mod mountinfo;
 mod overlay_compat;
 mod progress;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -27,7 +26,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_checked();
     logging::init();
     match commands::run(cli) {
         Ok(code) => code,

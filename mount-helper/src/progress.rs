@@ -1,14 +1,37 @@
-//! Progress display for hashing and decompressing, on a terminal only: one line on stderr,
-//! redrawn in place. Silent when stderr is not a TTY (CI logs, pipes).
+//! Progress display for the long steps of the store and of opening images (hashing,
+//! decompressing, copying, indexing, writing a layer), on a terminal only: one line per
+//! step on stderr, redrawn in place and ended when the step ends. Silent when stderr is not
+//! a TTY (CI logs, pipes), so scripts see only the command's own output.
+//!
+//! The library reports `(what, done, total)` in bytes, with a total of 0 for a step whose
+//! size is not known in advance (a stream, a layer being written).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A progress line; pass [`Progress::callback`] to library calls that report progress.
+/// Steps of a known size below this finish too soon to be worth a line (configs,
+/// manifests, small layers).
+const SMALLEST_SHOWN: u64 = 1 << 20;
+
+/// How often a line is redrawn at most.
+const REDRAW: Duration = Duration::from_millis(100);
+
+/// A progress display; pass [`Progress::update`] to library calls that report progress.
 pub(crate) struct Progress {
     enabled: bool,
-    last: Mutex<Option<Instant>>,
+    line: Mutex<Line>,
+}
+
+/// The step on screen.
+#[derive(Default)]
+struct Line {
+    what: String,
+    /// Drawn and not yet ended with a newline.
+    open: bool,
+    /// The step reported its end (later reports of it are repeats).
+    ended: bool,
+    drawn_at: Option<Instant>,
 }
 
 impl Progress {
@@ -16,34 +39,65 @@ impl Progress {
     pub(crate) fn new() -> Self {
         Progress {
             enabled: std::io::stderr().is_terminal(),
-            last: Mutex::new(None),
+            line: Mutex::new(Line::default()),
         }
     }
 
-    /// Reports `done` of `total` bytes of `what` (redrawn at most 10 times a second).
+    /// Reports `done` of `total` bytes (0: unknown) of the step `what`.
     pub(crate) fn update(&self, what: &str, done: u64, total: u64) {
         if !self.enabled {
             return;
         }
-        let mut last = self
-            .last
+        let mut line = self
+            .line
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if done < total && last.is_some_and(|t| now - t < Duration::from_millis(100)) {
+        let mut err = std::io::stderr().lock();
+        if line.what != what {
+            if line.open {
+                let _ = writeln!(err);
+            }
+            *line = Line {
+                what: what.to_owned(),
+                ..Line::default()
+            };
+        }
+        let ended = total > 0 && done >= total;
+        if line.ended || (total > 0 && total < SMALLEST_SHOWN) {
             return;
         }
-        *last = Some(now);
-        let pct = (done * 100).checked_div(total).unwrap_or(100);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[K{what}: {pct:3}% ({} / {} MiB)",
-            done >> 20,
-            total >> 20
-        );
-        if done >= total {
+        let now = Instant::now();
+        if !ended && line.drawn_at.is_some_and(|t| now - t < REDRAW) {
+            return;
+        }
+        let pct = (done.min(total) * 100).checked_div(total);
+        let text = if let Some(pct) = pct {
+            format!("{what}: {pct:3}% ({} / {} MiB)", done >> 20, total >> 20)
+        } else if done == 0 {
+            format!("{what} ...")
+        } else {
+            format!("{what}: {} MiB", done >> 20)
+        };
+        let _ = write!(err, "\r\x1b[K{text}");
+        if ended {
             let _ = writeln!(err);
+        }
+        line.drawn_at = Some(now);
+        line.open = !ended;
+        line.ended = ended;
+    }
+}
+
+impl Drop for Progress {
+    /// Ends a line left open (a step of unknown size that reported no end, or an error),
+    /// so what follows starts on a line of its own.
+    fn drop(&mut self) {
+        let line = self
+            .line
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.enabled && line.open {
+            let _ = writeln!(std::io::stderr());
         }
     }
 }

@@ -109,7 +109,10 @@ pub struct Image {
     pub manifest_digest: Option<Digest>,
 }
 
-/// A progress callback: (what is happening, bytes done, bytes in total).
+/// A progress callback: (what is happening, bytes done, bytes in total). A total of 0
+/// means the size is not known in advance (a stream); such a step ends with a report whose
+/// `done` and `total` are equal. Each step reports at its start and end and at most every
+/// few MiB in between.
 pub type Progress<'a> = dyn Fn(&str, u64, u64) + Sync + 'a;
 
 /// How to open a SOURCE.

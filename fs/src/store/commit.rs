@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::blobs::{HashingWriter, Progress, TempFile};
+use super::blobs::{HashingWriter, Progress, ProgressWriter, TempFile};
 use super::changes;
 use super::{Error, ImageMeta, Reference, Store, StoredImage, Timestamp, cached_index, layer_size};
 use crate::digest::Digest;
@@ -50,7 +50,7 @@ pub struct Committed {
 
 impl Store {
     /// Writes the layer that `upper` adds to `lower` into the store; returns its diff_id,
-    /// blob size and Docker size.
+    /// blob size and Docker size. Writing and indexing the layer report to `progress`.
     ///
     /// # Errors
     ///
@@ -59,11 +59,14 @@ impl Store {
         &self,
         lower: &LowerTree,
         upper: &Path,
+        progress: Option<&Progress<'_>>,
     ) -> Result<(Digest, u64, u64), Error> {
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
         let tmp_path = tmp.path().to_owned();
         let writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.file()));
-        let writer = changes::write_layer(lower, upper, writer)?;
+        // The size is known only at the end: the layer is written in one walk of `upper`.
+        let writer = ProgressWriter::new(writer, "writing the layer", progress);
+        let writer = changes::write_layer(lower, upper, writer)?.finish();
         let (inner, diff_id, size) = writer.finish();
         inner
             .into_inner()
@@ -74,7 +77,7 @@ impl Store {
         } else {
             tmp.persist(&dest)?;
         }
-        let index = cached_index(&self.root, &diff_id, &dest)?;
+        let index = cached_index(&self.root, &diff_id, &dest, "indexing the layer", progress)?;
         Ok((diff_id, size, layer_size(&index)))
     }
 
@@ -105,10 +108,7 @@ impl Store {
         if let Some(section) = section {
             apply_changes(section, &opts.changes)?;
         }
-        if let Some(p) = opts.progress {
-            p("writing the layer", 0, 0);
-        }
-        let (diff_id, blob_size, docker_size) = self.store_layer(&lower, upper)?;
+        let (diff_id, blob_size, docker_size) = self.store_layer(&lower, upper, opts.progress)?;
 
         let created = Timestamp::now_or_source_date_epoch().to_rfc3339_nano();
         let object = config.as_object_mut().ok_or_else(|| Error::BadImage {

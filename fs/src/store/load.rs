@@ -8,8 +8,11 @@
 //! digest. The config is copied byte for byte (the image ID is its digest), and the store
 //! writes its own manifest over the uncompressed layers. The names come from the SOURCE's
 //! metadata: `RepoTags` of a docker archive, `io.containerd.image.name` or a full
-//! `org.opencontainers.image.ref.name` of an OCI layout (skopeo's bare tags such as `latest`
-//! name no repository, and are ignored, as Docker does).
+//! `org.opencontainers.image.ref.name` of an OCI layout. A bare tag (`latest`, as skopeo
+//! writes `oci:DIR:latest`) names no repository; the layout's own name stands in for it,
+//! in podman's form for local names: `localhost/<dir or archive name without .tar>:<tag>`.
+//! (podman itself reads a bare tag as a repository name: it loads every such archive as
+//! `localhost/latest:latest`, each load taking the name from the image loaded before.)
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -17,12 +20,12 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::blobs::{self, HashingWriter, Progress, TempFile};
+use super::blobs::{self, HashingWriter, Progress, ProgressReader, TempFile};
 use super::oci::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Index};
-use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, layer_size};
+use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, index_layer, layer_size};
 use crate::digest::Digest;
 use crate::image::{self, MAX_METADATA_BYTES, OpenOptions, Platform};
-use crate::tar_index::{self, Limits, codec};
+use crate::tar_index::{Limits, codec};
 
 /// How to load.
 #[derive(Default)]
@@ -41,7 +44,8 @@ pub struct LoadOptions<'a> {
 pub struct Loaded {
     /// The image ID.
     pub id: Digest,
-    /// Its names after the load.
+    /// The names this load gave it: those the source carries and those asked for (as
+    /// `docker load` reports them; names the image had before stay).
     pub tags: Vec<Reference>,
     /// Layers that were not in the store before.
     pub new_layers: usize,
@@ -159,12 +163,26 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     }
 }
 
+/// The name an OCI layout at `source` goes by when its index names only a tag: the
+/// directory's name, or the archive's without `.tar`.
+fn layout_name(source: &Path) -> Option<String> {
+    // `.` or `dir/..` name no directory until resolved.
+    let resolved = fs::canonicalize(source).ok()?;
+    let name = resolved.file_name()?.to_string_lossy().into_owned();
+    Some(match name.strip_suffix(".tar") {
+        Some(stem) if !source.is_dir() => stem.to_owned(),
+        _ => name,
+    })
+}
+
 /// The names an OCI index gives the image whose manifest is `manifest` (an index with one
-/// entry names whatever that entry leads to).
+/// entry names whatever that entry leads to). A bare tag names a repository called after
+/// `layout` (see [`Reference::for_layout_tag`]).
 fn oci_tags(
     index_bytes: &[u8],
     manifest: Option<&Digest>,
     path: &Path,
+    layout: Option<&str>,
 ) -> Result<Vec<Reference>, Error> {
     let index: Index = serde_json::from_slice(index_bytes).map_err(|source| Error::Json {
         path: path.to_owned(),
@@ -181,7 +199,11 @@ fn oci_tags(
             .annotations
             .get(ANNOTATION_IMAGE_NAME)
             .or_else(|| entry.annotations.get(ANNOTATION_REF_NAME));
-        if let Some(reference) = name.and_then(|n| Reference::from_archive(n)) {
+        let reference = name.and_then(|n| {
+            Reference::from_archive(n)
+                .or_else(|| layout.and_then(|l| Reference::for_layout_tag(l, n)))
+        });
+        if let Some(reference) = reference {
             if !tags.contains(&reference) {
                 tags.push(reference);
             }
@@ -213,7 +235,12 @@ fn source_meta(source: &Path, opened: &image::Image, config: &Digest) -> Result<
         let config = checked(bytes, source.join(&blob_name))?;
         let index_path = source.join("index.json");
         let tags = match read_small(&index_path)? {
-            Some(b) => oci_tags(&b, opened.manifest_digest.as_ref(), &index_path)?,
+            Some(b) => oci_tags(
+                &b,
+                opened.manifest_digest.as_ref(),
+                &index_path,
+                layout_name(source).as_deref(),
+            )?,
             None => Vec::new(),
         };
         return Ok(SourceMeta {
@@ -261,6 +288,7 @@ fn source_meta(source: &Path, opened: &image::Image, config: &Digest) -> Result<
             &b,
             opened.manifest_digest.as_ref(),
             &source.join("index.json"),
+            layout_name(source).as_deref(),
         )?,
         None => Vec::new(),
     };
@@ -331,7 +359,8 @@ impl Store {
             let size = fs::metadata(&dest)
                 .map_err(|e| Error::io("reading", &dest, e))?
                 .len();
-            let index = cached_index(&self.root, &diff_id, &dest)?;
+            let what = format!("indexing layer {}/{count}", i + 1);
+            let index = cached_index(&self.root, &diff_id, &dest, &what, opts.progress)?;
             sizes.push(layer_size(&index));
             layers.push((diff_id, size));
         }
@@ -353,7 +382,6 @@ impl Store {
             opts.progress,
         )?;
         debug_assert_eq!(record.id, config_digest);
-        let tags = self.resolve(&record.id.to_string())?.tags;
         Ok(Loaded {
             id: record.id,
             tags,
@@ -374,13 +402,16 @@ impl Store {
             Some(p) => Platform::parse(p)?,
             None => Platform::host(),
         };
-        let (mut input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
+        let (input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
             (Box::new(io::stdin().lock()), 0)
         } else {
             let file = File::open(source).map_err(|e| Error::io("opening", source, e))?;
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(file), len)
         };
+        // Progress counts the bytes read from SOURCE, so a compressed tar's percentage is
+        // right although more bytes come out of the decompressor than go in.
+        let mut input = ProgressReader::new(input, "importing", total, opts.progress);
         let mut magic = [0u8; 4];
         let mut got = 0;
         while got < magic.len() {
@@ -407,20 +438,19 @@ impl Store {
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
         let tmp_path = tmp.path().to_owned();
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp.file()));
-        blobs::copy_with_progress(&mut reader, &mut writer, "importing", total, opts.progress)
-            .map_err(|e| Error::io("copying", source, e))?;
+        io::copy(&mut reader, &mut writer).map_err(|e| Error::io("copying", source, e))?;
         let (inner, diff_id, _) = writer.finish();
         inner
             .into_inner()
             .map_err(|e| Error::io("writing", &tmp_path, e.into_error()))?;
         // Check it is a tar (and index it) before it gets a name.
-        let limits = Limits::default();
-        let file = File::open(&tmp_path).map_err(|e| Error::io("opening", &tmp_path, e))?;
-        let index = tar_index::build(io::BufReader::with_capacity(1 << 16, file), &limits)
-            .map_err(|source| Error::BadLayer {
-                layer: diff_id,
-                source: Box::new(source),
-            })?;
+        let index = index_layer(
+            &tmp_path,
+            &diff_id,
+            &Limits::default(),
+            "indexing",
+            opts.progress,
+        )?;
         let dest = self.blob_path(&diff_id);
         let new_layers = usize::from(!dest.is_file());
         if dest.is_file() {

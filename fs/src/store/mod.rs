@@ -672,7 +672,7 @@ impl Store {
                 path: blob,
             });
         }
-        cached_index(&self.root, diff_id, &blob)
+        cached_index(&self.root, diff_id, &blob, "indexing layer", None)
     }
 
     /// The layers of `image`, base first, indexed, ready for [`LowerTree::build`].
@@ -936,18 +936,46 @@ pub fn layer_size(index: &TarIndex) -> u64 {
 }
 
 /// The index of the layer tar `blob` (named `diff_id`), cached where [`crate::source`]
-/// caches it, by the same code.
-fn cached_index(root: &Path, diff_id: &Digest, blob: &Path) -> Result<TarIndex, Error> {
+/// caches it, by the same code. Building it reads the whole layer, reported as `what`.
+fn cached_index(
+    root: &Path,
+    diff_id: &Digest,
+    blob: &Path,
+    what: &str,
+    progress: Option<&Progress<'_>>,
+) -> Result<TarIndex, Error> {
     let cache = crate::source::diff_id_cache_path(root, diff_id);
     crate::source::cached_or_build(Some(&cache), |limits| {
-        let file = File::open(blob).map_err(|e| Error::io("opening", blob, e))?;
-        tar_index::build(BufReader::with_capacity(1 << 16, file), limits).map_err(|source| {
+        index_layer(blob, diff_id, limits, what, progress)
+    })
+}
+
+/// Indexes the layer tar `blob` (named `diff_id`) in one pass, reported as `what`.
+fn index_layer(
+    blob: &Path,
+    diff_id: &Digest,
+    limits: &tar_index::Limits,
+    what: &str,
+    progress: Option<&Progress<'_>>,
+) -> Result<TarIndex, Error> {
+    let file = File::open(blob).map_err(|e| Error::io("opening", blob, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("reading", blob, e))?
+        .len();
+    let reader = blobs::ProgressReader::new(file, what, len, progress);
+    let index =
+        tar_index::build(BufReader::with_capacity(1 << 16, reader), limits).map_err(|source| {
             Error::BadLayer {
                 layer: *diff_id,
                 source: Box::new(source),
             }
-        })
-    })
+        })?;
+    // The index ends at the tar's end marker, which may come before the file's end.
+    if let Some(p) = progress {
+        p(what, len, len);
+    }
+    Ok(index)
 }
 
 #[cfg(test)]

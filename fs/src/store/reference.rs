@@ -102,7 +102,34 @@ impl Reference {
         }
         Reference::parse(text).ok()
     }
+
+    /// The name of an OCI layout entry whose `org.opencontainers.image.ref.name` is a bare
+    /// tag (`latest`, as `skopeo copy … oci:DIR:latest` writes it): the tag of a local
+    /// repository named after the layout, `localhost/<layout>:<tag>`. `layout` is the
+    /// layout's directory or archive name without `.tar`; it is lowercased and every
+    /// character a repository name cannot hold becomes `-`. `None` if `tag` is no valid tag
+    /// or nothing of `layout` is left.
+    pub fn for_layout_tag(layout: &str, tag: &str) -> Option<Reference> {
+        if !valid_tag(tag) {
+            return None;
+        }
+        let mut name: String = layout
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '.' | '_' | '-') => c,
+                _ => '-',
+            })
+            .collect();
+        // A component starts and ends with a letter or digit.
+        name = name
+            .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_owned();
+        Reference::parse(&format!("{LOCAL_REGISTRY}/{name}:{tag}")).ok()
+    }
 }
+
+/// The registry part podman gives names that have none of their own.
+const LOCAL_REGISTRY: &str = "localhost";
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -247,5 +274,23 @@ mod tests {
             Some("rfs/busybox".into())
         );
         assert_eq!(Reference::from_archive("bad name:x"), None);
+    }
+
+    #[test]
+    fn a_bare_layout_tag_names_a_local_repository_after_the_layout() {
+        let named =
+            |layout: &str, tag: &str| Reference::for_layout_tag(layout, tag).map(|r| r.to_string());
+        assert_eq!(
+            named("busybox-oci", "latest").as_deref(),
+            Some("localhost/busybox-oci:latest")
+        );
+        assert_eq!(
+            named("My Image (2)", "v1.0").as_deref(),
+            Some("localhost/my-image--2:v1.0")
+        );
+        assert_eq!(named("busybox-oci", "not a tag"), None);
+        assert_eq!(named("--", "latest"), None);
+        // Separators a name cannot repeat leave no valid name rather than a wrong one.
+        assert_eq!(named("a..b", "latest"), None);
     }
 }

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::blobs::Progress;
+use super::blobs::{Progress, ProgressReader};
 use super::oci::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_MANIFEST, OCI_LAYOUT,
     PlatformJson,
@@ -207,44 +207,11 @@ impl<W: Write> Archive<W> {
             .map_err(|e| Error::io("reading", &path, e))?
             .len();
         let mut h = Self::header(size, 0o644, tar::EntryType::Regular);
-        let mut reader = ProgressReader {
-            inner: file,
-            done: 0,
-            reported: 0,
-            total: size,
-            what,
-            progress,
-        };
+        // The builder reads the member to its end, which reports the step's end.
+        let mut reader = ProgressReader::new(file, what, size, progress);
         self.builder
             .append_data(&mut h, name, &mut reader)
             .map_err(|e| Error::io("writing archive member", name, e))?;
-        if let Some(p) = progress {
-            p(what, size, size);
-        }
         Ok(())
-    }
-}
-
-/// A reader that reports progress every few MiB.
-struct ProgressReader<'a, R> {
-    inner: R,
-    done: u64,
-    reported: u64,
-    total: u64,
-    what: &'a str,
-    progress: Option<&'a Progress<'a>>,
-}
-
-impl<R: io::Read> io::Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.done - self.reported >= 8 << 20 {
-            if let Some(p) = self.progress {
-                p(self.what, self.done, self.total.max(self.done));
-            }
-            self.reported = self.done;
-        }
-        Ok(n)
     }
 }

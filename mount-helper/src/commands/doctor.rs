@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use crate::host;
+
 /// One check's outcome.
 struct Check {
     what: &'static str,
@@ -16,36 +18,17 @@ struct Check {
     ok: bool,
     detail: String,
     /// What is lost without it, and what to do.
-    otherwise: &'static str,
+    otherwise: String,
 }
 
 fn dev_fuse() -> Check {
-    let meta = std::fs::metadata("/dev/fuse");
-    let open = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse");
-    let (ok, detail) = match (&meta, &open) {
-        (Err(e), _) => (false, format!("missing: {e}")),
-        (Ok(m), Ok(_)) => (
-            true,
-            format!("usable, mode {:o}", m.permissions().mode() & 0o777),
-        ),
-        (Ok(m), Err(e)) => (
-            false,
-            format!(
-                "mode {:o}, not usable by uid {}: {e}",
-                m.permissions().mode() & 0o777,
-                nix::unistd::geteuid()
-            ),
-        ),
-    };
+    let device = host::FuseDevice::probe();
     Check {
-        what: "/dev/fuse",
+        what: host::FUSE_DEVICE,
         optional: false,
-        ok,
-        detail,
-        otherwise: "no mounts at all: install fuse3 and run `chmod 0666 /dev/fuse` (distributions ship it 0666)",
+        ok: device.is_usable(),
+        detail: device.detail(),
+        otherwise: format!("no mounts at all: {}", device.remedy().unwrap_or_default()),
     }
 }
 
@@ -71,7 +54,7 @@ fn fusermount() -> Check {
         optional: false,
         ok,
         detail,
-        otherwise: "non-root users cannot mount: apt-get install fuse3",
+        otherwise: "non-root users cannot mount: apt-get install fuse3".into(),
     }
 }
 
@@ -82,20 +65,15 @@ fn read_trim(p: &str) -> Option<String> {
 }
 
 fn user_namespaces() -> Check {
-    let max = read_trim("/proc/sys/user/max_user_namespaces").unwrap_or_default();
-    let clone = read_trim("/proc/sys/kernel/unprivileged_userns_clone");
-    let ok = max.parse::<u64>().unwrap_or(0) > 0 && clone.as_deref() != Some("0");
+    let userns = host::user_namespaces();
     Check {
         what: "user namespaces",
         optional: false,
-        ok,
-        detail: format!(
-            "max_user_namespaces={max}{}",
-            clone
-                .map(|c| format!(", unprivileged_userns_clone={c}"))
-                .unwrap_or_default()
-        ),
-        otherwise: "rootless `rfs run` cannot start containers: sysctl user.max_user_namespaces=15000",
+        ok: userns.available,
+        detail: userns.detail,
+        otherwise:
+            "rootless `rfs run` cannot start containers: sysctl user.max_user_namespaces=15000"
+                .into(),
     }
 }
 
@@ -123,42 +101,33 @@ fn subids() -> Check {
             if ranges { "present" } else { "missing" }
         ),
         otherwise: "rootless containers see only one id (image users such as uid 1000 are squashed to 0): \
-                    apt-get install uidmap and add `USER:100000:65536` to /etc/subuid and /etc/subgid",
+                    apt-get install uidmap and add `USER:100000:65536` to /etc/subuid and /etc/subgid"
+            .into(),
     }
 }
 
 fn kernel_overlay() -> Check {
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let ok = fs.lines().any(|l| l.trim_end().ends_with("overlay"));
+    let overlay = host::kernel_overlay();
     Check {
         what: "kernel overlayfs",
         optional: true,
-        ok,
-        detail: if ok {
-            "available".into()
-        } else {
-            "not loaded".into()
-        },
-        otherwise: "only the differential tests need it (modprobe overlay); rfs itself does not",
+        ok: overlay.available,
+        detail: overlay.detail,
+        otherwise: "only the differential tests need it (modprobe overlay); rfs itself does not"
+            .into(),
     }
 }
 
 fn passthrough() -> Check {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut it = release
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    let ok = (major, minor) >= (6, 9);
+    let passthrough = host::passthrough();
     Check {
-        what: "FUSE passthrough (kernel >= 6.9)",
+        what: "FUSE passthrough",
         optional: true,
-        ok,
-        detail: format!("kernel {release}"),
-        otherwise: "every read goes through the daemon; with it, and as root, the kernel reads \
-                    host files of 128 KiB or more itself",
+        ok: passthrough.available,
+        detail: passthrough.detail,
+        otherwise: "every read and write goes through the daemon; with it (root, kernel 6.9 \
+                    or later) the kernel reads and writes host files of 128 KiB or more itself"
+            .into(),
     }
 }
 
@@ -179,7 +148,8 @@ fn idle_polling() -> Check {
         detail,
         otherwise: "each FUSE request wakes a halted virtual CPU through the hypervisor (on the \
                     benchmark VM 23 µs a request instead of 11): as root, echo 200000 > \
-                    /sys/module/haltpoll/parameters/guest_halt_poll_ns (the kernel's default)",
+                    /sys/module/haltpoll/parameters/guest_halt_poll_ns (the kernel's default)"
+            .into(),
     }
 }
 
@@ -198,7 +168,8 @@ fn user_xattrs(root: &Path) -> Check {
         ok,
         detail: root.display().to_string(),
         otherwise: "rootless uppers cannot record opaque dirs or ownership: put RFS_ROOT on ext4/xfs/btrfs \
-                    (needs setfattr from the attr package for this check)",
+                    (needs setfattr from the attr package for this check)"
+            .into(),
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command};
 
 mod doctor;
+mod info;
 mod init;
 mod mount;
 mod ps;
@@ -38,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Save(args) => store::save(cli.root, &args),
         Command::Init { spec } => init::run(&spec),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
+        Command::Info(args) => info::run(cli.root, &args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();

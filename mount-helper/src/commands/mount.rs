@@ -28,14 +28,10 @@ use crate::mountinfo;
 
 /// Runs `rfs mount`.
 pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
-    // With --lower, clap puts the only positional into `source`.
-    let (source, mountpoint) = match (&args.lower, &args.source, &args.mountpoint) {
-        (Some(_), Some(m), None) => (None, m.clone()),
-        (None, Some(s), Some(m)) => (Some(s.clone()), m.clone()),
-        _ => bail!(
-            "usage: rfs mount SOURCE MOUNTPOINT, or rfs mount --lower DIR[:DIR...] MOUNTPOINT"
-        ),
-    };
+    // The command line was checked when parsed; the fuse-overlayfs invocation builds
+    // arguments of the same shape.
+    let (source, mountpoint) = args.positionals().map_err(anyhow::Error::msg)?;
+    let (source, mountpoint) = (source.map(Path::to_path_buf), mountpoint.to_path_buf());
     check_mountpoint(&mountpoint)?;
     // The root directory is needed only for image sources and a fresh upper; resolving it
     // lazily lets `mount -t fuse.rfs` (which runs us with an empty environment) mount

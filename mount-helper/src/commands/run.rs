@@ -68,15 +68,15 @@ fn volume(spec: &str) -> Result<BindMount> {
 
 /// /dev/fuse must open read-write, in this process, or no container can mount its root.
 fn check_dev_fuse() -> Result<()> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .map(drop)
-        .context(
-            "cannot open /dev/fuse: load the fuse module (`modprobe fuse`) and make the device \
-             usable by this user (`chmod 0666 /dev/fuse`)",
-        )
+    let device = crate::host::FuseDevice::probe();
+    match device.remedy() {
+        None => Ok(()),
+        Some(remedy) => bail!(
+            "cannot use {}: {}; {remedy}",
+            crate::host::FUSE_DEVICE,
+            device.detail()
+        ),
+    }
 }
 
 /// Removes a container directory unless disarmed: nothing is left of a container that

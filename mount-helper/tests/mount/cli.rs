@@ -7,14 +7,23 @@ use crate::common::{require_root, rfs};
 
 #[test]
 fn version_and_help_answer() {
-    let out = rfs(&[OsStr::new("--version")]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rfs "));
+    for flag in ["--version", "-V"] {
+        let out = rfs(&[OsStr::new(flag)]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, format!("rfs {}\n", env!("CARGO_PKG_VERSION")));
+        // `rfs X.Y.Z`, as `podman --version` prints `podman version X.Y.Z`.
+        let version = text.trim_end().strip_prefix("rfs ").unwrap();
+        let parts: Vec<&str> = version.split('.').collect();
+        assert_eq!(parts.len(), 3, "{text}");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{text}");
+    }
     let commands = [
         "mount",
         "umount",
         "mounts",
         "doctor",
+        "info",
         "run",
         "ps",
         "rm",
@@ -42,6 +51,83 @@ fn version_and_help_answer() {
             "{cmd} --help has no example"
         );
     }
+}
+
+/// Issue 13: `rfs mount SRC` without a mountpoint exited 1, like a failed mount; bad usage
+/// is status 2 with clap's message and the subcommand's usage, for every subcommand.
+#[test]
+fn usage_errors_exit_2_with_the_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["mount", d], "rfs mount", "the MOUNTPOINT is missing"),
+        (
+            &["mount", "--lower", d],
+            "rfs mount",
+            "the MOUNTPOINT is missing",
+        ),
+        (
+            &["mount", "--lower", d, d, d],
+            "rfs mount",
+            "with --lower, the only positional argument is the MOUNTPOINT",
+        ),
+        (&["mount"], "rfs mount", "<SOURCE>"),
+        (&["commit"], "rfs commit", "the CONTAINER is missing"),
+        (
+            &["commit", "--upper", d, "--image", "x", "a", "b"],
+            "rfs commit",
+            "with --upper, the only positional argument is the NAME[:TAG]",
+        ),
+        (&["commit", "--upper", d], "rfs commit", "--image"),
+        (&["tag", "a"], "rfs tag", "<TARGET[:TAG]>"),
+        (
+            &["no-such-command"],
+            "rfs [OPTIONS] <COMMAND>",
+            "no-such-command",
+        ),
+    ];
+    let check = |args: &[&str], usage: &str, problem: &str| {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let out = rfs(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains(problem), "{args:?}: {err}");
+        assert!(err.contains(&format!("Usage: {usage}")), "{args:?}: {err}");
+    };
+    for (args, usage, problem) in cases {
+        check(args, usage, problem);
+    }
+    // Every subcommand answers an unknown option the same way.
+    let listed = String::from_utf8_lossy(&rfs(&[OsStr::new("--help")]).stdout).into_owned();
+    let subcommands: Vec<&str> = listed
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(subcommands.len() >= 19, "{listed}");
+    for sub in subcommands {
+        check(
+            &[sub, "--no-such-option"],
+            &format!("rfs {sub}"),
+            "unexpected argument '--no-such-option'",
+        );
+    }
+    // A right command line that fails is status 1, not 2.
+    let missing = dir.path().join("no-such-dir");
+    let out = rfs(&[
+        OsStr::new("mount"),
+        OsStr::new("--lower"),
+        dir.path().as_os_str(),
+        missing.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("rfs: mountpoint "), "{err}");
 }
 
 #[test]

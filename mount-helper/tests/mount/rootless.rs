@@ -348,3 +348,137 @@ fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
     );
     assert!(out.lines().any(|l| l == format!("motd {uid}")), "{out}");
 }
+
+/// Issue 13: `rfs doctor` called FUSE passthrough available to a user who cannot use it (a
+/// backing file needs CAP_SYS_ADMIN in the initial user namespace); `rfs info` says the
+/// same thing the same way. As root both report it available on this kernel (6.9+).
+#[test]
+fn passthrough_is_reported_unavailable_to_a_non_root_user() {
+    let test = "passthrough_is_reported_unavailable_to_a_non_root_user";
+    let Some((uid, gid, s)) = user_and_scratch(test) else {
+        return;
+    };
+    let root = s.mkdir("root");
+    chown_tree(&root, uid, gid);
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
+    let rfs = format!("'{}' --root '{}'", bin.display(), root.display());
+    let passthrough_line = |doctor: &str| -> String {
+        doctor
+            .lines()
+            .find(|l| l.contains("FUSE passthrough"))
+            .unwrap_or_else(|| panic!("no passthrough line in:\n{doctor}"))
+            .to_owned()
+    };
+    // doctor fails or not on the user's other checks; only the passthrough line matters.
+    let (_, doctor) = as_user(&format!("{rfs} doctor"));
+    let line = passthrough_line(&doctor);
+    assert!(line.starts_with("MISSING"), "{doctor}");
+    assert!(
+        line.contains(&format!("not for uid {uid}")) && line.contains("CAP_SYS_ADMIN"),
+        "{doctor}"
+    );
+    let (ok, info) = as_user(&format!("{rfs} info --format json"));
+    assert!(ok, "{info}");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("info JSON");
+    assert_eq!(info["features"]["fusePassthrough"]["available"], false);
+    assert!(
+        info["features"]["fusePassthrough"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("CAP_SYS_ADMIN in the initial user namespace")),
+        "{info}"
+    );
+    assert_eq!(info["host"]["rootless"], true);
+    assert_eq!(info["host"]["uid"], uid);
+    // Root in the initial namespace gets it on this kernel.
+    let out = Command::new(&bin)
+        .arg("--root")
+        .arg(&root)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let doctor = String::from_utf8_lossy(&out.stdout);
+    let line = passthrough_line(&doctor);
+    assert!(line.starts_with("ok"), "{doctor}");
+    assert!(
+        line.contains("root in the initial user namespace"),
+        "{doctor}"
+    );
+}
+
+/// Issue 13: `rfs run` named `modprobe fuse` for a /dev/fuse that only its mode kept from the
+/// user. Each cause gets its own hint: a device node without a driver and a missing device
+/// need the module, a mode that shuts the user out needs a chmod. Each case is made in a
+/// private mount namespace (a bind mount over /dev/fuse, or a tmpfs over /dev), so the
+/// host's /dev/fuse is never touched.
+#[test]
+fn run_names_the_fix_for_each_dev_fuse_problem() {
+    let test = "run_names_the_fix_for_each_dev_fuse_problem";
+    let Some((uid, gid, s)) = user_and_scratch(test) else {
+        return;
+    };
+    let Some(images) = crate::common::images_dir(test) else {
+        return;
+    };
+    let root = s.mkdir("root");
+    chown_tree(&root, uid, gid);
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
+    let dir = s.dir.path().display().to_string();
+    // A misc device minor no driver has (the FUSE module has 229).
+    let misc = std::fs::read_to_string("/proc/misc").unwrap();
+    let taken: Vec<u32> = misc
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let free = (100..180)
+        .find(|m| !taken.contains(m))
+        .expect("a free misc minor");
+    let run = format!(
+        "runuser -u {USER} -- '{}' --root '{}' run --rm '{}' true",
+        bin.display(),
+        root.display(),
+        images.join("busybox-oci").display()
+    );
+    let cases = [
+        (
+            "mode 0600",
+            format!(
+                "mknod -m 600 {dir}/fuse c 10 229 && mount --bind {dir}/fuse /dev/fuse && {run}"
+            ),
+            &["mode 600, owner 0:0", "chmod 0666 /dev/fuse"][..],
+            "modprobe",
+        ),
+        (
+            "no driver",
+            format!(
+                "mknod -m 666 {dir}/nodriver c 10 {free} && \
+                 mount --bind {dir}/nodriver /dev/fuse && {run}"
+            ),
+            &["no FUSE driver", "modprobe fuse"][..],
+            "chmod",
+        ),
+        (
+            "missing",
+            format!("mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && {run}"),
+            &["does not exist", "modprobe fuse", "--device /dev/fuse"][..],
+            "chmod",
+        ),
+    ];
+    for (what, script, hints, not) in cases {
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .expect("unshare");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{what}: {err}");
+        assert!(err.contains("rfs: cannot use /dev/fuse: "), "{what}: {err}");
+        for hint in hints {
+            assert!(err.contains(hint), "{what}: no {hint:?} in {err}");
+        }
+        assert!(
+            !err.contains(not),
+            "{what}: {not:?} is the wrong hint: {err}"
+        );
+    }
+    let host_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+    assert_eq!(host_mode, 0o666, "the host's /dev/fuse was left as it was");
+}

@@ -211,14 +211,19 @@ fn load_stores_shared_layers_once_and_lists_images() {
     );
     assert!(first > 7_000_000, "{first}");
     // The gzip OCI layout of the same image decompresses into the very same layer blobs.
+    // Its index names only the tag `latest`: the layout's name stands for the repository.
     let before = e.blobs();
-    e.ok(&[
+    let out = e.ok(&[
         "load",
         "-i",
         images.join("busybox-oci").to_str().unwrap(),
         "-t",
         "bb:oci",
     ]);
+    assert_eq!(
+        out,
+        "Loaded image: localhost/busybox-oci:latest\nLoaded image: bb:oci\n"
+    );
     assert_eq!(
         e.blobs(),
         before,
@@ -252,6 +257,7 @@ fn load_stores_shared_layers_once_and_lists_images() {
         BTreeSet::from([
             ("rfs/busybox-committed", "latest"),
             ("rfs/busybox", "latest"),
+            ("localhost/busybox-oci", "latest"),
             ("bb", "oci")
         ])
     );
@@ -730,6 +736,216 @@ fn save_is_read_by_skopeo_podman_and_rfs_load() {
     }
 }
 
+/// Issue 13: an OCI layout whose index names only a tag (`latest`, as skopeo writes
+/// `oci:DIR:latest`) loaded as an image without a name (`<none>` in `rfs images`).
+#[test]
+fn a_layout_that_names_only_a_tag_loads_as_localhost_layout_name() {
+    let test = "a_layout_that_names_only_a_tag_loads_as_localhost_layout_name";
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let e = Env::new();
+    for layout in ["busybox-oci", "busybox-oci.tar"] {
+        let index = std::fs::read_to_string(images.join("busybox-oci/index.json")).unwrap();
+        assert!(
+            index.contains(r#""org.opencontainers.image.ref.name":"latest""#),
+            "the test image names only the tag: {index}"
+        );
+        assert_eq!(
+            e.load(&images.join(layout)),
+            "Loaded image: localhost/busybox-oci:latest\n",
+            "{layout}"
+        );
+    }
+    // Another layout of the same image adds its own name, and prints only that.
+    assert_eq!(
+        e.load(&images.join("busybox-multiarch-oci")),
+        "Loaded image: localhost/busybox-multiarch-oci:latest\n"
+    );
+    // A file name that is no repository name is lowercased, with `-` for what cannot stay.
+    let renamed = e.s.dir.path().join("My Layout.tar");
+    std::fs::copy(images.join("busybox-oci.tar"), &renamed).unwrap();
+    assert_eq!(
+        e.load(&renamed),
+        "Loaded image: localhost/my-layout:latest\n"
+    );
+    let listing = e.ok(&["images"]);
+    assert!(!listing.contains("<none>"), "{listing}");
+    for name in [
+        "localhost/busybox-oci",
+        "localhost/busybox-multiarch-oci",
+        "localhost/my-layout",
+    ] {
+        assert_eq!(
+            e.ok(&["images", "-q", &format!("{name}:latest")]).trim(),
+            short_id(&Recorded::read(&images).busybox),
+            "{name}:\n{listing}"
+        );
+    }
+    // A full name in the index is kept as it is (`rfs save --format oci` writes one).
+    let saved = e.s.dir.path().join("saved-oci.tar");
+    e.ok(&["tag", "localhost/busybox-oci", "rfs/named:1"]);
+    e.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        saved.to_str().unwrap(),
+        "rfs/named:1",
+    ]);
+    let other = Env::new();
+    assert_eq!(other.load(&saved), "Loaded image: rfs/named:1\n");
+}
+
+impl Env {
+    /// Runs `rfs --root ROOT ARGS` (a shell word list, so it may end with `< FILE`) with a
+    /// pseudo-terminal as stdin, stdout and stderr (`script` of util-linux), as a person at
+    /// a terminal runs it; returns whether it succeeded and everything it printed.
+    fn on_a_terminal(&self, args: &str) -> (bool, String) {
+        let command = format!(
+            "'{}' --root '{}' {args}",
+            rfs_bin().display(),
+            self.root.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("running script (util-linux)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+/// The progress lines of `text` as they end up on the screen: each redraw (`\r`, then
+/// erase to the end of the line) replaces the line before it.
+fn final_lines(text: &str) -> Vec<String> {
+    text.split('\n')
+        .map(|l| {
+            let shown = l.trim_end_matches('\r').rsplit('\r').next().unwrap_or("");
+            shown.replace("\x1b[K", "")
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Issue 13: a 5 GB `rfs import` was silent for 20 s. Import, load, save and commit draw
+/// progress on a terminal (stderr a TTY), and print nothing of it otherwise.
+#[test]
+fn long_store_commands_show_progress_only_on_a_terminal() {
+    let test = "long_store_commands_show_progress_only_on_a_terminal";
+    if !require_root(test) {
+        return;
+    }
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let export = images.join("busybox-podman-export.tar");
+    let archive = images.join("busybox-docker-archive.tar");
+    let e = Env::new();
+    let upper = e.s.mkdir("upper");
+    std::fs::write(upper.join("two-mib"), vec![7u8; 2 << 20]).unwrap();
+    // A compressed tar: its percentage counts the bytes read from it, not those
+    // decompressed (which would pass 100% long before the end).
+    let gz = e.s.dir.path().join("export.tar.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -1 -c '{}' > '{}'",
+            export.display(),
+            gz.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let gz_mib = std::fs::metadata(&gz).unwrap().len() >> 20;
+    let saved = e.s.dir.path().join("saved.tar");
+    let steps: [(&str, &[&str]); 6] = [
+        (
+            &format!("import '{}' flat:1", export.display()),
+            &["importing: 100% (6 / 6 MiB)", "indexing: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!("import '{}' flat:gz", gz.display()),
+            &[&format!("importing: 100% ({gz_mib} / {gz_mib} MiB)")],
+        ),
+        // From a pipe the size is known only at the end.
+        (
+            &format!("import - flat:stdin < '{}'", export.display()),
+            &["importing: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!("load -i '{}'", archive.display()),
+            &[
+                "copying layer 1/3: 100% (6 / 6 MiB)",
+                "indexing layer 1/3: 100% (6 / 6 MiB)",
+            ],
+        ),
+        (
+            &format!("save -o '{}' rfs/busybox", saved.display()),
+            &["saving layer 1/3: 100% (6 / 6 MiB)"],
+        ),
+        (
+            &format!(
+                "commit --upper '{}' --image rfs/busybox bb:c",
+                upper.display()
+            ),
+            &[
+                "writing the layer: 100% (2 / 2 MiB)",
+                "indexing the layer: 100% (2 / 2 MiB)",
+            ],
+        ),
+    ];
+    for (args, wanted) in steps {
+        let (ok, text) = e.on_a_terminal(args);
+        assert!(ok, "rfs {args}:\n{text}");
+        let lines = final_lines(&text);
+        for want in wanted {
+            assert!(
+                lines.iter().any(|l| l == want),
+                "rfs {args}: no line {want:?} in {lines:#?}"
+            );
+        }
+        // No step ever shows more done than its total.
+        for l in &lines {
+            let Some((_, counts)) = l.split_once("% (") else {
+                continue;
+            };
+            let mib: Vec<u64> = counts
+                .trim_end_matches(" MiB)")
+                .split(" / ")
+                .map(|n| n.parse().expect("MiB counts"))
+                .collect();
+            assert!(mib[0] <= mib[1], "rfs {args}: {l}");
+        }
+    }
+    // Without a terminal: stdout has the command's answer, stderr nothing at all.
+    let quiet = Env::new();
+    let runs: [&[&str]; 4] = [
+        &["import", export.to_str().unwrap(), "flat:1"],
+        &["load", "-i", archive.to_str().unwrap()],
+        &["save", "-o", saved.to_str().unwrap(), "rfs/busybox"],
+        &[
+            "commit",
+            "--upper",
+            upper.to_str().unwrap(),
+            "--image",
+            "rfs/busybox",
+            "bb:c",
+        ],
+    ];
+    for args in runs {
+        let out = quiet.run(args);
+        assert!(out.status.success(), "rfs {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "rfs {args:?} printed to a stderr that is no terminal"
+        );
+    }
+}
+
 #[test]
 fn import_makes_a_one_layer_image_of_a_flat_export() {
     let test = "import_makes_a_one_layer_image_of_a_flat_export";
@@ -1090,4 +1306,106 @@ fn sigkill_during_commit_leaves_a_valid_store() {
         .filter(|b| b.starts_with(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Issue 13: `rfs info`, as `podman info`: the store's root and what it holds (images,
+/// layers, containers, mounts, with sizes), the kernel features rfs uses, its version.
+#[test]
+fn info_reports_the_store_and_the_kernel_features() {
+    let test = "info_reports_the_store_and_the_kernel_features";
+    if !require_root(test) {
+        return;
+    }
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let e = Env::new();
+    e.load(&images.join("busybox-docker-archive.tar"));
+    e.load(&images.join("docker/busybox-docker-save.tar"));
+    let _container = ContainerGuard {
+        env: &e,
+        name: "c1",
+    };
+    e.ok(&["run", "--name", "c1", "rfs/busybox", "echo hi > /tmp/x"]);
+    let (mount, _) = e.mount("mnt", &["rfs/busybox-committed"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&e.ok(&["info", "--format", "json"])).expect("info JSON");
+    let store = &info["store"];
+    let root = std::fs::canonicalize(&e.root).unwrap();
+    assert_eq!(store["root"], root.to_str().unwrap());
+    // Two images share busybox's three layers; the second adds three.
+    assert_eq!(store["images"]["number"], 2);
+    let mut layers = BTreeSet::new();
+    for image in ["rfs/busybox", "rfs/busybox-committed"] {
+        for l in e.inspect(image)["RootFS"]["Layers"].as_array().unwrap() {
+            layers.insert(l.as_str().unwrap().trim_start_matches("sha256:").to_owned());
+        }
+    }
+    assert_eq!(store["layers"]["number"], layers.len());
+    assert_eq!(layers.len(), 6);
+    let blob = |hex: &str| {
+        std::fs::metadata(e.root.join("blobs/sha256").join(hex))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        store["layers"]["size"],
+        layers.iter().map(|l| blob(l)).sum::<u64>()
+    );
+    // Every blob belongs to an image here: layers, configs, manifests.
+    let all_blobs = du(&e.root.join("blobs/sha256"));
+    assert_eq!(store["images"]["size"], all_blobs);
+    assert_eq!(store["blobs"]["size"], all_blobs);
+    assert_eq!(store["blobs"]["number"], e.blobs().len());
+    assert_eq!(store["containers"]["number"], 1);
+    assert_eq!(store["containers"]["running"], 0);
+    assert_eq!(store["containers"]["size"], du(&e.root.join("containers")));
+    assert!(
+        store["containers"]["size"].as_u64().unwrap() >= 3,
+        "the container's /tmp/x"
+    );
+    assert_eq!(store["mounts"]["writableLayers"], 1);
+    assert!(store["mounts"]["active"].as_u64().unwrap() >= 1, "{info}");
+    assert!(store["size"].as_u64().unwrap() >= all_blobs, "{info}");
+    assert_eq!(info["version"]["version"], env!("CARGO_PKG_VERSION"));
+    // Kernel features, each as this host has them for root.
+    let features = &info["features"];
+    assert_eq!(features["fuseDevice"]["available"], true, "{info}");
+    assert_eq!(features["fusePassthrough"]["available"], true, "{info}");
+    let uring = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring");
+    assert_eq!(
+        features["fuseIoUring"]["available"],
+        uring.as_deref().is_ok_and(|v| v.trim() == "Y"),
+        "{info}"
+    );
+    assert!(
+        features["fuseIoUring"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("enable_uring") || d.contains("not in this kernel")),
+        "{info}"
+    );
+    let overlay = std::fs::read_to_string("/proc/filesystems").unwrap();
+    assert_eq!(
+        features["kernelOverlay"]["available"],
+        overlay.lines().any(|l| l.ends_with("overlay")),
+        "{info}"
+    );
+    assert_eq!(info["host"]["rootless"], false);
+    assert_eq!(info["host"]["uid"], 0);
+    // The text form lists the same values.
+    let text = e.ok(&["info"]);
+    for want in [
+        format!("  root: {}\n", root.display()),
+        "  images:\n    number: 2\n".to_string(),
+        "  containers:\n    number: 1\n    running: 0\n".to_string(),
+        format!("version:\n  version: {}\n", env!("CARGO_PKG_VERSION")),
+        "  fusePassthrough:\n    available: true\n".to_string(),
+    ] {
+        assert!(text.contains(&want), "no {want:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("  layers:\n    number: 6\n    size: 7.19MB\n"),
+        "sizes in Docker's units:\n{text}"
+    );
+    mount.unmount().unwrap();
 }

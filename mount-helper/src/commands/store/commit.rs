@@ -11,25 +11,18 @@ use crate::cli::CommitArgs;
 /// Runs `rfs commit`; prints the new image's ID.
 pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
-    let (base, upper, reference, created_by, container) = match &args.upper {
-        Some(upper) => {
+    // The positionals were checked against --upper when the command line was parsed.
+    let (key, reference) = args.positionals().map_err(anyhow::Error::msg)?;
+    let (base, upper, created_by, container) = match (&args.upper, key) {
+        (Some(upper), _) => {
             let Some(image) = &args.image else {
                 bail!("rfs commit --upper DIR needs --image IMAGE, the image it was written over");
             };
-            let reference = match args.args.as_slice() {
-                [] => None,
-                [r] => Some(r.clone()),
-                _ => bail!("usage: rfs commit --upper DIR --image IMAGE [NAME[:TAG]]"),
-            };
             let base = super::image_in_store(&store, image, args.platform.as_deref())?;
-            (base, upper.clone(), reference, None, None)
+            (base, upper.clone(), None, None)
         }
-        None => {
-            let (key, reference) = match args.args.as_slice() {
-                [c] => (c, None),
-                [c, r] => (c, Some(r.clone())),
-                _ => bail!("usage: rfs commit [OPTIONS] CONTAINER [NAME[:TAG]]"),
-            };
+        (None, None) => bail!("the CONTAINER is missing"),
+        (None, Some(key)) => {
             let c = super::Container::find(store.root(), key)?
                 .with_context(|| format!("no such container: {key}"))?;
             if c.state.is_running() {
@@ -45,10 +38,10 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> 
             };
             let created_by = Some(c.state.command.join(" "));
             let upper = c.upper();
-            (base, upper, reference, created_by, Some(c.state.id.clone()))
+            (base, upper, created_by, Some(c.state.id.clone()))
         }
     };
-    let reference = reference.as_deref().map(super::reference).transpose()?;
+    let reference = reference.map(super::reference).transpose()?;
     let committed = super::with_progress(|report| {
         let opts = rfs_fs::store::CommitOptions {
             reference,

@@ -7,7 +7,7 @@
 
 mod commit;
 mod diff;
-mod format;
+pub(crate) mod format;
 mod history;
 mod images;
 mod import;
