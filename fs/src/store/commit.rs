@@ -3,8 +3,8 @@
 //!
 //! The layer is written by `changes::write_layer` into a temporary blob while it is hashed;
 //! the same upper always gives the same bytes, hence the same diff_id. The config records the
-//! commit time (`SOURCE_DATE_EPOCH` if set, for reproducible image IDs), and the store notes
-//! the base image as the new image's parent.
+//! commit time (`SOURCE_DATE_EPOCH` if set, for reproducible image IDs) and drops the base's
+//! `docker_version`, and the store notes the base image as the new image's parent.
 
 use std::fs;
 use std::io::{self, BufWriter};
@@ -120,6 +120,9 @@ impl Store {
         set_or_remove(object, "comment", opts.message.as_deref());
         set_or_remove(object, "author", opts.author.as_deref());
         set_or_remove(object, "container", opts.container.as_deref());
+        // The base's `docker_version` names the docker that built the base; rfs is not docker,
+        // so the new image claims no version (podman and buildah commit leave it out too).
+        object.remove("docker_version");
         let rootfs = object
             .entry("rootfs")
             .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
