@@ -13,10 +13,10 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::blobs::{HashingWriter, Progress, TempFile};
-use super::changes;
+use super::changes::{self, UpperOwners};
 use super::{Error, ImageMeta, Reference, Store, StoredImage, Timestamp, cached_index, layer_size};
 use crate::digest::Digest;
-use crate::lower::LowerTree;
+use crate::lower::{LayerInput, LowerTree};
 
 /// How to commit.
 #[derive(Default)]
@@ -33,6 +33,11 @@ pub struct CommitOptions<'a> {
     pub created_by: Option<String>,
     /// The container committed (`container` of the config).
     pub container: Option<String>,
+    /// The container's init layer (see [`crate::init_layer`]): between the image and the
+    /// upper, so what it holds is not part of the new layer.
+    pub init_layer: Option<LayerInput>,
+    /// How to read ownership the upper does not record.
+    pub upper_owners: UpperOwners,
     /// Progress reports.
     pub progress: Option<&'a Progress<'a>>,
 }
@@ -49,8 +54,8 @@ pub struct Committed {
 }
 
 impl Store {
-    /// Writes the layer that `upper` adds to `lower` into the store; returns its diff_id,
-    /// blob size and Docker size.
+    /// Writes the layer that `upper` (its unrecorded ownership read as `owners` says) adds to
+    /// `lower` into the store; returns its diff_id, blob size and Docker size.
     ///
     /// # Errors
     ///
@@ -59,11 +64,12 @@ impl Store {
         &self,
         lower: &LowerTree,
         upper: &Path,
+        owners: UpperOwners,
     ) -> Result<(Digest, u64, u64), Error> {
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
         let tmp_path = tmp.path().to_owned();
         let writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.file()));
-        let writer = changes::write_layer(lower, upper, writer)?;
+        let writer = changes::write_layer(lower, upper, owners, writer)?;
         let (inner, diff_id, size) = writer.finish();
         inner
             .into_inner()
@@ -91,7 +97,9 @@ impl Store {
         opts: &CommitOptions<'_>,
     ) -> Result<Committed, Error> {
         let _lock = self.lock_shared()?;
-        let lower = self.lower_tree(base)?;
+        let mut layers = self.layer_inputs(base)?;
+        layers.extend(opts.init_layer.clone());
+        let lower = LowerTree::build(layers)?;
         let mut config = base.config.clone();
         if !config.is_object() {
             return Err(Error::BadImage {
@@ -108,7 +116,8 @@ impl Store {
         if let Some(p) = opts.progress {
             p("writing the layer", 0, 0);
         }
-        let (diff_id, blob_size, docker_size) = self.store_layer(&lower, upper)?;
+        let (diff_id, blob_size, docker_size) =
+            self.store_layer(&lower, upper, opts.upper_owners)?;
 
         let created = Timestamp::now_or_source_date_epoch().to_rfc3339_nano();
         let object = config.as_object_mut().ok_or_else(|| Error::BadImage {

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use rfs_fs::store::CommitOptions;
 
 use crate::cli::CommitArgs;
 
 /// Runs `rfs commit`; prints the new image's ID.
 pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
-    let (base, upper, reference, created_by, container) = match &args.upper {
+    // What a container adds to a bare upper: its command, its ID, its init layer and who its
+    // root is.
+    let (base, upper, reference, opts) = match &args.upper {
         Some(upper) => {
             let Some(image) = &args.image else {
                 bail!("rfs commit --upper DIR needs --image IMAGE, the image it was written over");
@@ -22,7 +25,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> 
                 _ => bail!("usage: rfs commit --upper DIR --image IMAGE [NAME[:TAG]]"),
             };
             let base = super::image_in_store(&store, image, args.platform.as_deref())?;
-            (base, upper.clone(), reference, None, None)
+            (base, upper.clone(), reference, CommitOptions::default())
         }
         None => {
             let (key, reference) = match args.args.as_slice() {
@@ -43,21 +46,26 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> 
                 Some(image) => super::image_in_store(&store, image, args.platform.as_deref())?,
                 None => c.image(&store)?,
             };
-            let created_by = Some(c.state.command.join(" "));
-            let upper = c.upper();
-            (base, upper, reference, created_by, Some(c.state.id.clone()))
+            let opts = CommitOptions {
+                created_by: Some(c.state.command.join(" ")),
+                container: Some(c.state.id.clone()),
+                // The mountpoints rfs made for the container are not part of its layer.
+                init_layer: c.init_layer()?,
+                upper_owners: c.upper_owners()?,
+                ..CommitOptions::default()
+            };
+            (base, c.upper(), reference, opts)
         }
     };
     let reference = reference.as_deref().map(super::reference).transpose()?;
     let committed = super::with_progress(|report| {
-        let opts = rfs_fs::store::CommitOptions {
+        let opts = CommitOptions {
             reference,
             message: args.message.clone(),
             author: args.author.clone(),
             changes: args.change.clone(),
-            created_by,
-            container,
             progress: Some(report),
+            ..opts
         };
         store.commit(&base, &upper, &opts)
     })
