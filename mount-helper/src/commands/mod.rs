@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command};
 
 mod doctor;
-mod init;
+pub(crate) mod init;
 mod mount;
 mod ps;
 mod rm;
@@ -35,7 +35,6 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => store::diff(cli.root, &args),
         Command::Commit(args) => store::commit(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
-        Command::Init { spec } => init::run(&spec),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
         Command::Completions { shell } => {
             use clap::CommandFactory;

@@ -6,8 +6,8 @@
 //! goes to `user.containers.override_stat`, decided before any namespace), creates
 //! `<root>/containers/<id>/{upper,work,rootfs,…}`, the run spec and, when the image lacks a
 //! mountpoint, the init layer (`rfs_fs::init_layer`), then forks. The sandbox mounts the union
-//! on `rootfs/`, starts `rfs __init` as pid 1 of a new pid namespace, waits for it and
-//! unmounts. Errors before the container starts leave nothing behind (the
+//! on `rootfs/`, starts the init (`super::init`) as pid 1 of a new pid namespace, waits for
+//! it and unmounts. Errors before the container starts leave nothing behind (the
 //! container directory is removed) and exit with 125; afterwards the exit status is the
 //! command's (128+N for a signal).
 
@@ -221,6 +221,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
     let sandbox = Sandbox {
         fs: Some(fs),
+        spec: &spec,
         spec_path: &spec_path,
         rootfs: &rootfs,
         source: &args.source,
@@ -372,6 +373,8 @@ enum Filesystem {
 struct Sandbox<'a> {
     /// Taken when the sandbox mounts it.
     fs: Option<Filesystem>,
+    spec: &'a RunSpec,
+    /// Where `spec` is written, for the init to read.
     spec_path: &'a Path,
     rootfs: &'a Path,
     source: &'a Path,
@@ -456,8 +459,9 @@ impl Sandbox<'_> {
 
     fn start_init(&self) -> Result<Pid> {
         process::unshare_pid(&Linux)?;
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg("__init").arg(self.spec_path);
+        let spec_file = std::fs::File::open(self.spec_path)
+            .with_context(|| format!("opening {}", self.spec_path.display()))?;
+        let mut cmd = super::init::command(self.spec, spec_file.into());
         rfs_runner::syscall::reset_signals_on_exec(&mut cmd);
         match self.tty {
             Some(slave) => {

@@ -407,6 +407,31 @@ fn run_rootless_keeps_mountpoints_out_of_diff_and_commit() {
     mountpoints_are_not_the_containers_changes(&env, &crate::common::images_dir(test).unwrap());
 }
 
+/// Issue 13: pid 1 of the container shows the container's command, as docker's does, and
+/// no host path: not in its arguments, its name or its environment.
+fn pid_1_is_the_containers_command(env: &Env) {
+    let script = "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm; \
+                  tr '\\0' '\\n' < /proc/1/environ";
+    let out = env.run_busybox(&["-u", "root"], &[script]);
+    assert_code(&out, 0);
+    let t = text(&out);
+    let mut lines = t.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("/bin/sh|-c|{script}|").as_str()),
+        "{t}"
+    );
+    assert_eq!(lines.next(), Some("sh"), "{t}");
+    let root = env.root.to_string_lossy().into_owned();
+    for var in lines {
+        assert!(
+            !var.contains(&root),
+            "host path in pid 1's environment: {var}"
+        );
+    }
+    assert!(t.contains("\nFOO=bar\n"), "the image's environment: {t}");
+}
+
 #[test]
 fn run_as_root_honours_the_image_config() {
     let Some(env) = setup("run_as_root_honours_the_image_config", Who::Root) else {
@@ -414,6 +439,7 @@ fn run_as_root_honours_the_image_config() {
     };
     default_command_matches_docker(&env);
     exit_codes(&env);
+    pid_1_is_the_containers_command(&env);
     let out = env.run_busybox(
         &[
             "-u",
@@ -463,6 +489,7 @@ fn run_rootless_with_a_subuid_range() {
     };
     default_command_matches_docker(&env);
     exit_codes(&env);
+    pid_1_is_the_containers_command(&env);
     writes_land_in_the_upper(&env);
     let map = env.run_busybox(&["-u", "root"], &["cat /proc/self/uid_map"]);
     let fields: Vec<Vec<String>> = text(&map)
