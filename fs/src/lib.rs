@@ -11,6 +11,8 @@
 //! - [`union`] is the overlay: the lower tree plus a writable upper directory in kernel
 //!   overlayfs format, with copy-up, whiteouts, opaque dirs and redirects. It is a plain Rust
 //!   API returning [`Error`], used by tests without mounting.
+//! - [`init_layer`] writes a container's init layer: the mountpoints its runner needs that the
+//!   image lacks, stacked above the image so they never count as the container's changes.
 //! - [`fuse`] is the thin `fuser` adapter: arguments in, [`union::UnionFs`] call, reply out.
 #![deny(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod error;
 pub mod fuse;
 mod host_stat;
 pub mod image;
+pub mod init_layer;
 pub mod lower;
 pub mod name;
 pub mod ovl;

@@ -216,7 +216,7 @@ enum Layer {
 }
 
 /// A layer given to [`LowerTree::build`], bottom first.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum LayerInput {
     /// An uncompressed tar stored at `offset .. offset + len` of `file`, already indexed.
     Tar {

@@ -141,12 +141,6 @@ pub(crate) enum Command {
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
-    /// The container's init process (started by `rfs run`; not for direct use).
-    #[command(name = "__init", hide = true)]
-    Init {
-        /// The run spec written by `rfs run`.
-        spec: PathBuf,
-    },
 }
 
 /// `rfs run`.

@@ -14,6 +14,11 @@ mod progress;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A container's init runs with the container's command as its arguments: nothing to parse.
+    if let Some(fd) = commands::init::spec_fd() {
+        logging::init();
+        return commands::init::run(fd);
+    }
     let args: Vec<String> = std::env::args().collect();
     if overlay_compat::is_overlay_invocation(&args) {
         logging::init();

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sys::statvfs::FsFlags;
 
-use crate::spec::{Network, RunSpec};
+use crate::spec::{BindMount, Network, RunSpec};
 use crate::syscall::Syscall;
 use crate::{Error, Result};
 
@@ -57,6 +57,31 @@ pub enum TargetKind {
     Dir,
     /// A regular file (for binding a file).
     File,
+}
+
+/// The filesystems the container gets at these paths of its root, before the bind mounts of
+/// the spec.
+const ROOT_MOUNTPOINTS: [&str; 3] = ["/proc", "/dev", "/sys"];
+
+/// Every path of the container's root that [`prepare_rootfs`] mounts on, in order, with what
+/// it must be: `/proc`, `/dev`, `/sys`, then each bind mount's target (a directory for a
+/// directory, else a file). [`prepare_rootfs`] creates what is missing; a caller that wants
+/// them outside the container's own changes creates them first, in a layer of its own.
+pub fn mountpoints(spec: &RunSpec) -> Vec<(PathBuf, TargetKind)> {
+    ROOT_MOUNTPOINTS
+        .iter()
+        .map(|p| (PathBuf::from(p), TargetKind::Dir))
+        .chain(spec.binds.iter().map(|b| (b.target.clone(), bind_kind(b))))
+        .collect()
+}
+
+/// What the target of `bind` must be.
+fn bind_kind(bind: &BindMount) -> TargetKind {
+    if bind.source.is_dir() {
+        TargetKind::Dir
+    } else {
+        TargetKind::File
+    }
 }
 
 /// Resolves the absolute container path `path` to a host path under `root`, following
@@ -166,7 +191,8 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
     )
     .map_err(mount_error("bind the root", root))?;
 
-    let proc = resolve_in_root(root, Path::new("/proc"), Some(TargetKind::Dir))?;
+    let [proc_path, dev_path, sys_path] = ROOT_MOUNTPOINTS.map(Path::new);
+    let proc = resolve_in_root(root, proc_path, Some(TargetKind::Dir))?;
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if let Err(e) = sys.mount(
         Some(Path::new("proc")),
@@ -191,9 +217,9 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
     }
 
     restrict_proc(&proc, sys)?;
-    make_dev(root, spec, sys)?;
+    make_dev(root, dev_path, spec, sys)?;
 
-    let sys_dir = resolve_in_root(root, Path::new("/sys"), Some(TargetKind::Dir))?;
+    let sys_dir = resolve_in_root(root, sys_path, Some(TargetKind::Dir))?;
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     // sysfs may be mounted only by the owner of the network namespace; otherwise bind the
     // host's read-only. Neither is essential, so failure only leaves /sys empty.
@@ -218,12 +244,7 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
     }
 
     for bind in &spec.binds {
-        let kind = if bind.source.is_dir() {
-            TargetKind::Dir
-        } else {
-            TargetKind::File
-        };
-        let target = resolve_in_root(root, &bind.target, Some(kind))?;
+        let target = resolve_in_root(root, &bind.target, Some(bind_kind(bind)))?;
         sys.mount(
             Some(&bind.source),
             &target,
@@ -327,8 +348,8 @@ fn remount_read_only(target: &Path, sys: &dyn Syscall) -> nix::Result<()> {
 
 /// `/dev`: a small tmpfs with the host's harmless devices bound in, a private devpts
 /// instance, `/dev/shm` and the usual links.
-fn make_dev(root: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
-    let dev = resolve_in_root(root, Path::new("/dev"), Some(TargetKind::Dir))?;
+fn make_dev(root: &Path, dev: &Path, spec: &RunSpec, sys: &dyn Syscall) -> Result<()> {
+    let dev = resolve_in_root(root, dev, Some(TargetKind::Dir))?;
     sys.mount(
         Some(Path::new("tmpfs")),
         &dev,
@@ -405,6 +426,76 @@ mod tests {
         let up = resolve_in_root(root, Path::new("/up/tmp/x"), Some(TargetKind::Dir)).unwrap();
         assert_eq!(up, root.join("tmp/x"));
         assert!(root.join("tmp/x").is_dir());
+    }
+
+    /// Every path of `root` but what `/dev`'s tmpfs would hold.
+    fn tree(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() && p != root.join("dev") {
+                    todo.push(p.clone());
+                }
+                out.push(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// [`mountpoints`] names every path [`prepare_rootfs`] would create: where they exist
+    /// already (as in an init layer), the container's root gains nothing.
+    #[test]
+    fn prepare_rootfs_creates_only_the_mountpoints() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        let host = t.path().join("host");
+        std::fs::create_dir_all(host.join("vol")).unwrap();
+        std::fs::write(host.join("hosts"), "").unwrap();
+        let spec = RunSpec {
+            rootfs: root.clone(),
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: PathBuf::from("/"),
+            user: String::new(),
+            hostname: "box".into(),
+            binds: vec![
+                BindMount {
+                    source: host.join("hosts"),
+                    target: PathBuf::from("/etc/hosts"),
+                    read_only: false,
+                },
+                BindMount {
+                    source: host.join("vol"),
+                    target: PathBuf::from("/data/vol"),
+                    read_only: true,
+                },
+            ],
+            network: Network::Host,
+            read_only_rootfs: false,
+            tty: false,
+            single_id: false,
+        };
+        let points = mountpoints(&spec);
+        assert_eq!(
+            points,
+            [
+                (PathBuf::from("/proc"), TargetKind::Dir),
+                (PathBuf::from("/dev"), TargetKind::Dir),
+                (PathBuf::from("/sys"), TargetKind::Dir),
+                (PathBuf::from("/etc/hosts"), TargetKind::File),
+                (PathBuf::from("/data/vol"), TargetKind::Dir),
+            ]
+        );
+        std::fs::create_dir_all(&root).unwrap();
+        for (path, kind) in &points {
+            resolve_in_root(&root, path, Some(*kind)).unwrap();
+        }
+        let before = tree(&root);
+        prepare_rootfs(&spec, &crate::syscall::Recording::new()).unwrap();
+        assert_eq!(tree(&root), before);
     }
 
     #[test]

@@ -61,12 +61,30 @@ impl RunSpec {
     /// # Errors
     /// The file cannot be read or is not a spec.
     pub fn read(path: &std::path::Path) -> crate::Result<RunSpec> {
-        let bytes = std::fs::read(path).map_err(|e| crate::Error::State {
+        let file = std::fs::File::open(path).map_err(|e| crate::Error::State {
             path: path.to_path_buf(),
             source: e,
         })?;
+        Self::read_from(file, path)
+    }
+
+    /// Reads a spec written by [`RunSpec::write`] from `file`, an open file that errors name
+    /// as `name`.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a spec.
+    pub fn read_from(
+        mut file: impl std::io::Read,
+        name: &std::path::Path,
+    ) -> crate::Result<RunSpec> {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| crate::Error::State {
+                path: name.to_path_buf(),
+                source: e,
+            })?;
         serde_json::from_slice(&bytes).map_err(|e| crate::Error::State {
-            path: path.to_path_buf(),
+            path: name.to_path_buf(),
             source: e.into(),
         })
     }

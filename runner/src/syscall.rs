@@ -3,11 +3,12 @@
 //! down. The setup code takes a `&dyn Syscall` from its caller (never chosen by `cfg!(test)`).
 //!
 //! This is the only module of the crate allowed to use `unsafe`: `fork(2)` (made safe by
-//! refusing to fork a multi-threaded process) and the `ioctl(2)`s nix has no safe form for.
+//! refusing to fork a multi-threaded process), the `ioctl(2)`s nix has no safe form for, and
+//! the hooks that run between fork and exec.
 
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -483,6 +484,45 @@ pub fn reset_signals_on_exec(cmd: &mut std::process::Command) {
             Ok(())
         });
     }
+}
+
+/// Makes `cmd` start its program with `fd` open as descriptor `target`, whatever `fd`'s
+/// close-on-exec flag here: the way to hand a program an open file without naming its path.
+/// `fd` stays open in this process until `cmd` is dropped.
+pub fn pass_fd_on_exec(cmd: &mut std::process::Command, fd: OwnedFd, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec in the child, where only async-signal-safe
+    // calls are allowed: it calls `dup2` and `fcntl` (both async-signal-safe) on integers and
+    // allocates nothing. The closure owns `fd` and the command owns the closure, so the
+    // descriptor is open when the hook runs.
+    unsafe {
+        cmd.pre_exec(move || {
+            let raw = fd.as_raw_fd();
+            if raw == target {
+                // dup2 onto itself would leave FD_CLOEXEC set.
+                let flags = libc::fcntl(raw, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor `fd`, which this program's parent passed on with
+/// [`pass_fd_on_exec`]. Call it once, first thing, before this process opens anything.
+///
+/// # Errors
+/// `EBADF`: no such descriptor is open.
+pub fn take_passed_fd(fd: RawFd) -> nix::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads the descriptor's flags and touches no memory.
+    check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open (checked above) and was inherited across exec for this
+    // purpose alone: nothing else in this process knows of it, so this is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `sigwaitinfo(2)`: waits for one of the (blocked) signals in `set`; returns it and whether

@@ -95,6 +95,32 @@ fn parse_override(value: &[u8]) -> Option<(u32, u32, u32)> {
     Some((uid, gid, mode & 0o7777))
 }
 
+/// How to read the owner of an upper entry that has no `user.containers.override_stat`.
+///
+/// A rootless `rfs run` serves the union as root of a user namespace in which the user is
+/// root, and the union records ownership only for owners other than itself: what the
+/// container's root owns is simply the user's on the host. Read from the host, that upper
+/// needs the user's ids taken as 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpperOwners {
+    /// The host uid and gid that are root in the container that wrote the upper; `None`
+    /// when the upper's ids are the container's own (a container of root, `rfs mount`).
+    pub root: Option<(u32, u32)>,
+}
+
+impl UpperOwners {
+    /// The container's uid and gid of an entry the host sees owned by `uid`:`gid`.
+    fn container_ids(self, uid: u32, gid: u32) -> (u32, u32) {
+        match self.root {
+            Some((root_uid, root_gid)) => (
+                if uid == root_uid { 0 } else { uid },
+                if gid == root_gid { 0 } else { gid },
+            ),
+            None => (uid, gid),
+        }
+    }
+}
+
 /// Ownership, permissions and time of one entry, as it appears in the merged view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct EntryMeta {
@@ -158,7 +184,7 @@ fn list_upper(dir: &Path) -> Result<Listing, Error> {
 }
 
 /// Reads an upper entry's overlay markers, ownership override and public xattrs.
-fn upper_entry(host: PathBuf, md: fs::Metadata) -> Result<UpperEntry, Error> {
+fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<UpperEntry, Error> {
     let kind = FileKind::from_mode(md.mode()).ok_or_else(|| Error::Upper {
         path: host.clone(),
         problem: format!("unknown file type (mode {:o})", md.mode()),
@@ -200,7 +226,10 @@ fn upper_entry(host: PathBuf, md: fs::Metadata) -> Result<UpperEntry, Error> {
         opaque =
             fs::symlink_metadata(host.join(std::ffi::OsStr::from_bytes(OPAQUE_MARKER))).is_ok();
     }
-    let (uid, gid, perm) = owner.unwrap_or((md.uid(), md.gid(), md.mode() & 0o7777));
+    let (uid, gid, perm) = owner.unwrap_or_else(|| {
+        let (uid, gid) = owners.container_ids(md.uid(), md.gid());
+        (uid, gid, md.mode() & 0o7777)
+    });
     let meta = EntryMeta {
         perm,
         uid,
@@ -272,7 +301,7 @@ fn lower_meta(lower: &LowerTree, node: u32) -> EntryMeta {
 /// Whether the upper root is opaque (then nothing of the image shows through).
 fn root_is_opaque(upper: &Path) -> Result<bool, Error> {
     let md = fs::symlink_metadata(upper).map_err(|e| upper_error(upper, e))?;
-    Ok(upper_entry(upper.to_owned(), md)?.opaque)
+    Ok(upper_entry(upper.to_owned(), md, UpperOwners::default())?.opaque)
 }
 
 // ------------------------------------------------------------------ diff
@@ -280,12 +309,13 @@ fn root_is_opaque(upper: &Path) -> Result<bool, Error> {
 /// The changes of `upper` over the image `lower`, in path order, as `docker diff` lists them:
 /// `A` for a path the image does not have, `D` for an image path the container does not have,
 /// `C` for a path in both that the upper replaced, and for a directory whose own metadata
-/// changed or in which something was added or deleted.
+/// changed or in which something was added or deleted. `owners` says how to read ownership
+/// the upper does not record.
 ///
 /// # Errors
 ///
 /// The upper directory cannot be read.
-pub fn diff(lower: &LowerTree, upper: &Path) -> Result<Vec<Change>, Error> {
+pub fn diff(lower: &LowerTree, upper: &Path, owners: UpperOwners) -> Result<Vec<Change>, Error> {
     let source = if root_is_opaque(upper)? {
         None
     } else {
@@ -294,6 +324,7 @@ pub fn diff(lower: &LowerTree, upper: &Path) -> Result<Vec<Change>, Error> {
     let mut out = Vec::new();
     diff_dir(
         lower,
+        owners,
         b"",
         Some(upper),
         source,
@@ -310,8 +341,10 @@ enum Merged {
 }
 
 /// Diffs one directory; returns whether something was added or deleted right in it.
+#[allow(clippy::too_many_arguments)]
 fn diff_dir(
     lower: &LowerTree,
+    owners: UpperOwners,
     rel: &[u8],
     host: Option<&Path>,
     source: Option<u32>,
@@ -340,7 +373,7 @@ fn diff_dir(
         let in_image = dir_child(lower, image, &name);
         let merged = if let Some(md) = listing.entries.get(&name) {
             let h = host.map(|h| host_child(h, &name)).unwrap_or_default();
-            Some(Merged::Upper(Box::new(upper_entry(h, md.clone())?)))
+            Some(Merged::Upper(Box::new(upper_entry(h, md.clone(), owners)?)))
         } else if listing.whiteouts.contains_key(&name) {
             None
         } else if full {
@@ -359,7 +392,15 @@ fn diff_dir(
                 out.push(shown(ChangeKind::Added));
                 direct = true;
                 if let Some((child_host, child_source)) = subdir(lower, &m, source, &name) {
-                    diff_dir(lower, &path, child_host.as_deref(), child_source, None, out)?;
+                    diff_dir(
+                        lower,
+                        owners,
+                        &path,
+                        child_host.as_deref(),
+                        child_source,
+                        None,
+                        out,
+                    )?;
                 }
                 continue;
             }
@@ -372,6 +413,7 @@ fn diff_dir(
                 let mut inner = Vec::new();
                 let changed_inside = diff_dir(
                     lower,
+                    owners,
                     &path,
                     child_host.as_deref(),
                     child_source,
@@ -389,7 +431,15 @@ fn diff_dir(
             }
             Some((child_host, child_source)) => {
                 out.push(shown(ChangeKind::Changed));
-                diff_dir(lower, &path, child_host.as_deref(), child_source, None, out)?;
+                diff_dir(
+                    lower,
+                    owners,
+                    &path,
+                    child_host.as_deref(),
+                    child_source,
+                    None,
+                    out,
+                )?;
             }
             None => out.push(shown(ChangeKind::Changed)),
         }
@@ -417,21 +467,28 @@ fn subdir(
 // ------------------------------------------------------------------ commit
 
 /// Writes the layer tar that turns the image `lower` into the merged view of `upper` (see
-/// the module docs) to `out`, and finishes the archive.
+/// the module docs) to `out`, and finishes the archive. `owners` says how to read ownership
+/// the upper does not record.
 ///
 /// # Errors
 ///
 /// The upper cannot be read (or a file changes size while it is read), a lower file cannot
 /// be read, or `out` fails.
-pub fn write_layer<W: Write>(lower: &LowerTree, upper: &Path, out: W) -> Result<W, Error> {
+pub fn write_layer<W: Write>(
+    lower: &LowerTree,
+    upper: &Path,
+    owners: UpperOwners,
+    out: W,
+) -> Result<W, Error> {
     let mut writer = LayerWriter {
         lower,
+        owners,
         builder: tar::Builder::new(out),
         upper_links: HashMap::new(),
         lower_links: HashMap::new(),
     };
     let root_md = fs::symlink_metadata(upper).map_err(|e| upper_error(upper, e))?;
-    let root = upper_entry(upper.to_owned(), root_md)?;
+    let root = upper_entry(upper.to_owned(), root_md, owners)?;
     let source = if root.opaque {
         None
     } else {
@@ -446,6 +503,7 @@ pub fn write_layer<W: Write>(lower: &LowerTree, upper: &Path, out: W) -> Result<
 
 struct LayerWriter<'a, W: Write> {
     lower: &'a LowerTree,
+    owners: UpperOwners,
     builder: tar::Builder<W>,
     /// Upper files with several links: (dev, ino) → the path written first.
     upper_links: HashMap<(u64, u64), Vec<u8>>,
@@ -481,7 +539,7 @@ impl<W: Write> LayerWriter<'_, W> {
             let path = join(rel, &name);
             if let Some(md) = listing.entries.get(&name) {
                 let h = host.map(|h| host_child(h, &name)).unwrap_or_default();
-                let entry = upper_entry(h, md.clone())?;
+                let entry = upper_entry(h, md.clone(), self.owners)?;
                 if entry.kind == FileKind::Dir {
                     self.header(&path, FileKind::Dir, &entry.meta, &entry.xattrs, 0, None)?;
                     let child_source = merge_source(self.lower, &entry, source, &name);
@@ -498,10 +556,11 @@ impl<W: Write> LayerWriter<'_, W> {
                 }
             } else if let Some(md) = listing.whiteouts.get(&name) {
                 if !full && dir_child(self.lower, base, &name).is_some() {
+                    let (uid, gid) = self.owners.container_ids(md.uid(), md.gid());
                     let meta = EntryMeta {
                         perm: md.mode() & 0o7777,
-                        uid: md.uid(),
-                        gid: md.gid(),
+                        uid,
+                        gid,
                         mtime: (md.mtime(), md.mtime_nsec() as u32),
                     };
                     let wh = [WHITEOUT_PREFIX, &name].concat();

@@ -3,8 +3,8 @@
 //!
 //! The layer is written by `changes::write_layer` into a temporary blob while it is hashed;
 //! the same upper always gives the same bytes, hence the same diff_id. The config records the
-//! commit time (`SOURCE_DATE_EPOCH` if set, for reproducible image IDs), and the store notes
-//! the base image as the new image's parent.
+//! commit time (`SOURCE_DATE_EPOCH` if set, for reproducible image IDs) and drops the base's
+//! `docker_version`, and the store notes the base image as the new image's parent.
 
 use std::fs;
 use std::io::{self, BufWriter};
@@ -13,10 +13,10 @@ use std::path::Path;
 use serde_json::{Map, Value, json};
 
 use super::blobs::{HashingWriter, Progress, ProgressWriter, TempFile};
-use super::changes;
+use super::changes::{self, UpperOwners};
 use super::{Error, ImageMeta, Reference, Store, StoredImage, Timestamp, cached_index, layer_size};
 use crate::digest::Digest;
-use crate::lower::LowerTree;
+use crate::lower::{LayerInput, LowerTree};
 
 /// How to commit.
 #[derive(Default)]
@@ -33,6 +33,11 @@ pub struct CommitOptions<'a> {
     pub created_by: Option<String>,
     /// The container committed (`container` of the config).
     pub container: Option<String>,
+    /// The container's init layer (see [`crate::init_layer`]): between the image and the
+    /// upper, so what it holds is not part of the new layer.
+    pub init_layer: Option<LayerInput>,
+    /// How to read ownership the upper does not record.
+    pub upper_owners: UpperOwners,
     /// Progress reports.
     pub progress: Option<&'a Progress<'a>>,
 }
@@ -49,8 +54,9 @@ pub struct Committed {
 }
 
 impl Store {
-    /// Writes the layer that `upper` adds to `lower` into the store; returns its diff_id,
-    /// blob size and Docker size. Writing and indexing the layer report to `progress`.
+    /// Writes the layer that `upper` (its unrecorded ownership read as `owners` says) adds to
+    /// `lower` into the store; returns its diff_id, blob size and Docker size. Writing and
+    /// indexing the layer report to `progress`.
     ///
     /// # Errors
     ///
@@ -59,6 +65,7 @@ impl Store {
         &self,
         lower: &LowerTree,
         upper: &Path,
+        owners: UpperOwners,
         progress: Option<&Progress<'_>>,
     ) -> Result<(Digest, u64, u64), Error> {
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
@@ -66,7 +73,7 @@ impl Store {
         let writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.file()));
         // The size is known only at the end: the layer is written in one walk of `upper`.
         let writer = ProgressWriter::new(writer, "writing the layer", progress);
-        let writer = changes::write_layer(lower, upper, writer)?.finish();
+        let writer = changes::write_layer(lower, upper, owners, writer)?.finish();
         let (inner, diff_id, size) = writer.finish();
         inner
             .into_inner()
@@ -94,7 +101,9 @@ impl Store {
         opts: &CommitOptions<'_>,
     ) -> Result<Committed, Error> {
         let _lock = self.lock_shared()?;
-        let lower = self.lower_tree(base)?;
+        let mut layers = self.layer_inputs(base)?;
+        layers.extend(opts.init_layer.clone());
+        let lower = LowerTree::build(layers)?;
         let mut config = base.config.clone();
         if !config.is_object() {
             return Err(Error::BadImage {
@@ -108,7 +117,8 @@ impl Store {
         if let Some(section) = section {
             apply_changes(section, &opts.changes)?;
         }
-        let (diff_id, blob_size, docker_size) = self.store_layer(&lower, upper, opts.progress)?;
+        let (diff_id, blob_size, docker_size) =
+            self.store_layer(&lower, upper, opts.upper_owners, opts.progress)?;
 
         let created = Timestamp::now_or_source_date_epoch().to_rfc3339_nano();
         let object = config.as_object_mut().ok_or_else(|| Error::BadImage {
@@ -120,6 +130,9 @@ impl Store {
         set_or_remove(object, "comment", opts.message.as_deref());
         set_or_remove(object, "author", opts.author.as_deref());
         set_or_remove(object, "container", opts.container.as_deref());
+        // The base's `docker_version` names the docker that built the base; rfs is not docker,
+        // so the new image claims no version (podman and buildah commit leave it out too).
+        object.remove("docker_version");
         let rootfs = object
             .entry("rootfs")
             .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));

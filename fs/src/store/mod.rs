@@ -65,7 +65,7 @@ use crate::lower::{LayerInput, LowerTree};
 use crate::tar_index::{self, EntryKind, TarIndex};
 
 pub use blobs::Progress;
-pub use changes::{Change, ChangeKind, diff, write_layer};
+pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer};
 pub use commit::{CommitOptions, Committed, apply_changes};
 pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;

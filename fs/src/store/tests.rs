@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -429,7 +430,7 @@ fn diff_lists_changes_as_docker_does() {
     let image = f.store.find("base:1").expect("image");
     let tree = f.store.lower_tree(&image).expect("tree");
     let up = make_upper(f.dir.path());
-    let lines: Vec<String> = diff(&tree, &up)
+    let lines: Vec<String> = diff(&tree, &up, UpperOwners::default())
         .expect("diff")
         .iter()
         .map(ToString::to_string)
@@ -527,6 +528,75 @@ fn commit_is_deterministic_and_gives_the_merged_view() {
     );
 }
 
+/// A rootless container's root owns its files without a record: they are the user's on the
+/// host. Read with the user's ids as root's, they are root's in the layer, and a copied-up
+/// directory whose owner is all that differs is not changed.
+#[test]
+fn unrecorded_ownership_is_read_as_the_container_saw_it() {
+    let f = Fixture::new();
+    let base = base_layer();
+    f.load("a.tar", &[&base], &["base"], &["base:1"]);
+    let image = f.store.find("base:1").expect("image");
+    let tree = f.store.lower_tree(&image).expect("tree");
+    let up = f.path("upper");
+    fs::create_dir_all(up.join("etc")).expect("mkdir");
+    fs::write(up.join("etc/motd"), b"changed\n").expect("file");
+    // The ids that stand for the container's root: ours, or (as root, whose ids are root's
+    // anyway) others the files are given.
+    let host = if nix::unistd::geteuid().is_root() {
+        for p in ["etc", "etc/motd"] {
+            std::os::unix::fs::lchown(up.join(p), Some(4242), Some(4243)).expect("chown");
+        }
+        (4242, 4243)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    // /etc as a copy-up leaves it: the image's mode and time.
+    let etc = tree.node(tree.lookup_path(b"etc").expect("etc")).meta();
+    fs::set_permissions(up.join("etc"), fs::Permissions::from_mode(etc.perm)).expect("chmod");
+    let time = std::time::UNIX_EPOCH
+        + std::time::Duration::new(u64::try_from(etc.mtime).expect("mtime"), etc.mtime_nsec);
+    fs::File::open(up.join("etc"))
+        .and_then(|d| d.set_modified(time))
+        .expect("utimes");
+    let owners_of = |owners| -> Vec<(String, u64, u64)> {
+        let out = write_layer(&tree, &up, owners, Vec::new()).expect("layer");
+        tar::Archive::new(out.as_slice())
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let h = e.header();
+                let path = e.path().expect("path").display().to_string();
+                (path, h.uid().expect("uid"), h.gid().expect("gid"))
+            })
+            .collect()
+    };
+    let changes = |owners| -> Vec<String> {
+        diff(&tree, &up, owners)
+            .expect("diff")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let (hu, hg) = (u64::from(host.0), u64::from(host.1));
+    let as_stored = UpperOwners::default();
+    assert_eq!(
+        owners_of(as_stored),
+        [("etc".to_owned(), hu, hg), ("etc/motd".to_owned(), hu, hg)]
+    );
+    assert_eq!(changes(as_stored), ["C /etc", "C /etc/motd"]);
+    let rootless = UpperOwners { root: Some(host) };
+    assert_eq!(
+        owners_of(rootless),
+        [("etc".to_owned(), 0, 0), ("etc/motd".to_owned(), 0, 0)]
+    );
+    assert_eq!(changes(rootless), ["C /etc/motd"]);
+}
+
 #[test]
 fn an_opaque_directory_over_an_image_directory_gets_a_marker() {
     let f = Fixture::new();
@@ -537,15 +607,24 @@ fn an_opaque_directory_over_an_image_directory_gets_a_marker() {
     fs::create_dir_all(up.join("data")).expect("mkdir");
     set_xattr(&up.join("data"), "user.overlay.opaque", b"y");
     fs::write(up.join("data/only"), b"1").expect("file");
-    let out =
-        write_layer(&f.store.lower_tree(&image).expect("tree"), &up, Vec::new()).expect("layer");
+    let out = write_layer(
+        &f.store.lower_tree(&image).expect("tree"),
+        &up,
+        UpperOwners::default(),
+        Vec::new(),
+    )
+    .expect("layer");
     let names = member_names(&out);
     assert_eq!(names, ["data", "data/.wh..wh..opq", "data/only"]);
-    let changes: Vec<String> = diff(&f.store.lower_tree(&image).expect("tree"), &up)
-        .expect("diff")
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let changes: Vec<String> = diff(
+        &f.store.lower_tree(&image).expect("tree"),
+        &up,
+        UpperOwners::default(),
+    )
+    .expect("diff")
+    .iter()
+    .map(ToString::to_string)
+    .collect();
     assert_eq!(
         changes,
         ["C /data", "D /data/a", "A /data/only", "D /data/sub"]

@@ -9,7 +9,7 @@ use crate::cli::{Cli, Command};
 
 mod doctor;
 mod info;
-mod init;
+pub(crate) mod init;
 mod mount;
 mod ps;
 mod rm;
@@ -37,7 +37,6 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => store::diff(cli.root, &args),
         Command::Commit(args) => store::commit(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
-        Command::Init { spec } => init::run(&spec),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
         Command::Info(args) => info::run(cli.root, &args),
         Command::Completions { shell } => {

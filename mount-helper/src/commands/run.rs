@@ -4,9 +4,10 @@
 //! This process stays single-threaded until the sandbox is forked (see
 //! `rfs_runner::process`): it opens the image, builds the `UnionFs` (so rootless ownership
 //! goes to `user.containers.override_stat`, decided before any namespace), creates
-//! `<root>/containers/<id>/{upper,work,rootfs,…}` and the run spec, then forks. The sandbox
-//! mounts the union on `rootfs/`, starts `rfs __init` as pid 1 of a new pid namespace, waits
-//! for it and unmounts. Errors before the container starts leave nothing behind (the
+//! `<root>/containers/<id>/{upper,work,rootfs,…}`, the run spec and, when the image lacks a
+//! mountpoint, the init layer (`rfs_fs::init_layer`), then forks. The sandbox mounts the union
+//! on `rootfs/`, starts the init (`super::init`) as pid 1 of a new pid namespace, waits for
+//! it and unmounts. Errors before the container starts leave nothing behind (the
 //! container directory is removed) and exit with 125; afterwards the exit status is the
 //! command's (128+N for a signal).
 
@@ -21,15 +22,17 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use rfs_fs::fuse::MountOptions;
-use rfs_fs::lower::LowerTree;
+use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
 use rfs_fs::union::{UnionFs, UpperDirs};
 use rfs_runner::image_config::{ImageConfig, command_line, environment};
+use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
 use rfs_runner::spec::{BindMount, Network, RunSpec};
 use rfs_runner::state::{ContainerState, Status, Store};
 use rfs_runner::syscall::Linux;
 use rfs_runner::userns::{self, IdMapping};
 
+use super::store::Container;
 use crate::cli::{NetMode, RunArgs};
 
 /// Exit status when rfs itself fails before the command starts (as docker run).
@@ -187,7 +190,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let spec_path = dir.join("spec.json");
     spec.write(&spec_path)?;
 
-    let tree = LowerTree::build(layers).context("merging the image's layers")?;
+    let tree = with_init_layer(layers, &spec, &dir)?;
     let upper_dirs = UpperDirs { upper, work };
     // Who opens the upper decides how ownership is stored (rfs-fs looks at its euid then).
     // Rootless: here, as the real user, so ownership other than ours goes to
@@ -218,6 +221,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
     let sandbox = Sandbox {
         fs: Some(fs),
+        spec: &spec,
         spec_path: &spec_path,
         rootfs: &rootfs,
         source: &args.source,
@@ -290,6 +294,34 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }
 
+/// The image's layers merged, with the container's init layer on top when the image lacks a
+/// mountpoint of `spec` (see `rfs_fs::init_layer`): so the mountpoints are there before the
+/// container starts and never land in its upper, where `rfs diff` and `rfs commit` would
+/// take them for its changes.
+fn with_init_layer(mut layers: Vec<LayerInput>, spec: &RunSpec, dir: &Path) -> Result<LowerTree> {
+    let merge = |layers| LowerTree::build(layers).context("merging the image's layers");
+    let image = merge(layers.clone())?;
+    let mountpoints: Vec<(PathBuf, FileKind)> = rfs_runner::mounts::mountpoints(spec)
+        .into_iter()
+        .map(|(path, kind)| {
+            let kind = match kind {
+                TargetKind::Dir => FileKind::Dir,
+                TargetKind::File => FileKind::File,
+            };
+            (path, kind)
+        })
+        .collect();
+    let path = Container::init_layer_path(dir);
+    if !rfs_fs::init_layer::write(&image, &mountpoints, &path)
+        .context("making the container's mountpoints")?
+    {
+        return Ok(image);
+    }
+    drop(image);
+    layers.push(rfs_fs::init_layer::open(&path)?);
+    merge(layers)
+}
+
 /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the container, as files in its
 /// directory, bound over the image's.
 fn etc_files(dir: &Path, hostname: &str) -> Result<Vec<BindMount>> {
@@ -341,6 +373,8 @@ enum Filesystem {
 struct Sandbox<'a> {
     /// Taken when the sandbox mounts it.
     fs: Option<Filesystem>,
+    spec: &'a RunSpec,
+    /// Where `spec` is written, for the init to read.
     spec_path: &'a Path,
     rootfs: &'a Path,
     source: &'a Path,
@@ -425,8 +459,9 @@ impl Sandbox<'_> {
 
     fn start_init(&self) -> Result<Pid> {
         process::unshare_pid(&Linux)?;
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        cmd.arg("__init").arg(self.spec_path);
+        let spec_file = std::fs::File::open(self.spec_path)
+            .with_context(|| format!("opening {}", self.spec_path.display()))?;
+        let mut cmd = super::init::command(self.spec, spec_file.into());
         rfs_runner::syscall::reset_signals_on_exec(&mut cmd);
         match self.tty {
             Some(slave) => {

@@ -5,10 +5,18 @@
 //!
 //! crun refuses hybrid cgroup hierarchies that still have controllers in cgroup v2;
 //! `scripts/test.sh` moves the stray `hugetlb` controller to v1 on such hosts.
+//!
+//! Every podman invocation runs with the test's own runtime dir (`XDG_RUNTIME_DIR`), so what
+//! podman leaves running (rootless podman's pause process, which keeps its user namespace
+//! alive) is found by that dir and stopped when the test ends ([`Leftovers`]).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::common::{Scratch, require_root};
 
@@ -55,6 +63,90 @@ fn sh(user: Option<&str>, script: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The processes the podman invocations of one test left running, found by the test's
+/// runtime dir in their environment: so only processes this test caused are touched, whoever
+/// else runs podman. Rootless podman's pause process is one (its pid is also in
+/// `libpod/tmp/pause.pid` under the runtime dir, but that names only it). Stopped on drop,
+/// also when the test fails.
+struct Leftovers {
+    /// `XDG_RUNTIME_DIR=<the test's runtime dir>`, as it stands in an environment.
+    marker: Vec<u8>,
+}
+
+impl Leftovers {
+    fn new(dir: &Path) -> Leftovers {
+        let mut marker = b"XDG_RUNTIME_DIR=".to_vec();
+        marker.extend_from_slice(runtime_dir(dir).as_os_str().as_encoded_bytes());
+        Leftovers { marker }
+    }
+
+    /// The live processes whose environment has the test's runtime dir (a zombie has exited:
+    /// reaping it is its parent's business).
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let zombie = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+                .unwrap_or(true);
+            if !zombie && environ.split(|&b| b == 0).any(|v| v == self.marker) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Stops every such process (SIGTERM, then SIGKILL); returns those still alive after.
+    fn stop(&self) -> Vec<i32> {
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            for pid in self.pids() {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+            }
+            let start = Instant::now();
+            while !self.pids().is_empty() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.pids()
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The runtime dir of the podman invocations of the test in `dir`.
+fn runtime_dir(dir: &Path) -> PathBuf {
+    dir.join("xdg")
+}
+
+/// The shell prefix that gives podman the test's runtime dir and home, and the podman command
+/// with the test's storage.
+fn podman_command(dir: &Path) -> (String, String) {
+    let d = dir.display();
+    let xdg = runtime_dir(dir);
+    let x = xdg.display();
+    let env = format!("export XDG_RUNTIME_DIR={x} HOME={d}/home; mkdir -p {x} {d}/home;");
+    let podman = format!(
+        "podman --root {d}/storage --runroot {d}/run --storage-driver overlay \
+         --storage-opt overlay.mount_program={d}/rfs-overlay --cgroup-manager cgroupfs \
+         --events-backend none"
+    );
+    (env, podman)
+}
+
 fn podman_roundtrip(user: Option<&str>, dir: &Path, archive: &Path) {
     let overlay = dir.join("rfs-overlay");
     crate::common::copy_of_rfs(&overlay);
@@ -65,12 +157,7 @@ fn podman_roundtrip(user: Option<&str>, dir: &Path, archive: &Path) {
     )
     .unwrap();
     let d = dir.display();
-    let podman = format!(
-        "podman --root {d}/storage --runroot {d}/run --storage-driver overlay \
-         --storage-opt overlay.mount_program={d}/rfs-overlay --cgroup-manager cgroupfs \
-         --events-backend none"
-    );
-    let env = format!("export XDG_RUNTIME_DIR={d}/xdg HOME={d}/home; mkdir -p {d}/xdg {d}/home;");
+    let (env, podman) = podman_command(dir);
     let (ok, out) = sh(user, &format!("{env} {podman} load -q -i {d}/image.tar"));
     assert!(ok, "podman load: {out}");
     let (ok, out) = sh(
@@ -124,11 +211,14 @@ fn podman_as_root_uses_rfs_as_mount_program() {
         return;
     };
     let s = Scratch::new();
+    let leftovers = Leftovers::new(s.dir.path());
     podman_roundtrip(
         None,
         s.dir.path(),
         &images.join("busybox-docker-archive.tar"),
     );
+    let left = leftovers.stop();
+    assert!(left.is_empty(), "podman left processes running: {left:?}");
 }
 
 #[test]
@@ -151,15 +241,23 @@ fn rootless_podman_uses_rfs_as_mount_program() {
         st.success(),
         "user rfstest missing: scripts/test.sh creates it"
     );
+    let leftovers = Leftovers::new(dir);
     podman_roundtrip(
         Some("rfstest"),
         dir,
         &images.join("busybox-docker-archive.tar"),
     );
-    // Rootless podman keeps files it cannot own in its user namespace; remove them from
-    // inside it so the scratch dir can be deleted.
-    let _ = sh(
-        Some("rfstest"),
-        &format!("cd {}; podman unshare rm -rf storage run", dir.display()),
+    // The pause process of rootless podman outlives every command; this test started it.
+    assert!(
+        !leftovers.pids().is_empty(),
+        "no pause process found: is podman's runtime dir still {}?",
+        runtime_dir(dir).display()
     );
+    let left = leftovers.stop();
+    assert!(left.is_empty(), "podman left processes running: {left:?}");
+    // What podman stored belongs to ids of its user namespace, and to no mount of ours: root
+    // removes it (no `podman unshare`, which would start a pause process again).
+    for d in ["storage", "run"] {
+        std::fs::remove_dir_all(dir.join(d)).unwrap_or_else(|e| panic!("removing {d}: {e}"));
+    }
 }

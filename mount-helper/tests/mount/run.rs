@@ -281,6 +281,157 @@ fn writes_land_in_the_upper(env: &Env) {
     assert!(text(&again).contains("absent"), "{}", text(&again));
 }
 
+/// A flat busybox export without `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, which
+/// unprivileged users can read: an image that lacks the files rfs binds over.
+fn busybox_without_etc_files(images: &Path) -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = &shared(images).dir;
+        let path = dir.join("busybox-without-etc-files.tar");
+        if !path.exists() {
+            let s = Scratch::new();
+            let rootfs = s.mkdir("rootfs");
+            let st = Command::new("tar")
+                .arg("-xpf")
+                .arg(images.join("busybox-podman-export.tar"))
+                .arg("-C")
+                .arg(&rootfs)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            for f in ["hosts", "hostname", "resolv.conf"] {
+                std::fs::remove_file(rootfs.join("etc").join(f)).unwrap();
+            }
+            // Made under a name of its own, then renamed: another run of the tests may race here.
+            let fresh = dir.join(format!("busybox-without-etc-files.{}", std::process::id()));
+            let st = Command::new("tar")
+                .arg("-cf")
+                .arg(&fresh)
+                .arg("-C")
+                .arg(&rootfs)
+                .arg(".")
+                .status()
+                .unwrap();
+            assert!(st.success());
+            std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::rename(&fresh, &path).unwrap();
+        }
+        path
+    })
+}
+
+/// The member names of the top layer of `image`, in the store of `env`, without a trailing
+/// `/`, as `tar` lists them.
+fn top_layer_members(env: &Env, image: &str) -> Vec<String> {
+    let out = env.rfs(&["inspect", image]);
+    assert_code(&out, 0);
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = inspect[0]["RootFS"]["Layers"].as_array().unwrap();
+    let top = layers.last().unwrap().as_str().unwrap();
+    let blob = env
+        .root
+        .join("blobs/sha256")
+        .join(top.strip_prefix("sha256:").unwrap());
+    let out = Command::new("tar").arg("-tf").arg(&blob).output().unwrap();
+    assert!(out.status.success(), "tar -tf {}", blob.display());
+    let mut names: Vec<String> = text(&out)
+        .lines()
+        .map(|l| l.trim_end_matches('/').to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 13: the mountpoints rfs makes for a container (`/etc/hosts`, `/etc/hostname`,
+/// `/etc/resolv.conf`, a volume's target and its parent) are not the container's changes,
+/// also where the image lacks them: `rfs diff` lists what the command changed and nothing
+/// else, and the layer of `rfs commit` holds only that.
+fn mountpoints_are_not_the_containers_changes(env: &Env, images: &Path) {
+    let image = busybox_without_etc_files(images);
+    let import = env.rfs(&[
+        "import",
+        image.to_str().unwrap(),
+        "bare:1",
+        "-c",
+        r#"ENTRYPOINT ["/bin/sh", "-c"]"#,
+    ]);
+    assert_code(&import, 0);
+    // The volume's source only needs to be readable by every caller.
+    let volume = format!("{}:/data/vol:ro", shared(images).dir.display());
+    let out = env.rfs(&[
+        "run",
+        "--name",
+        "changer",
+        "-v",
+        &volume,
+        "bare:1",
+        "echo extra >> /etc/passwd; echo hi > /tmp/own; grep -c localhost /etc/hosts; \
+         cat /etc/hostname >/dev/null; test -f /etc/resolv.conf; test -d /data/vol && echo vol",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(text(&out), "2\nvol\n");
+    let diff = env.rfs(&["diff", "changer"]);
+    assert_code(&diff, 0);
+    assert_eq!(text(&diff), "C /etc/passwd\nC /tmp\nA /tmp/own\n");
+
+    assert_code(&env.rfs(&["commit", "changer", "bare:committed"]), 0);
+    assert_eq!(
+        top_layer_members(env, "bare:committed"),
+        ["etc", "etc/passwd", "tmp", "tmp/own"]
+    );
+    let committed = env.rfs(&[
+        "run",
+        "--rm",
+        "bare:committed",
+        "tail -n 1 /etc/passwd; cat /tmp/own; test -e /data || echo no-data",
+    ]);
+    assert_code(&committed, 0);
+    assert_eq!(text(&committed), "extra\nhi\nno-data\n");
+}
+
+#[test]
+fn run_as_root_keeps_mountpoints_out_of_diff_and_commit() {
+    let test = "run_as_root_keeps_mountpoints_out_of_diff_and_commit";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    mountpoints_are_not_the_containers_changes(&env, &crate::common::images_dir(test).unwrap());
+}
+
+#[test]
+fn run_rootless_keeps_mountpoints_out_of_diff_and_commit() {
+    let test = "run_rootless_keeps_mountpoints_out_of_diff_and_commit";
+    let Some(env) = setup(test, Who::RangedUser) else {
+        return;
+    };
+    mountpoints_are_not_the_containers_changes(&env, &crate::common::images_dir(test).unwrap());
+}
+
+/// Issue 13: pid 1 of the container shows the container's command, as docker's does, and
+/// no host path: not in its arguments, its name or its environment.
+fn pid_1_is_the_containers_command(env: &Env) {
+    let script = "tr '\\0' '|' < /proc/1/cmdline; echo; cat /proc/1/comm; \
+                  tr '\\0' '\\n' < /proc/1/environ";
+    let out = env.run_busybox(&["-u", "root"], &[script]);
+    assert_code(&out, 0);
+    let t = text(&out);
+    let mut lines = t.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("/bin/sh|-c|{script}|").as_str()),
+        "{t}"
+    );
+    assert_eq!(lines.next(), Some("sh"), "{t}");
+    let root = env.root.to_string_lossy().into_owned();
+    for var in lines {
+        assert!(
+            !var.contains(&root),
+            "host path in pid 1's environment: {var}"
+        );
+    }
+    assert!(t.contains("\nFOO=bar\n"), "the image's environment: {t}");
+}
+
 #[test]
 fn run_as_root_honours_the_image_config() {
     let Some(env) = setup("run_as_root_honours_the_image_config", Who::Root) else {
@@ -288,6 +439,7 @@ fn run_as_root_honours_the_image_config() {
     };
     default_command_matches_docker(&env);
     exit_codes(&env);
+    pid_1_is_the_containers_command(&env);
     let out = env.run_busybox(
         &[
             "-u",
@@ -337,6 +489,7 @@ fn run_rootless_with_a_subuid_range() {
     };
     default_command_matches_docker(&env);
     exit_codes(&env);
+    pid_1_is_the_containers_command(&env);
     writes_land_in_the_upper(&env);
     let map = env.run_busybox(&["-u", "root"], &["cat /proc/self/uid_map"]);
     let fields: Vec<Vec<String>> = text(&map)

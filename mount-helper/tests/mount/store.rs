@@ -1236,6 +1236,41 @@ fn a_containers_changes_are_diffed_committed_and_inspected() {
     assert!(Path::new(upper).join("home/app/x").is_file(), "{upper}");
 }
 
+/// Issue 13: a commit is made by rfs, not by docker, so the new image does not claim the
+/// docker version that built its base (`podman commit` and `buildah commit` leave it out too);
+/// the rest of the base's config carries over.
+#[test]
+fn a_commit_does_not_claim_the_docker_version_of_its_base() {
+    let test = "a_commit_does_not_claim_the_docker_version_of_its_base";
+    let Some(images) = images_dir(test) else {
+        return;
+    };
+    let e = Env::new();
+    e.load(&images.join("docker/busybox-docker-save.tar"));
+    let base = e.inspect("rfs/busybox-committed");
+    assert_eq!(base["DockerVersion"], "20.10.24+dfsg1", "built by docker");
+    let upper = e.s.mkdir("upper");
+    std::fs::write(upper.join("added"), "by the commit\n").unwrap();
+    let id = e.ok(&[
+        "commit",
+        "--upper",
+        upper.to_str().unwrap(),
+        "--image",
+        "rfs/busybox-committed",
+        "test/next:1",
+    ]);
+    let ours = e.inspect("test/next:1");
+    assert_eq!(ours["DockerVersion"], "");
+    assert_eq!(ours["Config"], base["Config"]);
+    // The config blob itself has no such key (its digest is the image ID).
+    let hex = id.trim().strip_prefix("sha256:").expect("an image ID");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e.root.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap();
+    assert!(config.get("docker_version").is_none(), "{config}");
+    assert_eq!(config["config"]["Env"], base["Config"]["Env"]);
+}
+
 #[test]
 fn sigkill_during_commit_leaves_a_valid_store() {
     let test = "sigkill_during_commit_leaves_a_valid_store";

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use rfs_fs::store::CommitOptions;
 
 use crate::cli::CommitArgs;
 
@@ -13,13 +14,15 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> 
     let store = super::open(root)?;
     // The positionals were checked against --upper when the command line was parsed.
     let (key, reference) = args.positionals().map_err(anyhow::Error::msg)?;
-    let (base, upper, created_by, container) = match (&args.upper, key) {
+    // What a container adds to a bare upper: its command, its ID, its init layer and who its
+    // root is.
+    let (base, upper, opts) = match (&args.upper, key) {
         (Some(upper), _) => {
             let Some(image) = &args.image else {
                 bail!("rfs commit --upper DIR needs --image IMAGE, the image it was written over");
             };
             let base = super::image_in_store(&store, image, args.platform.as_deref())?;
-            (base, upper.clone(), None, None)
+            (base, upper.clone(), CommitOptions::default())
         }
         (None, None) => bail!("the CONTAINER is missing"),
         (None, Some(key)) => {
@@ -36,21 +39,26 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CommitArgs) -> Result<ExitCode> 
                 Some(image) => super::image_in_store(&store, image, args.platform.as_deref())?,
                 None => c.image(&store)?,
             };
-            let created_by = Some(c.state.command.join(" "));
-            let upper = c.upper();
-            (base, upper, created_by, Some(c.state.id.clone()))
+            let opts = CommitOptions {
+                created_by: Some(c.state.command.join(" ")),
+                container: Some(c.state.id.clone()),
+                // The mountpoints rfs made for the container are not part of its layer.
+                init_layer: c.init_layer()?,
+                upper_owners: c.upper_owners()?,
+                ..CommitOptions::default()
+            };
+            (base, c.upper(), opts)
         }
     };
     let reference = reference.map(super::reference).transpose()?;
     let committed = super::with_progress(|report| {
-        let opts = rfs_fs::store::CommitOptions {
+        let opts = CommitOptions {
             reference,
             message: args.message.clone(),
             author: args.author.clone(),
             changes: args.change.clone(),
-            created_by,
-            container,
             progress: Some(report),
+            ..opts
         };
         store.commit(&base, &upper, &opts)
     })

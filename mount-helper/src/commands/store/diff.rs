@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use rfs_fs::lower::LowerTree;
+use rfs_fs::store::UpperOwners;
 
 use crate::cli::DiffArgs;
 
@@ -12,7 +14,7 @@ use crate::cli::DiffArgs;
 pub(crate) fn run(root: Option<PathBuf>, args: &DiffArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
     let target = Path::new(&args.target);
-    let (tree, upper) = if target.is_dir() {
+    let (tree, upper, owners) = if target.is_dir() {
         let image = args.image.as_deref().with_context(|| {
             format!(
                 "rfs diff {}: an upper directory needs --image IMAGE, the image it was written over",
@@ -22,20 +24,28 @@ pub(crate) fn run(root: Option<PathBuf>, args: &DiffArgs) -> Result<ExitCode> {
         (
             super::lower_tree(&store, image, args.platform.as_deref())?,
             target.to_path_buf(),
+            UpperOwners::default(),
         )
     } else {
         let container = super::Container::find(store.root(), &args.target)?
             .with_context(|| format!("no such container or directory: {}", args.target))?;
-        let tree = match &args.image {
-            Some(image) => super::lower_tree(&store, image, args.platform.as_deref())?,
-            None => {
-                let image = container.image(&store)?;
-                store.lower_tree(&image)?
-            }
+        let mut layers = match &args.image {
+            Some(image) => crate::commands::image_layers(
+                store.root(),
+                Path::new(image),
+                args.platform.as_deref(),
+            )?,
+            None => store.layer_inputs(&container.image(&store)?)?,
         };
-        (tree, container.upper())
+        // The mountpoints rfs made for the container are not its changes.
+        layers.extend(container.init_layer()?);
+        (
+            LowerTree::build(layers)?,
+            container.upper(),
+            container.upper_owners()?,
+        )
     };
-    let changes = rfs_fs::store::diff(&tree, &upper)
+    let changes = rfs_fs::store::diff(&tree, &upper, owners)
         .with_context(|| format!("comparing {} with its image", upper.display()))?;
     let mut out = String::new();
     for change in changes {

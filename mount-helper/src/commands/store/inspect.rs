@@ -391,10 +391,14 @@ fn container_json(store: &Store, c: &super::Container) -> Result<Inspected> {
             data: BTreeMap::from([
                 (
                     "LowerDir",
-                    image
-                        .as_ref()
-                        .map(|i| lower_dirs(store, i))
-                        .unwrap_or_default(),
+                    // The init layer on top, as docker lists its `-init` layer.
+                    Some(super::Container::init_layer_path(&c.dir))
+                        .filter(|p| p.exists())
+                        .map(|p| path_text(&p))
+                        .into_iter()
+                        .chain(image.as_ref().map(|i| lower_dirs(store, i)))
+                        .collect::<Vec<_>>()
+                        .join(":"),
                 ),
                 ("MergedDir", path_text(&c.dir.join("rootfs"))),
                 ("UpperDir", path_text(&c.upper())),

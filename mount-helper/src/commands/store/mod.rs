@@ -26,7 +26,7 @@ use anyhow::{Context, Result, bail};
 
 use rfs_fs::digest::Digest;
 use rfs_fs::lower::{LayerInput, LowerTree};
-use rfs_fs::store::{Lease, Store, StoredImage};
+use rfs_fs::store::{Lease, Store, StoredImage, UpperOwners};
 
 pub(crate) use commit::run as commit;
 pub(crate) use diff::run as diff;
@@ -157,6 +157,38 @@ impl Container {
     /// The writable layer.
     pub(crate) fn upper(&self) -> PathBuf {
         self.dir.join("upper")
+    }
+
+    /// Where the container in `dir` keeps its init layer (`rfs_fs::init_layer`): the
+    /// mountpoints its image lacked, between the image and the upper. A container whose image
+    /// had them all has none.
+    pub(crate) fn init_layer_path(dir: &Path) -> PathBuf {
+        dir.join("init.tar")
+    }
+
+    /// How to read ownership the container's upper does not record: `rfs run` makes the
+    /// container's directory as the user who is root in the container (root itself, or the
+    /// user of a rootless container, whose files its root owns without a record).
+    pub(crate) fn upper_owners(&self) -> Result<UpperOwners> {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&self.dir)
+            .with_context(|| format!("container {}: {}", self.state.name, self.dir.display()))?;
+        Ok(UpperOwners {
+            root: Some((md.uid(), md.gid())),
+        })
+    }
+
+    /// The container's init layer, if it has one: part of what its upper was written over, so
+    /// `rfs diff` and `rfs commit` stack it on the image too.
+    pub(crate) fn init_layer(&self) -> Result<Option<LayerInput>> {
+        let path = Self::init_layer_path(&self.dir);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+        let layer = rfs_fs::init_layer::open(&path)
+            .with_context(|| format!("container {}: its init layer", self.state.name))?;
+        Ok(Some(layer))
     }
 
     /// The store image the container was created from, without loading anything: `None`
