@@ -40,7 +40,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Error;
-use crate::lower::{FileKind, LowerTree, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::lower::{FileKind, LowerTree};
+use crate::ovl::{self, Markers, NameRole, OPAQUE_MARKER, WHITEOUT_PREFIX, is_private_xattr};
 use crate::sys;
 
 /// What happened to a path, as `docker diff` prints it.
@@ -77,22 +78,6 @@ impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind, String::from_utf8_lossy(&self.path))
     }
-}
-
-/// Whether an xattr is rfs's or the overlay's own bookkeeping (never part of an image):
-/// the same list the mounted view hides.
-pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    crate::upper::is_private_xattr(name)
-}
-
-/// `uid:gid:mode[:type]` of `user.containers.override_stat`, mode in octal.
-fn parse_override(value: &[u8]) -> Option<(u32, u32, u32)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.split(':');
-    let uid = parts.next()?.parse().ok()?;
-    let gid = parts.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(parts.next()?, 8).ok()?;
-    Some((uid, gid, mode & 0o7777))
 }
 
 /// How to read the owner of an upper entry that has no `user.containers.override_stat`.
@@ -164,12 +149,13 @@ fn list_upper(dir: &Path) -> Result<Listing, Error> {
         let item = item.map_err(|e| upper_error(dir, e))?;
         let name = item.file_name().as_bytes().to_vec();
         let md = fs::symlink_metadata(item.path()).map_err(|e| upper_error(&item.path(), e))?;
-        if name == OPAQUE_MARKER {
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            listing.whiteouts.insert(hidden.to_vec(), md);
-            continue;
+        match ovl::name_role(&name) {
+            NameRole::OpaqueMarker | NameRole::Meta => continue,
+            NameRole::Whiteout(hidden) => {
+                listing.whiteouts.insert(hidden.to_vec(), md);
+                continue;
+            }
+            NameRole::Entry => {}
         }
         if md.file_type().is_char_device() && md.rdev() == 0 {
             listing.whiteouts.insert(name, md);
@@ -194,12 +180,10 @@ fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<U
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(&host)
         .map_err(|e| upper_error(&host, e))?;
+    // One listing: the private names decode into the overlay's markers (the same decoder the
+    // mount uses, so a commit records what the mount showed), the others are the entry's own.
     let mut xattrs = Vec::new();
-    let mut opaque = false;
-    let mut redirect = None;
-    let mut owner = None;
-    let mut origin = None;
-    let mut metacopy = false;
+    let mut private = Vec::new();
     let names = sys::list_xattr(file.as_fd()).map_err(|e| upper_error(&host, e))?;
     for name in names {
         let c = sys::cstr(&name).map_err(|e| upper_error(&host, e))?;
@@ -207,29 +191,26 @@ fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<U
         else {
             continue;
         };
-        match name.as_slice() {
-            b"trusted.overlay.opaque" | b"user.overlay.opaque" => opaque |= value == b"y",
-            b"trusted.overlay.redirect" | b"user.overlay.redirect" => redirect = Some(value),
-            b"user.containers.override_stat" => owner = parse_override(&value),
-            b"trusted.rfs.origin" | b"user.rfs.origin" => {
-                origin = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|v| v.parse().ok());
-            }
-            b"trusted.rfs.metacopy" | b"user.rfs.metacopy" => metacopy = true,
-            n if is_private_xattr(n) => {}
-            _ => xattrs.push((name, value)),
+        if is_private_xattr(&name) {
+            private.push((name, value));
+        } else {
+            xattrs.push((name, value));
         }
     }
+    let markers = Markers::decode(private.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+    let mut opaque = markers.opaque;
     xattrs.sort();
     if kind == FileKind::Dir && !opaque {
         opaque =
             fs::symlink_metadata(host.join(std::ffi::OsStr::from_bytes(OPAQUE_MARKER))).is_ok();
     }
-    let (uid, gid, perm) = owner.unwrap_or_else(|| {
-        let (uid, gid) = owners.container_ids(md.uid(), md.gid());
-        (uid, gid, md.mode() & 0o7777)
-    });
+    let (uid, gid, perm) = match markers.owner {
+        Some(o) => (o.uid, o.gid, o.perm),
+        None => {
+            let (uid, gid) = owners.container_ids(md.uid(), md.gid());
+            (uid, gid, md.mode() & 0o7777)
+        }
+    };
     let meta = EntryMeta {
         perm,
         uid,
@@ -242,8 +223,8 @@ fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<U
         kind,
         meta,
         opaque,
-        redirect,
-        metacopy_origin: origin.filter(|_| metacopy),
+        redirect: markers.redirect,
+        metacopy_origin: markers.origin.filter(|_| markers.metacopy),
         xattrs,
     })
 }
