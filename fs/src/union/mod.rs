@@ -28,13 +28,19 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::lower::{FileKind, LowerFile, LowerTree};
 use crate::sys::{self, SetTime};
 use crate::upper::{LookupResult, Upper, UpperEntry, WhiteoutStyle, is_private_xattr, kind_of};
 use crate::{Error, name::check_component};
+
+mod handle;
+mod inode;
+
+use handle::Handle;
+use inode::{Inode, SHARDS};
 
 pub use crate::lower::ROOT_INO;
 use crate::lower::UPPER_INO_BIT;
@@ -121,106 +127,6 @@ pub struct UpperDirs {
     pub work: PathBuf,
 }
 
-/// An open file or directory.
-#[derive(Debug)]
-enum Handle {
-    Lower(LowerFile),
-    Upper(File),
-    Dir(Arc<Vec<DirEntry>>),
-}
-
-/// A name an inode is known by: that of a lower node (shared with the lower tree, not
-/// copied), or its own.
-#[derive(Clone, Debug)]
-enum AliasName {
-    Lower(u32),
-    Own(Box<[u8]>),
-}
-
-/// The names by which the kernel knows an inode, `(parent ino, name)`, most recent first.
-/// Nearly every inode has exactly one: it is kept inline, the rare others (hard links)
-/// behind one box.
-#[derive(Debug, Default)]
-struct Aliases {
-    first: Option<(u64, AliasName)>,
-    rest: Option<Box<[(u64, AliasName)]>>,
-}
-
-impl Aliases {
-    fn first(&self) -> Option<&(u64, AliasName)> {
-        self.first.as_ref()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &(u64, AliasName)> {
-        self.first
-            .iter()
-            .chain(self.rest.iter().flat_map(|r| r.iter()))
-    }
-
-    fn push_front(&mut self, alias: (u64, AliasName)) {
-        if let Some(old) = self.first.replace(alias) {
-            let mut rest: Vec<_> = self.rest.take().map(Vec::from).unwrap_or_default();
-            rest.insert(0, old);
-            self.rest = Some(rest.into_boxed_slice());
-        }
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&(u64, AliasName)) -> bool) {
-        let mut all: Vec<(u64, AliasName)> = self.first.take().into_iter().collect();
-        all.extend(self.rest.take().map(Vec::from).unwrap_or_default());
-        all.retain(|a| keep(a));
-        let mut it = all.into_iter();
-        self.first = it.next();
-        let rest: Vec<_> = it.collect();
-        if !rest.is_empty() {
-            self.rest = Some(rest.into_boxed_slice());
-        }
-    }
-}
-
-/// Mutable part of an inode: where it is and which layers back it.
-#[derive(Debug)]
-struct NodeState {
-    /// Names by which the kernel knows this inode. The root has none.
-    aliases: Aliases,
-    /// The lower node: a non-directory's data source while not copied up, or the lower
-    /// directory a directory merges with.
-    lower: Option<u32>,
-    /// Whether the entry exists in the upper.
-    upper: bool,
-    /// The upper entry is a metadata-only copy; its data is still `lower`'s.
-    metacopy: bool,
-}
-
-/// One inode the kernel has looked up. Its `state` lock is never held while taking another
-/// inode's lock; `copy_lock` serialises copy-up of this inode only.
-#[derive(Debug)]
-struct Inode {
-    kind: FileKind,
-    nlookup: AtomicU64,
-    state: Mutex<NodeState>,
-    /// Serialises copy-up of this inode; holds the work-dir name of a data copy made
-    /// ahead of time by [`UnionFs::prepare_copy_up`] outside the namespace lock.
-    copy_lock: Mutex<Option<CString>>,
-}
-
-impl Inode {
-    /// A new inode with `nlookup` kernel references and no names yet.
-    fn new(kind: FileKind, nlookup: u64, lower: Option<u32>, upper: bool) -> Arc<Inode> {
-        Arc::new(Inode {
-            kind,
-            nlookup: AtomicU64::new(nlookup),
-            state: Mutex::new(NodeState {
-                aliases: Aliases::default(),
-                lower,
-                upper,
-                metacopy: false,
-            }),
-            copy_lock: Mutex::new(None),
-        })
-    }
-}
-
 /// What a name resolves to in a merged directory.
 #[derive(Debug)]
 struct Resolved {
@@ -236,8 +142,6 @@ struct DirSnap {
     lower: Option<u32>,
     upper: bool,
 }
-
-const SHARDS: usize = 16;
 
 /// Directory snapshots kept for readers that stopped before the end of a listing.
 const LISTINGS_KEPT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(64).unwrap();
@@ -368,43 +272,6 @@ impl UnionFs {
             .is_some_and(|u| u.whiteouts == WhiteoutStyle::WhFile)
     }
 
-    fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, Arc<Inode>>> {
-        &self.inodes[(ino as usize ^ (ino >> 32) as usize) % SHARDS]
-    }
-
-    /// The inode `ino`, made a full [`Inode`] first if it is only counted in `lower_refs`.
-    fn inode(&self, ino: u64) -> Result<Arc<Inode>, Error> {
-        let mut shard = lock(self.shard(ino));
-        match shard.get(&ino) {
-            Some(inode) => Ok(Arc::clone(inode)),
-            None => self.make_full(&mut shard, ino).ok_or(Error::NotFound),
-        }
-    }
-
-    /// Turns the `lower_refs` count of `ino` into a full inode in `shard` (its locked shard).
-    fn make_full(&self, shard: &mut HashMap<u64, Arc<Inode>>, ino: u64) -> Option<Arc<Inode>> {
-        let node = self.counted_lower_node(ino)?;
-        let n = self.lower.node(node);
-        let refs = self.lower_refs[node as usize].swap(0, Ordering::Relaxed);
-        let inode = Inode::new(n.kind, u64::from(refs), Some(node), false);
-        lock(&inode.state)
-            .aliases
-            .push_front((self.lower.ino(n.parent), AliasName::Lower(node)));
-        shard.insert(ino, Arc::clone(&inode));
-        Some(inode)
-    }
-
-    /// The lower node whose entry `ino` is counted in `lower_refs`, if it is. Call with the
-    /// shard of `ino` locked.
-    fn counted_lower_node(&self, ino: u64) -> Option<u32> {
-        if ino & UPPER_INO_BIT != 0 {
-            return None;
-        }
-        let node = self.lower.node_of_ino(ino)?;
-        let refs = self.lower_refs.get(node as usize)?;
-        (refs.load(Ordering::Relaxed) > 0).then_some(node)
-    }
-
     fn upper(&self) -> Result<&Upper, Error> {
         self.upper.as_ref().ok_or(Error::ReadOnly)
     }
@@ -419,45 +286,6 @@ impl UnionFs {
         self.namespace
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The bytes of an alias name.
-    fn alias_bytes<'a>(&'a self, n: &'a AliasName) -> &'a [u8] {
-        match n {
-            AliasName::Lower(node) => self.lower.name(*node),
-            AliasName::Own(b) => b,
-        }
-    }
-
-    /// An alias name for `name`: the lower node's own when it is the same bytes.
-    fn alias_name(&self, name: &[u8], lower: Option<u32>) -> AliasName {
-        match lower {
-            Some(l) if self.lower.name(l) == name => AliasName::Lower(l),
-            _ => AliasName::Own(name.into()),
-        }
-    }
-
-    /// The first name of inode `ino`: (parent ino, name bytes).
-    fn first_alias(&self, st: &NodeState) -> Result<(u64, Vec<u8>), Error> {
-        let (p, n) = st.aliases.first().ok_or(Error::NotFound)?;
-        Ok((*p, self.alias_bytes(n).to_vec()))
-    }
-
-    /// The path of inode `ino` from the root (`""` for the root).
-    fn path(&self, mut ino: u64) -> Result<Vec<u8>, Error> {
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        while ino != ROOT_INO {
-            let inode = self.inode(ino)?;
-            let st = lock(&inode.state);
-            let (parent, name) = self.first_alias(&st)?;
-            parts.push(name);
-            ino = parent;
-            if parts.len() > 4096 {
-                return Err(Error::Invalid("path too deep"));
-            }
-        }
-        parts.reverse();
-        Ok(parts.join(&b'/'))
     }
 
     fn dir_snap(&self, ino: u64) -> Result<DirSnap, Error> {
@@ -695,78 +523,6 @@ impl UnionFs {
         }
     }
 
-    /// Records that the kernel now knows `r` as `name` in `parent` (one more lookup).
-    ///
-    /// An entry that is exactly its lower node, in its lower place (not in the upper, its
-    /// inode's first name, under its lower parent's inode), is only counted in `lower_refs`:
-    /// its state follows from the lower tree. [`UnionFs::inode`] turns it into a full inode when an
-    /// operation needs one. A walk of a large image so costs 4 bytes per entry.
-    fn remember(&self, parent: u64, name: &[u8], r: &Resolved, count_lookup: bool) {
-        let mut shard = lock(self.shard(r.ino));
-        if count_lookup
-            && r.upper.is_none()
-            && !shard.contains_key(&r.ino)
-            && let Some(l) = r.lower
-            && self.lower.node(l).ino_node == l
-            && r.ino == self.lower.ino(l)
-            && parent == self.lower.ino(self.lower.node(l).parent)
-            && self.lower.name(l) == name
-        {
-            let refs = &self.lower_refs[l as usize];
-            if refs.load(Ordering::Relaxed) < u32::MAX {
-                refs.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        if !shard.contains_key(&r.ino) {
-            // Counted so far, now known otherwise: carry the count into a full inode.
-            self.make_full(&mut shard, r.ino);
-        }
-        let inode = shard
-            .entry(r.ino)
-            .or_insert_with(|| Inode::new(r.kind, 0, r.lower, r.upper.is_some()));
-        if inode.kind != r.kind {
-            // The upper filesystem reused the inode number of a deleted entry of another type.
-            // Start a new inode; keep the kernel's lookup count so its pending forgets balance.
-            let carried = inode.nlookup.load(Ordering::Relaxed);
-            *inode = Inode::new(r.kind, carried, r.lower, r.upper.is_some());
-        }
-        if count_lookup {
-            inode.nlookup.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut st = lock(&inode.state);
-        st.upper = r.upper.is_some();
-        st.metacopy = r.upper.as_ref().is_some_and(|e| e.metacopy);
-        st.lower = r.lower;
-        if !st
-            .aliases
-            .iter()
-            .any(|(p, n)| *p == parent && self.alias_bytes(n) == name)
-        {
-            let alias = self.alias_name(name, r.lower);
-            st.aliases.push_front((parent, alias));
-        }
-    }
-
-    /// Renames one of `ino`'s names (its layers do not change: it is in the upper already).
-    fn move_alias(&self, ino: u64, from: (u64, &[u8]), to: (u64, &[u8])) {
-        if let Ok(inode) = self.inode(ino) {
-            let mut st = lock(&inode.state);
-            st.aliases
-                .retain(|(p, n)| !(*p == from.0 && self.alias_bytes(n) == from.1));
-            st.aliases.push_front((to.0, AliasName::Own(to.1.into())));
-            st.upper = true;
-        }
-    }
-
-    fn forget_alias(&self, ino: u64, parent: u64, name: &[u8]) {
-        if let Ok(inode) = self.inode(ino) {
-            lock(&inode.state)
-                .aliases
-                .retain(|(p, n)| !(*p == parent && self.alias_bytes(n) == name));
-        }
-    }
-
     // ------------------------------------------------------------ lookups
 
     /// Looks `name` up in `parent`; counts one kernel reference on success.
@@ -780,38 +536,6 @@ impl UnionFs {
         let r = self.resolve(&dir, name)?.ok_or(Error::NotFound)?;
         self.remember(parent, name, &r, true);
         Ok(self.attr_of(&r))
-    }
-
-    /// Drops `n` kernel references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT_INO {
-            return;
-        }
-        let mut shard = lock(self.shard(ino));
-        if let Some(inode) = shard.get(&ino) {
-            let prev = inode.nlookup.fetch_sub(
-                n.min(inode.nlookup.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
-            if prev <= n {
-                shard.remove(&ino);
-            }
-        } else if let Some(node) = self.counted_lower_node(ino) {
-            let refs = &self.lower_refs[node as usize];
-            let drop_n = u32::try_from(n).unwrap_or(u32::MAX);
-            refs.fetch_sub(drop_n.min(refs.load(Ordering::Relaxed)), Ordering::Relaxed);
-        }
-    }
-
-    /// Number of inodes the kernel holds references to (for tests and memory accounting).
-    pub fn inode_count(&self) -> usize {
-        let full: usize = self.inodes.iter().map(|s| lock(s).len()).sum();
-        let counted = self
-            .lower_refs
-            .iter()
-            .filter(|r| r.load(Ordering::Relaxed) > 0)
-            .count();
-        full + counted
     }
 
     fn getattr_locked(&self, ino: u64) -> Result<Attr, Error> {
@@ -1032,77 +756,6 @@ impl UnionFs {
 
     // ------------------------------------------------------------ handles
 
-    fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.handles).insert(fh, Arc::new(h));
-        fh
-    }
-
-    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Error> {
-        lock(&self.handles)
-            .get(&fh)
-            .cloned()
-            .ok_or(Error::BadHandle)
-    }
-
-    /// Closes a file or directory handle.
-    pub fn release(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
-    }
-
-    /// Opens `ino` with open(2) `flags`. Opening for writing (or with `O_TRUNC`) copies the
-    /// file up first; read-only opens never do. Returns the handle and whether the kernel may
-    /// keep its page cache (true for immutable lower files).
-    ///
-    /// # Errors
-    /// `ReadOnly` for writes without an upper; host errors.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Error> {
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if write {
-            self.prepare_copy_up(ino)?;
-        }
-        let _ns = self.read_ns();
-        let inode = self.inode(ino)?;
-        if write {
-            self.copy_up(ino)?;
-        }
-        let (upper, lower, metacopy) = {
-            let st = lock(&inode.state);
-            (st.upper, st.lower, st.metacopy)
-        };
-        if !upper || (metacopy && !write && inode.kind == FileKind::File) {
-            if let Some(l) = lower {
-                let f = self.lower.open(l)?;
-                return Ok((self.add_handle(Handle::Lower(f)), true));
-            }
-            if !upper {
-                return Err(Error::NotFound);
-            }
-        }
-        let path = self.path(ino)?;
-        let file = self.open_upper(&path, flags)?;
-        Ok((self.add_handle(Handle::Upper(file)), false))
-    }
-
-    /// Runs `f` on the host file behind handle `fh` when that file holds exactly the data
-    /// the handle reads (an upper file, or a file of a directory layer), with that file's
-    /// `(st_dev, st_ino)` and size. `None` for tar-backed data, directories and unknown
-    /// handles: those can only be served through `read`.
-    pub fn with_backing_file<R>(
-        &self,
-        fh: u64,
-        f: impl FnOnce(BorrowedFd<'_>, (u64, u64), u64) -> R,
-    ) -> Option<R> {
-        let h = self.handle(fh).ok()?;
-        let fd = match &*h {
-            Handle::Upper(file) => file.as_fd(),
-            Handle::Lower(LowerFile::Dir(file)) => file.as_fd(),
-            Handle::Lower(LowerFile::Tar { .. }) | Handle::Dir(_) => return None,
-        };
-        let st = sys::fstatat(fd, c"").ok()?;
-        Some(f(fd, (st.st_dev, st.st_ino), st.st_size as u64))
-    }
-
     /// Clears set-user-ID, and set-group-ID when group-executable, on `ino`, as the kernel
     /// does when a caller without `CAP_FSETID` writes to or truncates a file. A no-op when
     /// neither bit is set.
@@ -1126,113 +779,6 @@ impl UnionFs {
             ..SetAttr::default()
         };
         self.setattr(ino, set, None).map(|_| ())
-    }
-
-    fn open_upper(&self, path: &[u8], flags: i32) -> Result<File, Error> {
-        let up = self.upper()?;
-        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC;
-        let c = sys::rel_cstr(path).map_err(|e| bytes_err("path", path, e))?;
-        let fd = sys::openat_beneath(up.root(), &c, (flags & keep) | libc::O_NOFOLLOW, 0)
-            .map_err(|e| bytes_err("open upper", path, e))?;
-        Ok(File::from(fd))
-    }
-
-    /// Reads up to `size` bytes at `offset` from handle `fh`.
-    ///
-    /// # Errors
-    /// `BadHandle`; host errors.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
-        let h = self.handle(fh)?;
-        let mut buf = vec![0u8; size as usize];
-        let n = match &*h {
-            Handle::Lower(f) => f.read_at(&mut buf, offset),
-            Handle::Upper(f) => sys::pread_full(f.as_fd(), &mut buf, offset),
-            Handle::Dir(_) => return Err(Error::IsDir),
-        }
-        .map_err(|e| Error::io("read", "", e))?;
-        buf.truncate(n);
-        Ok(buf)
-    }
-
-    /// Writes `data` at `offset` through handle `fh`.
-    ///
-    /// # Errors
-    /// `BadHandle` (also for a read-only lower handle); host errors such as `ENOSPC`.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Error> {
-        let h = self.handle(fh)?;
-        let Handle::Upper(f) = &*h else {
-            return Err(Error::BadHandle);
-        };
-        let mut done = 0;
-        while done < data.len() {
-            match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if done > 0 => {
-                    log::debug!("short write: {e}");
-                    break;
-                }
-                Err(e) => return Err(Error::io("write", "", e)),
-            }
-        }
-        Ok(done)
-    }
-
-    /// `fsync`/`fdatasync` of handle `fh` (a no-op for immutable lower files).
-    ///
-    /// # Errors
-    /// `BadHandle`; host errors.
-    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Error> {
-        match &*self.handle(fh)? {
-            Handle::Upper(f) => {
-                sys::fsync(f.as_fd(), datasync).map_err(|e| Error::io("fsync", "", e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// `fallocate` on an upper handle.
-    ///
-    /// # Errors
-    /// `BadHandle`; host errors.
-    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> Result<(), Error> {
-        match &*self.handle(fh)? {
-            Handle::Upper(f) => sys::fallocate(f.as_fd(), mode, offset, len)
-                .map_err(|e| Error::io("fallocate", "", e)),
-            _ => Err(Error::BadHandle),
-        }
-    }
-
-    /// `lseek` with `SEEK_DATA`/`SEEK_HOLE` on an upper handle; lower tar data has no holes.
-    ///
-    /// # Errors
-    /// `ENXIO` past the end; host errors.
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64, Error> {
-        match &*self.handle(fh)? {
-            Handle::Upper(f) => {
-                sys::lseek(f.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
-            }
-            Handle::Lower(LowerFile::Dir(fd)) => {
-                sys::lseek(fd.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
-            }
-            Handle::Lower(LowerFile::Tar { size, .. }) => {
-                let size = *size as i64;
-                if offset >= size || offset < 0 {
-                    return Err(Error::io(
-                        "lseek",
-                        "",
-                        io::Error::from_raw_os_error(libc::ENXIO),
-                    ));
-                }
-                Ok(if whence == libc::SEEK_HOLE {
-                    size
-                } else {
-                    offset
-                })
-            }
-            Handle::Dir(_) => Err(Error::IsDir),
-        }
     }
 
     // ------------------------------------------------------------ copy-up

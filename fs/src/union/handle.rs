@@ -1,0 +1,205 @@
+//! The open-file table and the I/O on it: `open` gives a handle (an fh) to a lower reader,
+//! an upper file or a directory snapshot, and `read`, `write`, `fsync`, `fallocate` and
+//! `lseek` go through it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{DirEntry, UnionFs, bytes_err, lock};
+use crate::Error;
+use crate::lower::{FileKind, LowerFile};
+use crate::sys;
+
+/// An open file or directory.
+#[derive(Debug)]
+pub(super) enum Handle {
+    /// A lower file: read-only, its data never changes.
+    Lower(LowerFile),
+    /// A file in the upper.
+    Upper(File),
+    /// A directory: the merged listing when it was opened.
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+impl UnionFs {
+    pub(super) fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(h));
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> Result<Arc<Handle>, Error> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::BadHandle)
+    }
+
+    /// Closes a file or directory handle.
+    pub fn release(&self, fh: u64) {
+        lock(&self.handles).remove(&fh);
+    }
+
+    /// Opens `ino` with open(2) `flags`. Opening for writing (or with `O_TRUNC`) copies the
+    /// file up first; read-only opens never do. Returns the handle and whether the kernel may
+    /// keep its page cache (true for immutable lower files).
+    ///
+    /// # Errors
+    /// `ReadOnly` for writes without an upper; host errors.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Error> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if write {
+            self.prepare_copy_up(ino)?;
+        }
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        if write {
+            self.copy_up(ino)?;
+        }
+        let (upper, lower, metacopy) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower, st.metacopy)
+        };
+        if !upper || (metacopy && !write && inode.kind == FileKind::File) {
+            if let Some(l) = lower {
+                let f = self.lower.open(l)?;
+                return Ok((self.add_handle(Handle::Lower(f)), true));
+            }
+            if !upper {
+                return Err(Error::NotFound);
+            }
+        }
+        let path = self.path(ino)?;
+        let file = self.open_upper(&path, flags)?;
+        Ok((self.add_handle(Handle::Upper(file)), false))
+    }
+
+    /// Runs `f` on the host file behind handle `fh` when that file holds exactly the data
+    /// the handle reads (an upper file, or a file of a directory layer), with that file's
+    /// `(st_dev, st_ino)` and size. `None` for tar-backed data, directories and unknown
+    /// handles: those can only be served through `read`.
+    pub fn with_backing_file<R>(
+        &self,
+        fh: u64,
+        f: impl FnOnce(BorrowedFd<'_>, (u64, u64), u64) -> R,
+    ) -> Option<R> {
+        let h = self.handle(fh).ok()?;
+        let fd = match &*h {
+            Handle::Upper(file) => file.as_fd(),
+            Handle::Lower(LowerFile::Dir(file)) => file.as_fd(),
+            Handle::Lower(LowerFile::Tar { .. }) | Handle::Dir(_) => return None,
+        };
+        let st = sys::fstatat(fd, c"").ok()?;
+        Some(f(fd, (st.st_dev, st.st_ino), st.st_size as u64))
+    }
+
+    pub(super) fn open_upper(&self, path: &[u8], flags: i32) -> Result<File, Error> {
+        let up = self.upper()?;
+        let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC;
+        let c = sys::rel_cstr(path).map_err(|e| bytes_err("path", path, e))?;
+        let fd = sys::openat_beneath(up.root(), &c, (flags & keep) | libc::O_NOFOLLOW, 0)
+            .map_err(|e| bytes_err("open upper", path, e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads up to `size` bytes at `offset` from handle `fh`.
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Error> {
+        let h = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = match &*h {
+            Handle::Lower(f) => f.read_at(&mut buf, offset),
+            Handle::Upper(f) => sys::pread_full(f.as_fd(), &mut buf, offset),
+            Handle::Dir(_) => return Err(Error::IsDir),
+        }
+        .map_err(|e| Error::io("read", "", e))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` through handle `fh`.
+    ///
+    /// # Errors
+    /// `BadHandle` (also for a read-only lower handle); host errors such as `ENOSPC`.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Error> {
+        let h = self.handle(fh)?;
+        let Handle::Upper(f) = &*h else {
+            return Err(Error::BadHandle);
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    log::debug!("short write: {e}");
+                    break;
+                }
+                Err(e) => return Err(Error::io("write", "", e)),
+            }
+        }
+        Ok(done)
+    }
+
+    /// `fsync`/`fdatasync` of handle `fh` (a no-op for immutable lower files).
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => {
+                sys::fsync(f.as_fd(), datasync).map_err(|e| Error::io("fsync", "", e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `fallocate` on an upper handle.
+    ///
+    /// # Errors
+    /// `BadHandle`; host errors.
+    pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> Result<(), Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => sys::fallocate(f.as_fd(), mode, offset, len)
+                .map_err(|e| Error::io("fallocate", "", e)),
+            _ => Err(Error::BadHandle),
+        }
+    }
+
+    /// `lseek` with `SEEK_DATA`/`SEEK_HOLE` on an upper handle; lower tar data has no holes.
+    ///
+    /// # Errors
+    /// `ENXIO` past the end; host errors.
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64, Error> {
+        match &*self.handle(fh)? {
+            Handle::Upper(f) => {
+                sys::lseek(f.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
+            }
+            Handle::Lower(LowerFile::Dir(fd)) => {
+                sys::lseek(fd.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
+            }
+            Handle::Lower(LowerFile::Tar { size, .. }) => {
+                let size = *size as i64;
+                if offset >= size || offset < 0 {
+                    return Err(Error::io(
+                        "lseek",
+                        "",
+                        io::Error::from_raw_os_error(libc::ENXIO),
+                    ));
+                }
+                Ok(if whence == libc::SEEK_HOLE {
+                    size
+                } else {
+                    offset
+                })
+            }
+            Handle::Dir(_) => Err(Error::IsDir),
+        }
+    }
+}
