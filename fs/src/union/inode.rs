@@ -13,7 +13,8 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{Resolved, UnionFs, lock};
+use super::resolve::Resolved;
+use super::{UnionFs, lock};
 use crate::Error;
 use crate::lower::{FileKind, ROOT_INO, UPPER_INO_BIT};
 

@@ -1,0 +1,111 @@
+//! Extended attributes of merged entries. The overlay's own xattrs (`*.overlay.*`,
+//! `*.rfs.*`, `user.containers.override_stat`) are private: never listed, read or set here.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::{UnionFs, bytes_err, cname, lock};
+use crate::upper::is_private_xattr;
+use crate::{Error, sys};
+
+impl UnionFs {
+    /// Reads the xattr `name` of `ino` (private overlay xattrs do not exist here).
+    ///
+    /// # Errors
+    /// `NoAttr`; host errors.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NoAttr);
+        }
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if upper {
+            // One getxattr, not a listing: the kernel asks for security.capability before
+            // every write.
+            let fd = self.upper_path_fd(ino)?;
+            return sys::get_xattr(fd.as_fd(), &cname(name)?)
+                .map_err(|e| bytes_err("getxattr", name, e))?
+                .ok_or(Error::NoAttr);
+        }
+        self.lower
+            .xattr(lower.ok_or(Error::NotFound)?, name)?
+            .ok_or(Error::NoAttr)
+    }
+
+    /// The xattr names of `ino`, without private ones.
+    ///
+    /// # Errors
+    /// Host errors.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>, Error> {
+        Ok(self
+            .all_xattrs(ino)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !is_private_xattr(k))
+            .collect())
+    }
+
+    pub(super) fn all_xattrs(&self, ino: u64) -> Result<crate::lower::Xattrs, Error> {
+        let _ns = self.read_ns();
+        let inode = self.inode(ino)?;
+        let (upper, lower) = {
+            let st = lock(&inode.state);
+            (st.upper, st.lower)
+        };
+        if !upper {
+            return self.lower.xattrs(lower.ok_or(Error::NotFound)?);
+        }
+        let fd = self.upper_path_fd(ino)?;
+        let path = || String::from("upper entry");
+        let names = sys::list_xattr(fd.as_fd()).map_err(|e| Error::io("listxattr", path(), e))?;
+        let mut out = Vec::new();
+        for n in names {
+            let c = cname(&n)?;
+            if let Some(v) =
+                sys::get_xattr(fd.as_fd(), &c).map_err(|e| Error::io("getxattr", path(), e))?
+            {
+                out.push((n, v));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn upper_path_fd(&self, ino: u64) -> Result<OwnedFd, Error> {
+        let path = self.path(ino)?;
+        let c = sys::rel_cstr(&path).map_err(|e| bytes_err("path", &path, e))?;
+        sys::openat_beneath(self.upper()?.root(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .map_err(|e| bytes_err("open upper", &path, e))
+    }
+
+    /// Sets an xattr (copies up first).
+    ///
+    /// # Errors
+    /// `NotPermitted` for private names; host errors.
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<(), Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NotPermitted);
+        }
+        let _ns = self.read_ns();
+        self.copy_up_meta(ino)?;
+        let fd = self.upper_path_fd(ino)?;
+        sys::set_xattr(fd.as_fd(), &cname(name)?, value, flags)
+            .map_err(|e| bytes_err("setxattr", name, e))
+    }
+
+    /// Removes an xattr (copies up first).
+    ///
+    /// # Errors
+    /// `NoAttr`; host errors.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), Error> {
+        if is_private_xattr(name) {
+            return Err(Error::NoAttr);
+        }
+        let _ns = self.read_ns();
+        self.copy_up_meta(ino)?;
+        let fd = self.upper_path_fd(ino)?;
+        sys::remove_xattr(fd.as_fd(), &cname(name)?).map_err(|e| bytes_err("removexattr", name, e))
+    }
+}
