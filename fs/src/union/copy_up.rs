@@ -6,7 +6,6 @@
 //! the metadata (`rfs.metacopy`, kernel `metacopy=on`); the data follows when the file is
 //! first opened for writing.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -14,129 +13,14 @@ use super::{UnionFs, bytes_err, cname, getegid, lock, split_last};
 use crate::Error;
 use crate::lower::{FileKind, LowerFile, ROOT_INO};
 use crate::sys::{self, SetTime};
-use crate::upper::{LookupResult, is_private_xattr, kind_of};
+use crate::upper::{LookupResult, WorkTemp, is_private_xattr, kind_of};
 
+/// `renameat2` flag: fail with `EEXIST` rather than replace (a racing copy-up wins).
 pub(super) const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 
 /// Lower files at least this big get a metadata-only copy-up for metadata changes; smaller
 /// ones are cheaper to copy than to track.
-pub(super) const METACOPY_MIN_SIZE: u64 = 1 << 20;
-
-/// Puts back a directory's atime and mtime as `before` had them.
-pub(super) fn restore_dir_times(dir: BorrowedFd<'_>, before: Option<&sys::Stat>) {
-    if let Some(st) = before {
-        let _ = sys::utimensat(
-            dir,
-            c"",
-            SetTime::At(st.st_atime, st.st_atime_nsec as u32),
-            SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
-        );
-    }
-}
-
-pub(super) fn set_xattr_tolerant(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
-    let c = sys::cstr(name)?;
-    match sys::set_xattr(fd, &c, value, 0) {
-        // trusted.* without CAP_SYS_ADMIN, or a filesystem without that namespace.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {
-            log::debug!(
-                "copy-up: xattr {} not kept: {e}",
-                String::from_utf8_lossy(name)
-            );
-            Ok(())
-        }
-        r => r,
-    }
-}
-
-/// Copies `size` bytes of a lower file into `out`, keeping holes: a directory-layer file is
-/// copied extent by extent (`SEEK_DATA`/`SEEK_HOLE`), and all-zero chunks are skipped, so
-/// a sparse file stays sparse. Data moves with `copy_file_range` where the kernel can (same
-/// filesystem, reflinks), else with `pread`/`pwrite`.
-pub(super) fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
-    match input {
-        LowerFile::Tar { file, start, .. } => copy_range(file.as_fd(), *start, out, 0, size)?,
-        LowerFile::Dir(fd) => {
-            let fd = fd.as_fd();
-            let mut pos = 0u64;
-            while pos < size {
-                let data = match sys::lseek(fd, pos as i64, libc::SEEK_DATA) {
-                    Ok(d) => d as u64,
-                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
-                    // No SEEK_DATA support: copy the rest as one range.
-                    Err(_) => pos,
-                };
-                if data >= size {
-                    break;
-                }
-                let hole = match sys::lseek(fd, data as i64, libc::SEEK_HOLE) {
-                    Ok(h) => (h as u64).min(size),
-                    Err(_) => size,
-                };
-                copy_range(fd, data, out, data, hole - data)?;
-                pos = hole;
-            }
-        }
-    }
-    // Trailing holes (and all-hole files) still need the full length.
-    sys::ftruncate(out, size)
-}
-
-/// How much a copy-up copies before it starts writing that part back.
-pub(super) const COPY_CHUNK: u64 = 8 << 20;
-
-/// Copies `len` bytes from `input` at `in_off` to `out` at `out_off`.
-pub(super) fn copy_range(
-    input: BorrowedFd<'_>,
-    in_off: u64,
-    out: BorrowedFd<'_>,
-    out_off: u64,
-    len: u64,
-) -> io::Result<()> {
-    let mut done = 0u64;
-    let mut use_cfr = true;
-    let mut buf = Vec::new();
-    while done < len {
-        if use_cfr {
-            let chunk = (len - done).min(COPY_CHUNK) as usize;
-            match sys::copy_file_range(input, in_off + done, out, out_off + done, chunk) {
-                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-                Ok(n) => {
-                    // Write the chunk back while the next one is copied, so the fsync that
-                    // ends the copy-up has little left to wait for. Only a hint.
-                    let _ = sys::start_writeback(out, out_off + done, n as u64);
-                    done += n as u64;
-                    continue;
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
-                    ) =>
-                {
-                    use_cfr = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if buf.is_empty() {
-            buf = vec![0u8; 1 << 20];
-        }
-        let want = (len - done).min(buf.len() as u64) as usize;
-        let n = sys::pread_full(input, &mut buf[..want], in_off + done)?;
-        if n == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        if !buf[..n].iter().all(|&b| b == 0) {
-            let mut w = 0;
-            while w < n {
-                w += sys::pwrite(out, &buf[w..n], out_off + done + w as u64)?;
-            }
-        }
-        done += n as u64;
-    }
-    Ok(())
-}
+const METACOPY_MIN_SIZE: u64 = 1 << 20;
 
 impl UnionFs {
     /// Makes sure the directory at `path` exists in the upper, copying up every missing
@@ -268,12 +152,12 @@ impl UnionFs {
         let ppath = self.path(parent)?;
         let (pfd, _) = self.ensure_upper_dir(&ppath)?;
         let path = self.lower.display_path(l);
-        let tmp = up.tmp_name();
-        let work = up.work();
+        let tmp = up.temp();
+        let (work, t) = (tmp.work(), tmp.name());
         let built = (|| -> io::Result<()> {
             let out = sys::openat(
                 work,
-                &tmp,
+                t,
                 libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                 0o600,
             )?;
@@ -283,22 +167,18 @@ impl UnionFs {
                 .lower
                 .xattrs(l)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            self.apply_meta(work, &tmp, l, &xattrs)?;
-            let fd = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+            self.apply_meta(work, t, l, &xattrs)?;
+            let fd = sys::openat(work, t, libc::O_PATH, 0)?;
             up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
             let (atime, mtime) = self.copy_up_times(l);
-            sys::utimensat(work, &tmp, atime, mtime)
+            sys::utimensat(work, t, atime, mtime)
         })();
-        if let Err(e) = built {
-            let _ = sys::unlinkat(work, &tmp, false);
-            return Err(Error::io("metacopy", path, e));
-        }
+        built.map_err(|e| Error::io("metacopy", path.clone(), e))?;
+        let c = cname(&name)?;
         let times = sys::fstatat(pfd.as_fd(), c"").ok();
-        if let Err(e) = sys::renameat2(work, &tmp, pfd.as_fd(), &cname(&name)?, RENAME_NOREPLACE) {
-            let _ = sys::unlinkat(work, &tmp, false);
-            return Err(Error::io("metacopy rename", path, e));
-        }
+        tmp.commit(pfd.as_fd(), &c, RENAME_NOREPLACE)
+            .map_err(|e| Error::io("metacopy rename", path, e))?;
         restore_dir_times(pfd.as_fd(), times.as_ref());
         let mut st = lock(&inode.state);
         st.upper = true;
@@ -313,7 +193,7 @@ impl UnionFs {
         &self,
         ino: u64,
         lower: Option<u32>,
-        prebuilt: Option<CString>,
+        prebuilt: Option<WorkTemp>,
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let inode = self.inode(ino)?;
@@ -321,37 +201,33 @@ impl UnionFs {
         let (ppath, name) = split_last(&path);
         let pfd = up.dir(ppath)?;
         let c = cname(name)?;
-        let work = up.work();
-        let tmp = match prebuilt {
-            Some(t) => t,
-            None => {
-                let t = up.tmp_name();
-                match lower {
-                    Some(l) => self.copy_data_to_work(l, &t)?,
-                    None => {
-                        // Lost origin: keep the (sparse) upper file as the data.
-                        drop(
-                            sys::openat(
-                                work,
-                                &t,
-                                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-                                0o600,
-                            )
-                            .map_err(|e| bytes_err("metacopy", &path, e))?,
-                        );
-                    }
-                }
+        let tmp = match (prebuilt, lower) {
+            (Some(t), _) => t,
+            (None, Some(l)) => self.copy_data_to_work(l)?,
+            (None, None) => {
+                // Lost origin: keep the (sparse) upper file as the data.
+                let t = up.temp();
+                drop(
+                    sys::openat(
+                        t.work(),
+                        t.name(),
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        0o600,
+                    )
+                    .map_err(|e| bytes_err("metacopy", &path, e))?,
+                );
                 t
             }
         };
+        let (work, t) = (tmp.work(), tmp.name());
         let res = (|| -> io::Result<()> {
             let st = sys::fstatat(pfd.as_fd(), &c)?;
             let cur = sys::openat(pfd.as_fd(), &c, libc::O_PATH, 0)?;
-            let dst = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+            let dst = sys::openat(work, t, libc::O_PATH, 0)?;
             if up.privileged {
-                sys::fchownat(work, &tmp, Some(st.st_uid), Some(st.st_gid))?;
+                sys::fchownat(work, t, Some(st.st_uid), Some(st.st_gid))?;
             }
-            sys::fchmodat(work, &tmp, st.st_mode & 0o7777)?;
+            sys::fchmodat(work, t, st.st_mode & 0o7777)?;
             for x in sys::list_xattr(cur.as_fd())? {
                 if x == b"trusted.rfs.metacopy" || x == b"user.rfs.metacopy" {
                     continue;
@@ -363,16 +239,13 @@ impl UnionFs {
             }
             sys::utimensat(
                 work,
-                &tmp,
+                t,
                 SetTime::At(st.st_atime, st.st_atime_nsec as u32),
                 SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
-            )?;
-            sys::renameat2(work, &tmp, pfd.as_fd(), &c, 0)
+            )
         })();
-        if let Err(e) = res {
-            let _ = sys::unlinkat(work, &tmp, false);
-            return Err(bytes_err("completing metacopy", &path, e));
-        }
+        res.and_then(|()| tmp.commit(pfd.as_fd(), &c, 0))
+            .map_err(|e| bytes_err("completing metacopy", &path, e))?;
         let mut st = lock(&inode.state);
         st.metacopy = false;
         st.lower = None;
@@ -404,28 +277,23 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Copies the data of lower file `l` into a new work-dir file `tmp`, fsynced.
-    pub(super) fn copy_data_to_work(&self, l: u32, tmp: &std::ffi::CStr) -> Result<(), Error> {
-        let up = self.upper()?;
+    /// Copies the data of lower file `l` into a new work-dir file, fsynced.
+    pub(super) fn copy_data_to_work(&self, l: u32) -> Result<WorkTemp, Error> {
+        let tmp = self.upper()?.temp();
         let node = self.lower.node(l);
         let path = self.lower.display_path(l);
         let out = sys::openat(
-            up.work(),
-            tmp,
+            tmp.work(),
+            tmp.name(),
             libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
             0o600,
         )
         .map_err(|e| Error::io("copy-up create", path.clone(), e))?;
         let input = self.lower.open(l)?;
-        let res = copy_data(&input, out.as_fd(), node.meta().size)
-            .map_err(|e| Error::io("copy-up data", path.clone(), e))
-            .and_then(|()| {
-                sys::fsync(out.as_fd(), true).map_err(|e| Error::io("copy-up fsync", path, e))
-            });
-        if res.is_err() {
-            let _ = sys::unlinkat(up.work(), tmp, false);
-        }
-        res
+        copy_data(&input, out.as_fd(), node.meta().size)
+            .map_err(|e| Error::io("copy-up data", path.clone(), e))?;
+        sys::fsync(out.as_fd(), true).map_err(|e| Error::io("copy-up fsync", path, e))?;
+        Ok(tmp)
     }
 
     /// Copies the data of a lower regular file into the work dir before the caller takes the
@@ -451,9 +319,7 @@ impl UnionFs {
             st.lower
         };
         let Some(l) = lower else { return Ok(()) };
-        let tmp = self.upper()?.tmp_name();
-        self.copy_data_to_work(l, &tmp)?;
-        *prebuilt = Some(tmp);
+        *prebuilt = Some(self.copy_data_to_work(l)?);
         Ok(())
     }
 
@@ -464,55 +330,47 @@ impl UnionFs {
         l: u32,
         dir: BorrowedFd<'_>,
         name: &[u8],
-        prebuilt: Option<CString>,
+        prebuilt: Option<WorkTemp>,
     ) -> Result<(), Error> {
         let up = self.upper()?;
         let node = self.lower.node(l);
-        let have_data = prebuilt.is_some();
-        let tmp = prebuilt.unwrap_or_else(|| up.tmp_name());
-        let work = up.work();
+        let tmp = match (prebuilt, node.kind) {
+            (Some(t), _) => t,
+            (None, FileKind::File) => self.copy_data_to_work(l)?,
+            (None, _) => up.temp(),
+        };
+        let (work, t) = (tmp.work(), tmp.name());
         let path = self.lower.display_path(l);
         let ctx = |op: &'static str| {
             let path = path.clone();
             move |e: io::Error| Error::io(op, path, e)
         };
-        let built = (|| -> Result<(), Error> {
-            match node.kind {
-                FileKind::File if have_data => {}
-                FileKind::File => self.copy_data_to_work(l, &tmp)?,
-                FileKind::Dir => sys::mkdirat(work, &tmp, 0o700).map_err(ctx("copy-up mkdir"))?,
-                FileKind::Symlink => {
-                    let target = sys::cstr(self.lower.link(l).unwrap_or_default())
-                        .map_err(ctx("copy-up symlink"))?;
-                    sys::symlinkat(&target, work, &tmp).map_err(ctx("copy-up symlink"))?;
-                }
-                kind => sys::mknodat(work, &tmp, kind.mode_bits() | 0o600, node.meta().rdev)
-                    .map_err(ctx("copy-up mknod"))?,
+        match node.kind {
+            // The data is in the work dir already.
+            FileKind::File => {}
+            FileKind::Dir => sys::mkdirat(work, t, 0o700).map_err(ctx("copy-up mkdir"))?,
+            FileKind::Symlink => {
+                let target = sys::cstr(self.lower.link(l).unwrap_or_default())
+                    .map_err(ctx("copy-up symlink"))?;
+                sys::symlinkat(&target, work, t).map_err(ctx("copy-up symlink"))?;
             }
-            let xattrs = self.lower.xattrs(l)?;
-            self.apply_meta(work, &tmp, l, &xattrs)
-                .map_err(ctx("copy-up metadata"))
-        })();
-        if let Err(e) = built {
-            let _ = crate::upper::remove_tree(work, &tmp);
-            return Err(e);
+            kind => sys::mknodat(work, t, kind.mode_bits() | 0o600, node.meta().rdev)
+                .map_err(ctx("copy-up mknod"))?,
         }
+        let xattrs = self.lower.xattrs(l)?;
+        self.apply_meta(work, t, l, &xattrs)
+            .map_err(ctx("copy-up metadata"))?;
         let c = cname(name)?;
         // A copy-up is not a change of the directory: keep its times (as the kernel does).
         let times = sys::fstatat(dir, c"").ok();
-        match sys::renameat2(work, &tmp, dir, &c, RENAME_NOREPLACE) {
+        match tmp.commit(dir, &c, RENAME_NOREPLACE) {
             Ok(()) => {
                 restore_dir_times(dir, times.as_ref());
                 Ok(())
             }
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let _ = crate::upper::remove_tree(work, &tmp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = crate::upper::remove_tree(work, &tmp);
-                Err(Error::io("copy-up rename", path, e))
-            }
+            // Copied up meanwhile by someone else: theirs stays, ours is gone.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(Error::io("copy-up rename", path, e)),
         }
     }
 
@@ -579,5 +437,171 @@ impl UnionFs {
         up.set_marker(fd.as_fd(), "rfs.origin", origin.to_string().as_bytes())?;
         let (atime, mtime) = self.copy_up_times(l);
         sys::utimensat(dir, name, atime, mtime)
+    }
+}
+
+/// Puts back a directory's atime and mtime as `before` had them.
+fn restore_dir_times(dir: BorrowedFd<'_>, before: Option<&sys::Stat>) {
+    if let Some(st) = before {
+        let _ = sys::utimensat(
+            dir,
+            c"",
+            SetTime::At(st.st_atime, st.st_atime_nsec as u32),
+            SetTime::At(st.st_mtime, st.st_mtime_nsec as u32),
+        );
+    }
+}
+
+fn set_xattr_tolerant(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
+    let c = sys::cstr(name)?;
+    match sys::set_xattr(fd, &c, value, 0) {
+        // trusted.* without CAP_SYS_ADMIN, or a filesystem without that namespace.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {
+            log::debug!(
+                "copy-up: xattr {} not kept: {e}",
+                String::from_utf8_lossy(name)
+            );
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Copies `size` bytes of a lower file into `out`, keeping holes: a directory-layer file is
+/// copied extent by extent (`SEEK_DATA`/`SEEK_HOLE`), and all-zero chunks are skipped, so
+/// a sparse file stays sparse. Data moves with `copy_file_range` where the kernel can (same
+/// filesystem, reflinks), else with `pread`/`pwrite`.
+fn copy_data(input: &LowerFile, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    match input {
+        LowerFile::Tar { file, start, .. } => copy_range(file.as_fd(), *start, out, 0, size)?,
+        LowerFile::Dir(fd) => {
+            let fd = fd.as_fd();
+            let mut pos = 0u64;
+            while pos < size {
+                let data = match sys::lseek(fd, pos as i64, libc::SEEK_DATA) {
+                    Ok(d) => d as u64,
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                    // No SEEK_DATA support: copy the rest as one range.
+                    Err(_) => pos,
+                };
+                if data >= size {
+                    break;
+                }
+                let hole = match sys::lseek(fd, data as i64, libc::SEEK_HOLE) {
+                    Ok(h) => (h as u64).min(size),
+                    Err(_) => size,
+                };
+                copy_range(fd, data, out, data, hole - data)?;
+                pos = hole;
+            }
+        }
+    }
+    // Trailing holes (and all-hole files) still need the full length.
+    sys::ftruncate(out, size)
+}
+
+/// How much a copy-up copies before it starts writing that part back.
+const COPY_CHUNK: u64 = 8 << 20;
+
+/// Copies `len` bytes from `input` at `in_off` to `out` at `out_off`.
+fn copy_range(
+    input: BorrowedFd<'_>,
+    in_off: u64,
+    out: BorrowedFd<'_>,
+    out_off: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut done = 0u64;
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while done < len {
+        if use_cfr {
+            let chunk = (len - done).min(COPY_CHUNK) as usize;
+            match sys::copy_file_range(input, in_off + done, out, out_off + done, chunk) {
+                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+                Ok(n) => {
+                    // Write the chunk back while the next one is copied, so the fsync that
+                    // ends the copy-up has little left to wait for. Only a hint.
+                    let _ = sys::start_writeback(out, out_off + done, n as u64);
+                    done += n as u64;
+                    continue;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                    ) =>
+                {
+                    use_cfr = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; 1 << 20];
+        }
+        let want = (len - done).min(buf.len() as u64) as usize;
+        let n = sys::pread_full(input, &mut buf[..want], in_off + done)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        if !buf[..n].iter().all(|&b| b == 0) {
+            let mut w = 0;
+            while w < n {
+                w += sys::pwrite(out, &buf[w..n], out_off + done + w as u64)?;
+            }
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::union::SetAttr;
+    use crate::union::fixture::{Fixture, Node};
+
+    fn chmod(f: &Fixture, ino: u64, mode: u32) -> Result<crate::union::Attr, Error> {
+        let set = SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(ino, set, None)
+    }
+
+    #[test]
+    fn a_failed_rename_into_place_leaves_no_temp_file() {
+        let f = Fixture::new(&[&[("d", Node::Dir), ("d/big", Node::Sparse(METACOPY_MIN_SIZE))]]);
+        let big = f.walk("d/big");
+        // The name appears in the upper behind the engine's back, which still sees the
+        // lower file: the metadata-only copy-up is built, then cannot be renamed into place.
+        std::fs::create_dir(f.upper("d")).expect("upper dir");
+        std::fs::write(f.upper("d/big"), "theirs").expect("upper file");
+        let e = chmod(&f, big.ino, 0o600).expect_err("the rename must fail");
+        assert_eq!(e.errno(), libc::EEXIST, "{e}");
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+        assert_eq!(std::fs::read(f.upper("d/big")).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn copy_up_and_metacopy_leave_the_work_dir_empty() {
+        let f = Fixture::new(&[&[
+            ("small", Node::File(b"data")),
+            ("big", Node::Sparse(METACOPY_MIN_SIZE)),
+            ("d", Node::Dir),
+        ]]);
+        for name in ["small", "big", "d"] {
+            let a = f.walk(name);
+            chmod(&f, a.ino, 0o700).expect("chmod copies up");
+            assert_eq!(f.fs.getattr(a.ino).unwrap().perm, 0o700, "{name}");
+        }
+        // The metadata-only copy of `big` becomes a full copy when opened for writing.
+        let big = f.walk("big");
+        let (fh, _) = f.fs.open(big.ino, libc::O_WRONLY).expect("open for write");
+        f.fs.release(fh);
+        assert!(f.upper_xattr("big", "user.rfs.metacopy").is_none());
+        assert!(f.upper_xattr("big", "trusted.rfs.metacopy").is_none());
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 }

@@ -9,7 +9,6 @@
 //! no inode's `state` lock is held while another inode's is taken.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +16,7 @@ use super::resolve::Resolved;
 use super::{UnionFs, lock};
 use crate::Error;
 use crate::lower::{FileKind, ROOT_INO, UPPER_INO_BIT};
+use crate::upper::WorkTemp;
 
 /// A name an inode is known by: that of a lower node (shared with the lower tree, not
 /// copied), or its own.
@@ -88,9 +88,10 @@ pub(super) struct Inode {
     pub(super) kind: FileKind,
     pub(super) nlookup: AtomicU64,
     pub(super) state: Mutex<NodeState>,
-    /// Serialises copy-up of this inode; holds the work-dir name of a data copy made
-    /// ahead of time by [`UnionFs::prepare_copy_up`] outside the namespace lock.
-    pub(super) copy_lock: Mutex<Option<CString>>,
+    /// Serialises copy-up of this inode; holds the data copy made ahead of time by
+    /// [`UnionFs::prepare_copy_up`] outside the namespace lock (removed from the work dir
+    /// if the inode goes before the copy-up that would use it).
+    pub(super) copy_lock: Mutex<Option<WorkTemp>>,
 }
 
 impl Inode {

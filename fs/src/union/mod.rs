@@ -49,6 +49,8 @@ use crate::upper::{Upper, WhiteoutStyle};
 
 mod attr;
 mod copy_up;
+#[cfg(test)]
+mod fixture;
 mod handle;
 mod inode;
 mod listing;

@@ -74,36 +74,27 @@ impl UnionFs {
         let over_whiteout = up.whiteout_at(pfd, name).map_err(err("stat"))?;
         let fd;
         if over_whiteout {
-            let tmp = up.tmp_name();
-            let work = up.work();
+            let tmp = up.temp();
+            let (work, t) = (tmp.work(), tmp.name());
             let made = (|| -> io::Result<Option<OwnedFd>> {
-                let fd = build(work, &tmp)?;
-                set_owner(work, &tmp)?;
+                let fd = build(work, t)?;
+                set_owner(work, t)?;
                 if kind == FileKind::Dir {
-                    let d = sys::openat(work, &tmp, libc::O_PATH, 0)?;
+                    let d = sys::openat(work, t, libc::O_PATH, 0)?;
                     up.set_marker(d.as_fd(), "overlay.opaque", b"y")?;
                 }
                 Ok(fd)
             })();
-            match made {
-                Ok(f) => fd = f,
-                Err(e) => {
-                    let _ = crate::upper::remove_tree(work, &tmp);
-                    return Err(bytes_err("create", &full, e));
-                }
-            }
+            fd = made.map_err(|e| bytes_err("create", &full, e))?;
             // Replacing the char-dev whiteout by rename is atomic; a directory cannot
-            // replace a non-directory, so it goes in by exchange.
+            // replace a non-directory, so it goes in by exchange, and the whiteout leaves
+            // with the temporary name.
             let res = if kind == FileKind::Dir {
-                sys::renameat2(work, &tmp, pfd, &c, RENAME_EXCHANGE)
-                    .and_then(|()| sys::unlinkat(work, &tmp, false))
+                tmp.exchange(pfd, &c).and_then(|()| tmp.remove())
             } else {
-                sys::renameat2(work, &tmp, pfd, &c, 0)
+                tmp.commit(pfd, &c, 0)
             };
-            if let Err(e) = res {
-                let _ = crate::upper::remove_tree(work, &tmp);
-                return Err(bytes_err("create", &full, e));
-            }
+            res.map_err(|e| bytes_err("create", &full, e))?;
         } else {
             let wh_file_present = up.whiteouts == WhiteoutStyle::WhFile && {
                 let mut wh = b".wh.".to_vec();
@@ -335,13 +326,13 @@ impl UnionFs {
         if lower_below {
             if r.upper.is_some() && is_dir {
                 if up.whiteouts == WhiteoutStyle::CharDev {
-                    let tmp = up.tmp_name();
-                    sys::mknodat(up.work(), &tmp, libc::S_IFCHR, 0)
+                    // The whiteout takes the directory's place in one step; the emptied
+                    // directory leaves with the temporary name.
+                    let wh = up.temp();
+                    sys::mknodat(wh.work(), wh.name(), libc::S_IFCHR, 0)
+                        .and_then(|()| wh.exchange(pfd, &c))
                         .map_err(|e| bytes_err("whiteout", &full, e))?;
-                    sys::renameat2(up.work(), &tmp, pfd, &c, RENAME_EXCHANGE)
-                        .map_err(|e| bytes_err("whiteout", &full, e))?;
-                    sys::unlinkat(up.work(), &tmp, true)
-                        .map_err(|e| bytes_err("rmdir", &full, e))?;
+                    wh.remove().map_err(|e| bytes_err("rmdir", &full, e))?;
                 } else {
                     sys::unlinkat(pfd, &c, true).map_err(|e| bytes_err("rmdir", &full, e))?;
                     up.make_whiteout(pfd, name)
