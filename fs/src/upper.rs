@@ -56,8 +56,6 @@ pub(crate) struct Upper {
     root: OwnedFd,
     /// Shared with every [`WorkTemp`], which may outlive a borrow of the `Upper`.
     work: Arc<OwnedFd>,
-    /// Root: may chown to any (mapped) id.
-    pub(crate) privileged: bool,
     /// `trusted.*` xattrs can be set here (root in the initial user namespace); otherwise our
     /// markers live in `user.*` (rootless, or root inside a user namespace).
     trusted_xattrs: bool,
@@ -113,11 +111,9 @@ impl Upper {
                 io::Error::from_raw_os_error(libc::EXDEV),
             ));
         }
-        let privileged = sys::geteuid() == 0;
         let mut up = Upper {
             root,
             work: Arc::new(work_fd),
-            privileged,
             trusted_xattrs: false,
             whiteouts: WhiteoutStyle::CharDev,
             rename_whiteout: false,
@@ -125,7 +121,7 @@ impl Upper {
         };
         up.clean_work()
             .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
-        up.trusted_xattrs = privileged && up.probe_trusted_xattrs();
+        up.trusted_xattrs = up.probe_trusted_xattrs();
         let probe = up.temp();
         match sys::mknodat(up.work(), probe.name(), libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {

@@ -4,6 +4,7 @@
 use std::os::fd::AsFd;
 
 use super::handle::Handle;
+use super::ownership::Target;
 use super::resolve::Resolved;
 use super::{Attr, SetAttr, UnionFs, bytes_err, cname, lock, split_last};
 use crate::Error;
@@ -232,43 +233,19 @@ impl UnionFs {
                 }
             }
         }
+        let target = Target {
+            dir: pfd,
+            name: &c,
+            kind: inode.kind,
+        };
+        let cur = || self.getattr_locked(ino);
         if set.uid.is_some() || set.gid.is_some() {
-            if up.privileged {
-                sys::fchownat(pfd, &c, set.uid, set.gid).map_err(err("chown"))?;
-            } else {
-                let cur = self.getattr_locked(ino)?;
-                let fd = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
-                let mut perm = set.mode.unwrap_or(cur.perm);
-                if inode.kind != FileKind::Dir {
-                    perm &= !0o6000; // chown clears setuid/setgid, as the kernel does
-                }
-                up.set_owner_override(
-                    fd.as_fd(),
-                    set.uid.unwrap_or(cur.uid),
-                    set.gid.unwrap_or(cur.gid),
-                    perm,
-                )
-                .map_err(err("chown"))?;
-            }
+            let ids = (set.uid, set.gid);
+            self.ownership
+                .chown(up, target, ids, set.mode, &cur, &path)?;
         }
         if let Some(mode) = set.mode {
-            if inode.kind != FileKind::Symlink {
-                if up.privileged {
-                    sys::fchmodat(pfd, &c, mode & 0o7777).map_err(err("chmod"))?;
-                } else {
-                    let cur = self.getattr_locked(ino)?;
-                    let fd = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
-                    up.set_owner_override(fd.as_fd(), cur.uid, cur.gid, mode)
-                        .map_err(err("chmod"))?;
-                    let real = mode
-                        | if inode.kind == FileKind::Dir {
-                            0o700
-                        } else {
-                            0o600
-                        };
-                    sys::fchmodat(pfd, &c, real & 0o7777).map_err(err("chmod"))?;
-                }
-            }
+            self.ownership.chmod(up, target, mode, &cur, &path)?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             sys::utimensat(

@@ -9,7 +9,8 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::{UnionFs, bytes_err, cname, getegid, lock, split_last};
+use super::ownership::{Made, Owner, Target};
+use super::{UnionFs, bytes_err, cname, lock, split_last};
 use crate::Error;
 use crate::lower::{FileKind, LowerFile, ROOT_INO};
 use crate::sys::{self, SetTime};
@@ -224,10 +225,12 @@ impl UnionFs {
             let st = sys::fstatat(pfd.as_fd(), &c)?;
             let cur = sys::openat(pfd.as_fd(), &c, libc::O_PATH, 0)?;
             let dst = sys::openat(work, t, libc::O_PATH, 0)?;
-            if up.privileged {
-                sys::fchownat(work, t, Some(st.st_uid), Some(st.st_gid))?;
-            }
-            sys::fchmodat(work, t, st.st_mode & 0o7777)?;
+            let to = Target {
+                dir: work,
+                name: t,
+                kind: FileKind::File,
+            };
+            self.ownership.carry(&st, to)?;
             for x in sys::list_xattr(cur.as_fd())? {
                 if x == b"trusted.rfs.metacopy" || x == b"user.rfs.metacopy" {
                     continue;
@@ -402,23 +405,13 @@ impl UnionFs {
             .as_ref()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EROFS))?;
         let fd = sys::openat(dir, name, libc::O_PATH, 0)?;
-        if up.privileged {
-            sys::fchownat(dir, name, Some(meta.uid), Some(meta.gid))?;
-        } else if kind != FileKind::Symlink
-            && (meta.uid != sys::geteuid() || meta.gid != getegid() || meta.perm & 0o7000 != 0)
-        {
-            up.set_owner_override(fd.as_fd(), meta.uid, meta.gid, meta.perm)?;
-        }
-        if kind != FileKind::Symlink {
-            let real = if up.privileged {
-                meta.perm
-            } else if kind == FileKind::Dir {
-                meta.perm | 0o700
-            } else {
-                meta.perm | 0o600
-            };
-            sys::fchmodat(dir, name, real & 0o7777)?;
-        }
+        let want = Owner {
+            uid: meta.uid,
+            gid: meta.gid,
+            perm: meta.perm,
+        };
+        self.ownership
+            .give(up, Target { dir, name, kind }, want, Made::CopiedUp)?;
         let mut caps = None;
         for (k, v) in xattrs {
             if is_private_xattr(k) {
@@ -600,8 +593,7 @@ mod tests {
         let big = f.walk("big");
         let (fh, _) = f.fs.open(big.ino, libc::O_WRONLY).expect("open for write");
         f.fs.release(fh);
-        assert!(f.upper_xattr("big", "user.rfs.metacopy").is_none());
-        assert!(f.upper_xattr("big", "trusted.rfs.metacopy").is_none());
+        assert!(f.marker("big", "rfs.metacopy").is_none());
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 }

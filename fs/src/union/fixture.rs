@@ -1,12 +1,14 @@
 //! Test fixtures for the rooms' unit tests: a [`UnionFs`] over layers built in a temp dir
-//! (host directories), with an empty upper and work dir, driven without a mount.
+//! (host directories, or a tar with owners of its own), with an empty upper and work dir,
+//! driven without a mount. The union stores ownership rootless ([`Ownership::Override`]
+//! with this process's ids) unless a test asks for another mode, so the tests need no root.
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Attr, ROOT_INO, UnionFs, UpperDirs};
+use super::{Attr, Ownership, ROOT_INO, UnionConfig, UnionFs, UpperDirs};
 use crate::lower::{LayerInput, LowerTree};
 
 /// One entry of a test layer.
@@ -15,6 +17,37 @@ pub(super) enum Node<'a> {
     File(&'a [u8]),
     /// A sparse file of this many bytes.
     Sparse(u64),
+    Symlink(&'a str),
+}
+
+/// A member of a tar layer: path, kind, mode, uid, gid.
+pub(super) struct TarMember<'a> {
+    pub(super) path: &'a str,
+    pub(super) node: Node<'a>,
+    pub(super) mode: u32,
+    pub(super) uid: u64,
+    pub(super) gid: u64,
+}
+
+/// The rootless mode with this process's ids.
+pub(super) fn rootless() -> Ownership {
+    Ownership::Override {
+        own_uid: nix::unistd::geteuid().as_raw(),
+        own_gid: nix::unistd::getegid().as_raw(),
+    }
+}
+
+/// Whether a test that needs root may run: fails without root unless
+/// `RFS_SKIP_PRIVILEGED=1`, which skips it with a note (as the mount tests do).
+pub(super) fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("RFS_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: not running as root (RFS_SKIP_PRIVILEGED=1)");
+        return false;
+    }
+    panic!("{test}: not running as root; run as root, or set RFS_SKIP_PRIVILEGED=1 to skip");
 }
 
 pub(super) struct Fixture {
@@ -33,12 +66,55 @@ fn write_layer(root: &Path, entries: &[(&str, Node<'_>)]) {
             Node::Sparse(size) => std::fs::File::create(&p)
                 .and_then(|f| f.set_len(*size))
                 .expect("sparse file"),
+            Node::Symlink(target) => std::os::unix::fs::symlink(target, &p).expect("symlink"),
         }
     }
 }
 
+/// A tar layer file at `path` with `members`, indexed.
+fn tar_layer(path: &Path, members: &[TarMember<'_>]) -> LayerInput {
+    let mut b = tar::Builder::new(std::fs::File::create(path).expect("tar file"));
+    for m in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(m.mode);
+        h.set_uid(m.uid);
+        h.set_gid(m.gid);
+        h.set_mtime(1_600_000_000);
+        match m.node {
+            Node::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, m.path, std::io::empty())
+                    .expect("dir");
+            }
+            Node::File(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, m.path, data).expect("file");
+            }
+            Node::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, m.path, target).expect("symlink");
+            }
+            Node::Sparse(_) => unimplemented!("not needed in tar layers"),
+        }
+    }
+    b.into_inner().expect("tar");
+    let index = crate::tar_index::build(
+        std::fs::File::open(path).expect("open tar"),
+        &Default::default(),
+    )
+    .expect("index");
+    LayerInput::Tar {
+        file: path.to_path_buf(),
+        offset: 0,
+        index,
+    }
+}
+
 impl Fixture {
-    /// Directory layers (bottom first) under an empty upper.
+    /// Directory layers (bottom first) under an empty upper, rootless.
     pub(super) fn new(layers: &[&[(&str, Node<'_>)]]) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let inputs = layers
@@ -50,10 +126,17 @@ impl Fixture {
                 LayerInput::Dir(root)
             })
             .collect();
-        Fixture::over(dir, inputs)
+        Fixture::over(dir, inputs, rootless())
     }
 
-    fn over(dir: tempfile::TempDir, inputs: Vec<LayerInput>) -> Fixture {
+    /// One tar layer of `members` under an empty upper, storing ownership as `ownership`.
+    pub(super) fn tar(members: &[TarMember<'_>], ownership: Ownership) -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layer = tar_layer(&dir.path().join("layer.tar"), members);
+        Fixture::over(dir, vec![layer], ownership)
+    }
+
+    fn over(dir: tempfile::TempDir, inputs: Vec<LayerInput>, ownership: Ownership) -> Fixture {
         let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
         for d in [&upper, &work] {
             std::fs::create_dir(d).expect("upper dirs");
@@ -61,7 +144,9 @@ impl Fixture {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         let tree = LowerTree::build(inputs).expect("lower tree");
-        let fs = UnionFs::new(tree, Some(UpperDirs { upper, work })).expect("union");
+        let config = UnionConfig { ownership };
+        let fs =
+            UnionFs::with_config(tree, Some(UpperDirs { upper, work }), config).expect("union");
         Fixture { dir, fs }
     }
 
@@ -88,6 +173,13 @@ impl Fixture {
             .expect("read work dir")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// The value of the overlay marker `suffix` (`overlay.opaque`, `rfs.metacopy`...) of
+    /// `rel` in the upper, in whichever namespace the upper keeps markers.
+    pub(super) fn marker(&self, rel: &str, suffix: &str) -> Option<Vec<u8>> {
+        self.upper_xattr(rel, &format!("trusted.{suffix}"))
+            .or_else(|| self.upper_xattr(rel, &format!("user.{suffix}")))
     }
 
     /// The value of xattr `name` of `rel` in the upper, if set.

@@ -31,6 +31,7 @@
 //! - `listing`: merged directory listings;
 //! - `copy_up`: copy-up and metadata-only copy-up;
 //! - `namespace`: the operations that change names;
+//! - `ownership`: how owners and modes are stored ([`Ownership`], chosen in [`UnionConfig`]);
 //! - `xattr`: extended attributes.
 
 use std::collections::HashMap;
@@ -55,12 +56,15 @@ mod handle;
 mod inode;
 mod listing;
 mod namespace;
+mod ownership;
 mod resolve;
 mod xattr;
 
 use handle::Handle;
 use inode::{Inode, SHARDS};
 use listing::LISTINGS_KEPT;
+pub use ownership::Ownership;
+use ownership::{Made, Owner, Target};
 
 pub use crate::lower::ROOT_INO;
 
@@ -132,6 +136,15 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
+/// What a mount's caller chooses about its union.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnionConfig {
+    /// How owners and modes are stored in the upper. The default is what this process
+    /// would use ([`Ownership::of_process`]); a daemon that is built in one user namespace
+    /// and serves from another says which ids it will have there.
+    pub ownership: Ownership,
+}
+
 /// Where the upper and work dirs are.
 #[derive(Clone, Debug)]
 pub struct UpperDirs {
@@ -158,6 +171,8 @@ pub struct UnionFs {
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
     /// Lower nodes of each hard-link group with more than one member, by group inode node.
     link_groups: HashMap<u32, Vec<u32>>,
+    /// How owners and modes are stored in the upper.
+    ownership: Ownership,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,11 +199,24 @@ fn cname(name: &[u8]) -> Result<CString, Error> {
 }
 
 impl UnionFs {
-    /// Builds the union of `lower` and, unless read-only, the upper dirs.
+    /// Builds the union of `lower` and, unless read-only, the upper dirs, with the
+    /// default [`UnionConfig`] (ownership as this process would store it).
     ///
     /// # Errors
     /// The upper or work dir cannot be opened, or they are on different filesystems.
     pub fn new(lower: LowerTree, upper: Option<UpperDirs>) -> Result<UnionFs, Error> {
+        UnionFs::with_config(lower, upper, UnionConfig::default())
+    }
+
+    /// Builds the union of `lower` and, unless read-only, the upper dirs, as `config` says.
+    ///
+    /// # Errors
+    /// As [`UnionFs::new`].
+    pub fn with_config(
+        lower: LowerTree,
+        upper: Option<UpperDirs>,
+        config: UnionConfig,
+    ) -> Result<UnionFs, Error> {
         let upper = match upper {
             Some(d) => Some(Upper::open(&d.upper, &d.work)?),
             None => None,
@@ -211,6 +239,7 @@ impl UnionFs {
             namespace: RwLock::new(()),
             listings: Mutex::new(lru::LruCache::new(LISTINGS_KEPT)),
             link_groups,
+            ownership: config.ownership,
         };
         let root_lower = match &fs.upper {
             Some(up) => {
@@ -239,15 +268,19 @@ impl UnionFs {
             return Ok(());
         };
         let meta = self.lower.node(LowerTree::ROOT).meta();
-        self.set_new_owner(
-            up.root(),
-            c".",
-            FileKind::Dir,
-            meta.uid,
-            meta.gid,
-            meta.perm,
-        )
-        .map_err(|e| Error::io("set the owner of the upper's root", "/".to_string(), e))
+        let root = Target {
+            dir: up.root(),
+            name: c".",
+            kind: FileKind::Dir,
+        };
+        let want = Owner {
+            uid: meta.uid,
+            gid: meta.gid,
+            perm: meta.perm,
+        };
+        self.ownership
+            .give(up, root, want, Made::Created)
+            .map_err(|e| Error::io("set the owner of the upper's root", "/".to_string(), e))
     }
 
     /// The lower tree.
@@ -296,10 +329,6 @@ impl UnionFs {
             }
         }
     }
-}
-
-fn getegid() -> u32 {
-    nix::unistd::getegid().as_raw()
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`) and `c` into (``, `c`).

@@ -8,8 +8,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::copy_up::RENAME_NOREPLACE;
 use super::handle::Handle;
+use super::ownership::{Made, Owner, Target};
 use super::resolve::{DirSnap, Resolved};
-use super::{Attr, Caller, UnionFs, bytes_err, cname, getegid, join, split_last};
+use super::{Attr, Caller, UnionFs, bytes_err, cname, join, split_last};
 use crate::Error;
 use crate::lower::FileKind;
 use crate::name::check_component;
@@ -61,13 +62,20 @@ impl UnionFs {
                 } else {
                     perm
                 };
-                Some((caller.uid, gid, perm))
+                Some(Owner {
+                    uid: caller.uid,
+                    gid,
+                    perm,
+                })
             }
             None => None,
         };
-        let set_owner = |d: BorrowedFd<'_>, n: &std::ffi::CStr| -> io::Result<()> {
+        let set_owner = |dir: BorrowedFd<'_>, name: &std::ffi::CStr| -> io::Result<()> {
             match owner {
-                Some((uid, gid, perm)) => self.set_new_owner(d, n, kind, uid, gid, perm),
+                Some(want) => {
+                    let t = Target { dir, name, kind };
+                    self.ownership.give(up, t, want, Made::Created)
+                }
                 None => Ok(()),
             }
         };
@@ -128,35 +136,6 @@ impl UnionFs {
         };
         self.remember(parent, name, &r, true);
         Ok((self.attr_of(&r), fd))
-    }
-
-    pub(super) fn set_new_owner(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &std::ffi::CStr,
-        kind: FileKind,
-        uid: u32,
-        gid: u32,
-        perm: u32,
-    ) -> io::Result<()> {
-        let up = self
-            .upper
-            .as_ref()
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EROFS))?;
-        if up.privileged {
-            sys::fchownat(dir, name, Some(uid), Some(gid))?;
-            if kind != FileKind::Symlink {
-                sys::fchmodat(dir, name, perm & 0o7777)?;
-            }
-        } else if kind != FileKind::Symlink {
-            if uid != sys::geteuid() || gid != getegid() {
-                let fd = sys::openat(dir, name, libc::O_PATH, 0)?;
-                up.set_owner_override(fd.as_fd(), uid, gid, perm)?;
-            }
-            let real = perm | if kind == FileKind::Dir { 0o700 } else { 0o600 };
-            sys::fchmodat(dir, name, real & 0o7777)?;
-        }
-        Ok(())
     }
 
     /// Creates and opens a regular file.
