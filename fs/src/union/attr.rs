@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use super::handle::Handle;
 use super::ownership::Target;
 use super::resolve::Resolved;
-use super::{Attr, SetAttr, UnionFs, bytes_err, cname, lock, split_last};
+use super::{Attr, Caller, SetAttr, UnionFs, bytes_err, cname, lock, split_last};
 use crate::Error;
 use crate::lower::{FileKind, LowerTree, ROOT_INO};
 use crate::sys::{self, SetTime};
@@ -166,12 +166,9 @@ impl UnionFs {
     }
 
     /// Clears set-user-ID, and set-group-ID when group-executable, on `ino`, as the kernel
-    /// does when a caller without `CAP_FSETID` writes to or truncates a file. A no-op when
-    /// neither bit is set.
-    ///
-    /// # Errors
-    /// As [`UnionFs::setattr`].
-    pub fn drop_setid(&self, ino: u64) -> Result<(), Error> {
+    /// does when a caller without `CAP_FSETID` writes to or truncates a file
+    /// (`file_remove_privs`). A no-op for anything but a regular file with either bit.
+    pub(super) fn clear_setid(&self, ino: u64) -> Result<(), Error> {
         let cur = self.getattr(ino)?;
         if cur.kind != FileKind::File {
             return Ok(());
@@ -187,14 +184,28 @@ impl UnionFs {
             mode: Some(perm),
             ..SetAttr::default()
         };
-        self.setattr(ino, set, None).map(|_| ())
+        self.set_attr(ino, set, None).map(|_| ())
     }
 
-    /// Changes attributes (chmod, chown, truncate, utimes): copies up first (rule 7).
+    /// Changes attributes (chmod, chown, truncate, utimes) as `caller` asks: copies up first
+    /// (rule 7). A truncate by a caller who may not keep set-id bits clears them first.
     ///
     /// # Errors
     /// `ReadOnly`; host errors.
-    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
+    pub fn setattr(
+        &self,
+        ino: u64,
+        set: SetAttr,
+        fh: Option<u64>,
+        caller: Caller,
+    ) -> Result<Attr, Error> {
+        if set.size.is_some() && !caller.may_keep_setid() {
+            self.clear_setid(ino)?;
+        }
+        self.set_attr(ino, set, fh)
+    }
+
+    fn set_attr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
         if set.size.is_some() {
             self.prepare_copy_up(ino)?;
         }
@@ -224,7 +235,7 @@ impl UnionFs {
             }
             let via_handle = fh.and_then(|fh| self.handle(fh).ok());
             match via_handle.as_deref() {
-                Some(Handle::Upper(f)) => {
+                Some(Handle::Upper { file: f, .. }) => {
                     sys::ftruncate(f.as_fd(), size).map_err(err("truncate"))?
                 }
                 _ => {
@@ -257,5 +268,91 @@ impl UnionFs {
             .map_err(err("utimes"))?;
         }
         self.getattr_locked(ino)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::union::Writer;
+    use crate::union::fixture::{Fixture, Node, member, rootless};
+
+    /// Files with set-id bits, owned by this process's ids (as the daemon's own files).
+    fn setid_files() -> (Fixture, Caller) {
+        let (uid, gid) = match rootless() {
+            crate::union::Ownership::Override { own_uid, own_gid } => (own_uid, own_gid),
+            crate::union::Ownership::Host => unreachable!(),
+        };
+        let ids = (u64::from(uid), u64::from(gid));
+        let f = Fixture::tar(
+            &[
+                member("both", Node::File(b"data"), 0o6755, ids),
+                member("nogx", Node::File(b"data"), 0o6745, ids),
+                member("keep", Node::File(b"data"), 0o6755, ids),
+                member("opened", Node::File(b"data"), 0o4755, ids),
+                member("written", Node::File(b"data"), 0o6745, ids),
+            ],
+            rootless(),
+        );
+        let user = Caller {
+            uid,
+            gid,
+            root: false,
+        };
+        (f, user)
+    }
+
+    fn truncate(f: &Fixture, ino: u64, caller: Caller) -> Attr {
+        let set = SetAttr {
+            size: Some(1),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(ino, set, None, caller).expect("truncate")
+    }
+
+    #[test]
+    fn a_truncate_without_cap_fsetid_clears_setuid_and_group_exec_setgid() {
+        let (f, user) = setid_files();
+        let both = f.walk("both");
+        assert_eq!(truncate(&f, both.ino, user).perm, 0o755);
+        // Without group execute, setgid marks mandatory locking and stays (as in the kernel).
+        let nogx = f.walk("nogx");
+        assert_eq!(truncate(&f, nogx.ino, user).perm, 0o2745);
+        // Root keeps both.
+        let keep = f.walk("keep");
+        let a = truncate(&f, keep.ino, Caller::ROOT);
+        assert_eq!((a.perm, a.size), (0o6755, 1));
+    }
+
+    #[test]
+    fn a_truncating_open_and_a_flagged_write_clear_setid_bits() {
+        let (f, user) = setid_files();
+        let opened = f.walk("opened");
+        let o =
+            f.fs.open(opened.ino, libc::O_WRONLY | libc::O_TRUNC, user)
+                .expect("open");
+        assert!(!o.immutable, "a copy-up, open on the upper");
+        f.fs.release(o.fh);
+        assert_eq!(f.fs.getattr(opened.ino).unwrap().perm, 0o755);
+
+        let written = f.walk("written");
+        let o = f.fs.open(written.ino, libc::O_WRONLY, user).expect("open");
+        assert_eq!(
+            f.fs.getattr(written.ino).unwrap().perm,
+            0o6745,
+            "no O_TRUNC"
+        );
+        let n = f.fs.write(o.fh, 0, b"x", Writer::default()).expect("write");
+        assert_eq!(n, 1);
+        assert_eq!(
+            f.fs.getattr(written.ino).unwrap().perm,
+            0o6745,
+            "not flagged"
+        );
+        let flagged = Writer { lacks_fsetid: true };
+        f.fs.write(o.fh, 1, b"y", flagged).expect("write");
+        f.fs.release(o.fh);
+        assert_eq!(f.fs.getattr(written.ino).unwrap().perm, 0o2745);
+        assert_eq!(std::fs::read(f.upper("written")).unwrap(), b"xyta");
     }
 }

@@ -552,15 +552,15 @@ fn copy_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::union::SetAttr;
     use crate::union::fixture::{Fixture, Node};
+    use crate::union::{Caller, SetAttr};
 
     fn chmod(f: &Fixture, ino: u64, mode: u32) -> Result<crate::union::Attr, Error> {
         let set = SetAttr {
             mode: Some(mode),
             ..SetAttr::default()
         };
-        f.fs.setattr(ino, set, None)
+        f.fs.setattr(ino, set, None, Caller::ROOT)
     }
 
     #[test]
@@ -591,7 +591,10 @@ mod tests {
         }
         // The metadata-only copy of `big` becomes a full copy when opened for writing.
         let big = f.walk("big");
-        let (fh, _) = f.fs.open(big.ino, libc::O_WRONLY).expect("open for write");
+        let fh =
+            f.fs.open(big.ino, libc::O_WRONLY, Caller::ROOT)
+                .expect("open for write")
+                .fh;
         f.fs.release(fh);
         assert!(f.marker("big", "rfs.metacopy").is_none());
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());

@@ -50,6 +50,22 @@ pub(super) fn require_root(test: &str) -> bool {
     panic!("{test}: not running as root; run as root, or set RFS_SKIP_PRIVILEGED=1 to skip");
 }
 
+/// A tar member owned by `uid:gid`.
+pub(super) fn member<'a>(
+    path: &'a str,
+    node: Node<'a>,
+    mode: u32,
+    (uid, gid): (u64, u64),
+) -> TarMember<'a> {
+    TarMember {
+        path,
+        node,
+        mode,
+        uid,
+        gid,
+    }
+}
+
 pub(super) struct Fixture {
     pub(super) dir: tempfile::TempDir,
     pub(super) fs: UnionFs,

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{DirEntry, UnionFs, bytes_err, lock};
+use super::{Caller, DirEntry, Opened, UnionFs, Writer, bytes_err, lock};
 use crate::Error;
 use crate::lower::{FileKind, LowerFile};
 use crate::sys;
@@ -18,8 +18,8 @@ use crate::sys;
 pub(super) enum Handle {
     /// A lower file: read-only, its data never changes.
     Lower(LowerFile),
-    /// A file in the upper.
-    Upper(File),
+    /// A file in the upper, of inode `ino`.
+    Upper { file: File, ino: u64 },
     /// A directory: the merged listing when it was opened.
     Dir(Arc<Vec<DirEntry>>),
 }
@@ -43,13 +43,25 @@ impl UnionFs {
         lock(&self.handles).remove(&fh);
     }
 
-    /// Opens `ino` with open(2) `flags`. Opening for writing (or with `O_TRUNC`) copies the
-    /// file up first; read-only opens never do. Returns the handle and whether the kernel may
-    /// keep its page cache (true for immutable lower files).
+    /// Opens `ino` with open(2) `flags` for `caller`. Opening for writing (or with
+    /// `O_TRUNC`) copies the file up first; read-only opens never do. An `O_TRUNC` open
+    /// clears set-id bits as a truncate does (see [`UnionFs::setattr`]).
     ///
     /// # Errors
     /// `ReadOnly` for writes without an upper; host errors.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Error> {
+    pub fn open(&self, ino: u64, flags: i32, caller: Caller) -> Result<Opened, Error> {
+        let opened = self.open_handle(ino, flags)?;
+        if flags & libc::O_TRUNC != 0
+            && !caller.may_keep_setid()
+            && let Err(e) = self.clear_setid(ino)
+        {
+            self.release(opened.fh);
+            return Err(e);
+        }
+        Ok(opened)
+    }
+
+    fn open_handle(&self, ino: u64, flags: i32) -> Result<Opened, Error> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
         if write {
             self.prepare_copy_up(ino)?;
@@ -66,7 +78,10 @@ impl UnionFs {
         if !upper || (metacopy && !write && inode.kind == FileKind::File) {
             if let Some(l) = lower {
                 let f = self.lower.open(l)?;
-                return Ok((self.add_handle(Handle::Lower(f)), true));
+                return Ok(Opened {
+                    fh: self.add_handle(Handle::Lower(f)),
+                    immutable: true,
+                });
             }
             if !upper {
                 return Err(Error::NotFound);
@@ -74,7 +89,10 @@ impl UnionFs {
         }
         let path = self.path(ino)?;
         let file = self.open_upper(&path, flags)?;
-        Ok((self.add_handle(Handle::Upper(file)), false))
+        Ok(Opened {
+            fh: self.add_handle(Handle::Upper { file, ino }),
+            immutable: false,
+        })
     }
 
     /// Runs `f` on the host file behind handle `fh` when that file holds exactly the data
@@ -88,7 +106,7 @@ impl UnionFs {
     ) -> Option<R> {
         let h = self.handle(fh).ok()?;
         let fd = match &*h {
-            Handle::Upper(file) => file.as_fd(),
+            Handle::Upper { file, .. } => file.as_fd(),
             Handle::Lower(LowerFile::Dir(file)) => file.as_fd(),
             Handle::Lower(LowerFile::Tar { .. }) | Handle::Dir(_) => return None,
         };
@@ -114,7 +132,7 @@ impl UnionFs {
         let mut buf = vec![0u8; size as usize];
         let n = match &*h {
             Handle::Lower(f) => f.read_at(&mut buf, offset),
-            Handle::Upper(f) => sys::pread_full(f.as_fd(), &mut buf, offset),
+            Handle::Upper { file: f, .. } => sys::pread_full(f.as_fd(), &mut buf, offset),
             Handle::Dir(_) => return Err(Error::IsDir),
         }
         .map_err(|e| Error::io("read", "", e))?;
@@ -122,15 +140,20 @@ impl UnionFs {
         Ok(buf)
     }
 
-    /// Writes `data` at `offset` through handle `fh`.
+    /// Writes `data` at `offset` through handle `fh`. A `writer` without `CAP_FSETID`
+    /// clears the file's set-id bits first, as the kernel does: the host write is the
+    /// daemon's, which would keep them.
     ///
     /// # Errors
     /// `BadHandle` (also for a read-only lower handle); host errors such as `ENOSPC`.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, Error> {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8], writer: Writer) -> Result<usize, Error> {
         let h = self.handle(fh)?;
-        let Handle::Upper(f) = &*h else {
+        let Handle::Upper { file: f, ino } = &*h else {
             return Err(Error::BadHandle);
         };
+        if writer.lacks_fsetid {
+            self.clear_setid(*ino)?;
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
@@ -153,7 +176,7 @@ impl UnionFs {
     /// `BadHandle`; host errors.
     pub fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Error> {
         match &*self.handle(fh)? {
-            Handle::Upper(f) => {
+            Handle::Upper { file: f, .. } => {
                 sys::fsync(f.as_fd(), datasync).map_err(|e| Error::io("fsync", "", e))
             }
             _ => Ok(()),
@@ -166,7 +189,7 @@ impl UnionFs {
     /// `BadHandle`; host errors.
     pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> Result<(), Error> {
         match &*self.handle(fh)? {
-            Handle::Upper(f) => sys::fallocate(f.as_fd(), mode, offset, len)
+            Handle::Upper { file: f, .. } => sys::fallocate(f.as_fd(), mode, offset, len)
                 .map_err(|e| Error::io("fallocate", "", e)),
             _ => Err(Error::BadHandle),
         }
@@ -178,7 +201,7 @@ impl UnionFs {
     /// `ENXIO` past the end; host errors.
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64, Error> {
         match &*self.handle(fh)? {
-            Handle::Upper(f) => {
+            Handle::Upper { file: f, .. } => {
                 sys::lseek(f.as_fd(), offset, whence).map_err(|e| Error::io("lseek", "", e))
             }
             Handle::Lower(LowerFile::Dir(fd)) => {

@@ -99,13 +99,71 @@ pub struct Attr {
     pub rdev: u64,
 }
 
-/// Who asks: the ids new entries are created with.
-#[derive(Clone, Copy, Debug)]
+/// Who asks: the ids new entries are created with, and what the set-id rule needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// Filesystem uid of the calling process.
+    /// Filesystem uid of the calling process, as stored (through the mount's id mapping).
     pub uid: u32,
-    /// Filesystem gid of the calling process.
+    /// Filesystem gid of the calling process, as stored.
     pub gid: u32,
+    /// Whether the caller is root where the request comes from: uid 0 as the kernel reports
+    /// it, before any id mapping.
+    pub root: bool,
+}
+
+impl Caller {
+    /// Root, with ids 0.
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        root: true,
+    };
+
+    /// Whether the caller may keep a file's set-id bits when it truncates the file
+    /// (`CAP_FSETID`). FUSE does not pass a caller's capabilities, so root is taken to have
+    /// it and everyone else not.
+    fn may_keep_setid(self) -> bool {
+        self.root
+    }
+}
+
+/// What the kernel says about the writer of a `write`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Writer {
+    /// The writer lacks `CAP_FSETID` and the file has set-id bits (FUSE's
+    /// `WRITE_KILL_SUIDGID`): the bits go before the data is written.
+    pub lacks_fsetid: bool,
+}
+
+/// An open file, from [`UnionFs::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle, for `read`, `write`, `release`...
+    pub fh: u64,
+    /// The data is a lower file's, which never changes (writing copies the file up and
+    /// opens the copy): a cache of it stays valid across opens.
+    pub immutable: bool,
+}
+
+/// Filesystem statistics, from [`UnionFs::statfs`] (`statvfs(3)`'s fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    /// Size of the blocks counted below, in bytes (`f_frsize`).
+    pub frsize: u32,
+    /// Preferred I/O block size (`f_bsize`).
+    pub bsize: u32,
+    /// Blocks in all.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks for unprivileged users.
+    pub bavail: u64,
+    /// Inodes in all.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest name.
+    pub namemax: u32,
 }
 
 /// Attribute changes of a `setattr`.
@@ -320,14 +378,24 @@ impl UnionFs {
     ///
     /// # Errors
     /// Host errors.
-    pub fn statfs(&self) -> Result<libc::statvfs, Error> {
-        match &self.upper {
-            Some(up) => sys::fstatvfs(up.root()).map_err(|e| Error::io("statfs", "upper", e)),
+    pub fn statfs(&self) -> Result<StatFs, Error> {
+        let s = match &self.upper {
+            Some(up) => sys::fstatvfs(up.root()).map_err(|e| Error::io("statfs", "upper", e))?,
             None => {
                 let f = File::open("/").map_err(|e| Error::io("statfs", "/", e))?;
-                sys::fstatvfs(f.as_fd()).map_err(|e| Error::io("statfs", "/", e))
+                sys::fstatvfs(f.as_fd()).map_err(|e| Error::io("statfs", "/", e))?
             }
-        }
+        };
+        Ok(StatFs {
+            frsize: s.f_frsize as u32,
+            bsize: s.f_bsize as u32,
+            blocks: s.f_blocks,
+            bfree: s.f_bfree,
+            bavail: s.f_bavail,
+            files: s.f_files,
+            ffree: s.f_ffree,
+            namemax: s.f_namemax as u32,
+        })
     }
 }
 
@@ -336,5 +404,23 @@ fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (&path[..0], path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixture::{Fixture, Node};
+
+    #[test]
+    fn statfs_reports_the_upper_filesystem() {
+        let f = Fixture::new(&[&[("a", Node::File(b"a"))]]);
+        let s = f.fs.statfs().expect("statfs");
+        let host = nix::sys::statvfs::statvfs(&f.upper("")).expect("host statvfs");
+        assert_eq!(u64::from(s.frsize), host.fragment_size());
+        assert_eq!(s.blocks, host.blocks());
+        assert_eq!(u64::from(s.namemax), host.name_max());
+        assert!(s.bavail <= s.bfree && s.bfree <= s.blocks, "{s:?}");
+        assert!(s.ffree <= s.files, "{s:?}");
     }
 }

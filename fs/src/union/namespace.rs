@@ -162,7 +162,9 @@ impl UnionFs {
             &|d, n| sys::openat(d, n, oflags, 0o600).map(Some),
         )?;
         let fd = fd.ok_or(Error::BadHandle)?;
-        Ok((attr, self.add_handle(Handle::Upper(File::from(fd)))))
+        let file = File::from(fd);
+        let ino = attr.ino;
+        Ok((attr, self.add_handle(Handle::Upper { file, ino })))
     }
 
     /// Creates a directory.

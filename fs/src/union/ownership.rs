@@ -214,38 +214,20 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::union::fixture::{Fixture, Node, TarMember, require_root, rootless};
+    use crate::union::fixture::{Fixture, Node, member, require_root, rootless};
     use crate::union::{Caller, SetAttr};
 
     const OVERRIDE: &str = "user.containers.override_stat";
-
-    fn member(
-        path: &str,
-        node: Node<'static>,
-        mode: u32,
-        uid: u64,
-        gid: u64,
-    ) -> TarMember<'static> {
-        // Leak the path: the members live for the test only.
-        let path: &'static str = Box::leak(path.to_owned().into_boxed_str());
-        TarMember {
-            path,
-            node,
-            mode,
-            uid,
-            gid,
-        }
-    }
 
     /// An image of a directory and files owned by 1234:5678.
     fn image(ownership: Ownership) -> Fixture {
         Fixture::tar(
             &[
-                member("d", Node::Dir, 0o750, 1234, 5678),
-                member("d/f", Node::File(b"hello"), 0o640, 1234, 5678),
-                member("d/suid", Node::File(b"x"), 0o4755, 1234, 5678),
-                member("big", Node::File(&[7u8; 1 << 20]), 0o755, 1234, 5678),
-                member("l", Node::Symlink("d/f"), 0o777, 1234, 5678),
+                member("d", Node::Dir, 0o750, (1234, 5678)),
+                member("d/f", Node::File(b"hello"), 0o640, (1234, 5678)),
+                member("d/suid", Node::File(b"x"), 0o4755, (1234, 5678)),
+                member("big", Node::File(&[7u8; 1 << 20]), 0o755, (1234, 5678)),
+                member("l", Node::Symlink("d/f"), 0o777, (1234, 5678)),
             ],
             ownership,
         )
@@ -264,7 +246,7 @@ mod tests {
     }
 
     fn setattr(f: &Fixture, ino: u64, set: SetAttr) -> Attr {
-        f.fs.setattr(ino, set, None).expect("setattr")
+        f.fs.setattr(ino, set, None, Caller::ROOT).expect("setattr")
     }
 
     #[test]
@@ -272,7 +254,10 @@ mod tests {
         let f = image(rootless());
         let (uid, gid) = own_ids();
         let file = f.walk("d/f");
-        let (fh, _) = f.fs.open(file.ino, libc::O_WRONLY).expect("open copies up");
+        let fh =
+            f.fs.open(file.ino, libc::O_WRONLY, Caller::ROOT)
+                .expect("open copies up")
+                .fh;
         f.fs.release(fh);
         assert_eq!(std::fs::read(f.upper("d/f")).unwrap(), b"hello");
         // On disk: the daemon's, with its own read and write bits added.
@@ -350,14 +335,22 @@ mod tests {
         let f = image(rootless());
         let (uid, gid) = own_ids();
         let d = f.walk("d");
-        let own = Caller { uid, gid };
+        let own = Caller {
+            uid,
+            gid,
+            root: false,
+        };
         let (a, fh) =
             f.fs.create(d.ino, OsStr::new("mine"), 0o640, libc::O_WRONLY, own)
                 .expect("create");
         f.fs.release(fh);
         assert_eq!((a.uid, a.gid), (uid, gid));
         assert_eq!(f.upper_xattr("d/mine", OVERRIDE), None);
-        let other = Caller { uid: 99, gid: 98 };
+        let other = Caller {
+            uid: 99,
+            gid: 98,
+            root: false,
+        };
         let a =
             f.fs.mkdir(d.ino, OsStr::new("theirs"), 0o500, other)
                 .expect("mkdir");
@@ -385,7 +378,10 @@ mod tests {
             std::fs::metadata(f.upper("big")).unwrap().blocks() < 64,
             "sparse"
         );
-        let (fh, _) = f.fs.open(big.ino, libc::O_RDWR).expect("open for write");
+        let fh =
+            f.fs.open(big.ino, libc::O_RDWR, Caller::ROOT)
+                .expect("open for write")
+                .fh;
         f.fs.release(fh);
         assert!(f.marker("big", "rfs.metacopy").is_none(), "full copy");
         assert_eq!(f.upper_xattr("big", OVERRIDE).unwrap(), b"1234:5678:0700");
@@ -401,7 +397,10 @@ mod tests {
         }
         let f = image(Ownership::Host);
         let file = f.walk("d/f");
-        let (fh, _) = f.fs.open(file.ino, libc::O_WRONLY).expect("open copies up");
+        let fh =
+            f.fs.open(file.ino, libc::O_WRONLY, Caller::ROOT)
+                .expect("open copies up")
+                .fh;
         f.fs.release(fh);
         assert_eq!(disk(&f, "d/f"), (1234, 5678, 0o640));
         assert_eq!(disk(&f, "d"), (1234, 5678, 0o750));
