@@ -13,6 +13,7 @@ use crate::sys::{self, SetTime};
 use crate::upper::{UpperEntry, kind_of};
 
 impl UnionFs {
+    /// The attributes of a resolved entry.
     pub(super) fn attr_of(&self, r: &Resolved) -> Attr {
         match &r.upper {
             Some(e) => self.upper_attr(e, r.ino, r.lower),
@@ -20,7 +21,9 @@ impl UnionFs {
         }
     }
 
-    pub(super) fn lower_attr(&self, i: u32) -> Attr {
+    /// The attributes of lower node `i`, as the merged view shows it (link counts count
+    /// only the names still visible).
+    fn lower_attr(&self, i: u32) -> Attr {
         let n = self.lower.node(i);
         let nlink = if n.kind != FileKind::Dir && n.nlink > 1 {
             self.visible_links(i)
@@ -52,7 +55,7 @@ impl UnionFs {
 
     /// How many names of lower node `i`'s hard-link group the merged view still shows (the
     /// others were deleted or replaced above it).
-    pub(super) fn visible_links(&self, i: u32) -> u32 {
+    fn visible_links(&self, i: u32) -> u32 {
         let Some(group) = self.link_groups.get(&self.lower.node(i).ino_node) else {
             return self.lower.node(i).nlink;
         };
@@ -68,7 +71,9 @@ impl UnionFs {
         shown.max(1)
     }
 
-    pub(super) fn upper_attr(&self, e: &UpperEntry, ino: u64, lower: Option<u32>) -> Attr {
+    /// The attributes of an upper entry: `override_stat` owner and mode where it has one; a
+    /// merged directory reports one link, a metadata-only copy its data's blocks.
+    fn upper_attr(&self, e: &UpperEntry, ino: u64, lower: Option<u32>) -> Attr {
         let st = &e.st;
         let kind = kind_of(st);
         let (uid, gid, perm) = match e.owner_override {
@@ -101,7 +106,8 @@ impl UnionFs {
         }
     }
 
-    pub(super) fn getattr_locked(&self, ino: u64) -> Result<Attr, Error> {
+    /// [`UnionFs::getattr`] under a namespace lock the caller holds.
+    fn getattr_locked(&self, ino: u64) -> Result<Attr, Error> {
         let inode = self.inode(ino)?;
         let (upper, lower) = {
             let st = lock(&inode.state);
@@ -205,6 +211,7 @@ impl UnionFs {
         self.set_attr(ino, set, fh)
     }
 
+    /// [`UnionFs::setattr`] without the set-id rule.
     fn set_attr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<Attr, Error> {
         if set.size.is_some() {
             self.prepare_copy_up(ino)?;
@@ -233,7 +240,7 @@ impl UnionFs {
             if inode.kind == FileKind::Dir {
                 return Err(Error::IsDir);
             }
-            let via_handle = fh.and_then(|fh| self.handle(fh).ok());
+            let via_handle = fh.and_then(|fh| self.handles.get(fh).ok());
             match via_handle.as_deref() {
                 Some(Handle::Upper { file: f, .. }) => {
                     sys::ftruncate(f.as_fd(), size).map_err(err("truncate"))?

@@ -26,7 +26,7 @@ const METACOPY_MIN_SIZE: u64 = 1 << 20;
 impl UnionFs {
     /// Makes sure the directory at `path` exists in the upper, copying up every missing
     /// ancestor top down, and returns an `O_PATH` fd of it and the lower dir it merges with.
-    pub(super) fn ensure_upper_dir(&self, path: &[u8]) -> Result<(OwnedFd, Option<u32>), Error> {
+    fn ensure_upper_dir(&self, path: &[u8]) -> Result<(OwnedFd, Option<u32>), Error> {
         let up = self.upper()?;
         let mut fd = up.dir(b"")?;
         let mut cur_lower = {
@@ -190,7 +190,7 @@ impl UnionFs {
     /// Turns a metadata-only copy into a full one: the lower data (copied into `prebuilt`
     /// ahead of time, or now) gets the upper entry's current owner, mode, xattrs and times,
     /// and replaces it atomically.
-    pub(super) fn complete_metacopy(
+    fn complete_metacopy(
         &self,
         ino: u64,
         lower: Option<u32>,
@@ -257,7 +257,7 @@ impl UnionFs {
 
     /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`,
     /// if that position still shows `member`.
-    pub(super) fn link_group_member(
+    fn link_group_member(
         &self,
         member: u32,
         src_dir: BorrowedFd<'_>,
@@ -281,7 +281,7 @@ impl UnionFs {
     }
 
     /// Copies the data of lower file `l` into a new work-dir file, fsynced.
-    pub(super) fn copy_data_to_work(&self, l: u32) -> Result<WorkTemp, Error> {
+    fn copy_data_to_work(&self, l: u32) -> Result<WorkTemp, Error> {
         let tmp = self.upper()?.temp();
         let node = self.lower.node(l);
         let path = self.lower.display_path(l);
@@ -328,7 +328,7 @@ impl UnionFs {
 
     /// Builds a copy of lower node `l` in the work dir and renames it to `name` in `dir`
     /// (never replacing: if someone else copied it meanwhile, theirs wins).
-    pub(super) fn copy_node_into(
+    fn copy_node_into(
         &self,
         l: u32,
         dir: BorrowedFd<'_>,
@@ -379,7 +379,7 @@ impl UnionFs {
 
     /// The atime and mtime a copy-up of lower node `l` gets: the lower entry's, as the
     /// kernel copies them.
-    pub(super) fn copy_up_times(&self, l: u32) -> (SetTime, SetTime) {
+    fn copy_up_times(&self, l: u32) -> (SetTime, SetTime) {
         let meta = self.lower.node(l).meta();
         let atime = self.lower.stat_extra(l).atime;
         (
@@ -391,7 +391,7 @@ impl UnionFs {
     /// Sets lower node `l`'s owner, mode, `xattrs`, origin and times on a freshly built
     /// work-dir entry. Order matters: chown clears setuid bits and `security.capability`, so
     /// those come after it; times come last because the other steps may touch them.
-    pub(super) fn apply_meta(
+    fn apply_meta(
         &self,
         dir: BorrowedFd<'_>,
         name: &std::ffi::CStr,
@@ -445,6 +445,7 @@ fn restore_dir_times(dir: BorrowedFd<'_>, before: Option<&sys::Stat>) {
     }
 }
 
+/// Sets an xattr on a copy; one the upper cannot hold (`EPERM`, `ENOTSUP`) is left out.
 fn set_xattr_tolerant(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> io::Result<()> {
     let c = sys::cstr(name)?;
     match sys::set_xattr(fd, &c, value, 0) {

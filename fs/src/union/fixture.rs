@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Attr, Ownership, ROOT_INO, UnionConfig, UnionFs, UpperDirs};
+use super::{Attr, Caller, Ownership, ROOT_INO, UnionConfig, UnionFs, UpperDirs};
 use crate::lower::{LayerInput, LowerTree};
 
 /// One entry of a test layer.
@@ -18,6 +18,8 @@ pub(super) enum Node<'a> {
     /// A sparse file of this many bytes.
     Sparse(u64),
     Symlink(&'a str),
+    /// A kernel-format whiteout (char 0/0; a `.wh.` file where mknod is refused).
+    Whiteout,
 }
 
 /// A member of a tar layer: path, kind, mode, uid, gid.
@@ -66,6 +68,7 @@ pub(super) fn member<'a>(
     }
 }
 
+/// A union over test layers; the temp dir goes with it.
 pub(super) struct Fixture {
     pub(super) dir: tempfile::TempDir,
     pub(super) fs: UnionFs,
@@ -83,6 +86,18 @@ fn write_layer(root: &Path, entries: &[(&str, Node<'_>)]) {
                 .and_then(|f| f.set_len(*size))
                 .expect("sparse file"),
             Node::Symlink(target) => std::os::unix::fs::symlink(target, &p).expect("symlink"),
+            Node::Whiteout => {
+                let made = nix::sys::stat::mknod(
+                    &p,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::from_bits_truncate(0o600),
+                    0,
+                );
+                if made.is_err() {
+                    let name = p.file_name().expect("name").to_string_lossy().into_owned();
+                    std::fs::write(p.with_file_name(format!(".wh.{name}")), "").expect("wh");
+                }
+            }
         }
     }
 }
@@ -113,7 +128,7 @@ fn tar_layer(path: &Path, members: &[TarMember<'_>]) -> LayerInput {
                 h.set_size(0);
                 b.append_link(&mut h, m.path, target).expect("symlink");
             }
-            Node::Sparse(_) => unimplemented!("not needed in tar layers"),
+            Node::Sparse(_) | Node::Whiteout => unimplemented!("not needed in tar layers"),
         }
     }
     b.into_inner().expect("tar");
@@ -152,6 +167,7 @@ impl Fixture {
         Fixture::over(dir, vec![layer], ownership)
     }
 
+    /// The union of `inputs` under a fresh upper in `dir`.
     fn over(dir: tempfile::TempDir, inputs: Vec<LayerInput>, ownership: Ownership) -> Fixture {
         let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
         for d in [&upper, &work] {
@@ -181,6 +197,43 @@ impl Fixture {
                 .unwrap_or_else(|e| panic!("lookup {c} in {path}: {e}"));
         }
         attr
+    }
+
+    /// The data of `ino` (up to 4 MiB), through a read-only handle.
+    pub(super) fn read(&self, ino: u64) -> Vec<u8> {
+        let o = self
+            .fs
+            .open(ino, libc::O_RDONLY, Caller::ROOT)
+            .expect("open");
+        let data = self.fs.read(o.fh, 0, 4 << 20).expect("read");
+        self.fs.release(o.fh);
+        data
+    }
+
+    /// Whether `rel` in the upper is a whiteout (char 0/0, or a `.wh.` file beside it).
+    pub(super) fn is_whiteout(&self, rel: &str) -> bool {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let p = self.upper(rel);
+        let dev = std::fs::symlink_metadata(&p)
+            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0);
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        dev || p.with_file_name(format!(".wh.{name}")).exists()
+    }
+
+    /// The names `readdir` shows in directory `ino`, without `.` and `..`, sorted.
+    pub(super) fn names(&self, ino: u64) -> Vec<String> {
+        let fh = self.fs.opendir(ino).expect("opendir");
+        let mut names: Vec<String> = self
+            .fs
+            .readdir(fh)
+            .expect("readdir")
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        self.fs.release(fh);
+        names.sort();
+        names
     }
 
     /// What the work dir holds (it should be empty between operations).

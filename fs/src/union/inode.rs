@@ -36,17 +36,20 @@ pub(super) struct Aliases {
 }
 
 impl Aliases {
+    /// The most recent name.
     pub(super) fn first(&self) -> Option<&(u64, AliasName)> {
         self.first.as_ref()
     }
 
+    /// Every name, most recent first.
     pub(super) fn iter(&self) -> impl Iterator<Item = &(u64, AliasName)> {
         self.first
             .iter()
             .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
-    pub(super) fn push_front(&mut self, alias: (u64, AliasName)) {
+    /// Adds a name as the most recent.
+    fn push_front(&mut self, alias: (u64, AliasName)) {
         if let Some(old) = self.first.replace(alias) {
             let mut rest: Vec<_> = self.rest.take().map(Vec::from).unwrap_or_default();
             rest.insert(0, old);
@@ -54,7 +57,8 @@ impl Aliases {
         }
     }
 
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&(u64, AliasName)) -> bool) {
+    /// Keeps only the names `keep` accepts.
+    fn retain(&mut self, mut keep: impl FnMut(&(u64, AliasName)) -> bool) {
         let mut all: Vec<(u64, AliasName)> = self.first.take().into_iter().collect();
         all.extend(self.rest.take().map(Vec::from).unwrap_or_default());
         all.retain(|a| keep(a));
@@ -116,6 +120,7 @@ impl Inode {
 pub(super) const SHARDS: usize = 16;
 
 impl UnionFs {
+    /// The shard of the inode table that holds `ino`.
     pub(super) fn shard(&self, ino: u64) -> &Mutex<HashMap<u64, Arc<Inode>>> {
         &self.inodes[(ino as usize ^ (ino >> 32) as usize) % SHARDS]
     }
@@ -130,11 +135,7 @@ impl UnionFs {
     }
 
     /// Turns the `lower_refs` count of `ino` into a full inode in `shard` (its locked shard).
-    pub(super) fn make_full(
-        &self,
-        shard: &mut HashMap<u64, Arc<Inode>>,
-        ino: u64,
-    ) -> Option<Arc<Inode>> {
+    fn make_full(&self, shard: &mut HashMap<u64, Arc<Inode>>, ino: u64) -> Option<Arc<Inode>> {
         let node = self.counted_lower_node(ino)?;
         let n = self.lower.node(node);
         let refs = self.lower_refs[node as usize].swap(0, Ordering::Relaxed);
@@ -148,7 +149,7 @@ impl UnionFs {
 
     /// The lower node whose entry `ino` is counted in `lower_refs`, if it is. Call with the
     /// shard of `ino` locked.
-    pub(super) fn counted_lower_node(&self, ino: u64) -> Option<u32> {
+    fn counted_lower_node(&self, ino: u64) -> Option<u32> {
         if ino & UPPER_INO_BIT != 0 {
             return None;
         }
@@ -158,7 +159,7 @@ impl UnionFs {
     }
 
     /// The bytes of an alias name.
-    pub(super) fn alias_bytes<'a>(&'a self, n: &'a AliasName) -> &'a [u8] {
+    fn alias_bytes<'a>(&'a self, n: &'a AliasName) -> &'a [u8] {
         match n {
             AliasName::Lower(node) => self.lower.name(*node),
             AliasName::Own(b) => b,
@@ -166,7 +167,7 @@ impl UnionFs {
     }
 
     /// An alias name for `name`: the lower node's own when it is the same bytes.
-    pub(super) fn alias_name(&self, name: &[u8], lower: Option<u32>) -> AliasName {
+    fn alias_name(&self, name: &[u8], lower: Option<u32>) -> AliasName {
         match lower {
             Some(l) if self.lower.name(l) == name => AliasName::Lower(l),
             _ => AliasName::Own(name.into()),
@@ -260,6 +261,7 @@ impl UnionFs {
         }
     }
 
+    /// Forgets one name of `ino` (its entry there was removed or replaced).
     pub(super) fn forget_alias(&self, ino: u64, parent: u64, name: &[u8]) {
         if let Ok(inode) = self.inode(ino) {
             lock(&inode.state)
@@ -298,5 +300,104 @@ impl UnionFs {
             .filter(|r| r.load(Ordering::Relaxed) > 0)
             .count();
         full + counted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::union::fixture::{Fixture, Node};
+    use crate::union::{Caller, SetAttr};
+
+    fn full_inodes(fs: &UnionFs) -> usize {
+        fs.inodes.iter().map(|s| lock(s).len()).sum()
+    }
+
+    fn fixture() -> Fixture {
+        Fixture::new(&[&[
+            ("d", Node::Dir),
+            ("d/a", Node::File(b"a")),
+            ("d/b", Node::File(b"b")),
+        ]])
+    }
+
+    fn lookup(f: &Fixture, parent: u64, name: &str) -> u64 {
+        f.fs.lookup(parent, OsStr::new(name)).expect("lookup").ino
+    }
+
+    fn path(f: &Fixture, ino: u64) -> String {
+        String::from_utf8(f.fs.path(ino).expect("path")).expect("utf-8")
+    }
+
+    #[test]
+    fn a_lower_entry_in_its_lower_place_is_only_counted() {
+        let f = fixture();
+        let d = lookup(&f, ROOT_INO, "d");
+        let a = lookup(&f, d, "a");
+        assert_eq!(lookup(&f, d, "a"), a, "one number per entry");
+        // A lookup in `d` needs its state, which makes `d` a full inode; `a` stays a count.
+        assert_eq!(full_inodes(&f.fs), 2, "the root and d");
+        assert_eq!(f.fs.inode_count(), 3);
+        let node = f.fs.lower.node_of_ino(a).expect("a lower node");
+        assert_eq!(f.fs.lower_refs[node as usize].load(Ordering::Relaxed), 2);
+        assert_eq!(path(&f, a), "d/a");
+        f.fs.forget(a, 1);
+        assert_eq!(f.fs.inode_count(), 3, "one reference left");
+        // The kernel never forgets more than it holds, but a stray forget must not wrap.
+        f.fs.forget(a, 5);
+        assert_eq!(f.fs.lower_refs[node as usize].load(Ordering::Relaxed), 0);
+        assert_eq!(f.fs.inode_count(), 2);
+        assert!(matches!(f.fs.getattr(a), Err(Error::NotFound)));
+        f.fs.forget(ROOT_INO, 100);
+        assert!(
+            f.fs.getattr(ROOT_INO).is_ok(),
+            "the root is never forgotten"
+        );
+    }
+
+    #[test]
+    fn an_operation_makes_a_full_inode_that_keeps_the_kernels_count() {
+        let f = fixture();
+        let d = lookup(&f, ROOT_INO, "d");
+        let a = lookup(&f, d, "a");
+        lookup(&f, d, "a");
+        let set = SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(a, set, None, Caller::ROOT).expect("chmod");
+        let inode = f.fs.inode(a).expect("full inode");
+        assert_eq!(
+            inode.nlookup.load(Ordering::Relaxed),
+            2,
+            "the count moved over"
+        );
+        assert!(lock(&inode.state).upper, "copied up");
+        drop(inode);
+        let node = f.fs.lower.node_of_ino(a).expect("a lower node");
+        assert_eq!(f.fs.lower_refs[node as usize].load(Ordering::Relaxed), 0);
+        f.fs.forget(a, 1);
+        assert!(f.fs.getattr(a).is_ok());
+        f.fs.forget(a, 1);
+        assert!(matches!(f.fs.getattr(a), Err(Error::NotFound)));
+        assert_eq!(full_inodes(&f.fs), 2, "the root and d");
+    }
+
+    #[test]
+    fn an_inode_knows_each_of_its_names() {
+        let f = fixture();
+        let d = lookup(&f, ROOT_INO, "d");
+        let a = lookup(&f, d, "a");
+        let linked = f.fs.link(a, ROOT_INO, OsStr::new("hard")).expect("link");
+        assert_eq!(linked.ino, a, "a hard link is the same inode");
+        assert_eq!(path(&f, a), "hard", "the newest name first");
+        f.fs.unlink(ROOT_INO, OsStr::new("hard")).expect("unlink");
+        assert_eq!(path(&f, a), "d/a", "back to the name left");
+        f.fs.rename(d, OsStr::new("a"), ROOT_INO, OsStr::new("moved"), 0)
+            .expect("rename");
+        assert_eq!(path(&f, a), "moved");
+        assert_eq!(f.read(a), b"a");
     }
 }

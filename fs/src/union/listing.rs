@@ -89,11 +89,11 @@ impl UnionFs {
     /// # Errors
     /// `NotDir`, a stale inode, or a host error.
     pub fn opendir(&self, ino: u64) -> Result<u64, Error> {
-        Ok(self.add_handle(Handle::Dir(self.snapshot_dir(ino)?)))
+        Ok(self.handles.add(Handle::Dir(self.snapshot_dir(ino)?)))
     }
 
     /// The merged listing of directory `ino` with `.` and `..` first.
-    pub(super) fn snapshot_dir(&self, ino: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
+    fn snapshot_dir(&self, ino: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
         let _ns = self.read_ns();
         let mut entries = self.list(ino, true)?;
         let parent = if ino == ROOT_INO {
@@ -151,7 +151,7 @@ impl UnionFs {
     /// # Errors
     /// `BadHandle` for an unknown handle.
     pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>, Error> {
-        match &*self.handle(fh)? {
+        match &*self.handles.get(fh)? {
             Handle::Dir(entries) => Ok(Arc::clone(entries)),
             _ => Err(Error::BadHandle),
         }
@@ -164,5 +164,81 @@ impl UnionFs {
     /// As [`UnionFs::lookup`].
     pub fn lookup_for_readdirplus(&self, parent: u64, name: &[u8]) -> Result<Attr, Error> {
         self.lookup(parent, sys::os(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::union::Caller;
+    use crate::union::fixture::{Fixture, Node};
+
+    /// Two layers: the top one deletes `d/gone` and makes `o` opaque.
+    fn layered() -> Fixture {
+        Fixture::new(&[
+            &[
+                ("d", Node::Dir),
+                ("d/gone", Node::File(b"1")),
+                ("d/kept", Node::File(b"1")),
+                ("o", Node::Dir),
+                ("o/hidden", Node::File(b"1")),
+            ],
+            &[
+                ("d", Node::Dir),
+                ("d/gone", Node::Whiteout),
+                ("d/top", Node::File(b"2")),
+                ("o", Node::Dir),
+                ("o/.wh..wh..opq", Node::File(b"")),
+                ("o/own", Node::File(b"2")),
+            ],
+        ])
+    }
+
+    #[test]
+    fn listings_merge_layers_and_the_upper_under_the_whiteout_rules() {
+        let f = layered();
+        let d = f.walk("d").ino;
+        assert_eq!(f.names(d), ["kept", "top"]);
+        assert_eq!(f.names(f.walk("o").ino), ["own"]);
+        // The upper adds a file and hides a lower one.
+        let (_, fh) =
+            f.fs.create(d, OsStr::new("new"), 0o644, libc::O_WRONLY, Caller::ROOT)
+                .expect("create");
+        f.fs.release(fh);
+        f.fs.unlink(d, OsStr::new("kept")).expect("unlink");
+        assert_eq!(f.names(d), ["new", "top"]);
+        // Each entry's number is what a lookup of it returns; `.` and `..` come first.
+        let fh = f.fs.opendir(d).expect("opendir");
+        let entries = f.fs.readdir(fh).expect("readdir");
+        assert_eq!((entries[0].name.as_slice(), entries[0].ino), (&b"."[..], d));
+        assert_eq!(
+            (entries[1].name.as_slice(), entries[1].ino),
+            (&b".."[..], ROOT_INO)
+        );
+        for e in &entries[2..] {
+            let name = String::from_utf8_lossy(&e.name).into_owned();
+            assert_eq!(e.ino, f.walk(&format!("d/{name}")).ino, "{name}");
+        }
+        f.fs.release(fh);
+    }
+
+    #[test]
+    fn an_open_listing_stays_as_it_was_opened() {
+        let f = layered();
+        let d = f.walk("d").ino;
+        let fh = f.fs.opendir(d).expect("opendir");
+        let before = f.fs.readdir(fh).expect("readdir");
+        f.fs.unlink(d, OsStr::new("top")).expect("unlink");
+        assert_eq!(f.fs.readdir(fh).expect("readdir"), before);
+        f.fs.release(fh);
+        assert_eq!(f.names(d), ["kept"]);
+        // Without a handle: offset 0 takes a fresh listing, later offsets continue it.
+        let first = f.fs.listing_at(d, 0).expect("listing");
+        f.fs.unlink(d, OsStr::new("kept")).expect("unlink");
+        assert_eq!(f.fs.listing_at(d, 2).expect("listing"), first);
+        f.fs.done_reading_dir(d);
+        assert_eq!(f.fs.listing_at(d, 2).expect("listing").len(), 2, ". and ..");
     }
 }

@@ -40,7 +40,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::Error;
@@ -60,7 +60,7 @@ mod ownership;
 mod resolve;
 mod xattr;
 
-use handle::Handle;
+use handle::HandleTable;
 use inode::{Inode, SHARDS};
 use listing::LISTINGS_KEPT;
 pub use ownership::Ownership;
@@ -222,8 +222,7 @@ pub struct UnionFs {
     /// inode that is only looked up costs these 4 bytes, not an [`Inode`] (see
     /// [`UnionFs::remember`]). Guarded by the inode number's shard lock.
     lower_refs: Vec<AtomicU32>,
-    handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    next_fh: AtomicU64,
+    handles: HandleTable,
     namespace: RwLock<()>,
     /// Directory listings being read without a handle, by inode (see `listing_at`).
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
@@ -233,14 +232,18 @@ pub struct UnionFs {
     ownership: Ownership,
 }
 
+/// Locks `m`, going on after a panic of another holder: every table stays consistent
+/// between its own statements.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// An [`Error::Io`] for `op` on a path given as bytes.
 fn bytes_err(op: &'static str, path: &[u8], e: io::Error) -> Error {
     Error::io(op, String::from_utf8_lossy(path).into_owned(), e)
 }
 
+/// `parent/name`, or `name` at the root (`parent` empty).
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         name.to_vec()
@@ -252,6 +255,7 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// `name` as a C string (names never hold NUL: `Error::Io` if one does).
 fn cname(name: &[u8]) -> Result<CString, Error> {
     sys::cstr(name).map_err(|e| bytes_err("name", name, e))
 }
@@ -292,8 +296,7 @@ impl UnionFs {
             upper,
             inodes: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             lower_refs,
-            handles: Mutex::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            handles: HandleTable::new(),
             namespace: RwLock::new(()),
             listings: Mutex::new(lru::LruCache::new(LISTINGS_KEPT)),
             link_groups,
@@ -358,16 +361,19 @@ impl UnionFs {
             .is_some_and(|u| u.whiteouts == WhiteoutStyle::WhFile)
     }
 
+    /// The upper, or `ReadOnly`.
     fn upper(&self) -> Result<&Upper, Error> {
         self.upper.as_ref().ok_or(Error::ReadOnly)
     }
 
+    /// The namespace lock, shared (see the module docs).
     fn read_ns(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.namespace
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The namespace lock, exclusive (see the module docs).
     fn write_ns(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         self.namespace
             .write()

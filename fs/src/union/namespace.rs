@@ -17,14 +17,15 @@ use crate::name::check_component;
 use crate::sys;
 use crate::upper::{LookupResult, WhiteoutStyle, kind_of};
 
-pub(super) const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+/// `renameat2` flag: swap the two names atomically.
+const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 
 impl UnionFs {
     /// Creates a new entry `name` in `parent` with `build` (which makes it under a given name
     /// in a given dir), replacing a whiteout there atomically and marking a directory made
     /// over a whiteout opaque (rule 12). Returns the new entry's attributes and, for
     /// `create`, the fd `build` returned.
-    pub(super) fn make_entry(
+    fn make_entry(
         &self,
         parent: u64,
         name: &[u8],
@@ -164,7 +165,7 @@ impl UnionFs {
         let fd = fd.ok_or(Error::BadHandle)?;
         let file = File::from(fd);
         let ino = attr.ino;
-        Ok((attr, self.add_handle(Handle::Upper { file, ino })))
+        Ok((attr, self.handles.add(Handle::Upper { file, ino })))
     }
 
     /// Creates a directory.
@@ -260,7 +261,9 @@ impl UnionFs {
         self.remove(parent, name, true)
     }
 
-    pub(super) fn remove(&self, parent: u64, name: &[u8], is_dir: bool) -> Result<(), Error> {
+    /// [`UnionFs::unlink`] (`is_dir` false) or [`UnionFs::rmdir`] (true) under the exclusive
+    /// namespace lock.
+    fn remove(&self, parent: u64, name: &[u8], is_dir: bool) -> Result<(), Error> {
         let up = self.upper()?;
         let dir = self.dir_snap(parent)?;
         let existing_pfd = if dir.upper {
@@ -453,7 +456,7 @@ impl UnionFs {
     /// Before a directory moves: a directory with a lower part records where that part is
     /// (redirect); a pure upper directory landing where a lower directory shows through is
     /// made opaque so nothing leaks into it.
-    pub(super) fn mark_moved_dir(
+    fn mark_moved_dir(
         &self,
         dir: BorrowedFd<'_>,
         name: &std::ffi::CStr,
@@ -485,7 +488,7 @@ impl UnionFs {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn exchange(
+    fn exchange(
         &self,
         parent: u64,
         name: &[u8],
@@ -515,5 +518,161 @@ impl UnionFs {
         self.move_alias(src.ino, (parent, name), (newparent, newname));
         self.move_alias(dst.ino, (newparent, newname), (parent, name));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::lower::ROOT_INO;
+    use crate::union::fixture::{Fixture, Node};
+    use crate::union::{Caller, SetAttr};
+
+    fn os(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[test]
+    fn unlinking_a_lower_file_leaves_a_whiteout() {
+        let f = Fixture::new(&[&[
+            ("d", Node::Dir),
+            ("d/f", Node::File(b"f")),
+            ("d/g", Node::File(b"g")),
+        ]]);
+        let d = f.walk("d").ino;
+        f.fs.unlink(d, os("f")).expect("unlink");
+        assert!(f.is_whiteout("d/f"));
+        assert!(matches!(f.fs.lookup(d, os("f")), Err(Error::NotFound)));
+        assert_eq!(f.names(d), ["g"]);
+        assert!(
+            f.dir.path().join("lower0/d/f").exists(),
+            "the lower layer is untouched"
+        );
+        assert!(
+            matches!(f.fs.unlink(d, os("f")), Err(Error::NotFound)),
+            "gone already"
+        );
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn removing_merged_directories_leaves_whiteouts_and_no_temp() {
+        let f = Fixture::new(&[&[
+            ("lower", Node::Dir),
+            ("merged", Node::Dir),
+            ("full", Node::Dir),
+            ("full/x", Node::File(b"x")),
+            ("file", Node::File(b"f")),
+        ]]);
+        // `merged` is in the upper too (a chmod copied it up): its removal swaps a whiteout
+        // in from the work dir.
+        let merged = f.walk("merged").ino;
+        let set = SetAttr {
+            mode: Some(0o700),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(merged, set, None, Caller::ROOT)
+            .expect("chmod");
+        assert!(f.upper("merged").is_dir());
+        for name in ["lower", "merged"] {
+            f.walk(name);
+            f.fs.rmdir(ROOT_INO, os(name)).expect("rmdir");
+            assert!(f.is_whiteout(name), "{name}");
+        }
+        assert!(matches!(
+            f.fs.rmdir(ROOT_INO, os("full")),
+            Err(Error::NotEmpty)
+        ));
+        assert!(matches!(
+            f.fs.rmdir(ROOT_INO, os("file")),
+            Err(Error::NotDir)
+        ));
+        assert!(matches!(
+            f.fs.unlink(ROOT_INO, os("full")),
+            Err(Error::IsDir)
+        ));
+        assert_eq!(f.names(ROOT_INO), ["file", "full"]);
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn a_directory_made_over_a_whiteout_is_opaque() {
+        let f = Fixture::new(&[&[
+            ("d", Node::Dir),
+            ("d/x", Node::File(b"x")),
+            ("f", Node::File(b"old")),
+        ]]);
+        let d = f.walk("d").ino;
+        f.fs.unlink(d, os("x")).expect("unlink");
+        f.fs.rmdir(ROOT_INO, os("d")).expect("rmdir");
+        assert!(f.is_whiteout("d"));
+        let d =
+            f.fs.mkdir(ROOT_INO, os("d"), 0o755, Caller::ROOT)
+                .expect("mkdir");
+        assert_eq!(f.marker("d", "overlay.opaque").as_deref(), Some(&b"y"[..]));
+        assert!(
+            f.names(d.ino).is_empty(),
+            "nothing of the lower d shows through"
+        );
+        assert!(matches!(f.fs.lookup(d.ino, os("x")), Err(Error::NotFound)));
+        // A file made over a whiteout simply replaces it.
+        f.fs.unlink(ROOT_INO, os("f")).expect("unlink");
+        let (a, fh) =
+            f.fs.create(ROOT_INO, os("f"), 0o644, libc::O_WRONLY, Caller::ROOT)
+                .expect("create");
+        f.fs.write(fh, 0, b"new", crate::union::Writer::default())
+            .expect("write");
+        f.fs.release(fh);
+        assert_eq!(f.read(a.ino), b"new");
+        assert!(!f.is_whiteout("f"));
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn a_renamed_lower_directory_keeps_its_children() {
+        let f = Fixture::new(&[&[
+            ("a", Node::Dir),
+            ("a/b", Node::Dir),
+            ("a/b/c", Node::File(b"data")),
+            ("a/l", Node::Symlink("b/c")),
+        ]]);
+        let a = f.walk("a").ino;
+        f.fs.rename(ROOT_INO, os("a"), ROOT_INO, os("z"), 0)
+            .expect("rename");
+        assert_eq!(
+            f.marker("z", "overlay.redirect").as_deref(),
+            Some(&b"/a"[..])
+        );
+        assert!(f.is_whiteout("a"), "the old name shows nothing");
+        assert!(matches!(
+            f.fs.lookup(ROOT_INO, os("a")),
+            Err(Error::NotFound)
+        ));
+        assert_eq!(f.walk("z").ino, a, "the same directory");
+        assert_eq!(f.names(a), ["b", "l"]);
+        assert_eq!(f.read(f.walk("z/b/c").ino), b"data");
+        assert_eq!(f.fs.readlink(f.walk("z/l").ino).unwrap(), b"b/c");
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn rename_flags_noreplace_and_exchange() {
+        let f = Fixture::new(&[&[("p", Node::File(b"p")), ("q", Node::File(b"q"))]]);
+        let (p, q) = (f.walk("p").ino, f.walk("q").ino);
+        let e =
+            f.fs.rename(ROOT_INO, os("p"), ROOT_INO, os("q"), RENAME_NOREPLACE);
+        assert!(matches!(e, Err(Error::Exists)));
+        let both = RENAME_NOREPLACE | RENAME_EXCHANGE;
+        let e = f.fs.rename(ROOT_INO, os("p"), ROOT_INO, os("q"), both);
+        assert!(matches!(e, Err(Error::Invalid(_))));
+        f.fs.rename(ROOT_INO, os("p"), ROOT_INO, os("q"), RENAME_EXCHANGE)
+            .expect("exchange");
+        assert_eq!(f.walk("q").ino, p, "p's inode is now named q");
+        assert_eq!(f.read(f.walk("q").ino), b"p");
+        assert_eq!(f.read(f.walk("p").ino), b"q");
+        assert_eq!(f.walk("p").ino, q);
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 }

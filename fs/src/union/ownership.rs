@@ -94,6 +94,7 @@ pub(super) struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// An `O_PATH` fd of the entry, for its xattrs.
     fn open(&self) -> io::Result<std::os::fd::OwnedFd> {
         sys::openat(self.dir, self.name, libc::O_PATH, 0)
     }

@@ -70,7 +70,7 @@ impl UnionFs {
     }
 
     /// The lower file holding the data of a metadata-only copy (`None` for a full copy).
-    pub(super) fn metacopy_source(&self, e: &UpperEntry) -> Option<u32> {
+    fn metacopy_source(&self, e: &UpperEntry) -> Option<u32> {
         if !e.metacopy {
             return None;
         }
@@ -87,6 +87,7 @@ impl UnionFs {
         found
     }
 
+    /// The inode number of an upper entry (see the module docs of `union`).
     pub(super) fn upper_ino(&self, e: &UpperEntry, lower: Option<u32>) -> u64 {
         if let Some(o) = e.origin {
             match self.lower.node_of_origin(o) {
@@ -142,6 +143,7 @@ impl UnionFs {
         }))
     }
 
+    /// What `name` is in the directory `dir`.
     pub(super) fn resolve(&self, dir: &DirSnap, name: &[u8]) -> Result<Option<Resolved>, Error> {
         let fd = match (&self.upper, dir.upper) {
             (Some(up), true) => Some(up.dir(&dir.path)?),
@@ -199,5 +201,79 @@ impl UnionFs {
         let r = self.resolve(&dir, name)?.ok_or(Error::NotFound)?;
         self.remember(parent, name, &r, true);
         Ok(self.attr_of(&r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::union::fixture::{Fixture, Node};
+    use crate::union::{Caller, Writer};
+
+    #[test]
+    fn names_resolve_to_the_upper_entry_over_the_lower_one() {
+        let f = Fixture::new(&[&[("f", Node::File(b"lower")), ("d", Node::Dir)]]);
+        let lower = f.walk("f");
+        let o =
+            f.fs.open(lower.ino, libc::O_WRONLY | libc::O_TRUNC, Caller::ROOT)
+                .expect("open");
+        f.fs.write(o.fh, 0, b"upper!", Writer::default())
+            .expect("write");
+        f.fs.release(o.fh);
+        let up = f.walk("f");
+        assert_eq!(up.ino, lower.ino, "a copy-up keeps the inode number");
+        assert_eq!(up.size, 6, "the upper entry's attributes");
+        assert_eq!(f.read(up.ino), b"upper!");
+        let r = f.fs.resolve_path(b"f").expect("resolve").expect("found");
+        assert!(
+            r.upper.is_some() && r.lower.is_none(),
+            "a full copy has no lower data"
+        );
+        assert_eq!(
+            f.fs.resolve_path(b"missing")
+                .expect("resolve")
+                .map(|r| r.ino),
+            None
+        );
+        assert_eq!(
+            f.fs.resolve_path(b"f/x").expect("resolve").map(|r| r.ino),
+            None
+        );
+    }
+
+    #[test]
+    fn new_upper_entries_get_numbers_of_their_own() {
+        let f = Fixture::new(&[&[("d", Node::Dir)]]);
+        let d = f.walk("d").ino;
+        let made =
+            f.fs.mkdir(d, OsStr::new("n"), 0o755, Caller::ROOT)
+                .expect("mkdir");
+        assert_ne!(
+            made.ino & UPPER_INO_BIT,
+            0,
+            "no lower origin: the upper's number"
+        );
+        assert_eq!(f.walk("d/n").ino, made.ino);
+        assert_eq!(d & UPPER_INO_BIT, 0, "a lower entry's number");
+    }
+
+    #[test]
+    fn bad_names_and_non_directories_are_refused() {
+        let f = Fixture::new(&[&[("f", Node::File(b"f"))]]);
+        let file = f.walk("f").ino;
+        for bad in [".", "..", "a/b", ""] {
+            let r = f.fs.lookup(ROOT_INO, OsStr::new(bad));
+            assert!(matches!(r, Err(Error::Invalid(_))), "{bad:?}: {r:?}");
+        }
+        assert!(matches!(
+            f.fs.lookup(file, OsStr::new("x")),
+            Err(Error::NotDir)
+        ));
+        assert!(matches!(
+            f.fs.lookup(ROOT_INO, OsStr::new("nope")),
+            Err(Error::NotFound)
+        ));
     }
 }

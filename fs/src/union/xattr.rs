@@ -48,7 +48,8 @@ impl UnionFs {
             .collect())
     }
 
-    pub(super) fn all_xattrs(&self, ino: u64) -> Result<crate::lower::Xattrs, Error> {
+    /// Every xattr of `ino` with its value, private ones included.
+    fn all_xattrs(&self, ino: u64) -> Result<crate::lower::Xattrs, Error> {
         let _ns = self.read_ns();
         let inode = self.inode(ino)?;
         let (upper, lower) = {
@@ -73,7 +74,8 @@ impl UnionFs {
         Ok(out)
     }
 
-    pub(super) fn upper_path_fd(&self, ino: u64) -> Result<OwnedFd, Error> {
+    /// An `O_PATH` fd of `ino`'s upper entry, beneath the upper root.
+    fn upper_path_fd(&self, ino: u64) -> Result<OwnedFd, Error> {
         let path = self.path(ino)?;
         let c = sys::rel_cstr(&path).map_err(|e| bytes_err("path", &path, e))?;
         sys::openat_beneath(self.upper()?.root(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)
@@ -107,5 +109,38 @@ impl UnionFs {
         self.copy_up_meta(ino)?;
         let fd = self.upper_path_fd(ino)?;
         sys::remove_xattr(fd.as_fd(), &cname(name)?).map_err(|e| bytes_err("removexattr", name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::union::fixture::{Fixture, Node};
+
+    #[test]
+    fn xattrs_copy_up_and_the_overlays_own_stay_private() {
+        let f = Fixture::new(&[&[("f", Node::File(b"f"))]]);
+        let ino = f.walk("f").ino;
+        assert!(matches!(f.fs.getxattr(ino, b"user.x"), Err(Error::NoAttr)));
+        f.fs.setxattr(ino, b"user.x", b"1", 0).expect("setxattr");
+        assert!(f.upper("f").exists(), "setxattr copies up");
+        assert_eq!(f.fs.getxattr(ino, b"user.x").unwrap(), b"1");
+        // The copy-up recorded the origin (and, rootless, maybe an override_stat): private.
+        assert!(f.marker("f", "rfs.origin").is_some());
+        assert_eq!(f.fs.listxattr(ino).unwrap(), [b"user.x".to_vec()]);
+        for private in [
+            &b"user.rfs.origin"[..],
+            b"trusted.overlay.opaque",
+            b"user.containers.override_stat",
+        ] {
+            assert!(matches!(f.fs.getxattr(ino, private), Err(Error::NoAttr)));
+            assert!(matches!(
+                f.fs.setxattr(ino, private, b"v", 0),
+                Err(Error::NotPermitted)
+            ));
+            assert!(matches!(f.fs.removexattr(ino, private), Err(Error::NoAttr)));
+        }
+        f.fs.removexattr(ino, b"user.x").expect("removexattr");
+        assert!(f.fs.listxattr(ino).unwrap().is_empty());
     }
 }
