@@ -91,7 +91,7 @@ impl UnionFs {
             if st.upper && st.metacopy {
                 let lower = st.lower;
                 drop(st);
-                return self.complete_metacopy(ino, lower, prebuilt.take());
+                return self.complete_metacopy(ino, lower, prebuilt.take().map(|t| *t));
             }
             if st.upper {
                 return Ok(());
@@ -106,7 +106,7 @@ impl UnionFs {
             return Ok(());
         }
         let l = lower.ok_or(Error::NotFound)?;
-        self.copy_node_into(l, pfd.as_fd(), &name, prebuilt.take())?;
+        self.copy_node_into(l, pfd.as_fd(), &name, prebuilt.take().map(|t| *t))?;
         // Every other name of a lower hard-link group that still shows it becomes a hard
         // link of the copy (whichever name the kernel used to reach the inode).
         let group = self.link_groups.get(&self.lower.node(l).ino_node);
@@ -322,7 +322,7 @@ impl UnionFs {
             st.lower
         };
         let Some(l) = lower else { return Ok(()) };
-        *prebuilt = Some(self.copy_data_to_work(l)?);
+        *prebuilt = Some(Box::new(self.copy_data_to_work(l)?));
         Ok(())
     }
 
@@ -576,6 +576,26 @@ mod tests {
         assert_eq!(e.errno(), libc::EEXIST, "{e}");
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
         assert_eq!(std::fs::read(f.upper("d/big")).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn a_data_copy_made_ahead_goes_with_its_inode() {
+        let f = Fixture::new(&[&[("f", Node::File(b"data"))]]);
+        let file = f.walk("f");
+        f.fs.prepare_copy_up(file.ino).expect("copy ahead");
+        assert_eq!(f.work_entries().len(), 1, "the data waits in the work dir");
+        // The kernel forgets the file before anything copies it up.
+        f.fs.forget(file.ino, 1);
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+        // Used, it becomes the upper file.
+        let file = f.walk("f");
+        f.fs.prepare_copy_up(file.ino).expect("copy ahead");
+        let o =
+            f.fs.open(file.ino, libc::O_RDWR, Caller::ROOT)
+                .expect("open for write");
+        f.fs.release(o.fh);
+        assert_eq!(std::fs::read(f.upper("f")).unwrap(), b"data");
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 
     #[test]
