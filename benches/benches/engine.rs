@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::tar_index::{self, Limits};
-use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs};
+use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs, Writer};
 
 /// Directories × files per directory of the synthetic lower tree.
 const DIRS: usize = 100;
@@ -147,8 +147,8 @@ fn main() {
                         .lookup(dir, OsStr::new(&format!("f{f:04}")))
                         .expect("file")
                         .ino;
-                    let (fh, _) = fs.open(ino, libc::O_WRONLY).expect("open");
-                    fs.write(fh, 0, b"x").expect("write");
+                    let fh = fs.open(ino, libc::O_WRONLY, Caller::ROOT).expect("open").fh;
+                    fs.write(fh, 0, b"x", Writer::default()).expect("write");
                     fs.release(fh);
                 }
             }
@@ -161,8 +161,12 @@ fn main() {
         || fresh("big"),
         |fs| {
             let ino = fs.lookup(ROOT_INO, OsStr::new("big.bin")).expect("big").ino;
-            let (fh, _) = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).expect("open");
-            fs.write(fh, 64 << 20, b"x").expect("write");
+            let fh = fs
+                .open(ino, libc::O_WRONLY | libc::O_APPEND, Caller::ROOT)
+                .expect("open")
+                .fh;
+            fs.write(fh, 64 << 20, b"x", Writer::default())
+                .expect("write");
             fs.release(fh);
         },
     );
@@ -177,7 +181,7 @@ fn main() {
                 mode: Some(0o600),
                 ..SetAttr::default()
             };
-            fs.setattr(ino, set, None).expect("chmod");
+            fs.setattr(ino, set, None, Caller::ROOT).expect("chmod");
         },
     );
     b.case_with(
@@ -186,7 +190,7 @@ fn main() {
         5,
         || fresh("create"),
         |fs| {
-            let caller = Caller { uid: 0, gid: 0 };
+            let caller = Caller::ROOT;
             let dir = fs
                 .mkdir(ROOT_INO, OsStr::new("new"), 0o755, caller)
                 .expect("mkdir")
@@ -203,7 +207,7 @@ fn main() {
                     )
                     .expect("create");
                 black_box(a);
-                fs.write(fh, 0, &data).expect("write");
+                fs.write(fh, 0, &data, Writer::default()).expect("write");
                 fs.release(fh);
             }
         },

@@ -21,7 +21,7 @@ use fuser::{
 use crate::Error;
 use crate::lower::FileKind;
 use crate::sys::SetTime;
-use crate::union::{Attr, Caller, DirEntry, SetAttr, UnionFs};
+use crate::union::{Attr, Caller, DirEntry, SetAttr, UnionFs, Writer};
 
 /// How long the kernel may cache entries and attributes. Lower layers never change and every
 /// change to the upper goes through us, so this can be long.
@@ -303,6 +303,7 @@ impl FuseAdapter {
         Caller {
             uid: self.ids.uid_in(req.uid()),
             gid: self.ids.gid_in(req.gid()),
+            root: req.uid() == 0,
         }
     }
 
@@ -487,15 +488,12 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
         };
         // With HANDLE_KILLPRIV_V2 a truncate no longer says whether the caller may keep the
-        // set-id bits (it sends FATTR_KILL_SUIDGID, which fuser does not pass on): treat
-        // every caller but root as lacking CAP_FSETID.
-        if size.is_some()
-            && req.uid() != 0
-            && let Err(e) = self.fs.drop_setid(ino.0)
+        // set-id bits (it sends FATTR_KILL_SUIDGID, which fuser does not pass on): the
+        // engine decides from the caller.
+        match self
+            .fs
+            .setattr(ino.0, set, fh.map(|f| f.0), self.caller(req))
         {
-            return reply.error(errno(&e));
-        }
-        match self.fs.setattr(ino.0, set, fh.map(|f| f.0)) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -589,18 +587,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
-            Ok((fh, keep_cache)) => {
-                // O_TRUNC by a caller without CAP_FSETID clears set-id bits (see setattr).
-                if flags.0 & libc::O_TRUNC != 0
-                    && req.uid() != 0
-                    && let Err(e) = self.fs.drop_setid(ino.0)
-                {
-                    self.fs.release(fh);
-                    return reply.error(errno(&e));
-                }
-                self.reply_opened(reply, ino.0, fh, flags.0, keep_cache);
-            }
+        match self.fs.open(ino.0, flags.0, self.caller(req)) {
+            // Immutable data may stay in the page cache across opens.
+            Ok(o) => self.reply_opened(reply, ino.0, o.fh, flags.0, o.immutable),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -625,7 +614,7 @@ impl Filesystem for FuseAdapter {
     fn write(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -635,13 +624,11 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         // The kernel sets this when the writer lacks CAP_FSETID and the file has set-id
-        // bits (HANDLE_KILLPRIV_V2); the host write is ours, made as root, and keeps them.
-        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && let Err(e) = self.fs.drop_setid(ino.0)
-        {
-            return reply.error(errno(&e));
-        }
-        match self.fs.write(fh.0, offset, data) {
+        // bits (HANDLE_KILLPRIV_V2).
+        let writer = Writer {
+            lacks_fsetid: write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID),
+        };
+        match self.fs.write(fh.0, offset, data, writer) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(&e)),
         }
@@ -795,14 +782,7 @@ impl Filesystem for FuseAdapter {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namemax, s.frsize,
             ),
             Err(e) => reply.error(errno(&e)),
         }

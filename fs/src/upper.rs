@@ -12,13 +12,15 @@
 //! - Ownership a rootless daemon cannot `chown` lives in `user.containers.override_stat`
 //!   (`uid:gid:mode`, the containers/storage convention).
 //!
-//! New entries are built in the work dir under a temporary name and renamed into place, so a
-//! crash never leaves a partial entry visible; leftovers are removed when mounting.
+//! New entries are built in the work dir under a temporary name ([`WorkTemp`]) and renamed
+//! into place, so a crash never leaves a partial entry visible; a failed build removes its
+//! temporary entry at once, and what a crash leaves there is removed when mounting.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::lower::{FileKind, is_opaque_xattr, is_whiteout_stat};
@@ -52,9 +54,8 @@ pub(crate) struct UpperEntry {
 #[derive(Debug)]
 pub(crate) struct Upper {
     root: OwnedFd,
-    work: OwnedFd,
-    /// Root: may chown to any (mapped) id.
-    pub(crate) privileged: bool,
+    /// Shared with every [`WorkTemp`], which may outlive a borrow of the `Upper`.
+    work: Arc<OwnedFd>,
     /// `trusted.*` xattrs can be set here (root in the initial user namespace); otherwise our
     /// markers live in `user.*` (rootless, or root inside a user namespace).
     trusted_xattrs: bool,
@@ -110,11 +111,9 @@ impl Upper {
                 io::Error::from_raw_os_error(libc::EXDEV),
             ));
         }
-        let privileged = sys::geteuid() == 0;
         let mut up = Upper {
             root,
-            work: work_fd,
-            privileged,
+            work: Arc::new(work_fd),
             trusted_xattrs: false,
             whiteouts: WhiteoutStyle::CharDev,
             rename_whiteout: false,
@@ -122,18 +121,16 @@ impl Upper {
         };
         up.clean_work()
             .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
-        up.trusted_xattrs = privileged && up.probe_trusted_xattrs();
-        let probe = up.tmp_name();
-        match sys::mknodat(up.work.as_fd(), &probe, libc::S_IFCHR | 0o600, 0) {
+        up.trusted_xattrs = up.probe_trusted_xattrs();
+        let probe = up.temp();
+        match sys::mknodat(up.work(), probe.name(), libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {
                 // Can a rename leave a whiteout behind in the same step? Then `probe` stays
-                // (as that whiteout) next to `moved`.
-                let moved = up.tmp_name();
-                let w = up.work.as_fd();
+                // (as that whiteout) next to `moved`. Both go when dropped.
+                let moved = up.temp();
+                let w = up.work();
                 up.rename_whiteout =
-                    sys::renameat2(w, &probe, w, &moved, libc::RENAME_WHITEOUT).is_ok();
-                let _ = sys::unlinkat(w, &moved, false);
-                let _ = sys::unlinkat(w, &probe, false);
+                    sys::renameat2(w, probe.name(), w, moved.name(), libc::RENAME_WHITEOUT).is_ok();
             }
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
                 up.whiteouts = WhiteoutStyle::WhFile;
@@ -162,29 +159,31 @@ impl Upper {
     /// Whether a `trusted.*` xattr can be set in the work dir: root inside a user namespace
     /// has euid 0 but not `CAP_SYS_ADMIN` over the filesystem.
     fn probe_trusted_xattrs(&self) -> bool {
-        let tmp = self.tmp_name();
+        let tmp = self.temp();
         let Ok(fd) = sys::openat(
             self.work(),
-            &tmp,
+            tmp.name(),
             libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
             0o600,
         ) else {
             return false;
         };
-        let ok = sys::set_xattr(fd.as_fd(), c"trusted.rfs.probe", b"1", 0).is_ok();
-        drop(fd);
-        let _ = sys::unlinkat(self.work(), &tmp, false);
-        ok
+        sys::set_xattr(fd.as_fd(), c"trusted.rfs.probe", b"1", 0).is_ok()
     }
 
     fn xattr_name(&self, suffix: &str) -> CString {
         CString::new(format!("{}.{suffix}", self.ns())).unwrap_or_default()
     }
 
-    /// A fresh temporary name for the work dir.
-    pub(crate) fn tmp_name(&self) -> CString {
+    /// A fresh name in the work dir to build an entry under; nothing exists there yet.
+    pub(crate) fn temp(&self) -> WorkTemp {
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        CString::new(format!("{TMP_PREFIX}{}-{n}", std::process::id())).unwrap_or_default()
+        WorkTemp {
+            work: Arc::clone(&self.work),
+            name: CString::new(format!("{TMP_PREFIX}{}-{n}", std::process::id()))
+                .unwrap_or_default(),
+            armed: true,
+        }
     }
 
     /// The work dir fd.
@@ -347,13 +346,9 @@ impl Upper {
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     r => return r,
                 }
-                let tmp = self.tmp_name();
-                sys::mknodat(self.work(), &tmp, libc::S_IFCHR, 0)?;
-                if let Err(e) = sys::renameat2(self.work(), &tmp, dir, &c, 0) {
-                    let _ = sys::unlinkat(self.work(), &tmp, false);
-                    return Err(e);
-                }
-                Ok(())
+                let tmp = self.temp();
+                sys::mknodat(self.work(), tmp.name(), libc::S_IFCHR, 0)?;
+                tmp.commit(dir, &c, 0)
             }
             WhiteoutStyle::WhFile => {
                 let mut wh = b".wh.".to_vec();
@@ -428,6 +423,73 @@ impl Upper {
     }
 }
 
+/// An entry being built in the work dir under a temporary name. Dropping the guard removes
+/// whatever is under that name (a file, or a directory and all it holds) unless
+/// [`WorkTemp::commit`] renamed it into place first, so no error path between making an entry
+/// and renaming it leaves a leftover behind. It holds its own reference to the work dir, so a
+/// data copy made ahead of a copy-up can wait in its inode.
+///
+/// The name is unique to this daemon (pid and a counter), and only the guard's owner uses
+/// it; dropping takes no lock.
+#[derive(Debug)]
+pub(crate) struct WorkTemp {
+    work: Arc<OwnedFd>,
+    name: CString,
+    /// Whether dropping removes the entry: false once renamed into place or removed.
+    armed: bool,
+}
+
+impl WorkTemp {
+    /// The temporary name, relative to [`WorkTemp::work`].
+    pub(crate) fn name(&self) -> &CStr {
+        &self.name
+    }
+
+    /// The work dir the name is in.
+    pub(crate) fn work(&self) -> BorrowedFd<'_> {
+        self.work.as_fd()
+    }
+
+    /// Renames the entry to `to` in `dir` (`renameat2` with `flags`), which makes it
+    /// permanent. On failure the entry is removed before this returns.
+    pub(crate) fn commit(mut self, dir: BorrowedFd<'_>, to: &CStr, flags: u32) -> io::Result<()> {
+        sys::renameat2(self.work.as_fd(), &self.name, dir, to, flags)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    /// Swaps the entry with `to` in `dir` (`RENAME_EXCHANGE`): the built entry takes `to`'s
+    /// place, and what was there is now under the temporary name, removed with the guard.
+    pub(crate) fn exchange(&self, dir: BorrowedFd<'_>, to: &CStr) -> io::Result<()> {
+        sys::renameat2(
+            self.work.as_fd(),
+            &self.name,
+            dir,
+            to,
+            libc::RENAME_EXCHANGE,
+        )
+    }
+
+    /// Removes the entry now, reporting a failure that dropping would only log.
+    pub(crate) fn remove(mut self) -> io::Result<()> {
+        self.armed = false;
+        remove_tree(self.work.as_fd(), &self.name)
+    }
+}
+
+impl Drop for WorkTemp {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = remove_tree(self.work.as_fd(), &self.name)
+        {
+            log::warn!(
+                "work dir: {} not removed (it goes at the next mount): {e}",
+                self.name.to_string_lossy()
+            );
+        }
+    }
+}
+
 /// What the upper has under a name.
 #[derive(Debug)]
 pub(crate) enum LookupResult {
@@ -459,4 +521,136 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Res
 /// The `FileKind` of a stat.
 pub(crate) fn kind_of(st: &sys::Stat) -> FileKind {
     FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upper and work dir in a fresh temp dir, opened.
+    fn upper() -> (tempfile::TempDir, Upper) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (u, w) = (dir.path().join("upper"), dir.path().join("work"));
+        std::fs::create_dir(&u).expect("upper");
+        std::fs::create_dir(&w).expect("work");
+        let up = Upper::open(&u, &w).expect("open upper");
+        (dir, up)
+    }
+
+    fn work_entries(dir: &tempfile::TempDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("work"))
+            .expect("read work")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn make_file(t: &WorkTemp) {
+        drop(
+            sys::openat(t.work(), t.name(), libc::O_CREAT | libc::O_WRONLY, 0o600)
+                .expect("create temp"),
+        );
+    }
+
+    #[test]
+    fn opening_leaves_the_work_dir_empty() {
+        let (dir, _up) = upper();
+        assert!(work_entries(&dir).is_empty(), "{:?}", work_entries(&dir));
+    }
+
+    #[test]
+    fn a_dropped_temp_is_removed_file_or_tree() {
+        let (dir, up) = upper();
+        let file = up.temp();
+        make_file(&file);
+        let tree = up.temp();
+        sys::mkdirat(tree.work(), tree.name(), 0o700).expect("mkdir");
+        std::fs::write(
+            dir.path()
+                .join("work")
+                .join(tree.name().to_str().unwrap())
+                .join("x"),
+            "x",
+        )
+        .expect("file in temp dir");
+        assert_eq!(work_entries(&dir).len(), 2);
+        drop(file);
+        drop(tree);
+        assert!(work_entries(&dir).is_empty(), "{:?}", work_entries(&dir));
+        // A temp that was never made is dropped quietly.
+        drop(up.temp());
+    }
+
+    #[test]
+    fn a_committed_temp_stays_where_it_was_renamed_to() {
+        let (dir, up) = upper();
+        let t = up.temp();
+        make_file(&t);
+        t.commit(up.root(), c"placed", 0).expect("commit");
+        assert!(work_entries(&dir).is_empty());
+        assert!(dir.path().join("upper/placed").is_file());
+    }
+
+    #[test]
+    fn a_failed_commit_or_exchange_leaves_nothing_in_the_work_dir() {
+        let (dir, up) = upper();
+        let t = up.temp();
+        make_file(&t);
+        std::fs::write(dir.path().join("upper/taken"), "theirs").expect("existing");
+        let e = t
+            .commit(up.root(), c"taken", libc::RENAME_NOREPLACE)
+            .expect_err("the name is taken");
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert!(work_entries(&dir).is_empty(), "{:?}", work_entries(&dir));
+        assert_eq!(
+            std::fs::read(dir.path().join("upper/taken")).unwrap(),
+            b"theirs"
+        );
+        // The rmdir path: a whiteout made in the work dir, exchanged with a name that is
+        // not there.
+        let wh = up.temp();
+        sys::mknodat(wh.work(), wh.name(), libc::S_IFCHR, 0)
+            .or_else(|_| sys::openat(wh.work(), wh.name(), libc::O_CREAT, 0o600).map(drop))
+            .expect("whiteout");
+        wh.exchange(up.root(), c"missing")
+            .expect_err("nothing to exchange with");
+        drop(wh);
+        assert!(work_entries(&dir).is_empty(), "{:?}", work_entries(&dir));
+    }
+
+    #[test]
+    fn an_exchanged_temp_takes_away_what_it_replaced() {
+        let (dir, up) = upper();
+        std::fs::write(dir.path().join("upper/x"), "old").expect("old");
+        let t = up.temp();
+        sys::mkdirat(t.work(), t.name(), 0o700).expect("mkdir");
+        t.exchange(up.root(), c"x").expect("exchange");
+        assert!(dir.path().join("upper/x").is_dir());
+        assert_eq!(
+            work_entries(&dir).len(),
+            1,
+            "the old file, under the temp name"
+        );
+        t.remove().expect("remove");
+        assert!(work_entries(&dir).is_empty());
+    }
+
+    #[test]
+    fn whiteouts_replace_and_leave_no_temp() {
+        let (dir, up) = upper();
+        std::fs::write(dir.path().join("upper/f"), "f").expect("file");
+        up.make_whiteout(up.root(), b"f")
+            .expect("whiteout over a file");
+        up.make_whiteout(up.root(), b"g")
+            .expect("whiteout of a free name");
+        for n in [&b"f"[..], b"g"] {
+            assert!(
+                matches!(up.lookup(up.root(), n).unwrap(), LookupResult::Whiteout),
+                "{}",
+                String::from_utf8_lossy(n)
+            );
+        }
+        assert!(work_entries(&dir).is_empty(), "{:?}", work_entries(&dir));
+    }
 }

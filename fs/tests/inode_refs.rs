@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 
 use rfs_fs::lower::{LayerInput, LowerTree};
-use rfs_fs::union::{ROOT_INO, SetAttr, UnionFs, UpperDirs};
+use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -39,11 +39,11 @@ fn chmod(fs: &UnionFs, ino: u64, mode: u32) -> rfs_fs::union::Attr {
         mode: Some(mode),
         ..SetAttr::default()
     };
-    fs.setattr(ino, set, None).expect("chmod")
+    fs.setattr(ino, set, None, Caller::ROOT).expect("chmod")
 }
 
 fn read_all(fs: &UnionFs, ino: u64) -> Vec<u8> {
-    let (fh, _) = fs.open(ino, libc::O_RDONLY).expect("open");
+    let fh = fs.open(ino, libc::O_RDONLY, Caller::ROOT).expect("open").fh;
     let data = fs.read(fh, 0, 64).expect("read");
     fs.release(fh);
     data

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
-use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs};
+use rfs_fs::union::{Caller, ROOT_INO, SetAttr, UnionFs, UpperDirs, Writer};
 
 /// A model entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,7 +131,10 @@ fn merged_view(fs: &UnionFs, refs: &Refs) -> BTreeMap<String, Node> {
                     stack.push((child, attr.ino));
                 }
                 FileKind::File => {
-                    let (fh, _) = fs.open(attr.ino, libc::O_RDONLY).expect("open");
+                    let fh = fs
+                        .open(attr.ino, libc::O_RDONLY, Caller::ROOT)
+                        .expect("open")
+                        .fh;
                     let data = fs.read(fh, 0, 1 << 16).expect("read");
                     fs.release(fh);
                     assert_eq!(data.len() as u64, attr.size, "{child}: size");
@@ -158,7 +161,7 @@ pub fn union_ops(data: &[u8]) {
     let mut model = build_lower(&lower);
     let tree = LowerTree::build(vec![LayerInput::Dir(lower.clone())]).expect("lower tree");
     let fs = UnionFs::new(tree, Some(UpperDirs { upper, work })).expect("union");
-    let caller = Caller { uid: 0, gid: 0 };
+    let caller = Caller::ROOT;
     let refs = Refs::default();
     let mut log: Vec<String> = Vec::new();
     for chunk in data.chunks_exact(5).take(MAX_OPS) {
@@ -205,8 +208,13 @@ pub fn union_ops(data: &[u8]) {
                     continue;
                 };
                 let ino = ino_of(&fs, &refs, &path).expect("file exists");
-                let (fh, _) = fs.open(ino, libc::O_RDWR).expect("open for write");
-                let r = fs.write(fh, content.len() as u64, &chunk[3..5]).map(|_| ());
+                let fh = fs
+                    .open(ino, libc::O_RDWR, Caller::ROOT)
+                    .expect("open for write")
+                    .fh;
+                let r = fs
+                    .write(fh, content.len() as u64, &chunk[3..5], Writer::default())
+                    .map(|_| ());
                 fs.release(fh);
                 content.extend_from_slice(&chunk[3..5]);
                 model.insert(path.clone(), Node::File(content));
@@ -285,7 +293,7 @@ pub fn union_ops(data: &[u8]) {
                     size: Some(0),
                     ..SetAttr::default()
                 };
-                let r = fs.setattr(ino, set, None).map(|_| ());
+                let r = fs.setattr(ino, set, None, Caller::ROOT).map(|_| ());
                 model.insert(path.clone(), Node::File(Vec::new()));
                 (format!("truncate {path}"), errno(r), Ok(()))
             }

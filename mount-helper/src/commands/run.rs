@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use rfs_fs::fuse::MountOptions;
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
-use rfs_fs::union::{UnionFs, UpperDirs};
+use rfs_fs::union::{Ownership, UnionConfig, UnionFs, UpperDirs};
 use rfs_runner::image_config::{ImageConfig, command_line, environment};
 use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
@@ -192,15 +192,22 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
 
     let tree = with_init_layer(layers, &spec, &dir)?;
     let upper_dirs = UpperDirs { upper, work };
-    // Who opens the upper decides how ownership is stored (rfs-fs looks at its euid then).
-    // Rootless: here, as the real user, so ownership other than ours goes to
-    // user.containers.override_stat and every file of the upper stays ours to delete. Root:
-    // in the sandbox, as root of the (identity-mapped) user namespace, where real chown works
-    // but trusted.* xattrs do not.
+    // Rootless: the upper is opened here, as the real user, so every file of it stays ours
+    // to delete; ownership other than ours goes to user.containers.override_stat. The daemon
+    // serves from the container's user namespace, where we are root (uid and gid 0), so
+    // that is what "ours" is. Root: the upper is opened in the sandbox, as root of the
+    // (identity-mapped) user namespace, because rfs-fs probes there whether trusted.* xattrs
+    // work (they do not in a user namespace, and do here); ownership is the host's.
     let fs = if mapping == IdMapping::Identity {
         Filesystem::OpenInSandbox(tree, upper_dirs)
     } else {
-        let fs = UnionFs::new(tree, Some(upper_dirs))
+        let config = UnionConfig {
+            ownership: Ownership::Override {
+                own_uid: 0,
+                own_gid: 0,
+            },
+        };
+        let fs = UnionFs::with_config(tree, Some(upper_dirs), config)
             .context("opening the container's writable layer")?;
         Filesystem::Open(Arc::new(fs))
     };
@@ -421,15 +428,20 @@ impl Sandbox<'_> {
         let fs = match self.fs.take() {
             None => return fail(&mut report, &"no filesystem to mount"),
             Some(Filesystem::Open(fs)) => fs,
-            Some(Filesystem::OpenInSandbox(tree, upper)) => match UnionFs::new(tree, Some(upper)) {
-                Ok(fs) => Arc::new(fs),
-                Err(e) => {
-                    return fail(
-                        &mut report,
-                        &format!("opening the container's writable layer: {e}"),
-                    );
+            Some(Filesystem::OpenInSandbox(tree, upper)) => {
+                let config = UnionConfig {
+                    ownership: Ownership::Host,
+                };
+                match UnionFs::with_config(tree, Some(upper), config) {
+                    Ok(fs) => Arc::new(fs),
+                    Err(e) => {
+                        return fail(
+                            &mut report,
+                            &format!("opening the container's writable layer: {e}"),
+                        );
+                    }
                 }
-            },
+            }
         };
         let session = match rfs_fs::fuse::spawn_mount(fs, self.rootfs, &opts) {
             Ok(s) => s,
