@@ -23,7 +23,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::lower::{FileKind, is_opaque_xattr, is_whiteout_stat};
+use crate::lower::FileKind;
+use crate::ovl::{
+    self, Marker, Markers, Namespace, OPAQUE_MARKER, OVERRIDE_STAT, OverrideStat, is_opaque_xattr,
+    is_whiteout_stat,
+};
 use crate::sys;
 
 /// The prefix of temporary names in the work dir.
@@ -45,7 +49,7 @@ pub(crate) struct UpperEntry {
     pub(crate) origin: Option<u64>,
     pub(crate) opaque: bool,
     pub(crate) redirect: Option<Vec<u8>>,
-    pub(crate) owner_override: Option<(u32, u32, u32)>,
+    pub(crate) owner_override: Option<OverrideStat>,
     /// Metadata-only copy: the data still lives in the lower file named by `origin`.
     pub(crate) metacopy: bool,
 }
@@ -67,26 +71,6 @@ pub(crate) struct Upper {
 
 fn io_ctx(op: &'static str, path: &[u8], e: io::Error) -> crate::Error {
     crate::Error::io(op, String::from_utf8_lossy(path).into_owned(), e)
-}
-
-/// Names of the xattrs the overlay keeps for itself; never shown, never settable.
-pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name == b"trusted.rfs.origin"
-        || name == b"user.rfs.origin"
-        || name == b"trusted.rfs.metacopy"
-        || name == b"user.rfs.metacopy"
-        || name == b"user.containers.override_stat"
-}
-
-fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let mut it = s.split(':');
-    let uid = it.next()?.parse().ok()?;
-    let gid = it.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(it.next()?.trim_start_matches("0"), 8).unwrap_or(0);
-    Some((uid, gid, mode))
 }
 
 impl Upper {
@@ -146,16 +130,6 @@ impl Upper {
         Ok(up)
     }
 
-    /// The xattr namespace our markers use: `trusted.` where it works (root in the initial
-    /// user namespace), `user.` otherwise.
-    fn ns(&self) -> &'static str {
-        if self.trusted_xattrs {
-            "trusted"
-        } else {
-            "user"
-        }
-    }
-
     /// Whether a `trusted.*` xattr can be set in the work dir: root inside a user namespace
     /// has euid 0 but not `CAP_SYS_ADMIN` over the filesystem.
     fn probe_trusted_xattrs(&self) -> bool {
@@ -169,10 +143,6 @@ impl Upper {
             return false;
         };
         sys::set_xattr(fd.as_fd(), c"trusted.rfs.probe", b"1", 0).is_ok()
-    }
-
-    fn xattr_name(&self, suffix: &str) -> CString {
-        CString::new(format!("{}.{suffix}", self.ns())).unwrap_or_default()
     }
 
     /// A fresh name in the work dir to build an entry under; nothing exists there yet.
@@ -231,8 +201,7 @@ impl Upper {
             Some(st) => Ok(LookupResult::Entry(Box::new(self.entry_info(dir, &c, st)?))),
             None => {
                 if self.whiteouts == WhiteoutStyle::WhFile {
-                    let mut wh = b".wh.".to_vec();
-                    wh.extend_from_slice(name);
+                    let wh = ovl::whiteout_name(name);
                     let c = sys::cstr(&wh).map_err(|e| io_ctx("name", name, e))?;
                     if sys::fstatat_opt(dir, &c)
                         .map_err(|e| io_ctx("stat upper", &wh, e))?
@@ -246,72 +215,61 @@ impl Upper {
         }
     }
 
-    /// Reads the overlay xattrs of the entry `name` in `dir`.
+    /// Reads the overlay markers of the entry `name` in `dir`, whose stat is `st`.
     pub(crate) fn entry_info(
         &self,
         dir: BorrowedFd<'_>,
         name: &std::ffi::CStr,
         st: sys::Stat,
     ) -> Result<UpperEntry, crate::Error> {
-        let mut e = UpperEntry {
-            st,
-            origin: None,
-            opaque: false,
-            redirect: None,
-            owner_override: None,
-            metacopy: false,
-        };
-        let fd = match sys::openat(dir, name, libc::O_PATH, 0) {
-            Ok(fd) => fd,
-            Err(err) => return Err(io_ctx("open upper", name.to_bytes(), err)),
-        };
-        let names = sys::list_xattr(fd.as_fd())
-            .map_err(|err| io_ctx("listxattr upper", name.to_bytes(), err))?;
-        for x in names {
-            if !is_private_xattr(&x) {
-                continue;
-            }
-            let c = sys::cstr(&x).map_err(|err| io_ctx("xattr", &x, err))?;
-            let Some(v) = sys::get_xattr(fd.as_fd(), &c)
-                .map_err(|err| io_ctx("getxattr upper", name.to_bytes(), err))?
-            else {
-                continue;
-            };
-            match x.as_slice() {
-                b"trusted.rfs.origin" | b"user.rfs.origin" => {
-                    e.origin = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
-                }
-                b"trusted.overlay.opaque" | b"user.overlay.opaque" => {
-                    e.opaque |= v == b"y";
-                }
-                b"trusted.overlay.redirect" | b"user.overlay.redirect" => e.redirect = Some(v),
-                b"user.containers.override_stat" => e.owner_override = parse_override(&v),
-                b"trusted.rfs.metacopy" | b"user.rfs.metacopy" => e.metacopy = true,
-                _ => {}
-            }
-        }
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR && !e.opaque {
-            // A `.wh..wh..opq` marker inside also makes it opaque (OCI-style upper).
-            e.opaque = sys::fstatat_opt(fd.as_fd(), c".wh..wh..opq")
-                .ok()
-                .flatten()
-                .is_some();
-        }
-        Ok(e)
+        let fd = sys::openat(dir, name, libc::O_PATH, 0)
+            .map_err(|err| io_ctx("open upper", name.to_bytes(), err))?;
+        self.entry_of_fd(fd.as_fd(), st)
+            .map_err(|err| io_ctx("read the markers of", name.to_bytes(), err))
     }
 
-    /// Sets one of our markers (`overlay.opaque`, `overlay.redirect`, `rfs.origin`) on `fd`.
-    /// Symlinks of a rootless upper cannot carry `user.` xattrs: that failure is ignored for
-    /// `rfs.origin` (the entry then gets a new inode number at the next mount).
+    /// Reads the overlay markers of the upper entry open as `fd` (an `O_PATH` fd, or a file
+    /// that may no longer have a name), whose stat is `st`.
+    pub(crate) fn entry_of_fd(&self, fd: BorrowedFd<'_>, st: sys::Stat) -> io::Result<UpperEntry> {
+        let m = Markers::read(fd)?;
+        let mut opaque = m.opaque;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR && !opaque {
+            // A `.wh..wh..opq` marker inside also makes it opaque (OCI-style upper).
+            let marker = sys::cstr(OPAQUE_MARKER)?;
+            opaque = sys::fstatat_opt(fd, &marker).ok().flatten().is_some();
+        }
+        Ok(UpperEntry {
+            st,
+            origin: m.origin,
+            opaque,
+            redirect: m.redirect,
+            owner_override: m.owner,
+            metacopy: m.metacopy,
+        })
+    }
+
+    /// The xattr namespace our markers use: `trusted.` where it works (root in the initial
+    /// user namespace), `user.` otherwise.
+    fn ns(&self) -> Namespace {
+        if self.trusted_xattrs {
+            Namespace::Trusted
+        } else {
+            Namespace::User
+        }
+    }
+
+    /// Sets `marker` to `value` on `fd`. Symlinks of a rootless upper cannot carry `user.`
+    /// xattrs: that failure is ignored for [`Marker::Origin`] (the entry then gets a new inode
+    /// number at the next mount).
     pub(crate) fn set_marker(
         &self,
         fd: BorrowedFd<'_>,
-        suffix: &str,
+        marker: Marker,
         value: &[u8],
     ) -> io::Result<()> {
-        match sys::set_xattr(fd, &self.xattr_name(suffix), value, 0) {
+        match sys::set_xattr(fd, marker.xattr(self.ns()), value, 0) {
             Err(e)
-                if suffix == "rfs.origin"
+                if marker == Marker::Origin
                     && matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) =>
             {
                 Ok(())
@@ -328,8 +286,13 @@ impl Upper {
         gid: u32,
         mode: u32,
     ) -> io::Result<()> {
-        let v = format!("{uid}:{gid}:0{:o}", mode & 0o7777);
-        match sys::set_xattr(fd, c"user.containers.override_stat", v.as_bytes(), 0) {
+        let v = OverrideStat {
+            uid,
+            gid,
+            perm: mode,
+        }
+        .encode();
+        match sys::set_xattr(fd, OVERRIDE_STAT, &v, 0) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => Ok(()),
             r => r,
         }
@@ -351,8 +314,7 @@ impl Upper {
                 tmp.commit(dir, &c, 0)
             }
             WhiteoutStyle::WhFile => {
-                let mut wh = b".wh.".to_vec();
-                wh.extend_from_slice(name);
+                let wh = ovl::whiteout_name(name);
                 let whc = sys::cstr(&wh)?;
                 drop(sys::openat(
                     dir,
@@ -408,8 +370,7 @@ impl Upper {
 
     /// Removes a `.wh.<name>` file in `dir`, if any.
     pub(crate) fn remove_wh_file(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-        let mut wh = b".wh.".to_vec();
-        wh.extend_from_slice(name);
+        let wh = ovl::whiteout_name(name);
         let c = sys::cstr(&wh)?;
         match sys::unlinkat(dir, &c, false) {
             Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),

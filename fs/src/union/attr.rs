@@ -77,7 +77,7 @@ impl UnionFs {
         let st = &e.st;
         let kind = kind_of(st);
         let (uid, gid, perm) = match e.owner_override {
-            Some((u, g, m)) => (u, g, m & 0o7777),
+            Some(o) => (o.uid, o.gid, o.perm),
             None => (st.st_uid, st.st_gid, st.st_mode & 0o7777),
         };
         let nlink = if kind == FileKind::Dir && lower.is_some() {
@@ -138,13 +138,60 @@ impl UnionFs {
         Ok(a)
     }
 
-    /// The attributes of `ino`; with an open upper file handle, of that file.
+    /// The attributes of `ino`.
     ///
     /// # Errors
     /// A stale inode or a host error.
     pub fn getattr(&self, ino: u64) -> Result<Attr, Error> {
         let _ns = self.read_ns();
         self.getattr_locked(ino)
+    }
+
+    /// The attributes of `ino`, also when it has no name any more but is still open: an
+    /// unlinked file that is open is a file with `st_nlink` 0 on any POSIX filesystem ("unlink
+    /// the temp file you hold open"). `fh` is the caller's handle when the kernel sends it; an
+    /// `fstat` does not (the kernel passes no file to `getattr`), so any open upper file of
+    /// the inode answers then.
+    ///
+    /// # Errors
+    /// A stale inode or a host error.
+    pub fn getattr_open(&self, ino: u64, fh: Option<u64>) -> Result<Attr, Error> {
+        let _ns = self.read_ns();
+        match self.getattr_locked(ino) {
+            // The name is gone (the inode has no alias, or its upper entry was unlinked).
+            Err(e) if e.errno() == libc::ENOENT => {
+                let open = fh
+                    .and_then(|fh| self.handles.get(fh).ok())
+                    .or_else(|| self.handles.open_upper_file(ino));
+                match open {
+                    Some(h) => self.open_file_attr(ino, &h).unwrap_or(Err(e)),
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// The attributes of `ino` from its open handle `h`: the upper file it has open (which
+    /// may have no name), or the lower file it reads.
+    fn open_file_attr(&self, ino: u64, h: &Handle) -> Option<Result<Attr, Error>> {
+        match h {
+            Handle::Upper { file, ino: of } if *of == ino => {
+                let up = self.upper().ok()?;
+                Some((|| {
+                    let st = sys::fstatat(file.as_fd(), c"")
+                        .map_err(|e| Error::io("fstat", format!("inode {ino}"), e))?;
+                    let e = up
+                        .entry_of_fd(file.as_fd(), st)
+                        .map_err(|e| Error::io("read the markers of", format!("inode {ino}"), e))?;
+                    let lower = lock(&self.inode(ino)?.state).lower;
+                    let mut a = self.upper_attr(&e, ino, lower);
+                    a.ino = ino;
+                    Ok(a)
+                })())
+            }
+            _ => None,
+        }
     }
 
     /// The target of symlink `ino`.

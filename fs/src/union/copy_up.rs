@@ -13,8 +13,9 @@ use super::ownership::{Made, Owner, Target};
 use super::{UnionFs, bytes_err, cname, lock, split_last};
 use crate::Error;
 use crate::lower::{FileKind, LowerFile, ROOT_INO};
+use crate::ovl::{Marker, is_private_xattr};
 use crate::sys::{self, SetTime};
-use crate::upper::{LookupResult, WorkTemp, is_private_xattr, kind_of};
+use crate::upper::{LookupResult, WorkTemp, kind_of};
 
 /// `renameat2` flag: fail with `EEXIST` rather than replace (a racing copy-up wins).
 pub(super) const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
@@ -170,7 +171,7 @@ impl UnionFs {
                 .map_err(|e| io::Error::other(e.to_string()))?;
             self.apply_meta(work, t, l, &xattrs)?;
             let fd = sys::openat(work, t, libc::O_PATH, 0)?;
-            up.set_marker(fd.as_fd(), "rfs.metacopy", b"")?;
+            up.set_marker(fd.as_fd(), Marker::Metacopy, b"")?;
             // The marker is an xattr change: restore the times apply_meta set.
             let (atime, mtime) = self.copy_up_times(l);
             sys::utimensat(work, t, atime, mtime)
@@ -427,7 +428,7 @@ impl UnionFs {
             set_xattr_tolerant(fd.as_fd(), b"security.capability", v)?;
         }
         let origin = self.lower.origin(l);
-        up.set_marker(fd.as_fd(), "rfs.origin", origin.to_string().as_bytes())?;
+        up.set_marker(fd.as_fd(), Marker::Origin, &Marker::origin_value(origin))?;
         let (atime, mtime) = self.copy_up_times(l);
         sys::utimensat(dir, name, atime, mtime)
     }

@@ -57,6 +57,15 @@ impl HandleTable {
         lock(&self.map).get(&fh).cloned().ok_or(Error::BadHandle)
     }
 
+    /// An open upper file of inode `ino`, if any handle has one. A scan of every handle:
+    /// only asked when `ino` has lost its name (see [`UnionFs::getattr_open`]).
+    pub(super) fn open_upper_file(&self, ino: u64) -> Option<Arc<Handle>> {
+        lock(&self.map)
+            .values()
+            .find(|h| matches!(***h, Handle::Upper { ino: of, .. } if of == ino))
+            .cloned()
+    }
+
     /// Forgets `fh`; its file closes when the last user of it is done.
     pub(super) fn remove(&self, fh: u64) {
         lock(&self.map).remove(&fh);

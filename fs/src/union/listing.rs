@@ -9,6 +9,7 @@ use super::handle::Handle;
 use super::{Attr, DirEntry, UnionFs, bytes_err, cname, lock};
 use crate::Error;
 use crate::lower::{FileKind, ROOT_INO};
+use crate::ovl::NameRole;
 use crate::sys;
 use crate::upper::kind_of;
 
@@ -29,12 +30,13 @@ impl UnionFs {
             let entries =
                 sys::read_dir(lfd).map_err(|e| bytes_err("readdir upper", &dir.path, e))?;
             for (name, _, _) in entries {
-                if name == crate::lower::OPAQUE_MARKER {
-                    continue;
-                }
-                if let Some(h) = name.strip_prefix(crate::lower::WHITEOUT_PREFIX) {
-                    hidden.insert(h.to_vec());
-                    continue;
+                match crate::ovl::name_role(&name) {
+                    NameRole::OpaqueMarker | NameRole::Meta => continue,
+                    NameRole::Whiteout(h) => {
+                        hidden.insert(h.to_vec());
+                        continue;
+                    }
+                    NameRole::Entry => {}
                 }
                 let c = cname(&name)?;
                 let Some(st) = sys::fstatat_opt(pfd.as_fd(), &c)
@@ -42,7 +44,7 @@ impl UnionFs {
                 else {
                     continue;
                 };
-                if crate::lower::is_whiteout_stat(&st) {
+                if crate::ovl::is_whiteout_stat(&st) {
                     hidden.insert(name);
                     continue;
                 }

@@ -14,6 +14,7 @@ use super::{Attr, Caller, UnionFs, bytes_err, cname, join, split_last};
 use crate::Error;
 use crate::lower::FileKind;
 use crate::name::check_component;
+use crate::ovl::Marker;
 use crate::sys;
 use crate::upper::{LookupResult, WhiteoutStyle, kind_of};
 
@@ -90,7 +91,7 @@ impl UnionFs {
                 set_owner(work, t)?;
                 if kind == FileKind::Dir {
                     let d = sys::openat(work, t, libc::O_PATH, 0)?;
-                    up.set_marker(d.as_fd(), "overlay.opaque", b"y")?;
+                    up.set_marker(d.as_fd(), Marker::Opaque, Marker::OPAQUE_VALUE)?;
                 }
                 Ok(fd)
             })();
@@ -106,8 +107,7 @@ impl UnionFs {
             res.map_err(|e| bytes_err("create", &full, e))?;
         } else {
             let wh_file_present = up.whiteouts == WhiteoutStyle::WhFile && {
-                let mut wh = b".wh.".to_vec();
-                wh.extend_from_slice(name);
+                let wh = crate::ovl::whiteout_name(name);
                 sys::fstatat_opt(pfd, &cname(&wh)?).ok().flatten().is_some()
             };
             fd = build(pfd, &c).map_err(err("create"))?;
@@ -115,7 +115,7 @@ impl UnionFs {
             if wh_file_present {
                 if kind == FileKind::Dir {
                     let d = sys::openat(pfd, &c, libc::O_PATH, 0).map_err(err("open"))?;
-                    up.set_marker(d.as_fd(), "overlay.opaque", b"y")
+                    up.set_marker(d.as_fd(), Marker::Opaque, Marker::OPAQUE_VALUE)
                         .map_err(err("opaque"))?;
                 }
                 up.remove_wh_file(pfd, name)
@@ -471,14 +471,14 @@ impl UnionFs {
             Some(l) => {
                 let mut target = b"/".to_vec();
                 target.extend_from_slice(&self.lower.path(l));
-                up.set_marker(fd.as_fd(), "overlay.redirect", &target)
+                up.set_marker(fd.as_fd(), Marker::Redirect, &target)
             }
             None => {
                 if dest_parent_lower
                     .and_then(|l| self.lower.child(l, dest_name))
                     .is_some()
                 {
-                    up.set_marker(fd.as_fd(), "overlay.opaque", b"y")
+                    up.set_marker(fd.as_fd(), Marker::Opaque, Marker::OPAQUE_VALUE)
                 } else {
                     Ok(())
                 }

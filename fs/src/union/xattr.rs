@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::{UnionFs, bytes_err, cname, lock};
-use crate::upper::is_private_xattr;
+use crate::ovl::is_private_xattr;
 use crate::{Error, sys};
 
 impl UnionFs {

@@ -80,3 +80,41 @@ fn operations_on_paths_near_path_max_below_a_subdirectory() {
     );
     assert_eq!(short(&got), short(&want));
 }
+
+/// Issue 14: `fstat` of a file that is open and has been unlinked succeeds with `st_nlink` 0
+/// (the "unlink the temp file you hold open" pattern); rfs answered `ENOENT`. Checked for a
+/// new file, a copied-up lower file and a file opened read-only, against kernel overlayfs.
+#[test]
+fn fstat_of_an_open_unlinked_file() {
+    if !require_root("fstat_of_an_open_unlinked_file") {
+        return;
+    }
+    let s = Scratch::new();
+    let lower = s.mkdir("lower");
+    std::fs::write(lower.join("from-lower"), "lower data\n").unwrap();
+    std::fs::write(lower.join("read-only"), "only read\n").unwrap();
+    let script = r#"python3 - <<'PY'
+import os
+for name, flags in [("new", os.O_CREAT | os.O_RDWR), ("from-lower", os.O_RDWR),
+                    ("read-only", os.O_RDONLY)]:
+    fd = os.open(name, flags, 0o600)
+    if flags & os.O_RDWR:
+        os.write(fd, b"written")
+    os.unlink(name)
+    try:
+        st = os.fstat(fd)
+        print(name, "nlink", st.st_nlink, "size", st.st_size, "mode", oct(st.st_mode))
+    except OSError as e:
+        print(name, "fstat failed:", e.strerror)
+    if flags & os.O_RDWR:
+        os.write(fd, b"+more")
+        os.fsync(fd)
+        print(name, "after write size", os.fstat(fd).st_size)
+    os.lseek(fd, 0, 0)
+    print(name, "reads", os.read(fd, 100))
+    os.close(fd)
+PY"#;
+    let (got, want) = on_both(&s, &lower, ".", script);
+    assert!(!want.contains("failed"), "the kernel's run: {want}");
+    assert_eq!(got, want);
+}
