@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::lower::{FileKind, is_opaque_xattr, is_whiteout_stat};
+use crate::ovl::Namespace;
 use crate::sys;
 
 /// The prefix of temporary names in the work dir.
@@ -56,9 +57,9 @@ pub(crate) struct Upper {
     root: OwnedFd,
     /// Shared with every [`WorkTemp`], which may outlive a borrow of the `Upper`.
     work: Arc<OwnedFd>,
-    /// `trusted.*` xattrs can be set here (root in the initial user namespace); otherwise our
-    /// markers live in `user.*` (rootless, or root inside a user namespace).
-    trusted_xattrs: bool,
+    /// Where our markers live: `trusted.*` for root in the initial user namespace, `user.*`
+    /// otherwise (rootless, or root inside a user namespace).
+    markers: Namespace,
     pub(crate) whiteouts: WhiteoutStyle,
     /// The host makes a char 0/0 whiteout in the same step as a rename (`RENAME_WHITEOUT`).
     rename_whiteout: bool,
@@ -91,8 +92,14 @@ fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
 
 impl Upper {
     /// Opens `upper` and `work` (which must be on one filesystem), probes whether whiteouts
-    /// can be device nodes, and removes what an earlier crash left in the work dir.
-    pub(crate) fn open(upper: &Path, work: &Path) -> Result<Upper, crate::Error> {
+    /// can be device nodes, and removes what an earlier crash left in the work dir. Markers
+    /// go to the xattr namespace `markers`; `None` probes it (`trusted` where this process
+    /// can set it).
+    pub(crate) fn open(
+        upper: &Path,
+        work: &Path,
+        markers: Option<Namespace>,
+    ) -> Result<Upper, crate::Error> {
         let open = |p: &Path| -> Result<OwnedFd, crate::Error> {
             std::fs::File::open(p)
                 .map(OwnedFd::from)
@@ -114,14 +121,18 @@ impl Upper {
         let mut up = Upper {
             root,
             work: Arc::new(work_fd),
-            trusted_xattrs: false,
+            markers: Namespace::User,
             whiteouts: WhiteoutStyle::CharDev,
             rename_whiteout: false,
             next_tmp: AtomicU64::new(0),
         };
         up.clean_work()
             .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
-        up.trusted_xattrs = up.probe_trusted_xattrs();
+        up.markers = match markers {
+            Some(ns) => ns,
+            None if up.probe_trusted_xattrs() => Namespace::Trusted,
+            None => Namespace::User,
+        };
         let probe = up.temp();
         match sys::mknodat(up.work(), probe.name(), libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {
@@ -149,10 +160,9 @@ impl Upper {
     /// The xattr namespace our markers use: `trusted.` where it works (root in the initial
     /// user namespace), `user.` otherwise.
     fn ns(&self) -> &'static str {
-        if self.trusted_xattrs {
-            "trusted"
-        } else {
-            "user"
+        match self.markers {
+            Namespace::Trusted => "trusted",
+            Namespace::User => "user",
         }
     }
 
@@ -533,7 +543,7 @@ mod tests {
         let (u, w) = (dir.path().join("upper"), dir.path().join("work"));
         std::fs::create_dir(&u).expect("upper");
         std::fs::create_dir(&w).expect("work");
-        let up = Upper::open(&u, &w).expect("open upper");
+        let up = Upper::open(&u, &w, None).expect("open upper");
         (dir, up)
     }
 

@@ -206,6 +206,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
                 own_uid: 0,
                 own_gid: 0,
             },
+            markers: None,
         };
         let fs = UnionFs::with_config(tree, Some(upper_dirs), config)
             .context("opening the container's writable layer")?;
@@ -431,6 +432,7 @@ impl Sandbox<'_> {
             Some(Filesystem::OpenInSandbox(tree, upper)) => {
                 let config = UnionConfig {
                     ownership: Ownership::Host,
+                    markers: None,
                 };
                 match UnionFs::with_config(tree, Some(upper), config) {
                     Ok(fs) => Arc::new(fs),
