@@ -465,7 +465,7 @@ impl Sandbox<'_> {
             }
             Err(e) => fail(&mut report, &format!("{e:#}")),
         };
-        if let Err(e) = session.umount_and_join() {
+        if let Err(e) = session.unmount() {
             eprintln!("rfs: unmounting {}: {e}", self.rootfs.display());
         }
         code
