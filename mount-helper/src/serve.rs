@@ -1,17 +1,19 @@
-//! Starting a filesystem: how `rfs mount` serves a union.
+//! Starting a filesystem: the one way `rfs mount` and `rfs run` serve a union.
 //!
 //! 1. [`Serve`] says what to serve: the lower tree, the upper dirs, the [`UnionConfig`],
 //!    where and how to mount.
 //! 2. [`Serve::build`] opens the union. The config names everything the union would
 //!    otherwise probe from the process that opens it (ownership, the markers' xattr
 //!    namespace), so it may be built in one process and user namespace and served from
-//!    another.
+//!    another: `rfs run` builds it before the container's namespaces exist and mounts it
+//!    inside them.
 //! 3. [`Built::mount`] mounts it, its FUSE threads serving in the background.
 //! 4. The process that started it tells the process waiting for it whether it is ready,
 //!    once, over a [`handshake`] pipe: [`Readiness`], ready (with a notice for the user) or
 //!    failed (with the reason, which reaches the user unchanged).
 //! 5. [`Mounted::serve_until_unmounted`] serves until the filesystem is unmounted from
-//!    outside or a signal unmounts it.
+//!    outside or a signal unmounts it (`rfs mount`); or the caller serves while it waits for
+//!    something else, then [`Mounted::unmount`]s (`rfs run`: the container's end ends it).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -134,6 +136,16 @@ impl Mounted {
     /// The mount's absolute path.
     pub(crate) fn absolute(&self) -> &Path {
         &self.absolute
+    }
+
+    /// Unmounts and waits for the serving threads.
+    ///
+    /// # Errors
+    /// The unmount failed.
+    pub(crate) fn unmount(self) -> Result<()> {
+        self.session
+            .unmount()
+            .with_context(|| format!("unmounting {}", self.mountpoint.display()))
     }
 
     /// Serves until the filesystem is unmounted from outside, or one of `signals` (blocked
