@@ -928,9 +928,45 @@ fn config(opts: &MountOptions) -> fuser::Config {
     c
 }
 
+/// A mounted filesystem, served from background threads (see [`spawn_mount`]).
+pub struct Session(fuser::BackgroundSession);
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Whether serving has ended: the kernel ends the session once the filesystem is
+    /// unmounted, which for a lazily detached mount is when its last user leaves.
+    pub fn is_finished(&self) -> bool {
+        self.0.guard.is_finished()
+    }
+
+    /// Unmounts the mountpoint and waits for the serving threads.
+    ///
+    /// # Errors
+    /// The unmount failed (the mount is busy, or gone), or a serving thread panicked.
+    pub fn unmount(self) -> io::Result<()> {
+        self.0.umount_and_join()
+    }
+
+    /// Lets the serving threads be until the process exits, without unmounting. Dropping a
+    /// session unmounts its mountpoint *by path* (fuser cannot tell that its mount is
+    /// gone), which after an unmount from outside would take down a newer mount at the same
+    /// place: podman remounts a container's merged dir right after unmounting it. For a
+    /// process that exits once its mount has ended.
+    pub fn abandon(self) {
+        std::mem::forget(self);
+    }
+}
+
 /// Mounts `fs` on `mountpoint` and serves it from background threads until the returned
-/// session is unmounted (`umount_and_join`) or the filesystem is unmounted externally
-/// (`join` returns then).
+/// session is unmounted ([`Session::unmount`]) or the filesystem is unmounted externally
+/// ([`Session::is_finished`] then says so).
 ///
 /// # Errors
 /// The mount failed (no `/dev/fuse`, mountpoint missing or busy, no permission).
@@ -938,10 +974,10 @@ pub fn spawn_mount(
     fs: Arc<UnionFs>,
     mountpoint: &Path,
     opts: &MountOptions,
-) -> io::Result<fuser::BackgroundSession> {
+) -> io::Result<Session> {
     crate::sys::set_umask(0);
     let adapter = FuseAdapter::new(fs, opts.ids.clone(), opts.fsync, opts.passthrough);
-    fuser::spawn_mount(adapter, mountpoint, &config(opts))
+    fuser::spawn_mount(adapter, mountpoint, &config(opts)).map(Session)
 }
 
 #[cfg(test)]

@@ -60,9 +60,9 @@ pub(crate) struct Upper {
     root: OwnedFd,
     /// Shared with every [`WorkTemp`], which may outlive a borrow of the `Upper`.
     work: Arc<OwnedFd>,
-    /// `trusted.*` xattrs can be set here (root in the initial user namespace); otherwise our
-    /// markers live in `user.*` (rootless, or root inside a user namespace).
-    trusted_xattrs: bool,
+    /// Where our markers live: `trusted.*` for root in the initial user namespace, `user.*`
+    /// otherwise (rootless, or root inside a user namespace).
+    markers: Namespace,
     pub(crate) whiteouts: WhiteoutStyle,
     /// The host makes a char 0/0 whiteout in the same step as a rename (`RENAME_WHITEOUT`).
     rename_whiteout: bool,
@@ -75,8 +75,14 @@ fn io_ctx(op: &'static str, path: &[u8], e: io::Error) -> crate::Error {
 
 impl Upper {
     /// Opens `upper` and `work` (which must be on one filesystem), probes whether whiteouts
-    /// can be device nodes, and removes what an earlier crash left in the work dir.
-    pub(crate) fn open(upper: &Path, work: &Path) -> Result<Upper, crate::Error> {
+    /// can be device nodes, and removes what an earlier crash left in the work dir. Markers
+    /// go to the xattr namespace `markers`; `None` probes it (`trusted` where this process
+    /// can set it).
+    pub(crate) fn open(
+        upper: &Path,
+        work: &Path,
+        markers: Option<Namespace>,
+    ) -> Result<Upper, crate::Error> {
         let open = |p: &Path| -> Result<OwnedFd, crate::Error> {
             std::fs::File::open(p)
                 .map(OwnedFd::from)
@@ -98,14 +104,18 @@ impl Upper {
         let mut up = Upper {
             root,
             work: Arc::new(work_fd),
-            trusted_xattrs: false,
+            markers: Namespace::User,
             whiteouts: WhiteoutStyle::CharDev,
             rename_whiteout: false,
             next_tmp: AtomicU64::new(0),
         };
         up.clean_work()
             .map_err(|e| crate::Error::io("cleaning work dir", work.display().to_string(), e))?;
-        up.trusted_xattrs = up.probe_trusted_xattrs();
+        up.markers = match markers {
+            Some(ns) => ns,
+            None if up.probe_trusted_xattrs() => Namespace::Trusted,
+            None => Namespace::User,
+        };
         let probe = up.temp();
         match sys::mknodat(up.work(), probe.name(), libc::S_IFCHR | 0o600, 0) {
             Ok(()) => {
@@ -248,16 +258,6 @@ impl Upper {
         })
     }
 
-    /// The xattr namespace our markers use: `trusted.` where it works (root in the initial
-    /// user namespace), `user.` otherwise.
-    fn ns(&self) -> Namespace {
-        if self.trusted_xattrs {
-            Namespace::Trusted
-        } else {
-            Namespace::User
-        }
-    }
-
     /// Sets `marker` to `value` on `fd`. Symlinks of a rootless upper cannot carry `user.`
     /// xattrs: that failure is ignored for [`Marker::Origin`] (the entry then gets a new inode
     /// number at the next mount).
@@ -267,7 +267,7 @@ impl Upper {
         marker: Marker,
         value: &[u8],
     ) -> io::Result<()> {
-        match sys::set_xattr(fd, marker.xattr(self.ns()), value, 0) {
+        match sys::set_xattr(fd, marker.xattr(self.markers), value, 0) {
             Err(e)
                 if marker == Marker::Origin
                     && matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) =>
@@ -494,7 +494,7 @@ mod tests {
         let (u, w) = (dir.path().join("upper"), dir.path().join("work"));
         std::fs::create_dir(&u).expect("upper");
         std::fs::create_dir(&w).expect("work");
-        let up = Upper::open(&u, &w).expect("open upper");
+        let up = Upper::open(&u, &w, None).expect("open upper");
         (dir, up)
     }
 

@@ -10,6 +10,7 @@ mod logging;
 mod mountinfo;
 mod overlay_compat;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 

@@ -147,6 +147,17 @@ fn tar_layer(path: &Path, members: &[TarMember<'_>]) -> LayerInput {
 impl Fixture {
     /// Directory layers (bottom first) under an empty upper, rootless.
     pub(super) fn new(layers: &[&[(&str, Node<'_>)]]) -> Fixture {
+        Fixture::with_config(
+            layers,
+            UnionConfig {
+                ownership: rootless(),
+                ..UnionConfig::default()
+            },
+        )
+    }
+
+    /// Directory layers (bottom first) under an empty upper, as `config` says.
+    pub(super) fn with_config(layers: &[&[(&str, Node<'_>)]], config: UnionConfig) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let inputs = layers
             .iter()
@@ -157,18 +168,22 @@ impl Fixture {
                 LayerInput::Dir(root)
             })
             .collect();
-        Fixture::over(dir, inputs, rootless())
+        Fixture::over(dir, inputs, config)
     }
 
     /// One tar layer of `members` under an empty upper, storing ownership as `ownership`.
     pub(super) fn tar(members: &[TarMember<'_>], ownership: Ownership) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let layer = tar_layer(&dir.path().join("layer.tar"), members);
-        Fixture::over(dir, vec![layer], ownership)
+        let config = UnionConfig {
+            ownership,
+            ..UnionConfig::default()
+        };
+        Fixture::over(dir, vec![layer], config)
     }
 
     /// The union of `inputs` under a fresh upper in `dir`.
-    fn over(dir: tempfile::TempDir, inputs: Vec<LayerInput>, ownership: Ownership) -> Fixture {
+    fn over(dir: tempfile::TempDir, inputs: Vec<LayerInput>, config: UnionConfig) -> Fixture {
         let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
         for d in [&upper, &work] {
             std::fs::create_dir(d).expect("upper dirs");
@@ -176,7 +191,6 @@ impl Fixture {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         let tree = LowerTree::build(inputs).expect("lower tree");
-        let config = UnionConfig { ownership };
         let fs =
             UnionFs::with_config(tree, Some(UpperDirs { upper, work }), config).expect("union");
         Fixture { dir, fs }

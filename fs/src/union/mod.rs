@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crate::Error;
 use crate::lower::{FileKind, LowerTree};
+use crate::ovl::Namespace;
 use crate::sys::{self, SetTime};
 use crate::upper::{Upper, WhiteoutStyle};
 
@@ -201,6 +202,12 @@ pub struct UnionConfig {
     /// would use ([`Ownership::of_process`]); a daemon that is built in one user namespace
     /// and serves from another says which ids it will have there.
     pub ownership: Ownership,
+    /// The xattr namespace of the upper's markers (opaque, redirect, origin, metacopy).
+    /// `None`, the default, probes it when the upper is opened: `trusted.*` where this
+    /// process can set it (root in the initial user namespace), else `user.*`. A daemon
+    /// that serves from inside a user namespace says `user`: there `trusted.*` can be
+    /// neither set nor read, whatever the process that opened the upper could do.
+    pub markers: Option<Namespace>,
 }
 
 /// Where the upper and work dirs are.
@@ -280,7 +287,7 @@ impl UnionFs {
         config: UnionConfig,
     ) -> Result<UnionFs, Error> {
         let upper = match upper {
-            Some(d) => Some(Upper::open(&d.upper, &d.work)?),
+            Some(d) => Some(Upper::open(&d.upper, &d.work, config.markers)?),
             None => None,
         };
         let mut link_groups: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -428,5 +435,46 @@ mod tests {
         assert_eq!(u64::from(s.namemax), host.name_max());
         assert!(s.bavail <= s.bfree && s.bfree <= s.blocks, "{s:?}");
         assert!(s.ffree <= s.files, "{s:?}");
+    }
+
+    /// Makes `d` anew over the lower `d` (an opaque directory) and says in which
+    /// namespaces the upper's `d` carries the opaque marker: (trusted, user).
+    fn opaque_marker_namespaces(markers: Option<Namespace>) -> (bool, bool) {
+        let f = Fixture::with_config(
+            &[&[("d", Node::Dir)]],
+            UnionConfig {
+                ownership: Ownership::Host,
+                markers,
+            },
+        );
+        let name = std::ffi::OsStr::new("d");
+        f.walk("d");
+        f.fs.rmdir(ROOT_INO, name).expect("rmdir");
+        f.fs.mkdir(ROOT_INO, name, 0o755, Caller::ROOT)
+            .expect("mkdir");
+        (
+            f.upper_xattr("d", "trusted.overlay.opaque").is_some(),
+            f.upper_xattr("d", "user.overlay.opaque").is_some(),
+        )
+    }
+
+    /// Root in the initial user namespace can write `trusted.*`: a probed upper uses it, and
+    /// a config that names `user` (a daemon serving from a user namespace) is obeyed.
+    #[test]
+    fn markers_go_to_the_namespace_the_config_names_else_the_probed_one() {
+        if !fixture::require_root("markers_go_to_the_namespace_the_config_names") {
+            return;
+        }
+        assert_eq!(opaque_marker_namespaces(None), (true, false), "probed");
+        assert_eq!(
+            opaque_marker_namespaces(Some(Namespace::User)),
+            (false, true),
+            "named user"
+        );
+        assert_eq!(
+            opaque_marker_namespaces(Some(Namespace::Trusted)),
+            (true, false),
+            "named trusted"
+        );
     }
 }

@@ -15,7 +15,7 @@ mod ps;
 mod rm;
 mod run;
 mod store;
-mod umount;
+pub(crate) mod umount;
 
 /// Runs the parsed command line.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {

@@ -1,5 +1,6 @@
-//! `rfs mount`: CLI arguments → layers → `UnionFs` → FUSE mount, in the foreground or as a
-//! daemon that reports "ready" (or the error) to the waiting parent through a pipe.
+//! `rfs mount`: CLI arguments → what to serve → `crate::serve` builds, mounts and serves it,
+//! in the foreground or as a daemon that reports its readiness (or the error) to the waiting
+//! parent over the handshake pipe.
 //!
 //! Without `--upper`, the mount gets a fresh writable layer of the store
 //! ([`rfs_fs::store::MountLayer`]): deleted if the mount fails, kept after the unmount unless
@@ -7,12 +8,8 @@
 //! mount is detached lazily and served until its last user leaves (a second signal stops
 //! serving it at once), so a signal never leaves a dead mount behind.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{SigSet, Signal};
@@ -20,11 +17,11 @@ use nix::sys::signal::{SigSet, Signal};
 use rfs_fs::fuse::MountOptions;
 use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::store::{Finished, MountLayer, Store};
-use rfs_fs::union::{UnionFs, UpperDirs};
+use rfs_fs::union::{UnionConfig, UpperDirs};
 
-use super::umount::{Unmounted, detached_message, unmount};
 use crate::cli::MountArgs;
 use crate::mountinfo;
+use crate::serve::{self, HandshakeError, Mounted, Notifier, Readiness, Serve};
 
 /// Runs `rfs mount`.
 pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
@@ -43,7 +40,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
         root.unwrap_or_default()
     };
     if args.foreground {
-        return serve(&root, source.as_deref(), &mountpoint, &args, None);
+        return mount_and_serve(&root, source.as_deref(), &mountpoint, &args, None);
     }
     daemonize(&root, source.as_deref(), &mountpoint, &args)
 }
@@ -73,7 +70,7 @@ fn check_mountpoint(m: &Path) -> Result<()> {
 }
 
 /// Forks before any thread exists: the child mounts and serves; the parent waits for the
-/// child's "ready" or error message and exits accordingly.
+/// child's [`Readiness`] and exits accordingly.
 #[allow(unsafe_code)]
 fn daemonize(
     root: &Path,
@@ -81,31 +78,29 @@ fn daemonize(
     mountpoint: &Path,
     args: &MountArgs,
 ) -> Result<ExitCode> {
-    let (rd, wr) = nix::unistd::pipe().context("creating pipe")?;
+    let (notifier, waiter) = serve::handshake()?;
     // SAFETY: rfs is single-threaded at this point (no thread has been spawned yet), so the
     // child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Parent { .. } => {
-            drop(wr);
-            let mut msg = String::new();
-            std::fs::File::from(rd).read_to_string(&mut msg).ok();
-            match msg.strip_prefix("OK\n") {
-                Some(rest) => {
-                    eprint!("{rest}");
+            drop(notifier);
+            match waiter.wait() {
+                Ok(Readiness::Ready { notice }) => {
+                    eprint!("{notice}");
                     Ok(ExitCode::SUCCESS)
                 }
-                None if msg.is_empty() => bail!("the rfs daemon exited before the mount was ready"),
-                None => {
-                    eprint!("{}", msg.trim_start_matches("ERR "));
-                    Ok(ExitCode::FAILURE)
+                Ok(Readiness::Failed { reason }) => Err(anyhow::Error::msg(reason)),
+                Err(HandshakeError::Closed) => {
+                    bail!("the rfs daemon exited before the mount was ready")
                 }
+                Err(e) => bail!("the rfs daemon: {e}"),
             }
         }
         nix::unistd::ForkResult::Child => {
-            drop(rd);
+            drop(waiter);
             let _ = nix::unistd::setsid();
             // Errors before "ready" went to the parent through the pipe; later ones are logged.
-            let code = match serve(root, source, mountpoint, args, Some(wr)) {
+            let code = match mount_and_serve(root, source, mountpoint, args, Some(notifier)) {
                 Ok(_) => 0,
                 Err(e) => {
                     log::debug!("{e:#}");
@@ -117,137 +112,51 @@ fn daemonize(
     }
 }
 
-fn report(ready: &mut Option<OwnedFd>, msg: &str) {
-    if let Some(fd) = ready.take() {
-        let mut f = std::fs::File::from(fd);
-        let _ = f.write_all(msg.as_bytes());
-    }
+/// A mount that is ready, and what to tell the user about it.
+struct Started {
+    mounted: Mounted,
+    /// The fresh writable layer made for it; it goes when dropped unless mounted.
+    fresh: Option<MountLayer>,
+    notice: String,
 }
 
-/// Builds the filesystem, mounts it, and serves until unmounted or signalled.
-fn serve(
+/// Builds the filesystem, mounts it, tells whoever waits (`ready`, or the terminal in the
+/// foreground), and serves until unmounted or signalled.
+fn mount_and_serve(
     root: &Path,
     source: Option<&Path>,
     mountpoint: &Path,
     args: &MountArgs,
-    mut ready: Option<OwnedFd>,
+    ready: Option<Notifier>,
 ) -> Result<ExitCode> {
+    serve::tune_memory();
     let what = source.map_or_else(|| "lower dirs".to_string(), |s| s.display().to_string());
-    // The daemon keeps its working directory, but the absolute path is what the layer's
-    // record and mountinfo name.
-    let abs = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
-    rfs_fs::sys::tune_malloc(2);
-    // A fresh layer made here is deleted when `setup` fails (it is dropped).
-    type Setup = (
-        Arc<UnionFs>,
-        Option<MountLayer>,
-        String,
-        rfs_fs::fuse::IdMapping,
-    );
-    let setup = (|| -> Result<Setup> {
-        let ids = shown_ids(args)?;
-        let layers = match (source, &args.lower) {
-            (_, Some(lower)) => lower_dirs(lower)?,
-            (Some(src), None) => {
-                crate::commands::image_layers(root, src, args.platform.as_deref())?
-            }
-            (None, None) => bail!("nothing to mount"),
-        };
-        let tree = LowerTree::build(layers)?;
-        let mut notice = String::new();
-        let mut fresh = None;
-        let upper = if args.read_only {
-            None
-        } else {
-            Some(match (&args.upper, &args.work) {
-                (Some(u), Some(w)) => UpperDirs {
-                    upper: u.clone(),
-                    work: w.clone(),
-                },
-                _ => {
-                    let layer = fresh_layer(root, source, args, &abs)?;
-                    notice = format!(
-                        "rfs: writable layer in {}{}\n",
-                        layer.upper().display(),
-                        if args.rm {
-                            " (deleted at unmount: --rm)"
-                        } else {
-                            ""
-                        }
-                    );
-                    let dirs = UpperDirs {
-                        upper: layer.upper(),
-                        work: layer.work(),
-                    };
-                    fresh = Some(layer);
-                    dirs
-                }
-            })
-        };
-        let fs = UnionFs::new(tree, upper).context("opening the upper layer")?;
-        // An image's root directory has an owner and mode that the fresh upper's root should
-        // show; --lower directories keep the kernel's rule (the upper root's own attributes).
-        if fresh.is_some() && args.lower.is_none() {
-            fs.adopt_lower_root_owner()?;
-        }
-        rfs_fs::sys::release_free_memory();
-        Ok((Arc::new(fs), fresh, notice, ids))
-    })()
-    .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
-    let (fs, mut fresh, notice, ids) = match setup {
-        Ok(x) => x,
-        Err(e) => {
-            report(&mut ready, &format!("ERR rfs: {e:#}\n"));
-            return Err(e);
-        }
-    };
-    // Block the signals we wait for before fuser spawns its threads, so they inherit the mask.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         signals.add(s);
     }
-    signals.thread_block().context("blocking signals")?;
-    let opts = MountOptions {
-        fsname: format!("rfs:{what}"),
-        allow_other: nix::unistd::geteuid().is_root(),
-        read_only: args.read_only,
-        threads: args.threads,
-        ids,
-        fsync: !args.no_fsync,
-        passthrough: !args.no_passthrough && rfs_fs::sys::is_initial_root(),
-    };
-    let session = match rfs_fs::fuse::spawn_mount(fs, mountpoint, &opts) {
+    let started = start(root, source, mountpoint, args, &what, &signals)
+        .with_context(|| format!("mounting {what} on {}", mountpoint.display()));
+    let Started {
+        mounted,
+        fresh,
+        notice,
+    } = match started {
         Ok(s) => s,
         Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied
-                || std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/fuse")
-                    .is_err()
-            {
-                " (is /dev/fuse present and accessible? a rootless mount needs it mode 0666 and fusermount3)"
-            } else {
-                ""
-            };
-            let msg = format!("mounting {what} on {}: {e}{hint}", mountpoint.display());
-            report(&mut ready, &format!("ERR rfs: {msg}\n"));
-            bail!(msg);
+            if let Some(ready) = ready {
+                ready.send(&Readiness::Failed {
+                    reason: format!("{e:#}"),
+                });
+            }
+            return Err(e);
         }
     };
-    if let Some(layer) = fresh.as_mut() {
-        // The mount's identity, so `rfs umount --rm` finds this layer even once the daemon
-        // is gone; the layer is kept from here on even if the record cannot be written.
-        let device = mountinfo::top_at(&abs)
-            .filter(mountinfo::MountEntry::is_rfs)
-            .map(|e| e.device);
-        if let Err(e) = layer.mounted(device) {
-            log::warn!("recording the mount in {}: {e}", layer.dir().display());
-        }
-    }
-    report(&mut ready, &format!("OK\n{notice}"));
-    if ready.is_none() && !notice.is_empty() && args.foreground {
-        eprint!("{notice}");
+    match ready {
+        Some(ready) => ready.send(&Readiness::Ready {
+            notice: notice.clone(),
+        }),
+        None => eprint!("{notice}"),
     }
     // Daemon: stop writing to the caller's terminal.
     if !args.foreground {
@@ -256,57 +165,14 @@ fn serve(
             .write(true)
             .open("/dev/null")
         {
-            let fd = null.as_raw_fd();
             let _ = nix::unistd::dup2_stdin(&null);
             let _ = nix::unistd::dup2_stdout(&null);
             if std::env::var_os("RFS_LOG").is_none() {
                 let _ = nix::unistd::dup2_stderr(&null);
             }
-            let _ = fd;
         }
     }
-    // A thread waits for the (blocked) signals; the main thread watches both it and the
-    // session, which ends by itself when the filesystem is unmounted from outside.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        while let Ok(sig) = signals.wait() {
-            if tx.send(sig).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        if session.guard.is_finished() {
-            break;
-        }
-        let Some(sig) = next_signal(&rx) else {
-            continue;
-        };
-        log::info!("{sig}: unmounting");
-        if unmount_on_signal(&abs, mountpoint, args) {
-            // The kernel ends the session once the mount is gone, which for a detached
-            // mount is when its last user leaves. Another signal stops serving at once.
-            while !session.guard.is_finished() {
-                if next_signal(&rx).is_some() {
-                    say(
-                        args,
-                        &format!(
-                            "rfs: stopped serving {}; the processes still inside get errors \
-                             until they leave",
-                            mountpoint.display()
-                        ),
-                    );
-                    break;
-                }
-            }
-            break;
-        }
-    }
-    // Dropping the session would unmount the mountpoint *by path* (fuser cannot tell that
-    // its mount is gone), which would take down a newer mount at the same place: podman
-    // remounts a container's merged dir right after unmounting it. The process exits now,
-    // so leak it instead.
-    std::mem::forget(session);
+    mounted.serve_until_unmounted(signals, &|msg| say(args, msg));
     if let Some(layer) = fresh {
         let dir = layer.dir().to_owned();
         match layer.finish() {
@@ -323,41 +189,93 @@ fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The next signal within 200 ms, if one comes.
-fn next_signal(rx: &std::sync::mpsc::Receiver<Signal>) -> Option<Signal> {
-    match rx.recv_timeout(Duration::from_millis(200)) {
-        Ok(sig) => Some(sig),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-        // The waiting thread is gone (sigwait failed): wait without it, not in a busy loop.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::thread::sleep(Duration::from_millis(200));
-            None
+/// Everything up to a mount that is ready: the layers, the upper (a fresh one made here is
+/// deleted if this fails: it is dropped), the union, the mount, the fresh layer's record.
+fn start(
+    root: &Path,
+    source: Option<&Path>,
+    mountpoint: &Path,
+    args: &MountArgs,
+    what: &str,
+    signals: &SigSet,
+) -> Result<Started> {
+    // The daemon keeps its working directory, but the absolute path is what the layer's
+    // record names.
+    let abs = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+    let ids = shown_ids(args)?;
+    let layers = match (source, &args.lower) {
+        (_, Some(lower)) => lower_dirs(lower)?,
+        (Some(src), None) => crate::commands::image_layers(root, src, args.platform.as_deref())?,
+        (None, None) => bail!("nothing to mount"),
+    };
+    let lower = LowerTree::build(layers)?;
+    let mut notice = String::new();
+    let mut fresh = None;
+    let upper = if args.read_only {
+        None
+    } else {
+        Some(match (&args.upper, &args.work) {
+            (Some(u), Some(w)) => UpperDirs {
+                upper: u.clone(),
+                work: w.clone(),
+            },
+            _ => {
+                let layer = fresh_layer(root, source, args, &abs)?;
+                notice = format!(
+                    "rfs: writable layer in {}{}\n",
+                    layer.upper().display(),
+                    if args.rm {
+                        " (deleted at unmount: --rm)"
+                    } else {
+                        ""
+                    }
+                );
+                let dirs = UpperDirs {
+                    upper: layer.upper(),
+                    work: layer.work(),
+                };
+                fresh = Some(layer);
+                dirs
+            }
+        })
+    };
+    let built = Serve {
+        lower,
+        upper,
+        config: UnionConfig::default(),
+        mountpoint: mountpoint.to_owned(),
+        options: MountOptions {
+            fsname: format!("rfs:{what}"),
+            allow_other: nix::unistd::geteuid().is_root(),
+            read_only: args.read_only,
+            threads: args.threads,
+            ids,
+            fsync: !args.no_fsync,
+            passthrough: !args.no_passthrough && rfs_fs::sys::is_initial_root(),
+        },
+    }
+    .build()?;
+    // An image's root directory has an owner and mode that the fresh upper's root should
+    // show; --lower directories keep the kernel's rule (the upper root's own attributes).
+    if fresh.is_some() && args.lower.is_none() {
+        built.union().adopt_lower_root_owner()?;
+    }
+    let mounted = built.mount(signals)?;
+    if let Some(layer) = fresh.as_mut() {
+        // The mount's identity, so `rfs umount --rm` finds this layer even once the daemon
+        // is gone; the layer is kept from here on even if the record cannot be written.
+        let device = mountinfo::top_at(mounted.absolute())
+            .filter(mountinfo::MountEntry::is_rfs)
+            .map(|e| e.device);
+        if let Err(e) = layer.mounted(device) {
+            log::warn!("recording the mount in {}: {e}", layer.dir().display());
         }
     }
-}
-
-/// Unmounts `abs` (shown as `mountpoint`) because a signal asked to; whether it is unmounted
-/// or detached. A failure is reported and the mount kept: exiting would leave it dead.
-fn unmount_on_signal(abs: &Path, mountpoint: &Path, args: &MountArgs) -> bool {
-    match unmount(abs) {
-        Ok(Unmounted::Now) => true,
-        Ok(Unmounted::Lazily) => {
-            say(args, &detached_message(mountpoint));
-            true
-        }
-        // Unmounted from outside meanwhile: the session is ending.
-        Err(_) if mountinfo::top_at(abs).is_none() => true,
-        Err(e) => {
-            say(
-                args,
-                &format!(
-                    "rfs: unmounting {}: {e:#}; still serving it",
-                    mountpoint.display()
-                ),
-            );
-            false
-        }
-    }
+    Ok(Started {
+        mounted,
+        fresh,
+        notice,
+    })
 }
 
 /// Tells the user: on stderr in the foreground, in the log for a daemon (whose stderr is

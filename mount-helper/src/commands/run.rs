@@ -2,20 +2,17 @@
 //! FUSE from inside the container's user namespace, the command's exit status passed on.
 //!
 //! This process stays single-threaded until the sandbox is forked (see
-//! `rfs_runner::process`): it opens the image, builds the `UnionFs` (so rootless ownership
-//! goes to `user.containers.override_stat`, decided before any namespace), creates
-//! `<root>/containers/<id>/{upper,work,rootfs,…}`, the run spec and, when the image lacks a
-//! mountpoint, the init layer (`rfs_fs::init_layer`), then forks. The sandbox mounts the union
-//! on `rootfs/`, starts the init (`super::init`) as pid 1 of a new pid namespace, waits for
-//! it and unmounts. Errors before the container starts leave nothing behind (the
-//! container directory is removed) and exit with 125; afterwards the exit status is the
-//! command's (128+N for a signal).
+//! `rfs_runner::process`): it opens the image, creates `<root>/containers/<id>/{upper,work,
+//! rootfs,…}`, the run spec and, when the image lacks a mountpoint, the init layer
+//! (`rfs_fs::init_layer`), builds the union (`crate::serve`), then forks. The sandbox mounts
+//! the union on `rootfs/`, starts the init (`super::init`) as pid 1 of a new pid namespace,
+//! reports its readiness over the handshake pipe, waits for the init and unmounts. Errors
+//! before the container starts leave nothing behind (the container directory is removed)
+//! and exit with 125; afterwards the exit status is the command's (128+N for a signal).
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
@@ -23,7 +20,8 @@ use nix::unistd::Pid;
 
 use rfs_fs::fuse::MountOptions;
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
-use rfs_fs::union::{Ownership, UnionConfig, UnionFs, UpperDirs};
+use rfs_fs::ovl::Namespace;
+use rfs_fs::union::{Ownership, UnionConfig, UpperDirs};
 use rfs_runner::image_config::{ImageConfig, command_line, environment};
 use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
@@ -34,6 +32,7 @@ use rfs_runner::userns::{self, IdMapping};
 
 use super::store::Container;
 use crate::cli::{NetMode, RunArgs};
+use crate::serve::{self, Built, HandshakeError, Notifier, Readiness, Serve};
 
 /// Exit status when rfs itself fails before the command starts (as docker run).
 const SETUP_FAILED: u8 = 125;
@@ -103,6 +102,7 @@ impl Drop for RemoveOnFailure {
 }
 
 fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    serve::tune_memory();
     // Prerequisites first: a missing one means nothing is created.
     userns::check_user_namespaces()?;
     let mapping = IdMapping::for_current_user()?;
@@ -191,26 +191,50 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     spec.write(&spec_path)?;
 
     let tree = with_init_layer(layers, &spec, &dir)?;
-    let upper_dirs = UpperDirs { upper, work };
-    // Rootless: the upper is opened here, as the real user, so every file of it stays ours
-    // to delete; ownership other than ours goes to user.containers.override_stat. The daemon
-    // serves from the container's user namespace, where we are root (uid and gid 0), so
-    // that is what "ours" is. Root: the upper is opened in the sandbox, as root of the
-    // (identity-mapped) user namespace, because rfs-fs probes there whether trusted.* xattrs
-    // work (they do not in a user namespace, and do here); ownership is the host's.
-    let fs = if mapping == IdMapping::Identity {
-        Filesystem::OpenInSandbox(tree, upper_dirs)
+    // The union is opened here, before any namespace, as the real user: so every file of a
+    // rootless upper stays ours to delete. It is served from the container's user namespace,
+    // so its config says what it will be there: root, whose ownership is the host's
+    // (identity mapping) or, rootless, ours (uid and gid 0 there), other owners going to
+    // user.containers.override_stat; and markers in user.*, as trusted.* can be neither set
+    // nor read inside a user namespace.
+    let ownership = if mapping == IdMapping::Identity {
+        Ownership::Host
     } else {
-        let config = UnionConfig {
-            ownership: Ownership::Override {
-                own_uid: 0,
-                own_gid: 0,
-            },
-        };
-        let fs = UnionFs::with_config(tree, Some(upper_dirs), config)
-            .context("opening the container's writable layer")?;
-        Filesystem::Open(Arc::new(fs))
+        Ownership::Override {
+            own_uid: 0,
+            own_gid: 0,
+        }
     };
+    let fs = Serve {
+        lower: tree,
+        upper: Some(UpperDirs { upper, work }),
+        config: UnionConfig {
+            ownership,
+            markers: Some(Namespace::User),
+        },
+        mountpoint: rootfs.clone(),
+        options: MountOptions {
+            fsname: format!("rfs:{}", args.source.display()),
+            allow_other: true,
+            read_only: false,
+            threads: args.threads,
+            // With a single mapped id the kernel would show every other owner as the
+            // overflow id; show them as root instead, as fuse-overlayfs's squash_to_root.
+            ids: if mapping.is_single() {
+                rfs_fs::fuse::IdMapping {
+                    squash_uid: Some(0),
+                    squash_gid: Some(0),
+                    ..rfs_fs::fuse::IdMapping::default()
+                }
+            } else {
+                rfs_fs::fuse::IdMapping::default()
+            },
+            fsync: true,
+            // Inside the container's user namespace the kernel refuses backing files.
+            passthrough: false,
+        },
+    }
+    .build()?;
     if let Some(n) = mapping.notice() {
         eprintln!("{n}");
     }
@@ -224,25 +248,21 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         None
     };
     let signals = process::block_signals(&[Signal::SIGWINCH])?;
-    let (report_read, report_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating a pipe")?;
+    let (notifier, waiter) = serve::handshake()?;
     let sandbox = Sandbox {
         fs: Some(fs),
         spec: &spec,
         spec_path: &spec_path,
         rootfs: &rootfs,
-        source: &args.source,
-        threads: args.threads,
         stdin: if args.interactive {
             StdinMode::Inherit
         } else {
             StdinMode::Null
         },
         tty: pty.as_ref().map(|p| &p.slave),
-        squash_owners: mapping.is_single(),
     };
     let sandbox_pid = process::spawn_sandbox(spec.network, &mapping, &Linux, move || {
-        sandbox.run(report_write)
+        sandbox.run(notifier)
     })
     .context(
         "creating the container's namespaces (are unprivileged user namespaces allowed? see \
@@ -250,14 +270,17 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     )?;
     let pty_master = pty.map(|p| p.master);
 
-    let mut line = String::new();
-    let _ = BufReader::new(std::fs::File::from(report_read)).read_line(&mut line);
-    if !line.starts_with("ok") {
+    let not_started = match waiter.wait() {
+        Ok(Readiness::Ready { notice }) => {
+            eprint!("{notice}");
+            None
+        }
+        Ok(Readiness::Failed { reason }) => Some(reason),
+        Err(HandshakeError::Closed) => Some("the container process exited".to_string()),
+        Err(e) => Some(format!("the container process: {e}")),
+    };
+    if let Some(why) = not_started {
         let _ = nix::sys::wait::waitpid(sandbox_pid, None);
-        let why = line
-            .trim()
-            .strip_prefix("err ")
-            .unwrap_or("the container process exited");
         bail!("starting the container: {why}");
     }
     state.status = Status::Running;
@@ -370,101 +393,57 @@ enum StdinMode {
     Null,
 }
 
-/// The container's union, or what it is made of.
-enum Filesystem {
-    Open(Arc<UnionFs>),
-    OpenInSandbox(LowerTree, UpperDirs),
-}
-
 /// What the sandbox process does once in its namespaces.
 struct Sandbox<'a> {
-    /// Taken when the sandbox mounts it.
-    fs: Option<Filesystem>,
+    /// The container's union, built; taken when the sandbox mounts it.
+    fs: Option<Built>,
     spec: &'a RunSpec,
     /// Where `spec` is written, for the init to read.
     spec_path: &'a Path,
+    /// Where the union is mounted.
     rootfs: &'a Path,
-    source: &'a Path,
-    threads: usize,
     stdin: StdinMode,
     tty: Option<&'a OwnedFd>,
-    /// Show every file as owned by root (single-id user namespace).
-    squash_owners: bool,
 }
 
 impl Sandbox<'_> {
-    /// Mounts the union, starts the init, reports `ok <pid>` (or `err <why>`) on `report`,
-    /// waits, unmounts. Returns the init's exit status.
-    fn run(mut self, report: OwnedFd) -> i32 {
-        let mut report = std::fs::File::from(report);
-        let fail = |report: &mut std::fs::File, e: &dyn std::fmt::Display| {
-            let _ = writeln!(report, "err {e}");
+    /// Mounts the union, starts the init, reports its [`Readiness`] on `ready`, waits,
+    /// unmounts. Returns the init's exit status.
+    fn run(mut self, ready: Notifier) -> i32 {
+        let fail = |ready: Notifier, reason: String| {
+            ready.send(&Readiness::Failed { reason });
             125
         };
         let signals = match process::block_signals(&[]) {
             Ok(s) => s,
-            Err(e) => return fail(&mut report, &process::chain(&e)),
+            Err(e) => return fail(ready, process::chain(&e)),
         };
-        let opts = MountOptions {
-            fsname: format!("rfs:{}", self.source.display()),
-            allow_other: true,
-            read_only: false,
-            threads: self.threads,
-            // With a single mapped id the kernel would show every other owner as the
-            // overflow id; show them as root instead, as fuse-overlayfs's squash_to_root.
-            ids: if self.squash_owners {
-                rfs_fs::fuse::IdMapping {
-                    squash_uid: Some(0),
-                    squash_gid: Some(0),
-                    ..rfs_fs::fuse::IdMapping::default()
-                }
-            } else {
-                rfs_fs::fuse::IdMapping::default()
-            },
-            fsync: true,
-            // Inside the container's user namespace the kernel refuses backing files.
-            passthrough: false,
+        let Some(fs) = self.fs.take() else {
+            return fail(ready, "no filesystem to mount".to_string());
         };
-        let fs = match self.fs.take() {
-            None => return fail(&mut report, &"no filesystem to mount"),
-            Some(Filesystem::Open(fs)) => fs,
-            Some(Filesystem::OpenInSandbox(tree, upper)) => {
-                let config = UnionConfig {
-                    ownership: Ownership::Host,
-                };
-                match UnionFs::with_config(tree, Some(upper), config) {
-                    Ok(fs) => Arc::new(fs),
-                    Err(e) => {
-                        return fail(
-                            &mut report,
-                            &format!("opening the container's writable layer: {e}"),
-                        );
-                    }
-                }
-            }
-        };
-        let session = match rfs_fs::fuse::spawn_mount(fs, self.rootfs, &opts) {
-            Ok(s) => s,
+        let mounted = match fs.mount(&signals) {
+            Ok(m) => m,
             Err(e) => {
                 return fail(
-                    &mut report,
-                    &format!("mounting the image on {}: {e}", self.rootfs.display()),
+                    ready,
+                    format!("mounting the image on {}: {e:#}", self.rootfs.display()),
                 );
             }
         };
         let code = match self.start_init() {
             Ok(init) => {
-                let _ = writeln!(report, "ok {init}");
-                drop(report);
+                ready.send(&Readiness::Ready {
+                    notice: String::new(),
+                });
                 wait_forwarding(init, &signals, false, &mut |_| true).unwrap_or_else(|e| {
                     eprintln!("rfs: {}", process::chain(&e));
                     125
                 })
             }
-            Err(e) => fail(&mut report, &format!("{e:#}")),
+            Err(e) => fail(ready, format!("{e:#}")),
         };
-        if let Err(e) = session.umount_and_join() {
-            eprintln!("rfs: unmounting {}: {e}", self.rootfs.display());
+        if let Err(e) = mounted.unmount() {
+            eprintln!("rfs: {e:#}");
         }
         code
     }

@@ -245,8 +245,7 @@ fn overlay_invocation_maps_ids_as_fuse_overlayfs_documents() {
     std::os::unix::fs::chown(lower.join("sub"), Some(100005), Some(100005)).unwrap();
     std::os::unix::fs::chown(lower.join("stray"), Some(7), Some(7)).unwrap();
     // As a rootless podman would map: container 0 = host 1000, 1.. = host 100000..
-    let bin = s.dir.path().join("rfs-overlay");
-    std::fs::copy(crate::common::rfs_bin(), &bin).unwrap();
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs-overlay"));
     let opts = format!(
         "lowerdir={},upperdir={},workdir={},uidmapping=0:1000:1:1:100000:65536,\
          gidmapping=0:1000:1:1:100000:65536",

@@ -482,6 +482,42 @@ fn run_as_root_writes_land_in_the_containers_upper() {
     );
 }
 
+/// rfs builds a container's union before the container's user namespace exists, as root
+/// who could write `trusted.*` xattrs, but serves it from inside, where `trusted.*` can be
+/// neither set nor read: the upper's markers (an opaque directory, a copied-up file's
+/// origin) are in `user.*`, and the container sees its own changes through them.
+#[test]
+fn run_as_root_keeps_the_uppers_markers_in_user_xattrs() {
+    let test = "run_as_root_keeps_the_uppers_markers_in_user_xattrs";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    let out = env.run_busybox(
+        &["--name", "marks", "--user", "root"],
+        &[
+            "rm -r /home/app && mkdir /home/app && touch /home/app/new && chmod 600 /etc/passwd \
+           && ls -a /home/app && stat -c %a /etc/passwd",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(text(&out), ".\n..\nnew\n600\n");
+    let upper = env.container_dir("marks").join("upper");
+    let names = |rel: &str| crate::differential::xattr::list(&upper.join(rel)).unwrap();
+    let (dir, file) = (names("home/app"), names("etc/passwd"));
+    assert!(
+        dir.iter().any(|n| n == "user.overlay.opaque"),
+        "home/app: {dir:?}"
+    );
+    assert!(
+        file.iter().any(|n| n == "user.rfs.origin"),
+        "etc/passwd: {file:?}"
+    );
+    assert!(
+        !dir.iter().chain(&file).any(|n| n.starts_with("trusted.")),
+        "no trusted.* markers: {dir:?} {file:?}"
+    );
+}
+
 #[test]
 fn run_rootless_with_a_subuid_range() {
     let Some(env) = setup("run_rootless_with_a_subuid_range", Who::RangedUser) else {
