@@ -39,6 +39,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, DigestError};
+use crate::progress::Progress;
 
 pub use platform::Platform;
 
@@ -108,12 +109,6 @@ pub struct Image {
     /// archive has no manifest blob).
     pub manifest_digest: Option<Digest>,
 }
-
-/// A progress callback: (what is happening, bytes done, bytes in total). A total of 0
-/// means the size is not known in advance (a stream); such a step ends with a report whose
-/// `done` and `total` are equal. Each step reports at its start and end and at most every
-/// few MiB in between.
-pub type Progress<'a> = dyn Fn(&str, u64, u64) + Sync + 'a;
 
 /// How to open a SOURCE.
 pub struct OpenOptions<'a> {
@@ -430,6 +425,15 @@ pub enum Error {
         /// What is wrong with it.
         problem: &'static str,
     },
+}
+
+impl From<crate::durable::FileError> for Error {
+    fn from(e: crate::durable::FileError) -> Error {
+        Error::Store {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Opens SOURCE, detecting its kind from its content, and returns its verified layers.

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::blob::PROGRESS_STEP;
 use super::{Error, Image, OpenOptions, Platform, SourceKind, open};
 use crate::digest::Digest;
+use crate::progress::STEP;
 
 /// The images directory, or `None` (after printing why) when the tests are to be skipped.
 fn images() -> Option<PathBuf> {
@@ -418,11 +418,11 @@ fn a_second_open_of_an_unchanged_image_hashes_nothing() {
         );
         assert!(second < first, "{name}: {second:?} vs {first:?}");
 
-        // Reports come at most every PROGRESS_STEP bytes, plus the first and the last.
+        // Reports come at most every STEP bytes, plus the first and the last.
         for window in first_reports.windows(2) {
             let ((what, done, total), (next_what, next_done, _)) = (&window[0], &window[1]);
             if what == next_what && next_done < total {
-                assert!(next_done - done >= PROGRESS_STEP, "{window:?}");
+                assert!(next_done - done >= STEP, "{window:?}");
             }
         }
     }

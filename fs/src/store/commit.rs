@@ -12,11 +12,13 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::blobs::{HashingWriter, Progress, ProgressWriter, TempFile};
+use super::blobs::HashingWriter;
 use super::changes::{self, UpperOwners};
 use super::{Error, ImageMeta, Reference, Store, StoredImage, Timestamp, cached_index, layer_size};
 use crate::digest::Digest;
+use crate::durable::TempFile;
 use crate::lower::{LayerInput, LowerTree};
+use crate::progress::{Progress, ProgressWriter};
 
 /// How to commit.
 #[derive(Default)]

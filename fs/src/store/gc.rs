@@ -14,11 +14,11 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::blobs::TMP_PREFIX;
 use super::{
     Error, INDEXES_DIR, ImageRecord, LEASES_DIR, LeaseRecord, META_DIR, Reference, Store, diff_ids,
 };
 use crate::digest::Digest;
+use crate::durable::TMP_PREFIX;
 
 /// What `rfs rmi` did for one argument.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

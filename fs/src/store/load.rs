@@ -20,11 +20,13 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::blobs::{self, HashingWriter, Progress, ProgressReader, TempFile};
+use super::blobs::{self, HashingWriter};
 use super::oci::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Index};
 use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, index_layer, layer_size};
 use crate::digest::Digest;
+use crate::durable::{TempFile, write_atomic};
 use crate::image::{self, MAX_METADATA_BYTES, OpenOptions, Platform};
+use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{Limits, codec};
 
 /// How to load.
@@ -459,7 +461,7 @@ impl Store {
             tmp.persist(&dest)?;
         }
         let cache = self.root.join(super::INDEXES_DIR).join(diff_id.hex());
-        if let Err(e) = blobs::write_atomic(&cache, &codec::encode(&index), 0o644) {
+        if let Err(e) = write_atomic(&cache, &codec::encode(&index), 0o644) {
             log::warn!("{e}: layer index not cached");
         }
         let blob_size = fs::metadata(&dest)

@@ -60,11 +60,12 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::durable::{TempFile, write_atomic};
 use crate::image::MAX_METADATA_BYTES;
 use crate::lower::{LayerInput, LowerTree};
+use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{self, EntryKind, TarIndex};
 
-pub use blobs::Progress;
 pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer};
 pub use commit::{CommitOptions, Committed, apply_changes};
 pub use gc::{PruneReport, Removed};
@@ -76,7 +77,6 @@ pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;
 pub use time::Timestamp;
 
-use blobs::write_atomic;
 use oci::ANNOTATION_REF_NAME;
 
 /// The layout's root document.
@@ -238,6 +238,16 @@ pub enum Error {
 impl From<crate::image::Error> for Error {
     fn from(e: crate::image::Error) -> Error {
         Error::Image(Box::new(e))
+    }
+}
+
+impl From<crate::durable::FileError> for Error {
+    fn from(e: crate::durable::FileError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
@@ -652,7 +662,7 @@ impl Store {
         let path = self.meta_path(id);
         let result = serde_json::to_vec(meta)
             .map_err(|e| Error::io("encoding", &path, io::Error::other(e)))
-            .and_then(|bytes| write_atomic(&path, &bytes, 0o644));
+            .and_then(|bytes| Ok(write_atomic(&path, &bytes, 0o644)?));
         if let Err(e) = result {
             log::warn!("{e}");
         }
@@ -721,7 +731,7 @@ impl Store {
         let dir = self.root.join(LEASES_DIR);
         // Leases of mounts that have ended would otherwise pile up until the next prune.
         self.sweep_leases(None);
-        let mut tmp = blobs::TempFile::create(&dir, 0o644)?;
+        let mut tmp = TempFile::create(&dir, 0o644)?;
         let record = LeaseRecord {
             pid: std::process::id(),
             what: what.to_owned(),
@@ -963,7 +973,7 @@ fn index_layer(
         .metadata()
         .map_err(|e| Error::io("reading", blob, e))?
         .len();
-    let reader = blobs::ProgressReader::new(file, what, len, progress);
+    let reader = ProgressReader::new(file, what, len, progress);
     let index =
         tar_index::build(BufReader::with_capacity(1 << 16, reader), limits).map_err(|source| {
             Error::BadLayer {

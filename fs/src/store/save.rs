@@ -15,13 +15,13 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use super::blobs::{Progress, ProgressReader};
 use super::oci::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_MANIFEST, OCI_LAYOUT,
     PlatformJson,
 };
 use super::{Error, Reference, Store, StoredImage};
 use crate::digest::Digest;
+use crate::progress::{Progress, ProgressReader};
 
 /// Which archive `rfs save` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -264,7 +264,7 @@ fn concurrent_loads_of_one_image_all_succeed() {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(blobs::TMP_PREFIX)
+                .starts_with(crate::durable::TMP_PREFIX)
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

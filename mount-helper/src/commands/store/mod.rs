@@ -48,8 +48,8 @@ pub(crate) fn open(root: Option<PathBuf>) -> Result<Store> {
 }
 
 /// Calls `f` with a progress callback that draws on a terminal only.
-pub(crate) fn with_progress<T>(f: impl FnOnce(&rfs_fs::store::Progress<'_>) -> T) -> T {
-    let progress = crate::progress::Progress::new();
+pub(crate) fn with_progress<T>(f: impl FnOnce(&rfs_fs::progress::Progress<'_>) -> T) -> T {
+    let progress = crate::progress::ProgressDisplay::new();
     let report = |what: &str, done: u64, total: u64| progress.update(what, done, total);
     f(&report)
 }
