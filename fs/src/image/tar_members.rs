@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::blob::Extent;
+use super::model::{DOCKER_MANIFEST_JSON, INDEX_JSON, OCI_LAYOUT_FILE};
 use super::{Error, Location};
 use crate::tar_index;
 
@@ -34,12 +35,6 @@ const MAX_LINK_HOPS: usize = 40;
 
 /// The tar block size.
 const BLOCK: u64 = 512;
-
-/// The docker archive marker.
-pub(super) const DOCKER_MANIFEST: &str = "manifest.json";
-/// The OCI layout markers.
-const OCI_INDEX: &str = "index.json";
-const OCI_LAYOUT: &str = "oci-layout";
 
 /// What a member is, as far as finding data goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,7 +142,7 @@ impl TarMembers {
         };
         if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&name) {
             // Markers are still recorded, so a huge image archive is recognised (and refused).
-            if ![DOCKER_MANIFEST, OCI_INDEX, OCI_LAYOUT].contains(&name.as_str()) {
+            if ![DOCKER_MANIFEST_JSON, INDEX_JSON, OCI_LAYOUT_FILE].contains(&name.as_str()) {
                 self.overflowed = true;
                 return;
             }
@@ -183,12 +178,12 @@ impl TarMembers {
 
     /// Whether the archive has a top-level `manifest.json` (a docker archive).
     pub(super) fn has_docker_manifest(&self) -> bool {
-        self.members.contains_key(DOCKER_MANIFEST)
+        self.members.contains_key(DOCKER_MANIFEST_JSON)
     }
 
     /// Whether the archive has a top-level `index.json` and `oci-layout` (an OCI layout).
     pub(super) fn has_oci_layout(&self) -> bool {
-        self.members.contains_key(OCI_INDEX) && self.members.contains_key(OCI_LAYOUT)
+        self.members.contains_key(INDEX_JSON) && self.members.contains_key(OCI_LAYOUT_FILE)
     }
 
     /// Whether a member of this name exists (links are not followed).

@@ -22,9 +22,10 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use rfs_fs::fuse::MountOptions;
+use rfs_fs::image::model::ImageConfig;
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
 use rfs_fs::union::{Ownership, UnionConfig, UnionFs, UpperDirs};
-use rfs_runner::image_config::{ImageConfig, command_line, environment};
+use rfs_runner::image_config::{ImageDefaults, command_line, environment};
 use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
 use rfs_runner::spec::{BindMount, Network, RunSpec};
@@ -67,6 +68,19 @@ fn volume(spec: &str) -> Result<BindMount> {
         target: PathBuf::from(ctr),
         read_only,
     })
+}
+
+/// What the image config gives a container unless the command line says otherwise (all empty
+/// for a flat rootfs tar, which has no config).
+fn image_defaults(config: Option<&ImageConfig>) -> ImageDefaults {
+    let section = config.and_then(|c| c.config.clone()).unwrap_or_default();
+    ImageDefaults {
+        env: section.env.unwrap_or_default(),
+        entrypoint: section.entrypoint.unwrap_or_default(),
+        cmd: section.cmd.unwrap_or_default(),
+        working_dir: section.working_dir.unwrap_or_default(),
+        user: section.user.unwrap_or_default(),
+    }
 }
 
 /// /dev/fuse must open read-write, in this process, or no container can mount its root.
@@ -114,7 +128,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let image = super::store::open_image(&root, &args.source, args.platform.as_deref())
         .with_context(|| format!("reading image {}", args.source.display()))?;
     let layers = image.layers;
-    let config = ImageConfig::from_json(image.config.as_ref());
+    let config = image_defaults(image.config.as_ref());
     let image_id = image.image_id;
     let argv = command_line(&config, args.entrypoint.as_deref(), &args.command)?;
     let volumes = args

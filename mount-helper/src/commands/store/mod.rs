@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 
 use rfs_fs::digest::Digest;
+use rfs_fs::image::model::ImageConfig;
 use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::store::{Lease, Store, StoredImage, UpperOwners};
 
@@ -69,7 +70,7 @@ fn keep(lease: Lease) {
 #[allow(dead_code)]
 pub(crate) struct OpenedImage {
     /// The image config (`None` for a flat rootfs tar).
-    pub(crate) config: Option<serde_json::Value>,
+    pub(crate) config: Option<ImageConfig>,
     /// The layers, base first, indexed.
     pub(crate) layers: Vec<LayerInput>,
     /// The store image ID, when the image came from the store.
@@ -126,7 +127,7 @@ pub(crate) fn open_image(
         keep(store.lease(&format!("mount {}", source.display()), &leased)?);
     }
     Ok(OpenedImage {
-        config: image.config,
+        config: image.config.map(|c| c.parsed),
         layers,
         image_id: None,
     })
