@@ -47,10 +47,7 @@ pub fn open_layers(
     source: &Path,
     opts: &SourceOptions<'_>,
 ) -> Result<(Image, Vec<LayerInput>), Error> {
-    let platform = match opts.platform {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    };
+    let platform = Platform::parse_or_host(opts.platform)?;
     let image = image::open(
         source,
         &OpenOptions {

@@ -1,5 +1,6 @@
 //! Compressed layers: recognising the format from magic bytes ([`Compression::sniff`]) and
 //! decompressing a layer once into `<root>/blobs/sha256/<diff_id hex>` ([`RootDir::decompress`]).
+//! `rfs import` streams a compressed rootfs tar through the same sniffing and [`Decoder`].
 //!
 //! The format is taken from the bytes, never from the media type alone: registries and tools do
 //! mislabel blobs (an `application/vnd.oci.image.layer.v1.tar+gzip` that is plain tar happens),
@@ -22,11 +23,11 @@ use crate::durable::TempFile;
 use crate::progress::STEP;
 
 /// How many leading bytes [`Compression::sniff`] looks at.
-pub(super) const MAGIC_LEN: usize = 6;
+pub(crate) const MAGIC_LEN: usize = 6;
 
 /// What a blob's first bytes say about its encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Compression {
+pub(crate) enum Compression {
     /// Not a known compression magic: taken as an uncompressed tar (the tar reader checks it).
     None,
     /// gzip (RFC 1952), possibly several members, as `pigz` writes.
@@ -39,7 +40,7 @@ pub(super) enum Compression {
 
 impl Compression {
     /// Classifies a blob by its first bytes (at least [`MAGIC_LEN`] of them when available).
-    pub(super) fn sniff(magic: &[u8]) -> Compression {
+    pub(crate) fn sniff(magic: &[u8]) -> Compression {
         if magic.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
         } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -65,14 +66,14 @@ impl Compression {
 }
 
 /// A streaming decoder over a buffered source, of whichever supported format.
-enum Decoder<R: BufRead> {
+pub(crate) enum Decoder<R: BufRead> {
     Gzip(flate2::bufread::MultiGzDecoder<R>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
 impl<R: BufRead> Decoder<R> {
     /// A decoder for `compression`, which must be gzip or zstd.
-    fn new(compression: Compression, source: R) -> io::Result<Decoder<R>> {
+    pub(crate) fn new(compression: Compression, source: R) -> io::Result<Decoder<R>> {
         match compression {
             Compression::Gzip => Ok(Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(source))),
             Compression::Zstd => Ok(Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(

@@ -30,7 +30,7 @@
 //! into the store), and one reader per format: `docker_archive`, `oci_layout`, `rootfs_tar`.
 
 mod blob;
-mod compress;
+pub(crate) mod compress;
 mod docker_archive;
 pub mod model;
 mod oci_layout;
@@ -526,7 +526,7 @@ fn compressed_file_format(path: &Path) -> Result<Option<&'static str>, Error> {
 }
 
 /// Fills as much of `buf` as `reader` has; returns how many bytes were read.
-fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {

@@ -36,6 +36,16 @@ impl Platform {
         }
     }
 
+    /// The platform `spec` names (see [`Platform::parse`]), or this machine's if there is none:
+    /// what a `--platform` option means.
+    ///
+    /// # Errors
+    ///
+    /// As [`Platform::parse`].
+    pub fn parse_or_host(spec: Option<&str>) -> Result<Platform, Error> {
+        spec.map_or_else(|| Ok(Platform::host()), Platform::parse)
+    }
+
     /// Parses `os/architecture[/variant]`, such as `linux/arm64/v8` or `linux/amd64`.
     ///
     /// Architecture aliases are normalised (`x86_64` → `amd64`, `aarch64` → `arm64`).

@@ -23,7 +23,8 @@ use super::blobs::{self, HashingWriter};
 use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, index_layer, layer_size};
 use crate::digest::Digest;
 use crate::durable::{TempFile, write_atomic};
-use crate::image::{self, OpenOptions, Platform, SourceKind};
+use crate::image::compress::{Compression, Decoder, MAGIC_LEN};
+use crate::image::{self, OpenOptions, Platform, SourceKind, read_up_to};
 use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{Limits, codec};
 
@@ -111,10 +112,7 @@ impl Store {
     /// rootfs tar, or a store write failure. Nothing is named unless every blob is stored.
     pub fn load(&self, source: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, Error> {
         let _lock = self.lock_shared()?;
-        let platform = match opts.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        };
+        let platform = Platform::parse_or_host(opts.platform)?;
         let opened = image::open(
             source,
             &OpenOptions {
@@ -200,10 +198,7 @@ impl Store {
     /// the store cannot be written.
     pub fn import(&self, source: &Path, opts: &ImportOptions<'_>) -> Result<Loaded, Error> {
         let _lock = self.lock_shared()?;
-        let platform = match opts.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        };
+        let platform = Platform::parse_or_host(opts.platform)?;
         let (input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
             (Box::new(io::stdin().lock()), 0)
         } else {
@@ -214,27 +209,19 @@ impl Store {
         // Progress counts the bytes read from SOURCE, so a compressed tar's percentage is
         // right although more bytes come out of the decompressor than go in.
         let mut input = ProgressReader::new(input, "importing", total, opts.progress);
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < magic.len() {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading", source, e)),
-            }
-        }
+        let mut magic = [0u8; MAGIC_LEN];
+        let got =
+            read_up_to(&mut input, &mut magic).map_err(|e| Error::io("reading", source, e))?;
         let head = io::Cursor::new(magic[..got].to_vec());
-        let stream = head.chain(input);
-        let mut reader: Box<dyn Read> = if magic[..got].starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(stream))
-        } else if magic[..got].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(
-                zstd::stream::read::Decoder::new(stream)
+        let stream = io::BufReader::new(head.chain(input));
+        let compression = Compression::sniff(&magic[..got]);
+        let mut reader: Box<dyn Read> = match compression {
+            Compression::Gzip | Compression::Zstd => Box::new(
+                Decoder::new(compression, stream)
                     .map_err(|e| Error::io("decompressing", source, e))?,
-            )
-        } else {
-            Box::new(stream)
+            ),
+            // Read as a tar, which the indexer then checks (xz or bzip2 fail there).
+            Compression::None | Compression::Unsupported(_) => Box::new(stream),
         };
 
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;

@@ -719,6 +719,20 @@ fn import_makes_a_one_layer_image_from_a_compressed_tar() {
     let comment = image.config.history[0].comment.as_deref().expect("comment");
     assert!(comment.starts_with("Imported from "), "{comment}");
 
+    // zstd and plain tars give the same layer: the sniffed first bytes go back in front.
+    let zst = f.path("rootfs.tar.zst");
+    fs::write(&zst, zstd::encode_all(&rootfs[..], 3).expect("zstd")).expect("write");
+    let plain = f.path("rootfs.tar");
+    fs::write(&plain, &rootfs).expect("write");
+    for source in [&zst, &plain] {
+        let again = f
+            .store
+            .import(source, &ImportOptions::default())
+            .expect("import");
+        let image = f.store.find(&again.id.to_string()).expect("find");
+        assert_eq!(image.diff_ids, [Digest::of_bytes(&rootfs)], "{source:?}");
+    }
+
     let not_tar = f.path("junk");
     fs::write(&not_tar, vec![7u8; 2000]).expect("junk");
     assert!(matches!(
