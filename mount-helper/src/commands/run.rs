@@ -29,9 +29,9 @@ use rfs_runner::image_config::{ImageDefaults, command_line, environment};
 use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
 use rfs_runner::spec::{BindMount, Network, RunSpec};
-use rfs_runner::state::{ContainerState, Status, Store};
+use rfs_runner::state::{ContainerState, ContainerStore, Status};
 use rfs_runner::syscall::Linux;
-use rfs_runner::userns::{self, IdMapping};
+use rfs_runner::userns::{self, UsernsMapping};
 
 use super::store::Container;
 use crate::cli::{NetMode, RunArgs};
@@ -119,7 +119,7 @@ impl Drop for RemoveOnFailure {
 fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     // Prerequisites first: a missing one means nothing is created.
     userns::check_user_namespaces()?;
-    let mapping = IdMapping::for_current_user()?;
+    let mapping = UsernsMapping::for_current_user()?;
     check_dev_fuse()?;
     let root = super::root_dir(root)?;
 
@@ -137,8 +137,8 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         .map(|v| volume(v))
         .collect::<Result<Vec<_>>>()?;
 
-    let store = Store::new(&root);
-    let id = Store::new_id()?;
+    let store = ContainerStore::new(&root);
+    let id = ContainerStore::new_id()?;
     let name = args
         .name
         .clone()
@@ -212,7 +212,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     // that is what "ours" is. Root: the upper is opened in the sandbox, as root of the
     // (identity-mapped) user namespace, because rfs-fs probes there whether trusted.* xattrs
     // work (they do not in a user namespace, and do here); ownership is the host's.
-    let fs = if mapping == IdMapping::Identity {
+    let fs = if mapping == UsernsMapping::Identity {
         Filesystem::OpenInSandbox(tree, upper_dirs)
     } else {
         let config = UnionConfig {

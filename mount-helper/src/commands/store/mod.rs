@@ -143,7 +143,7 @@ pub(crate) struct Container {
 impl Container {
     /// The container called `key` (name, ID or ID prefix), if any.
     pub(crate) fn find(root: &Path, key: &str) -> Result<Option<Container>> {
-        let containers = rfs_runner::state::Store::new(root);
+        let containers = rfs_runner::state::ContainerStore::new(root);
         let Some(state) = containers.find(key)? else {
             return Ok(None);
         };
