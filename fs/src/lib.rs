@@ -64,6 +64,7 @@
 #![deny(unsafe_code)]
 
 pub mod digest;
+mod durable;
 pub mod error;
 pub mod fuse;
 mod host_stat;
@@ -73,6 +74,7 @@ pub mod lower;
 pub mod name;
 pub mod ovl;
 mod prefetch;
+pub mod progress;
 pub mod source;
 pub mod store;
 pub mod sys;

@@ -121,7 +121,7 @@ enum Source {
 
 /// [`Source`] without its payload, as a frozen node keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SourceKind {
+enum SourceTag {
     Tar,
     Dir,
     Implicit,
@@ -154,7 +154,7 @@ pub struct LowerNode {
     pub layer: u16,
     /// File type.
     pub kind: FileKind,
-    source: SourceKind,
+    source: SourceTag,
     mtime: i64,
     size: u64,
     /// By kind: a directory's children (`start | len << 32`), a symlink's target in the
@@ -801,10 +801,10 @@ impl Builder {
                     if !xattrs.is_empty() {
                         tar_xattrs.insert(idx, xattrs);
                     }
-                    (SourceKind::Tar, data)
+                    (SourceTag::Tar, data)
                 }
-                Source::Dir => (SourceKind::Dir, 0),
-                Source::Implicit => (SourceKind::Implicit, 0),
+                Source::Dir => (SourceTag::Dir, 0),
+                Source::Implicit => (SourceTag::Implicit, 0),
             };
             let extra = match b.kind {
                 FileKind::Dir => pack_range(0, b.children.len() as u32),
@@ -852,7 +852,7 @@ impl Builder {
         let subdirs: Vec<u32> = nodes
             .iter()
             .map(|n| match (n.kind, n.source) {
-                (FileKind::Dir, SourceKind::Tar | SourceKind::Implicit) => {
+                (FileKind::Dir, SourceTag::Tar | SourceTag::Implicit) => {
                     let (start, len) = n.extra_range();
                     nodes[start as usize..][..len as usize]
                         .iter()
@@ -864,7 +864,7 @@ impl Builder {
             .collect();
         for ((n, g), sub) in nodes.iter_mut().zip(groups).zip(subdirs) {
             match (n.kind, n.source) {
-                (FileKind::Dir, SourceKind::Dir) => {}
+                (FileKind::Dir, SourceTag::Dir) => {}
                 (FileKind::Dir, _) => n.nlink = 2 + sub,
                 _ => n.nlink = group_count[&g],
             }
@@ -1096,7 +1096,7 @@ impl LowerTree {
             .map_or(DEFAULT_BLKSIZE, Layer::blksize);
         let imp = implied(n.kind, &n.meta(), size, blksize);
         match &self.host_stats {
-            Some(h) if n.source == SourceKind::Dir => h.get(i, &imp),
+            Some(h) if n.source == SourceTag::Dir => h.get(i, &imp),
             _ => StatExtra {
                 atime: imp.mtime,
                 ctime: imp.mtime,
@@ -1196,13 +1196,13 @@ impl LowerTree {
             return Err(Error::Invalid("not a regular file"));
         }
         match (n.source, &self.layers[usize::from(n.layer)]) {
-            (SourceKind::Tar, Layer::Tar { file, name }) => Ok(LowerFile::Tar {
+            (SourceTag::Tar, Layer::Tar { file, name }) => Ok(LowerFile::Tar {
                 file: Arc::clone(file),
                 start: n.extra,
                 size: n.size,
                 layer: Arc::clone(name),
             }),
-            (SourceKind::Dir, Layer::Dir { .. }) => self
+            (SourceTag::Dir, Layer::Dir { .. }) => self
                 .dir_layer_open(i, libc::O_RDONLY | libc::O_NOFOLLOW)
                 .map(LowerFile::Dir),
             _ => Err(Error::Invalid("not a regular file")),
@@ -1216,13 +1216,13 @@ impl LowerTree {
     pub fn xattrs(&self, i: u32) -> Result<Xattrs, Error> {
         let n = self.node(i);
         match n.source {
-            SourceKind::Tar => Ok(self.tar_xattrs.get(&i).map_or_else(Vec::new, |x| {
+            SourceTag::Tar => Ok(self.tar_xattrs.get(&i).map_or_else(Vec::new, |x| {
                 x.iter()
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
                     .collect()
             })),
-            SourceKind::Implicit => Ok(Vec::new()),
-            SourceKind::Dir => {
+            SourceTag::Implicit => Ok(Vec::new()),
+            SourceTag::Dir => {
                 let fd = self.dir_layer_open(i, libc::O_PATH | libc::O_NOFOLLOW)?;
                 let names = sys::list_xattr(fd.as_fd())
                     .map_err(|e| Error::io("listxattr lower", self.display_path(i), e))?;
@@ -1248,13 +1248,13 @@ impl LowerTree {
     pub fn xattr(&self, i: u32, name: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let n = self.node(i);
         match n.source {
-            SourceKind::Tar => Ok(self
+            SourceTag::Tar => Ok(self
                 .tar_xattrs
                 .get(&i)
                 .and_then(|x| x.iter().find(|(k, _)| k.as_bytes() == name))
                 .map(|(_, v)| v.to_vec())),
-            SourceKind::Implicit => Ok(None),
-            SourceKind::Dir => {
+            SourceTag::Implicit => Ok(None),
+            SourceTag::Dir => {
                 let fd = self.dir_layer_open(i, libc::O_PATH | libc::O_NOFOLLOW)?;
                 let c = sys::cstr(name).map_err(|e| Error::io("xattr", "", e))?;
                 sys::get_xattr(fd.as_fd(), &c)

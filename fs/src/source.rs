@@ -8,13 +8,15 @@
 //! rebuilt, never trusted.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
+use crate::durable::write_atomic;
 use crate::image::{self, Image, LayerBlob, OpenOptions, Platform};
 use crate::lower::LayerInput;
+use crate::progress::Progress;
 use crate::tar_index::{self, Limits, TarIndex, codec};
 
 /// How to open a source.
@@ -25,7 +27,7 @@ pub struct SourceOptions<'a> {
     /// The platform to choose from a multi-platform index (default: this machine's).
     pub platform: Option<&'a str>,
     /// Progress callback: (what, done, total).
-    pub progress: Option<&'a image::Progress<'a>>,
+    pub progress: Option<&'a Progress<'a>>,
 }
 
 impl std::fmt::Debug for SourceOptions<'_> {
@@ -45,10 +47,7 @@ pub fn open_layers(
     source: &Path,
     opts: &SourceOptions<'_>,
 ) -> Result<(Image, Vec<LayerInput>), Error> {
-    let platform = match opts.platform {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    };
+    let platform = Platform::parse_or_host(opts.platform)?;
     let image = image::open(
         source,
         &OpenOptions {
@@ -128,9 +127,9 @@ pub(crate) fn cached_or_build<E>(
     }
     let index = build(&limits)?;
     if let Some(path) = cache
-        && let Err(e) = write_atomic(path, &codec::encode(&index))
+        && let Err(e) = write_atomic(path, &codec::encode(&index), 0o644)
     {
-        log::warn!("{}: could not cache layer index: {e}", path.display());
+        log::warn!("{e}: could not cache layer index: {}", e.source);
     }
     Ok(index)
 }
@@ -148,22 +147,6 @@ fn build_index(blob: &LayerBlob, limits: &Limits) -> Result<TarIndex, Error> {
         layer: name,
         source,
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A byte range of a file, readable and seekable on its own (`pread`, no shared offset).

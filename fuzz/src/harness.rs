@@ -656,14 +656,14 @@ fn archive(members: &[(String, &[u8])]) -> Vec<u8> {
 fn check_image(image: &Image) {
     match &image.config {
         Some(config) => {
-            assert!(image.config_digest.is_some(), "a config without a digest");
-            let diff_ids = config
-                .pointer("/rootfs/diff_ids")
-                .and_then(|ids| ids.as_array())
-                .map(Vec::len);
             assert_eq!(
-                diff_ids,
-                Some(image.layers.len()),
+                format!("sha256:{}", sha256_hex(&config.bytes)),
+                config.digest.to_string(),
+                "a config whose digest is not that of its bytes"
+            );
+            assert_eq!(
+                config.parsed.rootfs.diff_ids.len(),
+                image.layers.len(),
                 "layers and diff_ids differ"
             );
         }

@@ -17,8 +17,8 @@ const SMALLEST_SHOWN: u64 = 1 << 20;
 /// How often a line is redrawn at most.
 const REDRAW: Duration = Duration::from_millis(100);
 
-/// A progress display; pass [`Progress::update`] to library calls that report progress.
-pub(crate) struct Progress {
+/// A progress display; pass [`ProgressDisplay::update`] to library calls that report progress.
+pub(crate) struct ProgressDisplay {
     enabled: bool,
     line: Mutex<Line>,
 }
@@ -34,10 +34,10 @@ struct Line {
     drawn_at: Option<Instant>,
 }
 
-impl Progress {
+impl ProgressDisplay {
     /// A progress display that draws only if stderr is a terminal.
     pub(crate) fn new() -> Self {
-        Progress {
+        ProgressDisplay {
             enabled: std::io::stderr().is_terminal(),
             line: Mutex::new(Line::default()),
         }
@@ -88,7 +88,7 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
+impl Drop for ProgressDisplay {
     /// Ends a line left open (a step of unknown size that reported no end, or an error),
     /// so what follows starts on a line of its own.
     fn drop(&mut self) {

@@ -1,9 +1,8 @@
 //! The parts of an OCI (or docker) image config that `rfs run` honours, with docker's
 //! precedence between the image and the command line: `Env` (plus a default `PATH`),
-//! `Entrypoint` and `Cmd`, `WorkingDir`, `User`. Plain JSON in, plain values out; turning
-//! them into a [`crate::RunSpec`] is the caller's job.
-
-use serde_json::Value;
+//! `Entrypoint` and `Cmd`, `WorkingDir`, `User`. Plain values in, plain values out: the
+//! caller reads them from its typed image config (the runner does not depend on the image
+//! library) and turns the result into a [`crate::RunSpec`].
 
 /// `PATH` when the image sets none (docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -13,9 +12,10 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 #[error("no command: the image has no Entrypoint or Cmd; give one after the image")]
 pub struct NoCommand;
 
-/// The parts of the image config `rfs run` honours.
+/// What an image gives a container run from it unless the command line says otherwise: the
+/// parts of its config `rfs run` honours.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImageConfig {
+pub struct ImageDefaults {
     /// `Env`, `KEY=VALUE`.
     pub env: Vec<String>,
     /// `Entrypoint`.
@@ -28,44 +28,13 @@ pub struct ImageConfig {
     pub user: String,
 }
 
-impl ImageConfig {
-    /// Reads `config.{Env,Entrypoint,Cmd,WorkingDir,User}` of an OCI or docker image config.
-    pub fn from_json(config: Option<&Value>) -> ImageConfig {
-        let c = config.and_then(|c| c.get("config"));
-        let strings = |key: &str| -> Vec<String> {
-            c.and_then(|c| c.get(key))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let string = |key: &str| {
-            c.and_then(|c| c.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        ImageConfig {
-            env: strings("Env"),
-            entrypoint: strings("Entrypoint"),
-            cmd: strings("Cmd"),
-            working_dir: string("WorkingDir"),
-            user: string("User"),
-        }
-    }
-}
-
 /// Docker's precedence: `--entrypoint` replaces the image's entrypoint and drops its Cmd;
 /// a CMD on the command line replaces the image's Cmd.
 ///
 /// # Errors
 /// [`NoCommand`] if neither gives a command.
 pub fn command_line(
-    image: &ImageConfig,
+    image: &ImageDefaults,
     entrypoint: Option<&str>,
     cmd: &[String],
 ) -> Result<Vec<String>, NoCommand> {
@@ -88,7 +57,7 @@ pub fn command_line(
 /// The image's Env, a default PATH, HOSTNAME, TERM with a tty, then `-e` (a bare `KEY` takes
 /// rfs's own value, or is dropped if unset).
 pub fn environment(
-    image: &ImageConfig,
+    image: &ImageDefaults,
     overrides: &[String],
     hostname: &str,
     tty: bool,
@@ -126,16 +95,15 @@ pub fn environment(
 mod tests {
     use super::*;
 
-    fn busybox_like() -> ImageConfig {
-        ImageConfig::from_json(Some(&serde_json::json!({
-            "config": {
-                "Env": ["PATH=/bin", "FOO=bar"],
-                "Entrypoint": ["/bin/sh", "-c"],
-                "Cmd": ["echo hi"],
-                "WorkingDir": "/home/app",
-                "User": "app"
-            }
-        })))
+    fn busybox_like() -> ImageDefaults {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        ImageDefaults {
+            env: s(&["PATH=/bin", "FOO=bar"]),
+            entrypoint: s(&["/bin/sh", "-c"]),
+            cmd: s(&["echo hi"]),
+            working_dir: "/home/app".into(),
+            user: "app".into(),
+        }
     }
 
     #[test]
@@ -158,7 +126,7 @@ mod tests {
             command_line(&img, Some(""), &s(&["ls", "/"])).unwrap(),
             s(&["ls", "/"])
         );
-        assert!(command_line(&ImageConfig::default(), None, &[]).is_err());
+        assert!(command_line(&ImageDefaults::default(), None, &[]).is_err());
     }
 
     #[test]
@@ -166,7 +134,7 @@ mod tests {
         let img = busybox_like();
         let env = environment(&img, &["FOO=baz".into(), "NEW=1".into()], "h", false);
         assert_eq!(env, ["PATH=/bin", "HOSTNAME=h", "FOO=baz", "NEW=1"]);
-        let bare = environment(&ImageConfig::default(), &[], "h", true);
+        let bare = environment(&ImageDefaults::default(), &[], "h", true);
         assert_eq!(
             bare,
             [

@@ -5,7 +5,7 @@
 //!
 //! 1. The caller, single-threaded, forks the *sandbox* ([`process::spawn_sandbox`]), which
 //!    unshares user, mount, uts, ipc and optionally network namespaces; the caller writes
-//!    its id maps ([`userns::IdMapping`]: identity for root, `newuidmap` ranges from
+//!    its id maps ([`userns::UsernsMapping`]: identity for root, `newuidmap` ranges from
 //!    `/etc/subuid`, or a single mapping). The sandbox makes every mount private and runs the
 //!    caller's code — rfs mounts the union there, so its FUSE server runs in the container's
 //!    user namespace — then unshares the pid namespace ([`process::unshare_pid`]) and starts

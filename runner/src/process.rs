@@ -2,7 +2,7 @@
 //!
 //! 1. the caller (`rfs run`), single-threaded, forks
 //! 2. the **sandbox** process, which unshares user, mount, uts, ipc (and net) namespaces while
-//!    it still has one thread; the caller writes its id maps ([`IdMapping::apply`]) and lets
+//!    it still has one thread; the caller writes its id maps ([`UsernsMapping::apply`]) and lets
 //!    it go on. The sandbox then does what its caller's closure says: rfs mounts the union
 //!    there and serves it from threads (so the FUSE server lives in the container's user
 //!    namespace), unshares the pid namespace ([`unshare_pid`]) and starts
@@ -28,7 +28,7 @@ use nix::unistd::Pid;
 use crate::spec::{Network, RunSpec};
 use crate::syscall::{self, Forked, Syscall};
 use crate::user::Identity;
-use crate::userns::IdMapping;
+use crate::userns::UsernsMapping;
 use crate::{Error, Result, mounts, pivot, user};
 
 /// The signals a waiting process passes on to the process it waits for.
@@ -109,7 +109,7 @@ pub fn unshare_pid(sys: &dyn Syscall) -> Result<()> {
 /// The fork, the namespaces or the id maps failed; the sandbox is gone by then.
 pub fn spawn_sandbox(
     network: Network,
-    mapping: &IdMapping,
+    mapping: &UsernsMapping,
     sys: &dyn Syscall,
     body: impl FnOnce() -> i32,
 ) -> Result<Pid> {

@@ -80,14 +80,14 @@ impl ContainerState {
 
 /// The containers directory of a root.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct ContainerStore {
     dir: PathBuf,
 }
 
-impl Store {
+impl ContainerStore {
     /// The store under `root/containers` (created when a container is).
-    pub fn new(root: &Path) -> Store {
-        Store {
+    pub fn new(root: &Path) -> ContainerStore {
+        ContainerStore {
             dir: root.join("containers"),
         }
     }
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_are_found_by_name_or_prefix() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = ContainerStore::new(t.path());
         store.create(&state("abc123", "one", 2)).unwrap();
         store.create(&state("abd456", "two", 1)).unwrap();
         let all = store.list().unwrap();

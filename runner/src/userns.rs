@@ -28,9 +28,10 @@ pub struct IdRange {
     pub count: u32,
 }
 
-/// How the container's ids map to the host's.
+/// How the container's ids map to the host's: the `uid_map`/`gid_map` of its user namespace
+/// (not how a mount shows ids on disk, which is `rfs_fs::fuse::IdMapping`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdMapping {
+pub enum UsernsMapping {
     /// Real root: every id maps to itself.
     Identity,
     /// 0 → the caller's uid/gid, 1.. → a subordinate range, written by the setuid helpers.
@@ -57,13 +58,13 @@ pub enum IdMapping {
     },
 }
 
-impl IdMapping {
+impl UsernsMapping {
     /// The mapping for the calling user: see the module docs.
     ///
     /// # Errors
     /// [`Error::MissingIdMapTool`] if the user has subordinate ranges but the helpers are not
     /// installed.
-    pub fn for_current_user() -> Result<IdMapping> {
+    pub fn for_current_user() -> Result<UsernsMapping> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -71,7 +72,7 @@ impl IdMapping {
             .flatten()
             .map(|u| u.name);
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        IdMapping::plan(
+        UsernsMapping::plan(
             (uid, gid, name.as_deref()),
             &read("/etc/subuid"),
             &read("/etc/subgid"),
@@ -86,15 +87,15 @@ impl IdMapping {
         subuid: &str,
         subgid: &str,
         find_tool: impl Fn(&str) -> Option<PathBuf>,
-    ) -> Result<IdMapping> {
+    ) -> Result<UsernsMapping> {
         if uid == 0 {
-            return Ok(IdMapping::Identity);
+            return Ok(UsernsMapping::Identity);
         }
         let (Some(sub_uid), Some(sub_gid)) = (
             parse_ranges(subuid, name, uid),
             parse_ranges(subgid, name, uid),
         ) else {
-            return Ok(IdMapping::Single { uid, gid });
+            return Ok(UsernsMapping::Single { uid, gid });
         };
         let user = name.map_or_else(|| uid.to_string(), str::to_string);
         let newuidmap = find_tool("newuidmap").ok_or_else(|| Error::MissingIdMapTool {
@@ -107,7 +108,7 @@ impl IdMapping {
             ranges_file: "/etc/subgid".into(),
             tool: "newgidmap",
         })?;
-        Ok(IdMapping::Ranges {
+        Ok(UsernsMapping::Ranges {
             uid,
             gid,
             sub_uid,
@@ -119,13 +120,13 @@ impl IdMapping {
 
     /// Whether only root is mapped.
     pub fn is_single(&self) -> bool {
-        matches!(self, IdMapping::Single { .. })
+        matches!(self, UsernsMapping::Single { .. })
     }
 
     /// A one-line notice for the user when the mapping loses information.
     pub fn notice(&self) -> Option<String> {
         match self {
-            IdMapping::Single { .. } => Some(
+            UsernsMapping::Single { .. } => Some(
                 "rfs: no /etc/subuid and /etc/subgid range for this user: only root is mapped, \
                  other owners show as nobody and processes run as root \
                  (add a range, e.g. `usermod --add-subuids 100000-165535 --add-subgids \
@@ -144,16 +145,16 @@ impl IdMapping {
     pub fn apply(&self, pid: Pid) -> Result<()> {
         let proc = PathBuf::from(format!("/proc/{pid}"));
         match self {
-            IdMapping::Identity => {
+            UsernsMapping::Identity => {
                 write_map(&proc.join("uid_map"), "0 0 4294967295\n")?;
                 write_map(&proc.join("gid_map"), "0 0 4294967295\n")
             }
-            IdMapping::Single { uid, gid } => {
+            UsernsMapping::Single { uid, gid } => {
                 write_map(&proc.join("setgroups"), "deny\n")?;
                 write_map(&proc.join("uid_map"), &format!("0 {uid} 1\n"))?;
                 write_map(&proc.join("gid_map"), &format!("0 {gid} 1\n"))
             }
-            IdMapping::Ranges {
+            UsernsMapping::Ranges {
                 uid,
                 gid,
                 sub_uid,
@@ -300,25 +301,26 @@ mod tests {
         let tools = |t: &str| Some(PathBuf::from("/usr/bin").join(t));
         let none = |_: &str| None;
         assert_eq!(
-            IdMapping::plan((0, 0, Some("root")), ranges, ranges, none).unwrap(),
-            IdMapping::Identity
+            UsernsMapping::plan((0, 0, Some("root")), ranges, ranges, none).unwrap(),
+            UsernsMapping::Identity
         );
         assert_eq!(
-            IdMapping::plan((1002, 1002, Some("bob")), ranges, ranges, tools).unwrap(),
-            IdMapping::Single {
+            UsernsMapping::plan((1002, 1002, Some("bob")), ranges, ranges, tools).unwrap(),
+            UsernsMapping::Single {
                 uid: 1002,
                 gid: 1002
             }
         );
-        let alice = IdMapping::plan((1001, 1001, Some("alice")), ranges, ranges, tools).unwrap();
+        let alice =
+            UsernsMapping::plan((1001, 1001, Some("alice")), ranges, ranges, tools).unwrap();
         assert!(matches!(
             alice,
-            IdMapping::Ranges {
+            UsernsMapping::Ranges {
                 sub_uid: IdRange { start: 100000, .. },
                 ..
             }
         ));
-        let e = IdMapping::plan((1001, 1001, Some("alice")), ranges, ranges, none).unwrap_err();
+        let e = UsernsMapping::plan((1001, 1001, Some("alice")), ranges, ranges, none).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("newuidmap") && msg.contains("uidmap"), "{msg}");
     }

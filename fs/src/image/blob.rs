@@ -21,12 +21,10 @@ use sha2::{Digest as _, Sha256};
 use super::compress::MAGIC_LEN;
 use super::{Error, LayerBlob, Location, MAX_METADATA_BYTES, OpenOptions, read_up_to};
 use crate::digest::Digest;
+use crate::progress::STEP;
 
 /// Read size while hashing: large enough that syscalls cost nothing next to sha256.
 pub(super) const CHUNK: usize = 1 << 20;
-
-/// How often (in bytes) a long step reports progress.
-pub(super) const PROGRESS_STEP: u64 = 8 << 20;
 
 /// A byte range of a file on the host: a whole blob file, or one member's data in a tar archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,7 +203,7 @@ impl<'a> RootDir<'a> {
             };
             hasher.update(&buffer[..count]);
             done += count as u64;
-            if done - reported >= PROGRESS_STEP {
+            if done - reported >= STEP {
                 self.progress(&label, done, extent.len);
                 reported = done;
             }

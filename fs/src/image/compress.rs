@@ -1,5 +1,6 @@
 //! Compressed layers: recognising the format from magic bytes ([`Compression::sniff`]) and
 //! decompressing a layer once into `<root>/blobs/sha256/<diff_id hex>` ([`RootDir::decompress`]).
+//! `rfs import` streams a compressed rootfs tar through the same sniffing and [`Decoder`].
 //!
 //! The format is taken from the bytes, never from the media type alone: registries and tools do
 //! mislabel blobs (an `application/vnd.oci.image.layer.v1.tar+gzip` that is plain tar happens),
@@ -14,20 +15,19 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::blob::{CHUNK, Extent, PROGRESS_STEP, RootDir};
+use super::blob::{CHUNK, Extent, RootDir};
 use super::{Error, LayerBlob};
 use crate::digest::{Digest, HashingReader};
+use crate::durable::TempFile;
+use crate::progress::STEP;
 
 /// How many leading bytes [`Compression::sniff`] looks at.
-pub(super) const MAGIC_LEN: usize = 6;
+pub(crate) const MAGIC_LEN: usize = 6;
 
 /// What a blob's first bytes say about its encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Compression {
+pub(crate) enum Compression {
     /// Not a known compression magic: taken as an uncompressed tar (the tar reader checks it).
     None,
     /// gzip (RFC 1952), possibly several members, as `pigz` writes.
@@ -40,7 +40,7 @@ pub(super) enum Compression {
 
 impl Compression {
     /// Classifies a blob by its first bytes (at least [`MAGIC_LEN`] of them when available).
-    pub(super) fn sniff(magic: &[u8]) -> Compression {
+    pub(crate) fn sniff(magic: &[u8]) -> Compression {
         if magic.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
         } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -66,14 +66,14 @@ impl Compression {
 }
 
 /// A streaming decoder over a buffered source, of whichever supported format.
-enum Decoder<R: BufRead> {
+pub(crate) enum Decoder<R: BufRead> {
     Gzip(flate2::bufread::MultiGzDecoder<R>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
 impl<R: BufRead> Decoder<R> {
     /// A decoder for `compression`, which must be gzip or zstd.
-    fn new(compression: Compression, source: R) -> io::Result<Decoder<R>> {
+    pub(crate) fn new(compression: Compression, source: R) -> io::Result<Decoder<R>> {
         match compression {
             Compression::Gzip => Ok(Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(source))),
             Compression::Zstd => Ok(Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(
@@ -115,65 +115,6 @@ impl<R: BufRead> Read for Decoder<R> {
 /// The compressed side of the pipeline: the blob's bytes, hashed as the decoder pulls them.
 type CompressedSource = BufReader<HashingReader<io::Take<File>>>;
 
-/// A file being written in the store; removed on drop unless [`persist`](Self::persist)ed.
-struct TempFile {
-    path: PathBuf,
-    file: File,
-    persisted: bool,
-}
-
-impl TempFile {
-    /// Creates a fresh, uniquely named, read-only file in `dir`, for the blob `name`.
-    fn create(dir: &Path, name: &str) -> Result<TempFile, Error> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".tmp-{name}-{}-{unique}", std::process::id()));
-        // Mode 0444: layers are immutable; nothing should open the stored copy for writing.
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&path)
-            .map_err(|source| Error::Store {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(TempFile {
-            path,
-            file,
-            persisted: false,
-        })
-    }
-
-    /// Makes the content durable, then atomically gives it its final name.
-    fn persist(mut self, destination: &Path) -> Result<(), Error> {
-        let store_error = |path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Store { path, source }
-        };
-        self.file.sync_all().map_err(store_error(&self.path))?;
-        fs::rename(&self.path, destination).map_err(store_error(destination))?;
-        self.persisted = true;
-        // The rename is durable once the directory is synced.
-        if let Some(dir) = destination.parent() {
-            File::open(dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(store_error(dir))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.persisted {
-            if let Err(error) = fs::remove_file(&self.path) {
-                log::warn!("{}: cannot remove: {error}", self.path.display());
-            }
-        }
-    }
-}
-
 impl RootDir<'_> {
     /// Decompresses the layer at `extent` into `blobs/sha256/<diff_id hex>` and returns it.
     ///
@@ -201,7 +142,8 @@ impl RootDir<'_> {
         })?;
         let destination = dir.join(diff_id.hex());
         let blob_key = blob_digest.and_then(|digest| self.cache_key(extent, digest));
-        let mut temp = TempFile::create(&dir, &diff_id.hex())?;
+        // Mode 0444: layers are immutable; nothing should open the stored copy for writing.
+        let mut temp = TempFile::create(&dir, 0o444)?;
 
         let source: CompressedSource =
             BufReader::with_capacity(CHUNK, HashingReader::new(extent.reader()?));
@@ -297,14 +239,14 @@ impl RootDir<'_> {
                      (set RFS_MAX_LAYER_BYTES to allow more)"
                 ))));
             }
-            temp.file.write_all(&buffer[..count]).map_err(|source| {
+            temp.file().write_all(&buffer[..count]).map_err(|source| {
                 CopyFailure::Write(Error::Store {
-                    path: temp.path.clone(),
+                    path: temp.path().to_owned(),
                     source,
                 })
             })?;
             let done = output.get_ref().get_ref().get_ref().bytes_read();
-            if done - reported >= PROGRESS_STEP {
+            if done - reported >= STEP {
                 self.progress(&label, done, compressed_len);
                 reported = done;
             }
@@ -369,6 +311,8 @@ fn finish_source(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::image::{Location, OpenOptions};
 

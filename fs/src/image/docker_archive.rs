@@ -12,49 +12,39 @@
 //! no descriptors, so integrity rests on the config: each layer must hash to
 //! `config.rootfs.diff_ids[i]`, and a config named by its digest (`<hex>.json`,
 //! `blobs/sha256/<hex>`) must hash to that name. Only the first image of a multi-image archive
-//! is opened.
+//! is opened; its `RepoTags` and `Parent` are handed over with it.
 
 use super::blob::RootDir;
-use super::tar_members::{DOCKER_MANIFEST, TarMembers};
-use super::{Error, Image, ImageConfig, LayerSource, SourceKind};
+use super::model::{DOCKER_MANIFEST_JSON, DockerManifestEntry};
+use super::tar_members::TarMembers;
+use super::{Error, Image, LayerSource, SourceKind, read_config};
 use crate::digest::Digest;
-
-/// One image in `manifest.json`; other fields (`RepoTags`, `Parent`, `LayerSources`) are
-/// ignored.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ManifestEntry {
-    config: String,
-    layers: Vec<String>,
-}
 
 /// Opens the docker archive whose members are `members`.
 pub(super) fn open(members: &TarMembers, root_dir: &RootDir<'_>) -> Result<Image, Error> {
-    let manifest_location = members.location(DOCKER_MANIFEST);
+    let manifest_location = members.location(DOCKER_MANIFEST_JSON);
     let manifest_bytes = members
-        .extent(DOCKER_MANIFEST, &manifest_location)?
+        .extent(DOCKER_MANIFEST_JSON, &manifest_location)?
         .read_metadata()?;
-    let entries: Vec<ManifestEntry> =
+    let entries: Vec<DockerManifestEntry> =
         serde_json::from_slice(&manifest_bytes).map_err(|source| Error::Json {
             location: manifest_location.clone(),
             what: "docker manifest.json",
             source,
         })?;
-    let Some(entry) = entries.first() else {
+    let count = entries.len();
+    let Some(entry) = entries.into_iter().next() else {
         return Err(Error::NoImage {
             location: manifest_location,
         });
     };
-    if entries.len() > 1 {
-        log::info!(
-            "{manifest_location}: {} images; opening the first",
-            entries.len()
-        );
+    if count > 1 {
+        log::info!("{manifest_location}: {count} images; opening the first");
     }
 
     let config_extent = members.extent(&entry.config, &manifest_location)?;
     let config_bytes = config_extent.read_metadata()?;
-    let config = ImageConfig::parse(&config_bytes, &config_extent.location)?;
+    let (config, diff_ids) = read_config(config_bytes, &config_extent.location)?;
     if let Some(named) = digest_in_name(&entry.config) {
         if named != config.digest {
             return Err(Error::DigestMismatch {
@@ -65,16 +55,16 @@ pub(super) fn open(members: &TarMembers, root_dir: &RootDir<'_>) -> Result<Image
             });
         }
     }
-    if entry.layers.len() != config.diff_ids.len() {
+    if entry.layers.len() != diff_ids.len() {
         return Err(Error::LayerCountMismatch {
             location: manifest_location,
             layers: entry.layers.len(),
-            diff_ids: config.diff_ids.len(),
+            diff_ids: diff_ids.len(),
         });
     }
 
     let mut layers = Vec::with_capacity(entry.layers.len());
-    for (index, (member, diff_id)) in entry.layers.iter().zip(&config.diff_ids).enumerate() {
+    for (index, (member, diff_id)) in entry.layers.iter().zip(&diff_ids).enumerate() {
         let layer = LayerSource {
             extent: members.extent(member, &manifest_location)?,
             descriptor: None,
@@ -88,9 +78,11 @@ pub(super) fn open(members: &TarMembers, root_dir: &RootDir<'_>) -> Result<Image
     Ok(Image {
         kind: SourceKind::DockerArchive,
         layers,
-        config: Some(config.json),
-        config_digest: Some(config.digest),
+        config: Some(config),
         manifest_digest: None,
+        names: entry.repo_tags.unwrap_or_default(),
+        // A Parent that is not a sha256 digest names nothing the store could hold.
+        parent: entry.parent.as_deref().and_then(|p| Digest::parse(p).ok()),
     })
 }
 
@@ -187,6 +179,8 @@ mod tests {
         }
         assert!(!root.join("blobs").exists(), "nothing decompressed");
         assert!(image.manifest_digest.is_none());
+        assert_eq!(image.names, ["test:latest"], "RepoTags are handed over");
+        assert_eq!(image.parent, None);
     }
 
     #[test]

@@ -18,14 +18,21 @@
 //! device, inode, size, mtime, ctime) and the byte range; any change to the file changes the key
 //! and the next open hashes again.
 //!
-//! Module map: `platform` ([`Platform`], choosing an image in a multi-platform index),
+//! What `open` read on the way is handed over with the layers, so no caller reads the SOURCE's
+//! metadata again: the config as its bytes and typed fields ([`model::ConfigBlob`]), the chosen
+//! manifest's digest, and the names and parent the SOURCE gives the image.
+//!
+//! Module map: [`model`] (the typed JSON documents: index, manifest, descriptor, docker
+//! `manifest.json`, image config), `platform` ([`Platform`], choosing an image in a
+//! multi-platform index),
 //! `tar_members` (the one-pass member table of an archive), `blob` (byte ranges, bounded metadata
 //! reads, hashing and the verification cache), `compress` (compression sniffing and decompression
 //! into the store), and one reader per format: `docker_archive`, `oci_layout`, `rootfs_tar`.
 
 mod blob;
-mod compress;
+pub(crate) mod compress;
 mod docker_archive;
+pub mod model;
 mod oci_layout;
 mod platform;
 mod rootfs_tar;
@@ -39,11 +46,13 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, DigestError};
+use crate::progress::Progress;
 
 pub use platform::Platform;
 
 use blob::{Extent, RootDir};
 use compress::Compression;
+use model::ConfigBlob;
 use tar_members::TarMembers;
 
 /// The largest JSON document (index, manifest, config, manifest.json) rfs reads. Real ones are a
@@ -100,20 +109,20 @@ pub struct Image {
     pub kind: SourceKind,
     /// The layers, bottom (the base, OCI `layers[0]`) to top.
     pub layers: Vec<LayerBlob>,
-    /// The image config (`Env`, `Cmd`, `rootfs.diff_ids` …); `None` for a flat rootfs tar.
-    pub config: Option<serde_json::Value>,
-    /// The sha256 of the config JSON; `None` for a flat rootfs tar.
-    pub config_digest: Option<Digest>,
+    /// The image config, byte for byte (its digest is the image ID) and read (`Env`, `Cmd`,
+    /// `rootfs.diff_ids` …); `None` for a flat rootfs tar.
+    pub config: Option<ConfigBlob>,
     /// The digest of the chosen manifest; `None` unless the SOURCE is an OCI layout (a docker
     /// archive has no manifest blob).
     pub manifest_digest: Option<Digest>,
+    /// The names the SOURCE gives the image, as written: `RepoTags` of a docker archive; for
+    /// an OCI layout, the `io.containerd.image.name` (else `org.opencontainers.image.ref.name`,
+    /// possibly a bare tag) of each `index.json` entry that leads to the chosen manifest (of
+    /// the only entry, if there is one).
+    pub names: Vec<String>,
+    /// The image this one was built from, if a docker archive's `Parent` names one.
+    pub parent: Option<Digest>,
 }
-
-/// A progress callback: (what is happening, bytes done, bytes in total). A total of 0
-/// means the size is not known in advance (a stream); such a step ends with a report whose
-/// `done` and `total` are equal. Each step reports at its start and end and at most every
-/// few MiB in between.
-pub type Progress<'a> = dyn Fn(&str, u64, u64) + Sync + 'a;
 
 /// How to open a SOURCE.
 pub struct OpenOptions<'a> {
@@ -432,6 +441,15 @@ pub enum Error {
     },
 }
 
+impl From<crate::durable::FileError> for Error {
+    fn from(e: crate::durable::FileError) -> Error {
+        Error::Store {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Opens SOURCE, detecting its kind from its content, and returns its verified layers.
 ///
 /// Compressed layers are decompressed into `opts.root` (once; later opens reuse the copy).
@@ -471,7 +489,7 @@ pub fn open(source: &Path, opts: &OpenOptions<'_>) -> Result<Image, Error> {
     })?;
     let root_dir = RootDir::new(opts);
     if metadata.is_dir() {
-        if path.join(oci_layout::INDEX_JSON).is_file() {
+        if path.join(model::INDEX_JSON).is_file() {
             return oci_layout::open_dir(&path, &root_dir);
         }
         return Err(Error::NotAnImage { path });
@@ -508,7 +526,7 @@ fn compressed_file_format(path: &Path) -> Result<Option<&'static str>, Error> {
 }
 
 /// Fills as much of `buf` as `reader` has; returns how many bytes were read.
-fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
@@ -521,51 +539,21 @@ fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// The parts of an image config rfs itself needs.
-#[derive(Debug, serde::Deserialize)]
-struct ConfigRootfs {
-    rootfs: RootfsSection,
-}
-
-/// `config.rootfs`.
-#[derive(Debug, serde::Deserialize)]
-struct RootfsSection {
-    diff_ids: Vec<String>,
-}
-
-/// A parsed image config: the JSON, its digest and its diff_ids, bottom to top.
-struct ImageConfig {
-    json: serde_json::Value,
-    digest: Digest,
-    diff_ids: Vec<Digest>,
-}
-
-impl ImageConfig {
-    /// Parses config bytes read from `location`.
-    fn parse(bytes: &[u8], location: &Location) -> Result<ImageConfig, Error> {
-        let json_error = |source| Error::Json {
+/// Reads config bytes found at `location`: the blob and its diff_ids, bottom to top.
+fn read_config(bytes: Vec<u8>, location: &Location) -> Result<(ConfigBlob, Vec<Digest>), Error> {
+    let config = ConfigBlob::parse(bytes).map_err(|source| Error::Json {
+        location: location.clone(),
+        what: "image config",
+        source,
+    })?;
+    let diff_ids = config
+        .parsed
+        .diff_ids()
+        .map_err(|source| Error::BadDigest {
             location: location.clone(),
-            what: "image config",
             source,
-        };
-        let json: serde_json::Value = serde_json::from_slice(bytes).map_err(json_error)?;
-        let rootfs: ConfigRootfs = serde_json::from_slice(bytes).map_err(json_error)?;
-        let diff_ids = rootfs
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|text| Digest::parse(text))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| Error::BadDigest {
-                location: location.clone(),
-                source,
-            })?;
-        Ok(ImageConfig {
-            json,
-            digest: Digest::of_bytes(bytes),
-            diff_ids,
-        })
-    }
+        })?;
+    Ok((config, diff_ids))
 }
 
 /// One layer as the image metadata names it, before it is checked and made servable.

@@ -5,7 +5,8 @@
 //! manifest, chosen by platform: the entry whose `platform` matches [`OpenOptions::platform`]
 //! (best variant first); an index with a single entry and no `platform` is taken as it is; an
 //! entry without `platform` among several is judged by its config's `os`/`architecture`. The
-//! `org.opencontainers.image.ref.name` annotation is not used yet.
+//! names of the `index.json` entries that lead to the chosen manifest are handed over with the
+//! image ([`Image::names`](super::Image::names)); they do not choose it.
 //!
 //! Every blob read (nested index, manifest, config, layers) must have its descriptor's size and
 //! sha256; each layer's uncompressed content must have `config.rootfs.diff_ids[i]`. Media types
@@ -18,69 +19,16 @@
 use std::path::{Path, PathBuf};
 
 use super::blob::{Extent, RootDir};
+use super::model::{
+    CONFIG_TYPES, Descriptor, INDEX_JSON, INDEX_TYPES, Index, LAYER_TYPES, MANIFEST_TYPES,
+    Manifest, OCI_LAYOUT_FILE,
+};
 use super::tar_members::TarMembers;
-use super::{Error, Image, ImageConfig, LayerSource, Location, Platform, SourceKind};
+use super::{Error, Image, LayerSource, Location, Platform, SourceKind, read_config};
 use crate::digest::Digest;
-
-/// The layout's root document.
-pub(super) const INDEX_JSON: &str = "index.json";
 
 /// How deep image indexes may nest (real layouts use one or two levels).
 const MAX_INDEX_DEPTH: usize = 8;
-
-/// Image index media types (OCI, Docker manifest list).
-const INDEX_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-
-/// Image manifest media types (OCI, Docker schema 2).
-const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-
-/// Image config media types (OCI, Docker).
-const CONFIG_TYPES: &[&str] = &[
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
-
-/// Layer media types rfs applies as tar layers. The compression suffix is informative only.
-const LAYER_TYPES: &[&str] = &[
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-];
-
-/// An OCI content descriptor; `annotations`, `urls` and other fields are ignored.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-    platform: Option<Platform>,
-}
-
-/// An image index (`index.json` or a nested one).
-#[derive(Debug, serde::Deserialize)]
-struct Index {
-    manifests: Vec<Descriptor>,
-}
-
-/// An image manifest.
-#[derive(Debug, serde::Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
 
 /// What a blob named in an index turned out to be.
 enum IndexEntry {
@@ -165,7 +113,7 @@ impl Layout<'_> {
 
 /// Opens the OCI layout directory `dir` (canonical path).
 pub(super) fn open_dir(dir: &Path, root_dir: &RootDir<'_>) -> Result<Image, Error> {
-    if !dir.join("oci-layout").is_file() {
+    if !dir.join(OCI_LAYOUT_FILE).is_file() {
         log::warn!(
             "{}: no oci-layout file; reading it as an OCI layout anyway",
             dir.display()
@@ -190,8 +138,18 @@ fn open(layout: &Layout<'_>, root_dir: &RootDir<'_>) -> Result<Image, Error> {
         .read_metadata()?;
     let index: Index = parse_json(&index_bytes, &index_location, "image index")?;
     let wanted = &root_dir.options().platform;
+    let named = named_entries(&index);
     let (manifest, manifest_digest, manifest_location) =
         choose_manifest(layout, index, index_location, wanted, 0)?;
+    let names = named
+        .into_iter()
+        .filter(|(digest, _)| match digest {
+            // The only entry names whatever it leads to.
+            None => true,
+            Some(digest) => *digest == manifest_digest,
+        })
+        .map(|(_, name)| name)
+        .collect();
 
     if let Some(media_type) = &manifest.config.media_type {
         if !CONFIG_TYPES.contains(&media_type.as_str()) {
@@ -204,18 +162,18 @@ fn open(layout: &Layout<'_>, root_dir: &RootDir<'_>) -> Result<Image, Error> {
     }
     let (config_bytes, _, config_location) =
         layout.read_blob(&manifest.config, &manifest_location, "config")?;
-    let config = ImageConfig::parse(&config_bytes, &config_location)?;
-    if manifest.layers.len() != config.diff_ids.len() {
+    let (config, diff_ids) = read_config(config_bytes, &config_location)?;
+    if manifest.layers.len() != diff_ids.len() {
         return Err(Error::LayerCountMismatch {
             location: manifest_location,
             layers: manifest.layers.len(),
-            diff_ids: config.diff_ids.len(),
+            diff_ids: diff_ids.len(),
         });
     }
 
     // Check every descriptor before any (slow) layer work.
     let mut sources = Vec::with_capacity(manifest.layers.len());
-    for (index, (descriptor, diff_id)) in manifest.layers.iter().zip(&config.diff_ids).enumerate() {
+    for (index, (descriptor, diff_id)) in manifest.layers.iter().zip(&diff_ids).enumerate() {
         let media_type = descriptor.media_type.as_deref().unwrap_or("(none)");
         if !LAYER_TYPES.contains(&media_type) {
             return Err(Error::UnknownMediaType {
@@ -241,10 +199,29 @@ fn open(layout: &Layout<'_>, root_dir: &RootDir<'_>) -> Result<Image, Error> {
     Ok(Image {
         kind: layout.kind(),
         layers,
-        config: Some(config.json),
-        config_digest: Some(config.digest),
+        config: Some(config),
         manifest_digest: Some(manifest_digest),
+        names,
+        parent: None,
     })
+}
+
+/// The names `index.json` gives its entries ([`Descriptor::image_name`]), each with the
+/// entry's digest; with `None` for the digest if the index has a single entry, which names
+/// whatever it leads to.
+fn named_entries(index: &Index) -> Vec<(Option<Digest>, String)> {
+    let single = index.manifests.len() == 1;
+    index
+        .manifests
+        .iter()
+        .filter_map(|entry| {
+            let name = entry.image_name()?.to_owned();
+            if single {
+                return Some((None, name));
+            }
+            Some((Some(entry.digest().ok()?), name))
+        })
+        .collect()
 }
 
 /// Follows `index` (found at `location`, `depth` levels below `index.json`) down to the image
@@ -517,6 +494,48 @@ mod tests {
             }
             other => panic!("expected NoMatchingPlatform, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_names_of_the_entries_leading_to_the_chosen_manifest_are_handed_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = LayoutDir::new(&dir.path().join("oci"));
+        let named = |mut descriptor: serde_json::Value, annotations: serde_json::Value| {
+            descriptor["annotations"] = annotations;
+            descriptor
+        };
+        let amd = layout.image(LAYER_TYPES[0], &layer_tar(b"amd64"), "amd64");
+        let arm = layout.image(LAYER_TYPES[0], &layer_tar(b"arm64"), "arm64");
+        layout.index(&[
+            named(
+                with_platform(amd.clone(), "amd64"),
+                serde_json::json!({"org.opencontainers.image.ref.name": "1.0"}),
+            ),
+            named(
+                with_platform(amd, "amd64"),
+                serde_json::json!({
+                    "org.opencontainers.image.ref.name": "latest",
+                    "io.containerd.image.name": "docker.io/library/x:latest",
+                }),
+            ),
+            named(
+                with_platform(arm, "arm64"),
+                serde_json::json!({"org.opencontainers.image.ref.name": "arm"}),
+            ),
+        ]);
+        let root = dir.path().join("root");
+        let image = open_image(&layout.dir, &options(&root, "linux/amd64")).expect("open");
+        assert_eq!(image.names, ["1.0", "docker.io/library/x:latest"]);
+        // A single entry names whatever it leads to, even through a nested index.
+        let only = layout.image(LAYER_TYPES[0], &layer_tar(b"only"), "amd64");
+        let nested = serde_json::json!({"schemaVersion": 2, "manifests": [only]});
+        let nested = layout.blob(INDEX_TYPES[0], nested.to_string().as_bytes());
+        layout.index(&[named(
+            nested,
+            serde_json::json!({"org.opencontainers.image.ref.name": "solo"}),
+        )]);
+        let image = open_image(&layout.dir, &options(&root, "linux/amd64")).expect("open");
+        assert_eq!(image.names, ["solo"]);
     }
 
     #[test]

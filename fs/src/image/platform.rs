@@ -10,15 +10,19 @@ use std::fmt;
 
 use super::Error;
 
-/// An OS, architecture and optional CPU variant, as in an OCI image index.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+/// An OS, architecture and optional CPU variant, as in an OCI image index entry's `platform`
+/// object (and at the top level of an image config, which uses the same field names).
+///
+/// Serialised in the order the store has always written index entries (`architecture`, `os`,
+/// `variant`), so rewriting `index.json` changes no bytes it does not mean to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
 pub struct Platform {
-    /// Operating system, as Go's `GOOS` (`linux`).
-    pub os: String,
     /// CPU architecture, as Go's `GOARCH` (`amd64`, `arm64`, `arm`, `ppc64le` …).
     pub architecture: String,
+    /// Operating system, as Go's `GOOS` (`linux`).
+    pub os: String,
     /// CPU variant (`v8` for arm64, `v7` for arm …); `None` means any, preferring the default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -30,6 +34,16 @@ impl Platform {
             architecture: host_architecture().to_owned(),
             variant: None,
         }
+    }
+
+    /// The platform `spec` names (see [`Platform::parse`]), or this machine's if there is none:
+    /// what a `--platform` option means.
+    ///
+    /// # Errors
+    ///
+    /// As [`Platform::parse`].
+    pub fn parse_or_host(spec: Option<&str>) -> Result<Platform, Error> {
+        spec.map_or_else(|| Ok(Platform::host()), Platform::parse)
     }
 
     /// Parses `os/architecture[/variant]`, such as `linux/arm64/v8` or `linux/amd64`.

@@ -20,7 +20,8 @@ pub(super) fn open(archive: &Path, len: u64) -> Image {
             diff_id: None,
         }],
         config: None,
-        config_digest: None,
+        names: Vec::new(),
+        parent: None,
         manifest_digest: None,
     }
 }
@@ -51,7 +52,7 @@ mod tests {
         assert_eq!(layer.file, fs::canonicalize(&path).expect("canonical"));
         assert_eq!((layer.offset, layer.diff_id), (0, None));
         assert_eq!(layer.len, fs::metadata(&path).expect("stat").len());
-        assert!(image.config.is_none() && image.config_digest.is_none());
+        assert!(image.config.is_none() && image.names.is_empty());
         assert!(
             !dir.path().join("root").exists(),
             "nothing written for a flat tar"

@@ -5,10 +5,11 @@
 //! which is all an image archive needs: manifest and config members are read from there, and
 //! uncompressed layer members are served in place as byte ranges of the archive.
 //!
-//! Member names are normalised (no `./` prefix, no `.` or empty components, `..` applied), so
-//! `./manifest.json` and `manifest.json` are one name. [`TarMembers::extent`] follows symlink
-//! members (skopeo's docker-archive writes `<id>/layer.tar -> ../<diff_id>.tar`) and hard-link
-//! members to the member that holds the data.
+//! Member names are normalised as layer paths are, by [`crate::tar_index::normalize`] (no `./`
+//! prefix, no `.` or empty components, `..` applied), so `./manifest.json` and `manifest.json`
+//! are one name. [`TarMembers::extent`] follows symlink members (skopeo's docker-archive writes
+//! `<id>/layer.tar -> ../<diff_id>.tar`) and hard-link members to the member that holds the
+//! data.
 //!
 //! Truncation: seeking past the end of a file succeeds and the next header read then looks like
 //! a clean end of archive, so the scan itself checks that each member's data fits in the file and
@@ -21,7 +22,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::blob::Extent;
+use super::model::{DOCKER_MANIFEST_JSON, INDEX_JSON, OCI_LAYOUT_FILE};
 use super::{Error, Location};
+use crate::tar_index;
 
 /// More members than this in an archive holding image metadata is an error; a flat rootfs tar
 /// may have any number (only this many are recorded). Image archives have a handful per layer.
@@ -32,12 +35,6 @@ const MAX_LINK_HOPS: usize = 40;
 
 /// The tar block size.
 const BLOCK: u64 = 512;
-
-/// The docker archive marker.
-pub(super) const DOCKER_MANIFEST: &str = "manifest.json";
-/// The OCI layout markers.
-const OCI_INDEX: &str = "index.json";
-const OCI_LAYOUT: &str = "oci-layout";
 
 /// What a member is, as far as finding data goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,7 +107,8 @@ impl TarMembers {
                     });
                 }
             };
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let raw_name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&raw_name).into_owned();
             let offset = entry.raw_file_position();
             let size = entry.size();
             let end = offset.checked_add(size).filter(|end| *end <= len);
@@ -124,7 +122,7 @@ impl TarMembers {
             };
             next_header = end.div_ceil(BLOCK) * BLOCK;
             let kind = member_kind(&entry);
-            table.record(&name, Member { kind, offset, size });
+            table.record(&raw_name, Member { kind, offset, size });
         }
         table.check_end_marker(&file, next_header)?;
         if table.overflowed && (table.has_docker_manifest() || table.has_oci_layout()) {
@@ -138,13 +136,13 @@ impl TarMembers {
 
     /// Records one member (a later member of the same name replaces an earlier one, as when
     /// extracting).
-    fn record(&mut self, name: &str, member: Member) {
+    fn record(&mut self, name: &[u8], member: Member) {
         let Some(name) = normalize(name) else {
-            return; // climbs out of the archive root: no image member is named like that
+            return; // no image metadata can name it (see `normalize`)
         };
         if self.members.len() >= MAX_MEMBERS && !self.members.contains_key(&name) {
             // Markers are still recorded, so a huge image archive is recognised (and refused).
-            if ![DOCKER_MANIFEST, OCI_INDEX, OCI_LAYOUT].contains(&name.as_str()) {
+            if ![DOCKER_MANIFEST_JSON, INDEX_JSON, OCI_LAYOUT_FILE].contains(&name.as_str()) {
                 self.overflowed = true;
                 return;
             }
@@ -180,17 +178,17 @@ impl TarMembers {
 
     /// Whether the archive has a top-level `manifest.json` (a docker archive).
     pub(super) fn has_docker_manifest(&self) -> bool {
-        self.members.contains_key(DOCKER_MANIFEST)
+        self.members.contains_key(DOCKER_MANIFEST_JSON)
     }
 
     /// Whether the archive has a top-level `index.json` and `oci-layout` (an OCI layout).
     pub(super) fn has_oci_layout(&self) -> bool {
-        self.members.contains_key(OCI_INDEX) && self.members.contains_key(OCI_LAYOUT)
+        self.members.contains_key(INDEX_JSON) && self.members.contains_key(OCI_LAYOUT_FILE)
     }
 
     /// Whether a member of this name exists (links are not followed).
     pub(super) fn contains(&self, name: &str) -> bool {
-        normalize(name).is_some_and(|name| self.members.contains_key(&name))
+        normalize(name.as_bytes()).is_some_and(|name| self.members.contains_key(&name))
     }
 
     /// A location naming the member `name` of this archive.
@@ -214,7 +212,7 @@ impl TarMembers {
             location: self.location(name),
             problem,
         };
-        let requested = normalize(name).ok_or_else(missing)?;
+        let requested = normalize(name.as_bytes()).ok_or_else(missing)?;
         let mut current = requested.clone();
         for _ in 0..MAX_LINK_HOPS {
             let Some(member) = self.members.get(&current) else {
@@ -247,7 +245,7 @@ impl TarMembers {
                     return Err(not_a_file(format!("is a {kind}, not a file")));
                 }
             };
-            current = normalize(&target)
+            current = normalize(target.as_bytes())
                 .ok_or_else(|| not_a_file(format!("links to {target}, outside the archive")))?;
         }
         Err(not_a_file("too many levels of links".to_owned()))
@@ -275,20 +273,11 @@ fn member_kind<R: io::Read>(entry: &tar::Entry<'_, R>) -> MemberKind {
     }
 }
 
-/// Normalises an archive path: drops empty and `.` components and applies `..`; `None` if it
-/// climbs above the root. A leading `/` is relative to the archive root.
-pub(super) fn normalize(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            part => parts.push(part),
-        }
-    }
-    Some(parts.join("/"))
+/// The member path `path` in the one form tar paths have in rfs ([`tar_index::normalize`]:
+/// no `./` or `/` prefix, no `.` or empty components, `..` applied); `None` if it climbs
+/// above the archive root or is not UTF-8, which no name in image metadata can match.
+fn normalize(path: &[u8]) -> Option<String> {
+    tar_index::normalize(path).ok()
 }
 
 #[cfg(test)]
@@ -355,15 +344,6 @@ mod tests {
             .read_exact_at(&mut data, extent.offset)
             .expect("read");
         data
-    }
-
-    #[test]
-    fn normalize_collapses_and_refuses_escapes() {
-        assert_eq!(normalize("./a//b/./c/").as_deref(), Some("a/b/c"));
-        assert_eq!(normalize("/abs/x").as_deref(), Some("abs/x"));
-        assert_eq!(normalize("a/../b").as_deref(), Some("b"));
-        assert_eq!(normalize("a/../../b"), None);
-        assert_eq!(normalize("./").as_deref(), Some(""));
     }
 
     #[test]

@@ -115,8 +115,9 @@ struct EntryMeta {
     mtime: (i64, u32),
 }
 
-/// One entry of an upper directory (not a whiteout).
-struct UpperEntry {
+/// One entry of an upper directory (not a whiteout) met by the walk, with what a layer tar
+/// needs of it (the live mount's record of an upper entry is `crate::upper::UpperEntry`).
+struct WalkedEntry {
     host: PathBuf,
     md: fs::Metadata,
     kind: FileKind,
@@ -170,7 +171,7 @@ fn list_upper(dir: &Path) -> Result<Listing, Error> {
 }
 
 /// Reads an upper entry's overlay markers, ownership override and public xattrs.
-fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<UpperEntry, Error> {
+fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<WalkedEntry, Error> {
     let kind = FileKind::from_mode(md.mode()).ok_or_else(|| Error::Upper {
         path: host.clone(),
         problem: format!("unknown file type (mode {:o})", md.mode()),
@@ -217,7 +218,7 @@ fn upper_entry(host: PathBuf, md: fs::Metadata, owners: UpperOwners) -> Result<U
         gid,
         mtime: (md.mtime(), md.mtime_nsec() as u32),
     };
-    Ok(UpperEntry {
+    Ok(WalkedEntry {
         host,
         md,
         kind,
@@ -247,7 +248,7 @@ fn host_child(dir: &Path, name: &[u8]) -> PathBuf {
 /// The lower directory an upper directory merges with (see the module docs).
 fn merge_source(
     lower: &LowerTree,
-    entry: &UpperEntry,
+    entry: &WalkedEntry,
     parent_source: Option<u32>,
     name: &[u8],
 ) -> Option<u32> {
@@ -317,7 +318,7 @@ pub fn diff(lower: &LowerTree, upper: &Path, owners: UpperOwners) -> Result<Vec<
 
 /// What the merged view has under a name.
 enum Merged {
-    Upper(Box<UpperEntry>),
+    Upper(Box<WalkedEntry>),
     Lower(u32),
 }
 
@@ -559,7 +560,7 @@ impl<W: Write> LayerWriter<'_, W> {
         self.header(path, FileKind::File, meta, &[], 0, Some(&mut io::empty()))
     }
 
-    fn upper_file(&mut self, path: &[u8], e: &UpperEntry) -> Result<(), Error> {
+    fn upper_file(&mut self, path: &[u8], e: &WalkedEntry) -> Result<(), Error> {
         if e.md.nlink() > 1 {
             let key = (e.md.dev(), e.md.ino());
             if let Some(first) = self.upper_links.get(&key).cloned() {

@@ -12,11 +12,13 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::blobs::{HashingWriter, Progress, ProgressWriter, TempFile};
+use super::blobs::HashingWriter;
 use super::changes::{self, UpperOwners};
 use super::{Error, ImageMeta, Reference, Store, StoredImage, Timestamp, cached_index, layer_size};
 use crate::digest::Digest;
+use crate::durable::TempFile;
 use crate::lower::{LayerInput, LowerTree};
+use crate::progress::{Progress, ProgressWriter};
 
 /// How to commit.
 #[derive(Default)]
@@ -104,32 +106,28 @@ impl Store {
         let mut layers = self.layer_inputs(base)?;
         layers.extend(opts.init_layer.clone());
         let lower = LowerTree::build(layers)?;
-        let mut config = base.config.clone();
-        if !config.is_object() {
-            return Err(Error::BadImage {
-                id: base.id,
-                problem: "the config is not a JSON object".into(),
-            });
-        }
-        let section = config
-            .as_object_mut()
-            .map(|o| o.entry("config").or_insert_with(|| json!({})));
-        if let Some(section) = section {
-            apply_changes(section, &opts.changes)?;
-        }
+        // The new config is the base's JSON object, edited: every field rfs does not
+        // deliberately change stays as it was, whether the typed model knows it or not.
+        let base_bytes = self.read_blob(&base.id, "config")?;
+        let mut object: Map<String, Value> =
+            serde_json::from_slice(&base_bytes).map_err(|source| Error::Json {
+                path: self.blob_path(&base.id),
+                what: "image config",
+                source,
+            })?;
+        apply_changes(
+            object.entry("config").or_insert_with(|| json!({})),
+            &opts.changes,
+        )?;
         let (diff_id, blob_size, docker_size) =
             self.store_layer(&lower, upper, opts.upper_owners, opts.progress)?;
 
         let created = Timestamp::now_or_source_date_epoch().to_rfc3339_nano();
-        let object = config.as_object_mut().ok_or_else(|| Error::BadImage {
-            id: base.id,
-            problem: "the config is not a JSON object".into(),
-        })?;
         let base_created = object.get("created").cloned();
         object.insert("created".into(), json!(created));
-        set_or_remove(object, "comment", opts.message.as_deref());
-        set_or_remove(object, "author", opts.author.as_deref());
-        set_or_remove(object, "container", opts.container.as_deref());
+        set_or_remove(&mut object, "comment", opts.message.as_deref());
+        set_or_remove(&mut object, "author", opts.author.as_deref());
+        set_or_remove(&mut object, "container", opts.container.as_deref());
         // The base's `docker_version` names the docker that built the base; rfs is not docker,
         // so the new image claims no version (podman and buildah commit leave it out too).
         object.remove("docker_version");
@@ -163,7 +161,7 @@ impl Store {
             Some(list) => list.push(Value::Object(entry)),
             None => *history = json!([entry]),
         }
-        let config_bytes = serde_json::to_vec(&config)
+        let config_bytes = serde_json::to_vec(&object)
             .map_err(|e| Error::io("encoding", "image config", io::Error::other(e)))?;
 
         let mut layers = Vec::with_capacity(base.diff_ids.len() + 1);

@@ -14,11 +14,10 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::blobs::TMP_PREFIX;
-use super::{
-    Error, INDEXES_DIR, ImageRecord, LEASES_DIR, LeaseRecord, META_DIR, Reference, Store, diff_ids,
-};
+use super::{Error, INDEXES_DIR, ImageRecord, LEASES_DIR, LeaseRecord, META_DIR, Reference, Store};
 use crate::digest::Digest;
+use crate::durable::TMP_PREFIX;
+use crate::image::model::ImageConfig;
 
 /// What `rfs rmi` did for one argument.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -126,8 +125,8 @@ impl Store {
     fn config_blobs(&self, id: &Digest, live: &mut BTreeSet<Digest>) {
         live.insert(*id);
         if let Ok(bytes) = self.read_blob(id, "config") {
-            if let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                if let Ok(layers) = diff_ids(&config) {
+            if let Ok(config) = serde_json::from_slice::<ImageConfig>(&bytes) {
+                if let Ok(layers) = config.diff_ids() {
                     live.extend(layers);
                 }
             }
@@ -144,7 +143,7 @@ impl Store {
         }
         // Manifests named by index.json that this version cannot read are kept too.
         for entry in self.read_index()?.manifests {
-            if let Some(d) = entry.digest() {
+            if let Ok(d) = entry.digest() {
                 live.insert(d);
             }
         }

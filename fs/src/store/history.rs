@@ -13,10 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use super::{Error, Reference, Store, StoredImage, Timestamp};
 use crate::digest::Digest;
+use crate::image::model::HistoryEntry;
 
 /// One row of `rfs history`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,23 +36,6 @@ pub struct HistoryRow {
     pub empty_layer: bool,
 }
 
-/// The history entries of a config (empty if it has none).
-fn entries(config: &Value) -> Vec<Value> {
-    config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn text(entry: &Value, key: &str) -> String {
-    entry
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 impl Store {
     /// The history rows of `image`, newest first.
     ///
@@ -61,7 +43,7 @@ impl Store {
     ///
     /// `index.json` or another image's config cannot be read.
     pub fn history(&self, image: &StoredImage) -> Result<Vec<HistoryRow>, Error> {
-        let history = entries(&image.config);
+        let history = &image.config.history;
         let mut rows = Vec::new();
         if history.is_empty() {
             for size in &image.meta.layer_sizes {
@@ -77,11 +59,8 @@ impl Store {
             }
         } else {
             let mut layer = 0;
-            for entry in &history {
-                let empty_layer = entry
-                    .get("empty_layer")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+            for entry in history {
+                let empty_layer = entry.is_empty_layer();
                 let size = if empty_layer {
                     0
                 } else {
@@ -91,19 +70,16 @@ impl Store {
                 rows.push(HistoryRow {
                     id: None,
                     tags: Vec::new(),
-                    created: entry
-                        .get("created")
-                        .and_then(Value::as_str)
-                        .and_then(Timestamp::parse),
-                    created_by: text(entry, "created_by"),
+                    created: entry.created.as_deref().and_then(Timestamp::parse),
+                    created_by: entry.created_by.clone().unwrap_or_default(),
                     size,
-                    comment: text(entry, "comment"),
+                    comment: entry.comment.clone().unwrap_or_default(),
                     empty_layer,
                 });
             }
         }
         rows.reverse();
-        self.assign_ids(image, &history, &mut rows)?;
+        self.assign_ids(image, history, &mut rows)?;
         Ok(rows)
     }
 
@@ -111,7 +87,7 @@ impl Store {
     fn assign_ids(
         &self,
         image: &StoredImage,
-        history: &[Value],
+        history: &[HistoryEntry],
         rows: &mut [HistoryRow],
     ) -> Result<(), Error> {
         if rows.is_empty() {
@@ -131,7 +107,7 @@ impl Store {
             others.push((
                 record.id,
                 record.tags,
-                entries(&other.config),
+                other.config.history,
                 other.diff_ids,
                 other.meta.parent,
             ));
@@ -141,7 +117,7 @@ impl Store {
         let mut row = 0;
         loop {
             let (parent, current_history, current_layers) = &current;
-            let is_prefix = |h: &Vec<Value>, l: &Vec<Digest>| {
+            let is_prefix = |h: &Vec<HistoryEntry>, l: &Vec<Digest>| {
                 h.len() < current_history.len()
                     && current_history.starts_with(h)
                     && current_layers.starts_with(l)

@@ -3,28 +3,29 @@
 //!
 //! Loading opens the SOURCE with [`crate::image::open`], which detects the format, picks the
 //! platform, verifies every blob and decompresses compressed layers straight into
-//! `blobs/sha256/<diff_id>`. What it serves in place (uncompressed layers inside the SOURCE) is
+//! `blobs/sha256/<diff_id>`, and hands over what the store needs of the SOURCE's metadata, so
+//! the SOURCE is read once. What it serves in place (uncompressed layers inside the SOURCE) is
 //! copied into the store while being hashed again, so a blob appears only with its right
 //! digest. The config is copied byte for byte (the image ID is its digest), and the store
 //! writes its own manifest over the uncompressed layers. The names come from the SOURCE's
-//! metadata: `RepoTags` of a docker archive, `io.containerd.image.name` or a full
-//! `org.opencontainers.image.ref.name` of an OCI layout. A bare tag (`latest`, as skopeo
+//! metadata ([`image::Image::names`]): `RepoTags` of a docker archive, `io.containerd.image.name`
+//! or a full `org.opencontainers.image.ref.name` of an OCI layout. A bare tag (`latest`, as skopeo
 //! writes `oci:DIR:latest`) names no repository; the layout's own name stands in for it,
 //! in podman's form for local names: `localhost/<dir or archive name without .tar>:<tag>`.
 //! (podman itself reads a bare tag as a repository name: it loads every such archive as
 //! `localhost/latest:latest`, each load taking the name from the image loaded before.)
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::blobs::{self, HashingWriter, Progress, ProgressReader, TempFile};
-use super::oci::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Index};
+use super::blobs::{self, HashingWriter};
 use super::{Error, ImageMeta, Reference, Store, Timestamp, cached_index, index_layer, layer_size};
 use crate::digest::Digest;
-use crate::image::{self, MAX_METADATA_BYTES, OpenOptions, Platform};
+use crate::durable::{TempFile, write_atomic};
+use crate::image::compress::{Compression, Decoder, MAGIC_LEN};
+use crate::image::{self, OpenOptions, Platform, SourceKind, read_up_to};
+use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{Limits, codec};
 
 /// How to load.
@@ -66,103 +67,6 @@ pub struct ImportOptions<'a> {
     pub progress: Option<&'a Progress<'a>>,
 }
 
-/// Names and raw config bytes of the image a SOURCE holds.
-struct SourceMeta {
-    config: Vec<u8>,
-    tags: Vec<Reference>,
-    parent: Option<Digest>,
-}
-
-/// One entry of a docker archive's `manifest.json`.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerEntry {
-    config: String,
-    #[serde(default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(default)]
-    parent: Option<String>,
-}
-
-/// The small members of a tar archive, by normalised name, and a reader for them.
-struct TarMeta {
-    path: PathBuf,
-    file: File,
-    /// name → (data offset, size).
-    members: HashMap<String, (u64, u64)>,
-}
-
-impl TarMeta {
-    /// Scans `path`'s headers (member data is skipped with seeks).
-    fn scan(path: &Path) -> Result<TarMeta, Error> {
-        let file = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-        let mut archive = tar::Archive::new(
-            file.try_clone()
-                .map_err(|e| Error::io("opening", path, e))?,
-        );
-        let mut members = HashMap::new();
-        let entries = archive
-            .entries_with_seek()
-            .map_err(|e| Error::io("reading", path, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("reading", path, e))?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let name = name
-                .trim_start_matches("./")
-                .trim_start_matches('/')
-                .to_owned();
-            members.insert(name, (entry.raw_file_position(), entry.size()));
-        }
-        Ok(TarMeta {
-            path: path.to_owned(),
-            file,
-            members,
-        })
-    }
-
-    /// The member `name`, if present and small enough to be metadata.
-    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let Some(&(offset, size)) = self.members.get(name) else {
-            return Ok(None);
-        };
-        if size > MAX_METADATA_BYTES {
-            return Err(Error::TooLarge {
-                path: self.path.join(name),
-                limit: MAX_METADATA_BYTES,
-            });
-        }
-        let mut buf = vec![0u8; size as usize];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io("reading", self.path.join(name), e))?;
-        Ok(Some(buf))
-    }
-}
-
-/// Reads a small file of a layout directory.
-fn read_small(path: &Path) -> Result<Option<Vec<u8>>, Error> {
-    match File::open(path) {
-        Ok(f) => {
-            let mut bytes = Vec::new();
-            f.take(MAX_METADATA_BYTES + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::io("reading", path, e))?;
-            if bytes.len() as u64 > MAX_METADATA_BYTES {
-                return Err(Error::TooLarge {
-                    path: path.to_owned(),
-                    limit: MAX_METADATA_BYTES,
-                });
-            }
-            Ok(Some(bytes))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("reading", path, e)),
-    }
-}
-
 /// The name an OCI layout at `source` goes by when its index names only a tag: the
 /// directory's name, or the archive's without `.tar`.
 fn layout_name(source: &Path) -> Option<String> {
@@ -175,33 +79,20 @@ fn layout_name(source: &Path) -> Option<String> {
     })
 }
 
-/// The names an OCI index gives the image whose manifest is `manifest` (an index with one
-/// entry names whatever that entry leads to). A bare tag names a repository called after
-/// `layout` (see [`Reference::for_layout_tag`]).
-fn oci_tags(
-    index_bytes: &[u8],
-    manifest: Option<&Digest>,
-    path: &Path,
-    layout: Option<&str>,
-) -> Result<Vec<Reference>, Error> {
-    let index: Index = serde_json::from_slice(index_bytes).map_err(|source| Error::Json {
-        path: path.to_owned(),
-        what: "image index",
-        source,
-    })?;
-    let single = index.manifests.len() == 1;
+/// The references the names of `opened` (see [`image::Image::names`]) stand for, without
+/// repeats. In an OCI layout at `source`, a bare tag names a repository called after the
+/// layout (see [`Reference::for_layout_tag`]).
+fn references(opened: &image::Image, source: &Path) -> Vec<Reference> {
+    let layout = match opened.kind {
+        SourceKind::OciLayoutDir | SourceKind::OciLayoutTar => layout_name(source),
+        SourceKind::DockerArchive | SourceKind::RootfsTar => None,
+    };
     let mut tags = Vec::new();
-    for entry in &index.manifests {
-        if !single && entry.digest().as_ref() != manifest {
-            continue;
-        }
-        let name = entry
-            .annotations
-            .get(ANNOTATION_IMAGE_NAME)
-            .or_else(|| entry.annotations.get(ANNOTATION_REF_NAME));
-        let reference = name.and_then(|n| {
-            Reference::from_archive(n)
-                .or_else(|| layout.and_then(|l| Reference::for_layout_tag(l, n)))
+    for name in &opened.names {
+        let reference = Reference::from_archive(name).or_else(|| {
+            layout
+                .as_deref()
+                .and_then(|l| Reference::for_layout_tag(l, name))
         });
         if let Some(reference) = reference {
             if !tags.contains(&reference) {
@@ -209,94 +100,7 @@ fn oci_tags(
             }
         }
     }
-    Ok(tags)
-}
-
-/// Reads the config bytes and names of the image `image::open` chose from `source`.
-fn source_meta(source: &Path, opened: &image::Image, config: &Digest) -> Result<SourceMeta, Error> {
-    let blob_name = format!("blobs/sha256/{}", config.hex());
-    let checked = |bytes: Option<Vec<u8>>, at: PathBuf| -> Result<Vec<u8>, Error> {
-        let bytes = bytes.ok_or_else(|| Error::MissingBlob {
-            digest: *config,
-            path: at.clone(),
-        })?;
-        let actual = Digest::of_bytes(&bytes);
-        if actual != *config {
-            return Err(Error::Mismatch {
-                what: format!("config {}", at.display()),
-                expected: *config,
-                actual,
-            });
-        }
-        Ok(bytes)
-    };
-    if source.is_dir() {
-        let bytes = read_small(&source.join(&blob_name))?;
-        let config = checked(bytes, source.join(&blob_name))?;
-        let index_path = source.join("index.json");
-        let tags = match read_small(&index_path)? {
-            Some(b) => oci_tags(
-                &b,
-                opened.manifest_digest.as_ref(),
-                &index_path,
-                layout_name(source).as_deref(),
-            )?,
-            None => Vec::new(),
-        };
-        return Ok(SourceMeta {
-            config,
-            tags,
-            parent: None,
-        });
-    }
-    let tar = TarMeta::scan(source)?;
-    if let Some(manifest) = tar.read("manifest.json")? {
-        let at = source.join("manifest.json");
-        let entries: Vec<DockerEntry> =
-            serde_json::from_slice(&manifest).map_err(|source| Error::Json {
-                path: at.clone(),
-                what: "docker manifest.json",
-                source,
-            })?;
-        // `image::open` opens the first image of a docker archive.
-        let Some(entry) = entries.into_iter().next() else {
-            return Err(Error::BadImage {
-                id: *config,
-                problem: "manifest.json lists no image".into(),
-            });
-        };
-        let name = entry.config.trim_start_matches("./").to_owned();
-        let bytes = tar.read(&name)?;
-        let config = checked(bytes, source.join(&name))?;
-        let tags = entry
-            .repo_tags
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| Reference::from_archive(t))
-            .collect();
-        let parent = entry.parent.as_deref().and_then(|p| Digest::parse(p).ok());
-        return Ok(SourceMeta {
-            config,
-            tags,
-            parent,
-        });
-    }
-    let bytes = tar.read(&blob_name)?;
-    let config = checked(bytes, source.join(&blob_name))?;
-    let tags = match tar.read("index.json")? {
-        Some(b) => oci_tags(
-            &b,
-            opened.manifest_digest.as_ref(),
-            &source.join("index.json"),
-            layout_name(source).as_deref(),
-        )?,
-        None => Vec::new(),
-    };
-    Ok(SourceMeta {
-        config,
-        tags,
-        parent: None,
-    })
+    tags
 }
 
 impl Store {
@@ -308,10 +112,7 @@ impl Store {
     /// rootfs tar, or a store write failure. Nothing is named unless every blob is stored.
     pub fn load(&self, source: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, Error> {
         let _lock = self.lock_shared()?;
-        let platform = match opts.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        };
+        let platform = Platform::parse_or_host(opts.platform)?;
         let opened = image::open(
             source,
             &OpenOptions {
@@ -320,12 +121,11 @@ impl Store {
                 progress: opts.progress,
             },
         )?;
-        let Some(config_digest) = opened.config_digest else {
+        let Some(config) = &opened.config else {
             return Err(Error::NotAnImage {
                 path: source.to_owned(),
             });
         };
-        let meta = source_meta(source, &opened, &config_digest)?;
         let mut layers = Vec::with_capacity(opened.layers.len());
         let mut sizes = Vec::with_capacity(opened.layers.len());
         let mut new_layers = 0;
@@ -364,24 +164,24 @@ impl Store {
             sizes.push(layer_size(&index));
             layers.push((diff_id, size));
         }
-        let mut tags = meta.tags;
+        let mut tags = references(&opened, source);
         for t in &opts.tags {
             if !tags.contains(t) {
                 tags.push(t.clone());
             }
         }
         let record = self.add_image(
-            &meta.config,
+            &config.bytes,
             &layers,
             &tags,
             ImageMeta {
-                parent: meta.parent,
+                parent: opened.parent,
                 layer_sizes: sizes,
                 last_tag_time: None,
             },
             opts.progress,
         )?;
-        debug_assert_eq!(record.id, config_digest);
+        debug_assert_eq!(record.id, config.digest);
         Ok(Loaded {
             id: record.id,
             tags,
@@ -398,10 +198,7 @@ impl Store {
     /// the store cannot be written.
     pub fn import(&self, source: &Path, opts: &ImportOptions<'_>) -> Result<Loaded, Error> {
         let _lock = self.lock_shared()?;
-        let platform = match opts.platform {
-            Some(p) => Platform::parse(p)?,
-            None => Platform::host(),
-        };
+        let platform = Platform::parse_or_host(opts.platform)?;
         let (input, total): (Box<dyn Read>, u64) = if source == Path::new("-") {
             (Box::new(io::stdin().lock()), 0)
         } else {
@@ -412,27 +209,19 @@ impl Store {
         // Progress counts the bytes read from SOURCE, so a compressed tar's percentage is
         // right although more bytes come out of the decompressor than go in.
         let mut input = ProgressReader::new(input, "importing", total, opts.progress);
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < magic.len() {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("reading", source, e)),
-            }
-        }
+        let mut magic = [0u8; MAGIC_LEN];
+        let got =
+            read_up_to(&mut input, &mut magic).map_err(|e| Error::io("reading", source, e))?;
         let head = io::Cursor::new(magic[..got].to_vec());
-        let stream = head.chain(input);
-        let mut reader: Box<dyn Read> = if magic[..got].starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(stream))
-        } else if magic[..got].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(
-                zstd::stream::read::Decoder::new(stream)
+        let stream = io::BufReader::new(head.chain(input));
+        let compression = Compression::sniff(&magic[..got]);
+        let mut reader: Box<dyn Read> = match compression {
+            Compression::Gzip | Compression::Zstd => Box::new(
+                Decoder::new(compression, stream)
                     .map_err(|e| Error::io("decompressing", source, e))?,
-            )
-        } else {
-            Box::new(stream)
+            ),
+            // Read as a tar, which the indexer then checks (xz or bzip2 fail there).
+            Compression::None | Compression::Unsupported(_) => Box::new(stream),
         };
 
         let mut tmp = TempFile::create(&self.blobs_dir(), 0o444)?;
@@ -459,7 +248,7 @@ impl Store {
             tmp.persist(&dest)?;
         }
         let cache = self.root.join(super::INDEXES_DIR).join(diff_id.hex());
-        if let Err(e) = blobs::write_atomic(&cache, &codec::encode(&index), 0o644) {
+        if let Err(e) = write_atomic(&cache, &codec::encode(&index), 0o644) {
             log::warn!("{e}: layer index not cached");
         }
         let blob_size = fs::metadata(&dest)

@@ -34,8 +34,7 @@
 //! mount records the blobs it serves in a lease file that it keeps locked until it exits;
 //! collection skips the blobs of every lease that is still locked, and of every container.
 //!
-//! Module map: [`mod@reference`] (`NAME:TAG`), [`oci`] (the JSON documents), `blobs` (hashed,
-//! atomic writes), `load` (`rfs load`, `rfs import`), `changes` (walking an upper directory:
+//! Module map: [`mod@reference`] (`NAME:TAG`), `blobs` (hashed writes),  `load` (`rfs load`, `rfs import`), `changes` (walking an upper directory:
 //! `rfs diff`, and the layer tar of `rfs commit`), `commit`, `history`, `save` (docker and OCI
 //! archives), `gc` (`rfs rmi`, `rfs prune`), `mounts` (the fresh writable layers of
 //! `rfs mount`: `rfs mounts`, `rfs prune --mounts`), [`time`] (RFC 3339).
@@ -47,7 +46,6 @@ mod gc;
 mod history;
 mod load;
 mod mounts;
-pub mod oci;
 pub mod reference;
 mod save;
 pub mod time;
@@ -60,29 +58,26 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::durable::{TempFile, write_atomic};
 use crate::image::MAX_METADATA_BYTES;
+use crate::image::model::{
+    self, ANNOTATION_REF_NAME, Descriptor, INDEX_JSON, ImageConfig, Index, Manifest,
+    OCI_LAYOUT_FILE,
+};
 use crate::lower::{LayerInput, LowerTree};
+use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{self, EntryKind, TarIndex};
 
-pub use blobs::Progress;
 pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer};
 pub use commit::{CommitOptions, Committed, apply_changes};
 pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
 pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
-pub use oci::{Descriptor, Index, Manifest};
 pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;
 pub use time::Timestamp;
 
-use blobs::write_atomic;
-use oci::ANNOTATION_REF_NAME;
-
-/// The layout's root document.
-const INDEX_JSON: &str = "index.json";
-/// The layout marker.
-const OCI_LAYOUT_FILE: &str = "oci-layout";
 /// Held shared by writers, exclusively by garbage collection.
 const STORE_LOCK: &str = "store.lock";
 /// Held exclusively while `index.json` is read, changed and rewritten.
@@ -241,6 +236,16 @@ impl From<crate::image::Error> for Error {
     }
 }
 
+impl From<crate::durable::FileError> for Error {
+    fn from(e: crate::durable::FileError) -> Error {
+        Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl From<crate::Error> for Error {
     fn from(e: crate::Error) -> Error {
         Error::Fs(Box::new(e))
@@ -293,8 +298,8 @@ pub struct StoredImage {
     pub manifest: Digest,
     /// Its tags.
     pub tags: Vec<Reference>,
-    /// The config JSON.
-    pub config: serde_json::Value,
+    /// The config (its bytes are the blob `id`).
+    pub config: ImageConfig,
     /// `config.rootfs.diff_ids`, base first.
     pub diff_ids: Vec<Digest>,
     /// rfs's notes, with `layer_sizes` filled in.
@@ -304,10 +309,7 @@ pub struct StoredImage {
 impl StoredImage {
     /// `config.created`, if present and valid.
     pub fn created(&self) -> Option<Timestamp> {
-        self.config
-            .get("created")
-            .and_then(serde_json::Value::as_str)
-            .and_then(Timestamp::parse)
+        self.config.created.as_deref().and_then(Timestamp::parse)
     }
 
     /// The image's size as Docker reports it: the sum of its layers' sizes.
@@ -365,7 +367,7 @@ impl Store {
         };
         let layout = root.join(OCI_LAYOUT_FILE);
         if !layout.is_file() {
-            write_atomic(&layout, oci::OCI_LAYOUT, 0o644)?;
+            write_atomic(&layout, model::OCI_LAYOUT, 0o644)?;
         }
         if !root.join(INDEX_JSON).is_file() {
             store.update_index(|_| Ok(()))?;
@@ -516,7 +518,7 @@ impl Store {
         let index = self.read_index()?;
         let mut out: Vec<ImageRecord> = Vec::new();
         for entry in &index.manifests {
-            let Some(manifest_digest) = entry.digest() else {
+            let Ok(manifest_digest) = entry.digest() else {
                 log::warn!("index.json: skipping entry with digest {}", entry.digest);
                 continue;
             };
@@ -536,7 +538,7 @@ impl Store {
                     continue;
                 }
             };
-            let Some(id) = manifest.config.digest() else {
+            let Ok(id) = manifest.config.digest() else {
                 log::warn!("manifest {manifest_digest}: bad config digest; skipped");
                 continue;
             };
@@ -596,15 +598,14 @@ impl Store {
     /// The config blob is missing or invalid, or a layer cannot be indexed to size it.
     pub fn image(&self, record: &ImageRecord) -> Result<StoredImage, Error> {
         let bytes = self.read_blob(&record.id, "config")?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-                path: self.blob_path(&record.id),
-                what: "image config",
-                source,
-            })?;
-        let diff_ids = diff_ids(&config).map_err(|problem| Error::BadImage {
+        let config: ImageConfig = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: self.blob_path(&record.id),
+            what: "image config",
+            source,
+        })?;
+        let diff_ids = config.diff_ids().map_err(|e| Error::BadImage {
             id: record.id,
-            problem,
+            problem: format!("bad diff_id in rootfs.diff_ids: {e}"),
         })?;
         let mut meta = self.meta(&record.id);
         if meta.layer_sizes.len() != diff_ids.len() {
@@ -652,7 +653,7 @@ impl Store {
         let path = self.meta_path(id);
         let result = serde_json::to_vec(meta)
             .map_err(|e| Error::io("encoding", &path, io::Error::other(e)))
-            .and_then(|bytes| write_atomic(&path, &bytes, 0o644));
+            .and_then(|bytes| Ok(write_atomic(&path, &bytes, 0o644)?));
         if let Err(e) = result {
             log::warn!("{e}");
         }
@@ -721,7 +722,7 @@ impl Store {
         let dir = self.root.join(LEASES_DIR);
         // Leases of mounts that have ended would otherwise pile up until the next prune.
         self.sweep_leases(None);
-        let mut tmp = blobs::TempFile::create(&dir, 0o644)?;
+        let mut tmp = TempFile::create(&dir, 0o644)?;
         let record = LeaseRecord {
             pid: std::process::id(),
             what: what.to_owned(),
@@ -779,7 +780,7 @@ impl Store {
         mut meta: ImageMeta,
         progress: Option<&Progress<'_>>,
     ) -> Result<ImageRecord, Error> {
-        let config: serde_json::Value =
+        let config: ImageConfig =
             serde_json::from_slice(config_bytes).map_err(|source| Error::Json {
                 path: PathBuf::from("(new image config)"),
                 what: "image config",
@@ -812,8 +813,9 @@ impl Store {
             meta.parent = self.meta(&id).parent;
         }
         self.write_meta(&id, &meta);
-        let mut descriptor = Descriptor::new(oci::MEDIA_MANIFEST, &manifest_digest, manifest_size);
-        descriptor.platform = oci::PlatformJson::of_config(&config);
+        let mut descriptor =
+            Descriptor::new(model::MEDIA_MANIFEST, &manifest_digest, manifest_size);
+        descriptor.platform = config.platform();
         self.update_index(|index| {
             place(index, &descriptor, tags);
             Ok(())
@@ -837,7 +839,7 @@ impl Store {
         let Some(entry) = index
             .manifests
             .iter()
-            .find(|e| e.digest() == Some(image.manifest))
+            .find(|e| e.digest().ok() == Some(image.manifest))
             .cloned()
         else {
             return Err(Error::NoSuchImage {
@@ -905,21 +907,6 @@ fn place(index: &mut Index, descriptor: &Descriptor, tags: &[Reference]) {
     }
 }
 
-/// `config.rootfs.diff_ids`, parsed.
-fn diff_ids(config: &serde_json::Value) -> Result<Vec<Digest>, String> {
-    let list = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(serde_json::Value::as_array)
-        .ok_or("the config has no rootfs.diff_ids")?;
-    list.iter()
-        .map(|v| {
-            v.as_str()
-                .and_then(|s| Digest::parse(s).ok())
-                .ok_or_else(|| format!("bad diff_id {v}"))
-        })
-        .collect()
-}
-
 /// A layer's size as Docker reports it (`docker history`, `docker images`): the bytes its
 /// files would take once unpacked: regular file data and symlink targets, a hard-linked file
 /// once, and nothing for directories, devices and whiteouts.
@@ -963,7 +950,7 @@ fn index_layer(
         .metadata()
         .map_err(|e| Error::io("reading", blob, e))?
         .len();
-    let reader = blobs::ProgressReader::new(file, what, len, progress);
+    let reader = ProgressReader::new(file, what, len, progress);
     let index =
         tar_index::build(BufReader::with_capacity(1 << 16, reader), limits).map_err(|source| {
             Error::BadLayer {

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::blobs::write_atomic;
 use super::{Error, Store, Timestamp};
+use crate::durable::write_atomic;
 
 /// The directory of the layers, under the root.
 const MOUNTS_DIR: &str = "mounts";
@@ -177,7 +177,7 @@ impl MountLayer {
     fn write_record(&self) -> Result<(), Error> {
         let bytes = serde_json::to_vec_pretty(&self.record)
             .map_err(|e| Error::io("encoding", self.dir.join(RECORD), io::Error::other(e)))?;
-        write_atomic(&self.dir.join(RECORD), &bytes, 0o644)
+        Ok(write_atomic(&self.dir.join(RECORD), &bytes, 0o644)?)
     }
 
     /// Deletes the layer, lock still held, and forgets it.

@@ -13,15 +13,13 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 
-use serde::Serialize;
-
-use super::blobs::{Progress, ProgressReader};
-use super::oci::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_MANIFEST, OCI_LAYOUT,
-    PlatformJson,
-};
 use super::{Error, Reference, Store, StoredImage};
 use crate::digest::Digest;
+use crate::image::model::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, DOCKER_MANIFEST_JSON, Descriptor,
+    DockerManifestEntry, INDEX_JSON, Index, MEDIA_MANIFEST, OCI_LAYOUT, OCI_LAYOUT_FILE,
+};
+use crate::progress::{Progress, ProgressReader};
 
 /// Which archive `rfs save` writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,15 +28,6 @@ pub enum ArchiveFormat {
     Docker,
     /// An OCI image layout in a tar (`oci-archive:`).
     Oci,
-}
-
-/// One entry of a docker archive's `manifest.json`.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct DockerEntry {
-    config: String,
-    repo_tags: Option<Vec<String>>,
-    layers: Vec<String>,
 }
 
 impl Store {
@@ -86,16 +75,17 @@ impl Store {
             }
             let config = format!("{}.json", image.id.hex());
             archive.blob_as(self, &image.id, &config, "saving config", progress)?;
-            manifest.push(DockerEntry {
+            manifest.push(DockerManifestEntry {
                 config,
                 repo_tags: (!names.is_empty())
                     .then(|| names.iter().map(ToString::to_string).collect()),
                 layers,
+                parent: None,
             });
         }
         let bytes = serde_json::to_vec(&manifest)
             .map_err(|e| Error::io("encoding", "manifest.json", io::Error::other(e)))?;
-        archive.bytes("manifest.json", &bytes)
+        archive.bytes(DOCKER_MANIFEST_JSON, &bytes)
     }
 
     fn save_oci<W: Write>(
@@ -104,7 +94,7 @@ impl Store {
         images: &[(StoredImage, Vec<Reference>)],
         progress: Option<&Progress<'_>>,
     ) -> Result<(), Error> {
-        archive.bytes("oci-layout", OCI_LAYOUT)?;
+        archive.bytes(OCI_LAYOUT_FILE, OCI_LAYOUT)?;
         let mut index = Index::default();
         let mut blobs: Vec<(Digest, String)> = Vec::new();
         for (image, names) in images {
@@ -112,7 +102,7 @@ impl Store {
                 .map_err(|e| Error::io("reading", self.blob_path(&image.manifest), e))?
                 .len();
             let mut descriptor = Descriptor::new(MEDIA_MANIFEST, &image.manifest, manifest_size);
-            descriptor.platform = PlatformJson::of_config(&image.config);
+            descriptor.platform = image.config.platform();
             if names.is_empty() {
                 index.manifests.push(descriptor.clone());
             }
@@ -135,7 +125,7 @@ impl Store {
                 });
             };
             for (i, layer) in manifest.layers.iter().enumerate() {
-                let digest = layer.digest().ok_or_else(|| Error::BadImage {
+                let digest = layer.digest().map_err(|_| Error::BadImage {
                     id: image.manifest,
                     problem: format!("bad layer digest {}", layer.digest),
                 })?;
@@ -153,7 +143,7 @@ impl Store {
         }
         let bytes = serde_json::to_vec(&index)
             .map_err(|e| Error::io("encoding", "index.json", io::Error::other(e)))?;
-        archive.bytes("index.json", &bytes)
+        archive.bytes(INDEX_JSON, &bytes)
     }
 }
 

@@ -78,6 +78,12 @@ fn config(layers: &[&[u8]], history: &[&str]) -> Vec<u8> {
 
 /// A docker archive at `path` with `layers`, `config` and `tags`.
 fn docker_archive(path: &Path, layers: &[&[u8]], config: &[u8], tags: &[&str]) {
+    docker_archive_with(path, layers, config, json!({"RepoTags": tags}));
+}
+
+/// A docker archive at `path` with `layers` and `config`, whose `manifest.json` entry also
+/// has the fields of `entry` (`RepoTags`, `Parent` …).
+fn docker_archive_with(path: &Path, layers: &[&[u8]], config: &[u8], entry: serde_json::Value) {
     let mut b = tar::Builder::new(fs::File::create(path).expect("create"));
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
@@ -93,7 +99,10 @@ fn docker_archive(path: &Path, layers: &[&[u8]], config: &[u8], tags: &[&str]) {
     }
     let config_name = format!("{}.json", Digest::of_bytes(config).hex());
     add(&config_name, config);
-    let manifest = json!([{"Config": config_name, "RepoTags": tags, "Layers": names}]);
+    let mut manifest = json!([{"Config": config_name, "Layers": names}]);
+    if let (Some(fields), Some(target)) = (entry.as_object(), manifest[0].as_object_mut()) {
+        target.extend(fields.clone());
+    }
     add("manifest.json", manifest.to_string().as_bytes());
     b.into_inner().expect("finish").flush().expect("flush");
 }
@@ -150,7 +159,7 @@ fn a_fresh_store_is_an_oci_layout() {
     let root = f.store.root();
     assert_eq!(
         fs::read(root.join("oci-layout")).expect("oci-layout"),
-        oci::OCI_LAYOUT
+        crate::image::model::OCI_LAYOUT
     );
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(root.join("index.json")).expect("index")).expect("json");
@@ -199,7 +208,10 @@ fn loading_stores_shared_layers_once_and_names_images() {
         .manifest(&image.manifest)
         .expect("read")
         .expect("manifest");
-    assert_eq!(manifest.layers[0].media_type, oci::MEDIA_LAYER_TAR);
+    assert_eq!(
+        manifest.layers[0].media_type.as_deref(),
+        Some(crate::image::model::MEDIA_LAYER_TAR)
+    );
     assert_eq!(manifest.layers[0].digest, image.diff_ids[0].to_string());
     assert_eq!(manifest.config.digest, image.id.to_string());
 }
@@ -264,7 +276,7 @@ fn concurrent_loads_of_one_image_all_succeed() {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(blobs::TMP_PREFIX)
+                .starts_with(crate::durable::TMP_PREFIX)
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -476,11 +488,14 @@ fn commit_is_deterministic_and_gives_the_merged_view() {
     assert_eq!(committed.meta.parent, Some(image.id));
     assert_eq!(committed.diff_ids.len(), 2);
     assert_eq!(
-        committed.config["config"]["Env"],
-        json!(["PATH=/bin", "X=1"])
+        committed.config.config.as_ref().and_then(|c| c.env.clone()),
+        Some(vec!["PATH=/bin".to_owned(), "X=1".to_owned()])
     );
-    let history = committed.config["history"].as_array().expect("history");
-    assert_eq!(history.last().expect("entry")["comment"], "msg");
+    let history = &committed.config.history;
+    assert_eq!(
+        history.last().expect("entry").comment.as_deref(),
+        Some("msg")
+    );
 
     let tree = f.store.lower_tree(&committed).expect("tree");
     let node = |p: &str| tree.lookup_path(p.as_bytes());
@@ -697,11 +712,26 @@ fn import_makes_a_one_layer_image_from_a_compressed_tar() {
     let image = f.store.find("imported").expect("find");
     assert_eq!(image.id, loaded.id);
     assert_eq!(image.diff_ids, [Digest::of_bytes(&rootfs)]);
-    assert_eq!(image.config["config"]["Cmd"], json!(["/bin/sh"]));
-    let comment = image.config["history"][0]["comment"]
-        .as_str()
-        .expect("comment");
+    assert_eq!(
+        image.config.config.as_ref().and_then(|c| c.cmd.clone()),
+        Some(vec!["/bin/sh".to_owned()])
+    );
+    let comment = image.config.history[0].comment.as_deref().expect("comment");
     assert!(comment.starts_with("Imported from "), "{comment}");
+
+    // zstd and plain tars give the same layer: the sniffed first bytes go back in front.
+    let zst = f.path("rootfs.tar.zst");
+    fs::write(&zst, zstd::encode_all(&rootfs[..], 3).expect("zstd")).expect("write");
+    let plain = f.path("rootfs.tar");
+    fs::write(&plain, &rootfs).expect("write");
+    for source in [&zst, &plain] {
+        let again = f
+            .store
+            .import(source, &ImportOptions::default())
+            .expect("import");
+        let image = f.store.find(&again.id.to_string()).expect("find");
+        assert_eq!(image.diff_ids, [Digest::of_bytes(&rootfs)], "{source:?}");
+    }
 
     let not_tar = f.path("junk");
     fs::write(&not_tar, vec![7u8; 2000]).expect("junk");
@@ -709,4 +739,96 @@ fn import_makes_a_one_layer_image_from_a_compressed_tar() {
         f.store.import(&not_tar, &ImportOptions::default()),
         Err(Error::BadLayer { .. })
     ));
+}
+
+#[test]
+fn a_docker_archive_hands_its_names_and_parent_to_the_store() {
+    let f = Fixture::new();
+    let base = base_layer();
+    let parent = Digest::of_bytes(b"the image it was built from");
+    let path = f.path("named.tar");
+    docker_archive_with(
+        &path,
+        &[&base],
+        &config(&[&base], &["base"]),
+        json!({"RepoTags": ["named:1", "other/named:2"], "Parent": parent.to_string()}),
+    );
+    let loaded = f.store.load(&path, &LoadOptions::default()).expect("load");
+    let names: Vec<String> = loaded.tags.iter().map(ToString::to_string).collect();
+    assert_eq!(names, ["named:1", "other/named:2"]);
+    let image = f.store.find("other/named:2").expect("find");
+    assert_eq!(image.id, loaded.id);
+    assert_eq!(image.meta.parent, Some(parent));
+}
+
+#[test]
+fn a_commit_keeps_the_fields_of_its_base_config_it_does_not_change() {
+    let f = Fixture::new();
+    let base = base_layer();
+    let mut original: serde_json::Value =
+        serde_json::from_slice(&config(&[&base], &["base"])).expect("json");
+    original["docker_version"] = json!("20.10.24+dfsg1");
+    original["container"] = json!("1558876261ac");
+    original["container_config"] = json!({
+        "Hostname": "1558876261ac", "Cmd": ["/bin/sh", "-c", "make"],
+        "Volumes": null, "OnBuild": null, "Labels": {"a": "b"},
+    });
+    original["config"]["Healthcheck"] =
+        json!({"Test": ["CMD", "true"], "Interval": 5_000_000_000_u64, "Retries": 3});
+    original["config"]["OnBuild"] = serde_json::Value::Null;
+    original["config"]["StopTimeout"] = json!(7);
+    original["x-vendor"] = json!({"nested": [1, "two", null]});
+    let path = f.path("rich.tar");
+    docker_archive(
+        &path,
+        &[&base],
+        &serde_json::to_vec(&original).expect("json"),
+        &["rich:1"],
+    );
+    f.store.load(&path, &LoadOptions::default()).expect("load");
+    let image = f.store.find("rich:1").expect("find");
+    let opts = CommitOptions {
+        message: Some("msg".into()),
+        changes: vec!["ENV X=1".into()],
+        ..CommitOptions::default()
+    };
+    let up = make_upper(f.dir.path());
+    let committed = f.store.commit(&image, &up, &opts).expect("commit");
+    let bytes = fs::read(f.store.blob_path(&committed.id)).expect("config blob");
+    let new: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+
+    // What a commit deliberately changes.
+    assert!(new.get("docker_version").is_none(), "{new}");
+    assert!(
+        new.get("container").is_none(),
+        "no container was named: {new}"
+    );
+    assert_eq!(new["comment"], "msg");
+    assert_eq!(new["rootfs"]["diff_ids"][1], committed.layer.to_string());
+    assert_eq!(new["history"].as_array().map(Vec::len), Some(2));
+    assert_eq!(new["config"]["Env"], json!(["PATH=/bin", "X=1"]));
+    // Everything else is as it was, known to the typed model or not, nulls included.
+    for key in ["container_config", "x-vendor", "architecture", "os"] {
+        assert_eq!(new[key], original[key], "{key}");
+    }
+    for key in ["Healthcheck", "OnBuild", "StopTimeout", "Cmd"] {
+        assert_eq!(new["config"].get(key), original["config"].get(key), "{key}");
+    }
+    assert_eq!(new["history"][0], original["history"][0]);
+    // And the typed view reads the Docker fields back.
+    let stored = f.store.find(&committed.id.to_string()).expect("committed");
+    let section = stored.config.config.as_ref().expect("config");
+    assert_eq!(section.stop_timeout, Some(7));
+    assert_eq!(
+        section.healthcheck.as_ref().and_then(|h| h.retries),
+        Some(3)
+    );
+    assert_eq!(
+        stored
+            .config
+            .container_config
+            .as_ref()
+            .and_then(|c| c.hostname.as_deref()),
+        Some("1558876261ac")
+    );
 }

@@ -81,7 +81,7 @@ fn store_section(root: &Path) -> Result<Value> {
             image_blobs.extend(rfs_fs::store::Store::blobs_of(&image));
         }
     }
-    let containers = rfs_runner::state::Store::new(root)
+    let containers = rfs_runner::state::ContainerStore::new(root)
         .list()
         .context("reading the containers")?;
     let running = containers.iter().filter(|c| c.is_running()).count();

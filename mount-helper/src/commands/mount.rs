@@ -296,7 +296,7 @@ fn say(args: &MountArgs, msg: &str) {
 /// user who mounted it. What the caller creates is recorded as the image root's
 /// (`override_stat`), so `rfs commit` writes what the image's root would have written.
 fn shown_ids(args: &MountArgs) -> Result<rfs_fs::fuse::IdMapping> {
-    use rfs_runner::userns::IdMapping as UserIds;
+    use rfs_runner::userns::UsernsMapping;
     if args.keep_ids || args.lower.is_some() || nix::unistd::geteuid().is_root() {
         return Ok(args.ids.clone());
     }
@@ -310,8 +310,8 @@ fn shown_ids(args: &MountArgs) -> Result<rfs_fs::fuse::IdMapping> {
         ..Default::default()
     };
     if args.subids {
-        match UserIds::for_current_user().context("--subids")? {
-            UserIds::Ranges {
+        match UsernsMapping::for_current_user().context("--subids")? {
+            UsernsMapping::Ranges {
                 sub_uid, sub_gid, ..
             } => {
                 ids.uids.push((sub_uid.start, 1, sub_uid.count));

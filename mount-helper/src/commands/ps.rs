@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use rfs_runner::state::{ContainerState, Status, Store, now};
+use rfs_runner::state::{ContainerState, ContainerStore, Status, now};
 
 use crate::cli::PsArgs;
 
 /// Runs `rfs ps`.
 pub(crate) fn run(root: Option<PathBuf>, args: &PsArgs) -> Result<ExitCode> {
     let root = super::root_dir(root)?;
-    let containers = Store::new(&root).list()?;
+    let containers = ContainerStore::new(&root).list()?;
     let mut rows = vec![[
         "CONTAINER ID".to_string(),
         "NAME".into(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use rfs_runner::state::{ContainerState, Store};
+use rfs_runner::state::{ContainerState, ContainerStore};
 
 use crate::cli::RmArgs;
 
@@ -17,7 +17,7 @@ use crate::cli::RmArgs;
 /// be removed.
 pub(crate) fn run(root: Option<PathBuf>, args: &RmArgs) -> Result<ExitCode> {
     let root = super::root_dir(root)?;
-    let store = Store::new(&root);
+    let store = ContainerStore::new(&root);
     let mut failed = false;
     for key in &args.containers {
         match remove(&store, key, args.force) {
@@ -35,7 +35,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: &RmArgs) -> Result<ExitCode> {
     })
 }
 
-fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
+fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<()> {
     let Some(c) = store.find(key)? else {
         bail!("no such container: {key}");
     };

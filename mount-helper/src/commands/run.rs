@@ -19,16 +19,17 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use rfs_fs::fuse::MountOptions;
+use rfs_fs::image::model::ImageConfig;
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
 use rfs_fs::ovl::Namespace;
 use rfs_fs::union::{Ownership, UnionConfig, UpperDirs};
-use rfs_runner::image_config::{ImageConfig, command_line, environment};
+use rfs_runner::image_config::{ImageDefaults, command_line, environment};
 use rfs_runner::mounts::TargetKind;
 use rfs_runner::process::{self, wait_forwarding};
 use rfs_runner::spec::{BindMount, Network, RunSpec};
-use rfs_runner::state::{ContainerState, Status, Store};
+use rfs_runner::state::{ContainerState, ContainerStore, Status};
 use rfs_runner::syscall::Linux;
-use rfs_runner::userns::{self, IdMapping};
+use rfs_runner::userns::{self, UsernsMapping};
 
 use super::store::Container;
 use crate::cli::{NetMode, RunArgs};
@@ -68,6 +69,19 @@ fn volume(spec: &str) -> Result<BindMount> {
     })
 }
 
+/// What the image config gives a container unless the command line says otherwise (all empty
+/// for a flat rootfs tar, which has no config).
+fn image_defaults(config: Option<&ImageConfig>) -> ImageDefaults {
+    let section = config.and_then(|c| c.config.clone()).unwrap_or_default();
+    ImageDefaults {
+        env: section.env.unwrap_or_default(),
+        entrypoint: section.entrypoint.unwrap_or_default(),
+        cmd: section.cmd.unwrap_or_default(),
+        working_dir: section.working_dir.unwrap_or_default(),
+        user: section.user.unwrap_or_default(),
+    }
+}
+
 /// /dev/fuse must open read-write, in this process, or no container can mount its root.
 fn check_dev_fuse() -> Result<()> {
     let device = crate::host::FuseDevice::probe();
@@ -105,7 +119,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     serve::tune_memory();
     // Prerequisites first: a missing one means nothing is created.
     userns::check_user_namespaces()?;
-    let mapping = IdMapping::for_current_user()?;
+    let mapping = UsernsMapping::for_current_user()?;
     check_dev_fuse()?;
     let root = super::root_dir(root)?;
 
@@ -114,7 +128,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let image = super::store::open_image(&root, &args.source, args.platform.as_deref())
         .with_context(|| format!("reading image {}", args.source.display()))?;
     let layers = image.layers;
-    let config = ImageConfig::from_json(image.config.as_ref());
+    let config = image_defaults(image.config.as_ref());
     let image_id = image.image_id;
     let argv = command_line(&config, args.entrypoint.as_deref(), &args.command)?;
     let volumes = args
@@ -123,8 +137,8 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         .map(|v| volume(v))
         .collect::<Result<Vec<_>>>()?;
 
-    let store = Store::new(&root);
-    let id = Store::new_id()?;
+    let store = ContainerStore::new(&root);
+    let id = ContainerStore::new_id()?;
     let name = args
         .name
         .clone()
@@ -197,7 +211,7 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     // (identity mapping) or, rootless, ours (uid and gid 0 there), other owners going to
     // user.containers.override_stat; and markers in user.*, as trusted.* can be neither set
     // nor read inside a user namespace.
-    let ownership = if mapping == IdMapping::Identity {
+    let ownership = if mapping == UsernsMapping::Identity {
         Ownership::Host
     } else {
         Ownership::Override {

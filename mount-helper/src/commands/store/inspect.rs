@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use rfs_fs::image::model::{ContainerConfig, Empty, Healthcheck};
 use rfs_fs::store::{Store, StoredImage, Timestamp};
 
 use crate::cli::{InspectArgs, InspectType};
@@ -68,72 +69,69 @@ fn pretty(value: &impl Serialize) -> Result<String> {
     Ok(String::from_utf8(buf)?)
 }
 
-/// `container.Config` in Docker's field order; fields an image config lacks get Docker's
-/// defaults.
+/// `container.Config` in Docker's field order, with Docker's defaults for what an image
+/// config lacks.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct DockerConfig {
-    hostname: Value,
-    domainname: Value,
-    user: Value,
-    attach_stdin: Value,
-    attach_stdout: Value,
-    attach_stderr: Value,
+    hostname: String,
+    domainname: String,
+    user: String,
+    attach_stdin: bool,
+    attach_stdout: bool,
+    attach_stderr: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    exposed_ports: Option<Value>,
-    tty: Value,
-    open_stdin: Value,
-    stdin_once: Value,
-    env: Value,
-    cmd: Value,
+    exposed_ports: Option<BTreeMap<String, Empty>>,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    env: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    healthcheck: Option<Value>,
+    healthcheck: Option<Healthcheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    args_escaped: Option<Value>,
-    image: Value,
-    volumes: Value,
-    working_dir: Value,
-    entrypoint: Value,
-    on_build: Value,
-    labels: Value,
+    args_escaped: Option<bool>,
+    image: String,
+    volumes: Option<BTreeMap<String, Empty>>,
+    working_dir: String,
+    entrypoint: Option<Vec<String>>,
+    on_build: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stop_signal: Option<Value>,
+    stop_signal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stop_timeout: Option<Value>,
+    stop_timeout: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    shell: Option<Value>,
+    shell: Option<Vec<String>>,
 }
 
 impl DockerConfig {
-    fn from(section: Option<&Value>) -> DockerConfig {
-        let get = |key: &str, default: Value| {
-            section.and_then(|s| s.get(key)).cloned().unwrap_or(default)
-        };
-        let opt = |key: &str| section.and_then(|s| s.get(key)).cloned();
+    fn from(section: Option<&ContainerConfig>) -> DockerConfig {
+        let c = section.cloned().unwrap_or_default();
         DockerConfig {
-            hostname: get("Hostname", json!("")),
-            domainname: get("Domainname", json!("")),
-            user: get("User", json!("")),
-            attach_stdin: get("AttachStdin", json!(false)),
-            attach_stdout: get("AttachStdout", json!(false)),
-            attach_stderr: get("AttachStderr", json!(false)),
-            exposed_ports: opt("ExposedPorts"),
-            tty: get("Tty", json!(false)),
-            open_stdin: get("OpenStdin", json!(false)),
-            stdin_once: get("StdinOnce", json!(false)),
-            env: get("Env", Value::Null),
-            cmd: get("Cmd", Value::Null),
-            healthcheck: opt("Healthcheck"),
-            args_escaped: opt("ArgsEscaped"),
-            image: get("Image", json!("")),
-            volumes: get("Volumes", Value::Null),
-            working_dir: get("WorkingDir", json!("")),
-            entrypoint: get("Entrypoint", Value::Null),
-            on_build: get("OnBuild", Value::Null),
-            labels: get("Labels", Value::Null),
-            stop_signal: opt("StopSignal"),
-            stop_timeout: opt("StopTimeout"),
-            shell: opt("Shell"),
+            hostname: c.hostname.unwrap_or_default(),
+            domainname: c.domainname.unwrap_or_default(),
+            user: c.user.unwrap_or_default(),
+            attach_stdin: c.attach_stdin.unwrap_or_default(),
+            attach_stdout: c.attach_stdout.unwrap_or_default(),
+            attach_stderr: c.attach_stderr.unwrap_or_default(),
+            exposed_ports: c.exposed_ports,
+            tty: c.tty.unwrap_or_default(),
+            open_stdin: c.open_stdin.unwrap_or_default(),
+            stdin_once: c.stdin_once.unwrap_or_default(),
+            env: c.env,
+            cmd: c.cmd,
+            healthcheck: c.healthcheck,
+            args_escaped: c.args_escaped,
+            image: c.image.unwrap_or_default(),
+            volumes: c.volumes,
+            working_dir: c.working_dir.unwrap_or_default(),
+            entrypoint: c.entrypoint,
+            on_build: c.on_build,
+            labels: c.labels,
+            stop_signal: c.stop_signal,
+            stop_timeout: c.stop_timeout,
+            shell: c.shell,
         }
     }
 }
@@ -186,14 +184,6 @@ struct ImageInspect {
     metadata: Metadata,
 }
 
-fn text(config: &Value, key: &str) -> String {
-    config
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The layer blobs of `image`, top to bottom, `:`-separated.
 fn lower_dirs(store: &Store, image: &StoredImage) -> String {
     image
@@ -213,28 +203,25 @@ fn image_json(store: &Store, image: &StoredImage) -> Result<Inspected> {
         repo_digests: Vec::new(),
         parent: image.meta.parent.map(|p| p.to_string()).unwrap_or_default(),
         // Docker falls back on the newest history entry's comment (docker commit -m).
-        comment: Some(text(c, "comment"))
+        comment: c
+            .comment
+            .clone()
             .filter(|t| !t.is_empty())
-            .or_else(|| {
-                c.get("history")
-                    .and_then(Value::as_array)
-                    .and_then(|h| h.last())
-                    .map(|last| text(last, "comment"))
-            })
+            .or_else(|| c.history.last().and_then(|last| last.comment.clone()))
             .unwrap_or_default(),
         created: c
-            .get("created")
-            .and_then(Value::as_str)
+            .created
+            .as_deref()
             .and_then(Timestamp::parse)
             .map_or_else(|| ZERO_TIME.to_owned(), Timestamp::to_rfc3339_nano),
-        container: text(c, "container"),
-        container_config: DockerConfig::from(c.get("container_config")),
-        docker_version: text(c, "docker_version"),
-        author: text(c, "author"),
-        config: DockerConfig::from(c.get("config")),
-        architecture: text(c, "architecture"),
-        variant: c.get("variant").and_then(Value::as_str).map(str::to_owned),
-        os: text(c, "os"),
+        container: c.container.clone().unwrap_or_default(),
+        container_config: DockerConfig::from(c.container_config.as_ref()),
+        docker_version: c.docker_version.clone().unwrap_or_default(),
+        author: c.author.clone().unwrap_or_default(),
+        config: DockerConfig::from(c.config.as_ref()),
+        architecture: c.architecture.clone().unwrap_or_default(),
+        variant: c.variant.clone(),
+        os: c.os.clone().unwrap_or_default(),
         size: image.size(),
         virtual_size: image.size(),
         graph_driver: GraphDriver {
@@ -330,15 +317,15 @@ fn container_json(store: &Store, c: &super::Container) -> Result<Inspected> {
         rfs_runner::state::Status::Running if running => "running",
         _ => "exited",
     };
-    let mut config = DockerConfig::from(image.as_ref().and_then(|i| i.config.get("config")));
-    config.image = json!(s.image);
-    config.cmd = json!(s.command);
+    let mut config = DockerConfig::from(image.as_ref().and_then(|i| i.config.config.as_ref()));
+    config.image = s.image.clone();
+    config.cmd = Some(s.command.clone());
     let mut mounts = Vec::new();
     if let Some(spec) = &spec {
-        config.hostname = json!(spec.hostname);
-        config.env = json!(spec.env);
-        config.working_dir = json!(path_text(&spec.cwd));
-        config.user = json!(spec.user);
+        config.hostname = spec.hostname.clone();
+        config.env = Some(spec.env.clone());
+        config.working_dir = path_text(&spec.cwd);
+        config.user = spec.user.clone();
         for b in &spec.binds {
             if b.source.starts_with(&c.dir) {
                 continue;

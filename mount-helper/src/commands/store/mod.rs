@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result, bail};
 
 use rfs_fs::digest::Digest;
+use rfs_fs::image::model::ImageConfig;
 use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::store::{Lease, Store, StoredImage, UpperOwners};
 
@@ -48,8 +49,8 @@ pub(crate) fn open(root: Option<PathBuf>) -> Result<Store> {
 }
 
 /// Calls `f` with a progress callback that draws on a terminal only.
-pub(crate) fn with_progress<T>(f: impl FnOnce(&rfs_fs::store::Progress<'_>) -> T) -> T {
-    let progress = crate::progress::Progress::new();
+pub(crate) fn with_progress<T>(f: impl FnOnce(&rfs_fs::progress::Progress<'_>) -> T) -> T {
+    let progress = crate::progress::ProgressDisplay::new();
     let report = |what: &str, done: u64, total: u64| progress.update(what, done, total);
     f(&report)
 }
@@ -69,7 +70,7 @@ fn keep(lease: Lease) {
 #[allow(dead_code)]
 pub(crate) struct OpenedImage {
     /// The image config (`None` for a flat rootfs tar).
-    pub(crate) config: Option<serde_json::Value>,
+    pub(crate) config: Option<ImageConfig>,
     /// The layers, base first, indexed.
     pub(crate) layers: Vec<LayerInput>,
     /// The store image ID, when the image came from the store.
@@ -126,7 +127,7 @@ pub(crate) fn open_image(
         keep(store.lease(&format!("mount {}", source.display()), &leased)?);
     }
     Ok(OpenedImage {
-        config: image.config,
+        config: image.config.map(|c| c.parsed),
         layers,
         image_id: None,
     })
@@ -142,7 +143,7 @@ pub(crate) struct Container {
 impl Container {
     /// The container called `key` (name, ID or ID prefix), if any.
     pub(crate) fn find(root: &Path, key: &str) -> Result<Option<Container>> {
-        let containers = rfs_runner::state::Store::new(root);
+        let containers = rfs_runner::state::ContainerStore::new(root);
         let Some(state) = containers.find(key)? else {
             return Ok(None);
         };
