@@ -1156,6 +1156,29 @@ impl LowerTree {
         Some(cur)
     }
 
+    /// The lower directory that an upper directory `name` merges with, in a directory whose
+    /// lower source is `parent` (DESIGN rules 2 and 13): none if it is opaque; else the
+    /// directory its `overlay.redirect` names (an absolute path from the root, or a name in
+    /// the same parent, as the kernel writes a rename within one directory); else the same
+    /// name in `parent`. Only a directory merges.
+    pub fn merge_source(
+        &self,
+        opaque: bool,
+        redirect: Option<&[u8]>,
+        parent: Option<u32>,
+        name: &[u8],
+    ) -> Option<u32> {
+        if opaque {
+            return None;
+        }
+        let found = match redirect {
+            Some(absolute) if absolute.starts_with(b"/") => self.lookup_path(absolute),
+            Some(relative) => parent.and_then(|p| self.child(p, relative)),
+            None => parent.and_then(|p| self.child(p, name)),
+        };
+        found.filter(|&n| self.node(n).kind == FileKind::Dir)
+    }
+
     /// The path of node `i` from the root, without a leading `/` (`""` for the root).
     pub fn path(&self, mut i: u32) -> Vec<u8> {
         let mut parts = Vec::new();
@@ -1334,6 +1357,31 @@ mod tests {
         t.children(d)
             .map(|c| String::from_utf8_lossy(t.name(c)).into_owned())
             .collect()
+    }
+
+    #[test]
+    fn an_upper_dir_merges_with_its_redirect_or_its_own_name() {
+        use EntryKind::*;
+        let t = tree(vec![vec![
+            entry("d", Dir),
+            entry("d/a", Dir),
+            entry("d/b", Dir),
+            entry("d/f", File),
+        ]]);
+        let d = t.lookup_path(b"d");
+        let a = t.lookup_path(b"d/a");
+        assert_eq!(t.merge_source(false, None, d, b"b"), t.lookup_path(b"d/b"));
+        // Absolute from the root (rfs, and the kernel across directories) ...
+        assert_eq!(t.merge_source(false, Some(b"/d/a"), None, b"new"), a);
+        // ... or a name in the same parent (the kernel, within one directory).
+        assert_eq!(t.merge_source(false, Some(b"a"), d, b"new"), a);
+        assert_eq!(t.merge_source(true, Some(b"a"), d, b"a"), None, "opaque");
+        assert_eq!(
+            t.merge_source(false, Some(b"f"), d, b"x"),
+            None,
+            "not a dir"
+        );
+        assert_eq!(t.merge_source(false, Some(b"/nowhere"), d, b"a"), None);
     }
 
     #[test]

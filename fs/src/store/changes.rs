@@ -245,21 +245,15 @@ fn host_child(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(std::ffi::OsStr::from_bytes(name))
 }
 
-/// The lower directory an upper directory merges with (see the module docs).
+/// The lower directory an upper directory merges with (see the module docs), by the rule
+/// the mount uses ([`LowerTree::merge_source`]).
 fn merge_source(
     lower: &LowerTree,
     entry: &WalkedEntry,
     parent_source: Option<u32>,
     name: &[u8],
 ) -> Option<u32> {
-    if entry.opaque {
-        return None;
-    }
-    let found = match &entry.redirect {
-        Some(target) => lower.lookup_path(target),
-        None => parent_source.and_then(|p| lower.child(p, name)),
-    };
-    found.filter(|&n| lower.node(n).kind == FileKind::Dir)
+    lower.merge_source(entry.opaque, entry.redirect.as_deref(), parent_source, name)
 }
 
 fn dir_child(lower: &LowerTree, dir: Option<u32>, name: &[u8]) -> Option<u32> {

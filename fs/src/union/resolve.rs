@@ -52,21 +52,15 @@ impl UnionFs {
         })
     }
 
-    /// The lower directory an upper directory entry merges with.
+    /// The lower directory an upper directory entry merges with ([`LowerTree::merge_source`]).
     pub(super) fn merge_source(
         &self,
         e: &UpperEntry,
         parent_lower: Option<u32>,
         name: &[u8],
     ) -> Option<u32> {
-        if e.opaque {
-            return None;
-        }
-        let found = match &e.redirect {
-            Some(r) => self.lower.lookup_path(r),
-            None => parent_lower.and_then(|l| self.lower.child(l, name)),
-        };
-        found.filter(|&l| self.lower.node(l).kind == FileKind::Dir)
+        self.lower
+            .merge_source(e.opaque, e.redirect.as_deref(), parent_lower, name)
     }
 
     /// The lower file holding the data of a metadata-only copy (`None` for a full copy).
