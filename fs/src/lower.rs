@@ -22,6 +22,9 @@ use std::sync::Arc;
 use crate::Error;
 pub use crate::host_stat::StatExtra;
 use crate::host_stat::{DEFAULT_BLKSIZE, HostExtra, HostStats, Implied};
+use crate::ovl::{
+    self, NameRole, OPAQUE_MARKER, is_opaque_xattr, is_whiteout_stat, is_xattr_whiteout,
+};
 use crate::sys;
 use crate::tar_index::{EntryKind, TarIndex};
 
@@ -29,11 +32,6 @@ use crate::tar_index::{EntryKind, TarIndex};
 pub const ROOT_INO: u64 = 1;
 /// Set on inode numbers that come from the upper's `st_ino`; never set on a lower entry's.
 pub const UPPER_INO_BIT: u64 = 1 << 63;
-
-/// The OCI opaque-directory marker name.
-pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// The OCI whiteout name prefix.
-pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 /// What kind of file a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -530,26 +528,25 @@ impl Builder {
         }
         for e in &index.entries {
             let (parent, last) = split_parent(&e.path);
-            let Some(hidden) = last.strip_prefix(".wh.") else {
-                continue;
+            let hidden = match ovl::name_role(last.as_bytes()) {
+                NameRole::Whiteout(hidden) => hidden,
+                NameRole::Meta if last.len() == ovl::WHITEOUT_PREFIX.len() => {
+                    return Err(format!("bare whiteout {:?}", e.path));
+                }
+                // The opaque marker (above) and aufs meta names.
+                _ => continue,
             };
-            if hidden.starts_with(".wh.") {
-                continue; // .wh..wh.opq and aufs meta names
-            }
-            if hidden.is_empty() {
-                return Err(format!("bare whiteout {:?}", e.path));
-            }
             if let Some(d) = self.find(parent)
                 && self.arena[d].kind == FileKind::Dir
             {
-                self.arena[d].children.remove(hidden.as_bytes());
+                self.arena[d].children.remove(hidden);
             }
         }
         // Nodes made from this layer's members, for hard links.
         let mut by_path: HashMap<&str, usize> = HashMap::new();
         for e in &index.entries {
             let (parent, last) = split_parent(&e.path);
-            if last.starts_with(".wh.") {
+            if ovl::name_role(last.as_bytes()) != NameRole::Entry {
                 continue;
             }
             let meta = Meta {
@@ -679,12 +676,13 @@ impl Builder {
         }
         let mut stats = Vec::with_capacity(entries.len());
         for (name, d_type, _) in entries {
-            if name == OPAQUE_MARKER || name.starts_with(b".wh..wh.") {
-                continue;
-            }
-            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                self.arena[node].children.remove(hidden);
-                continue;
+            match ovl::name_role(&name) {
+                NameRole::OpaqueMarker | NameRole::Meta => continue,
+                NameRole::Whiteout(hidden) => {
+                    self.arena[node].children.remove(hidden);
+                    continue;
+                }
+                NameRole::Entry => {}
             }
             let c = sys::cstr(&name)?;
             let st = match sys::fstatat_opt(dirfd.as_fd(), &c)? {
@@ -693,7 +691,7 @@ impl Builder {
             };
             let _ = d_type;
             if is_whiteout_stat(&st)
-                || (is_xattr_whiteout_candidate(&st) && {
+                || (ovl::may_be_xattr_whiteout(&st) && {
                     let f = sys::openat(dirfd.as_fd(), &c, libc::O_PATH, 0)?;
                     is_xattr_whiteout(f.as_fd())?
                 })
@@ -921,36 +919,6 @@ fn meta_from_stat(st: &sys::Stat) -> Meta {
         mtime_nsec: st.st_mtime_nsec as u32,
         rdev: st.st_rdev,
     }
-}
-
-/// A kernel-format whiteout: a character device 0/0.
-pub fn is_whiteout_stat(st: &sys::Stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
-}
-
-/// Only empty regular files can be xattr whiteouts; checking the size first saves a syscall.
-fn is_xattr_whiteout_candidate(st: &sys::Stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == 0
-}
-
-fn is_xattr_whiteout(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    for name in [c"trusted.overlay.whiteout", c"user.overlay.whiteout"] {
-        if sys::get_xattr(fd, name)?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Whether the directory `fd` carries an overlay opaque xattr with the value `y`
-/// (`x` means "has xattr whiteouts", not opaque: DESIGN rule 4).
-pub fn is_opaque_xattr(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
-        if sys::get_xattr(fd, name)?.as_deref() == Some(b"y") {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 impl LowerTree {
