@@ -64,12 +64,18 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
+/// Whether `e` says the FUSE daemon behind a path is gone: a dead mount answers ENOTCONN,
+/// or ECONNABORTED for a request that was under way when the kernel aborted the connection.
+pub(crate) fn is_dead_mount(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
+}
+
 /// `path` made absolute with its symlinks resolved, also when it is a dead FUSE mount (which
 /// `canonicalize` cannot stat): then its parent is resolved and its name appended.
 pub(crate) fn absolute(path: &Path) -> std::io::Result<PathBuf> {
     match std::fs::canonicalize(path) {
         Ok(p) => Ok(p),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        Err(e) if is_dead_mount(&e) => {
             let name = path.file_name().ok_or(e)?;
             let parent = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,

@@ -49,7 +49,7 @@ fn check_mountpoint(m: &Path) -> Result<()> {
     let meta = match std::fs::metadata(m) {
         Ok(meta) => meta,
         // What a killed FUSE daemon leaves: still mounted, but every access fails.
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+        Err(e) if crate::mountinfo::is_dead_mount(&e) => bail!(
             "mountpoint {0}: a dead mount is there, whose FUSE daemon is gone ({e}); \
              `rfs umount {0}` clears it",
             m.display()

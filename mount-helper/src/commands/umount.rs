@@ -189,7 +189,7 @@ fn unmount_and_remove(root: Option<PathBuf>, mountpoint: &Path) -> Result<ExitCo
         );
     }
     let store = super::store::open(root)?;
-    let dead = std::fs::metadata(&path).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+    let dead = std::fs::metadata(&path).is_err_and(|e| crate::mountinfo::is_dead_mount(&e));
     let candidates = layers_of(store.mount_layers()?, &path, &mount, dead);
     let layer = match candidates.as_slice() {
         [one] => one,
