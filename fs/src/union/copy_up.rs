@@ -613,11 +613,7 @@ mod tests {
         }
         // The metadata-only copy of `big` becomes a full copy when opened for writing.
         let big = f.walk("big");
-        let fh =
-            f.fs.open(big.ino, libc::O_WRONLY, Caller::ROOT)
-                .expect("open for write")
-                .fh;
-        f.fs.release(fh);
+        f.open_for_write(big.ino);
         assert!(f.marker("big", "rfs.metacopy").is_none());
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }

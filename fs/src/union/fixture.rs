@@ -201,6 +201,17 @@ impl Fixture {
         self.dir.path().join("upper").join(rel)
     }
 
+    /// Opens `ino` for writing and closes it again: the copy-up (or completion of a
+    /// metadata-only copy) a writer's open makes.
+    pub(super) fn open_for_write(&self, ino: u64) {
+        let fh = self
+            .fs
+            .open(ino, libc::O_WRONLY, Caller::ROOT)
+            .expect("open for writing")
+            .fh;
+        self.fs.release(fh);
+    }
+
     /// Looks every component of `path` up from the root (one kernel reference each).
     pub(super) fn walk(&self, path: &str) -> Attr {
         let mut attr = self.fs.getattr(ROOT_INO).expect("root");

@@ -255,11 +255,7 @@ mod tests {
         let f = image(rootless());
         let (uid, gid) = own_ids();
         let file = f.walk("d/f");
-        let fh =
-            f.fs.open(file.ino, libc::O_WRONLY, Caller::ROOT)
-                .expect("open copies up")
-                .fh;
-        f.fs.release(fh);
+        f.open_for_write(file.ino);
         assert_eq!(std::fs::read(f.upper("d/f")).unwrap(), b"hello");
         // On disk: the daemon's, with its own read and write bits added.
         assert_eq!(disk(&f, "d/f"), (uid, gid, 0o640));
@@ -398,11 +394,7 @@ mod tests {
         }
         let f = image(Ownership::Host);
         let file = f.walk("d/f");
-        let fh =
-            f.fs.open(file.ino, libc::O_WRONLY, Caller::ROOT)
-                .expect("open copies up")
-                .fh;
-        f.fs.release(fh);
+        f.open_for_write(file.ino);
         assert_eq!(disk(&f, "d/f"), (1234, 5678, 0o640));
         assert_eq!(disk(&f, "d"), (1234, 5678, 0o750));
         assert_eq!(f.upper_xattr("d/f", OVERRIDE), None);

@@ -340,3 +340,33 @@ pub fn copy_of_rfs(dest: &Path) -> PathBuf {
     );
     dest.to_path_buf()
 }
+
+/// The rows of a table rfs prints (`rfs images`, `rfs mounts`, ...): columns are separated
+/// by runs of three or more spaces.
+pub fn table_rows(text: &str) -> Vec<Vec<&str>> {
+    text.lines()
+        .map(|l| {
+            l.split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect()
+}
+
+/// Unpacks the busybox image's flat export (`busybox-podman-export.tar` of the test images)
+/// into `dest`, keeping owners and modes.
+pub fn unpack_busybox_export(images: &Path, dest: &Path) {
+    let st = Command::new("tar")
+        .arg("-xpf")
+        .arg(images.join("busybox-podman-export.tar"))
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .expect("tar");
+    assert!(
+        st.success(),
+        "unpacking the busybox export into {}",
+        dest.display()
+    );
+}

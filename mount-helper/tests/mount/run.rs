@@ -291,14 +291,7 @@ fn busybox_without_etc_files(images: &Path) -> &'static Path {
         if !path.exists() {
             let s = Scratch::new();
             let rootfs = s.mkdir("rootfs");
-            let st = Command::new("tar")
-                .arg("-xpf")
-                .arg(images.join("busybox-podman-export.tar"))
-                .arg("-C")
-                .arg(&rootfs)
-                .status()
-                .unwrap();
-            assert!(st.success());
+            crate::common::unpack_busybox_export(images, &rootfs);
             for f in ["hosts", "hostname", "resolv.conf"] {
                 std::fs::remove_file(rootfs.join("etc").join(f)).unwrap();
             }
@@ -812,14 +805,7 @@ fn run_symlinks_in_the_image_do_not_lead_mounts_to_the_host() {
     let vol = s.mkdir("vol");
     std::fs::write(vol.join("from-volume"), "v\n").unwrap();
     let rootfs = s.mkdir("rootfs");
-    let st = Command::new("tar")
-        .arg("-xpf")
-        .arg(images.join("busybox-podman-export.tar"))
-        .arg("-C")
-        .arg(&rootfs)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    crate::common::unpack_busybox_export(&images, &rootfs);
     std::fs::remove_file(rootfs.join("etc/hosts")).unwrap();
     std::os::unix::fs::symlink(&canary_file, rootfs.join("etc/hosts")).unwrap();
     std::os::unix::fs::symlink(&canary_dir, rootfs.join("data")).unwrap();

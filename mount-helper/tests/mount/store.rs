@@ -231,15 +231,7 @@ fn load_stores_shared_layers_once_and_lists_images() {
     );
 
     let listing = e.ok(&["images"]);
-    let rows: Vec<Vec<&str>> = listing
-        .lines()
-        .map(|l| {
-            l.split("   ")
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
-                .collect()
-        })
-        .collect();
+    let rows = crate::common::table_rows(&listing);
     assert_eq!(
         rows[0],
         ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
