@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::common::{MountGuard, Scratch, images_dir, is_mounted, require_root, rfs_bin};
+use crate::common::{MountGuard, Scratch, images_dir, is_mounted, rfs_bin};
 
 // ------------------------------------------------------------------------------------------
 // Test images
@@ -590,9 +590,6 @@ fn oci_with_layer_media_type(images: &Path, out: &Path, media_type: Option<&str>
 #[test]
 fn bad_input_truncated_tar() {
     let test = "bad_input_truncated_tar";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("rootfs.tar");
     let (data, size) = real_rootfs_tar(&src);
@@ -605,9 +602,6 @@ fn bad_input_truncated_tar() {
 #[test]
 fn bad_input_random_bytes() {
     let test = "bad_input_random_bytes";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("random.bin");
     let mut bytes = vec![0u8; 4096];
@@ -629,9 +623,6 @@ fn bad_input_random_bytes() {
 #[test]
 fn bad_input_member_climbing_out_with_dotdot() {
     let test = "bad_input_member_climbing_out_with_dotdot";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("dotdot.tar");
     flat_tar_with(&src, &[Member::File("../x", b"escaped\n")]);
@@ -641,9 +632,6 @@ fn bad_input_member_climbing_out_with_dotdot() {
 #[test]
 fn bad_input_member_beyond_a_symlink_to_root() {
     let test = "bad_input_member_beyond_a_symlink_to_root";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("symlink.tar");
     flat_tar_with(
@@ -659,9 +647,6 @@ fn bad_input_member_beyond_a_symlink_to_root() {
 #[test]
 fn bad_input_hard_link_to_a_missing_target() {
     let test = "bad_input_hard_link_to_a_missing_target";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("hardlink.tar");
     flat_tar_with(&src, &[Member::HardLink("etc/link", "etc/missing")]);
@@ -674,9 +659,6 @@ fn bad_input_hard_link_to_a_missing_target() {
 #[test]
 fn bad_input_duplicate_member() {
     let test = "bad_input_duplicate_member";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("duplicate.tar");
     flat_tar_with(&src, &[Member::File("etc/hostname", b"again\n")]);
@@ -686,9 +668,6 @@ fn bad_input_duplicate_member() {
 #[test]
 fn bad_input_bare_whiteout_member() {
     let test = "bad_input_bare_whiteout_member";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("whiteout.tar");
     flat_tar_with(&src, &[Member::File(".wh.", b"")]);
@@ -698,9 +677,6 @@ fn bad_input_bare_whiteout_member() {
 #[test]
 fn bad_input_tar_fixtures_are_valid_when_not_broken() {
     let test = "bad_input_tar_fixtures_are_valid_when_not_broken";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("good.tar");
     flat_tar_with(
@@ -723,9 +699,6 @@ fn bad_input_tar_fixtures_are_valid_when_not_broken() {
 #[test]
 fn bad_input_docker_manifest_naming_a_missing_layer() {
     let test = "bad_input_docker_manifest_naming_a_missing_layer";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -759,9 +732,6 @@ fn bad_input_docker_manifest_naming_a_missing_layer() {
 #[test]
 fn bad_input_oci_layer_digest_mismatch() {
     let test = "bad_input_oci_layer_digest_mismatch";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -780,9 +750,6 @@ fn bad_input_oci_layer_digest_mismatch() {
 #[test]
 fn bad_input_oci_unknown_layer_media_type() {
     let test = "bad_input_oci_unknown_layer_media_type";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -796,9 +763,6 @@ fn bad_input_oci_unknown_layer_media_type() {
 #[test]
 fn bad_input_image_fixtures_are_valid_when_not_broken() {
     let test = "bad_input_image_fixtures_are_valid_when_not_broken";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -820,9 +784,6 @@ fn bad_input_image_fixtures_are_valid_when_not_broken() {
 #[test]
 fn bad_input_missing_mountpoint() {
     let test = "bad_input_missing_mountpoint";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("rootfs.tar");
     flat_tar_with(&src, &[]);
@@ -866,9 +827,6 @@ impl Drop for TmpfsGuard {
 #[test]
 fn bad_input_busy_mountpoint() {
     let test = "bad_input_busy_mountpoint";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let src = c.path("rootfs.tar");
     flat_tar_with(&src, &[]);
@@ -892,9 +850,6 @@ fn bad_input_busy_mountpoint() {
 #[test]
 fn bad_input_umount_of_something_not_mounted() {
     let test = "bad_input_umount_of_something_not_mounted";
-    if !require_root(test) {
-        return;
-    }
     let c = Case::new(test);
     let cases: [(PathBuf, &[&str]); 2] = [
         (c.mnt.clone(), &["not mounted", "not a mountpoint"]),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::common::{Daemon, MountGuard, Scratch, is_mounted, require_root, rfs_bin};
+use crate::common::{Daemon, MountGuard, Scratch, is_mounted, rfs_bin};
 
 const DETACHED: &str = "is busy; detached it lazily, it goes away when the last user leaves";
 
@@ -208,9 +208,6 @@ fn signal(child: &Child, sig: Signal) {
 
 #[test]
 fn ctrl_c_with_a_process_inside_detaches_lazily_serves_it_and_exits_0() {
-    if !require_root("ctrl_c_with_a_process_inside_detaches_lazily_serves_it_and_exits_0") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let (mut rfs, log) = env.foreground(&mnt, &[]);
@@ -252,9 +249,6 @@ fn ctrl_c_with_a_process_inside_detaches_lazily_serves_it_and_exits_0() {
 
 #[test]
 fn a_second_signal_stops_serving_a_detached_mount() {
-    if !require_root("a_second_signal_stops_serving_a_detached_mount") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let (mut rfs, log) = env.foreground(&mnt, &[]);
@@ -273,9 +267,6 @@ fn a_second_signal_stops_serving_a_detached_mount() {
 
 #[test]
 fn sigterm_to_a_daemon_with_a_process_inside_detaches_lazily() {
-    if !require_root("sigterm_to_a_daemon_with_a_process_inside_detaches_lazily") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let guard = env.mount(&mnt, &["--rm"]);
@@ -302,9 +293,6 @@ fn sigterm_to_a_daemon_with_a_process_inside_detaches_lazily() {
 
 #[test]
 fn a_dead_mount_is_named_and_rfs_umount_clears_it() {
-    if !require_root("a_dead_mount_is_named_and_rfs_umount_clears_it") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let (mut rfs, _log) = env.foreground(&mnt, &[]);
@@ -346,9 +334,6 @@ fn a_dead_mount_is_named_and_rfs_umount_clears_it() {
 
 #[test]
 fn umount_rm_of_a_dead_mount_clears_it_and_deletes_its_layer() {
-    if !require_root("umount_rm_of_a_dead_mount_clears_it_and_deletes_its_layer") {
-        return;
-    }
     let env = Env::new();
     let (mnt, other) = (env.s.mkdir("mnt"), env.s.mkdir("other"));
     // A kept layer of an earlier mount at the same place must survive.
@@ -386,9 +371,6 @@ fn umount_rm_of_a_dead_mount_clears_it_and_deletes_its_layer() {
 
 #[test]
 fn root_umount_of_a_busy_mount_says_it_detached_lazily() {
-    if !require_root("root_umount_of_a_busy_mount_says_it_detached_lazily") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let _guard = env.mount(&mnt, &[]);
@@ -410,10 +392,7 @@ fn root_umount_of_a_busy_mount_says_it_detached_lazily() {
 
 #[test]
 fn a_failed_mount_leaves_no_layer() {
-    let Some((uid, gid, s)) = crate::rootless::user_and_scratch("a_failed_mount_leaves_no_layer")
-    else {
-        return;
-    };
+    let (uid, gid, s) = crate::rootless::user_and_scratch();
     // The user may make a layer in its root, but may not mount on a directory of root's:
     // fusermount3 refuses once the layer exists.
     let (root, lower, mnt) = (s.mkdir("root"), s.mkdir("lower"), s.mkdir("mnt"));
@@ -448,9 +427,6 @@ fn a_failed_mount_leaves_no_layer() {
 
 #[test]
 fn rfs_mounts_lists_layers_and_prune_mounts_deletes_the_unmounted_ones() {
-    if !require_root("rfs_mounts_lists_layers_and_prune_mounts_deletes_the_unmounted_ones") {
-        return;
-    }
     let env = Env::new();
     let (m1, m2) = (env.s.mkdir("m1"), env.s.mkdir("m2"));
     let busy = env.mount(&m1, &[]);
@@ -532,9 +508,6 @@ fn rfs_mounts_lists_layers_and_prune_mounts_deletes_the_unmounted_ones() {
 
 #[test]
 fn umount_rm_deletes_the_fresh_layer_and_refuses_a_given_upper() {
-    if !require_root("umount_rm_deletes_the_fresh_layer_and_refuses_a_given_upper") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let guard = env.mount(&mnt, &[]);
@@ -589,9 +562,6 @@ fn umount_rm_deletes_the_fresh_layer_and_refuses_a_given_upper() {
 
 #[test]
 fn mount_rm_deletes_the_layer_however_the_mount_ends() {
-    if !require_root("mount_rm_deletes_the_layer_however_the_mount_ends") {
-        return;
-    }
     let env = Env::new();
     let mnt = env.s.mkdir("mnt");
     let gone = |how: &str| {
@@ -628,11 +598,7 @@ fn mount_rm_deletes_the_layer_however_the_mount_ends() {
 
 #[test]
 fn rootless_ctrl_c_with_a_process_inside_detaches_lazily() {
-    let Some((uid, gid, s)) =
-        crate::rootless::user_and_scratch("rootless_ctrl_c_with_a_process_inside_detaches_lazily")
-    else {
-        return;
-    };
+    let (uid, gid, s) = crate::rootless::user_and_scratch();
     let (root, lower, mnt) = (s.mkdir("root"), s.mkdir("lower"), s.mkdir("mnt"));
     std::fs::write(lower.join("f"), "hi\n").unwrap();
     for d in [&root, &lower, &mnt] {

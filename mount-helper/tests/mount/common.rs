@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 /// The built `rfs` binary.
 pub fn rfs_bin() -> PathBuf {
+    privileged();
     PathBuf::from(env!("CARGO_BIN_EXE_rfs"))
 }
 
@@ -19,24 +20,33 @@ pub fn rfs(args: &[&std::ffi::OsStr]) -> Output {
         .expect("running the rfs binary")
 }
 
-/// Whether privileged tests may run; if not, either panics with the reason or (with
-/// `RFS_SKIP_PRIVILEGED=1`) prints that the test is skipped and returns false.
-pub fn require_root(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let fuse = Path::new("/dev/fuse").exists();
-    if root && fuse {
-        return true;
-    }
-    let why = if !root {
-        "not running as root"
-    } else {
-        "/dev/fuse is missing"
-    };
+/// The precondition of this whole binary: root and `/dev/fuse` (kernel overlayfs is the
+/// oracle, and tests mount, chown and use trusted xattrs). Every fixture that starts `rfs` or
+/// makes a scratch dir checks it first, so no test carries its own check. Without the
+/// privileges a test fails with the reason; with `RFS_SKIP_PRIVILEGED=1` the binary prints that
+/// it skips and exits 0 before any test has started a mount.
+pub fn privileged() {
+    static MISSING: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    let missing = *MISSING.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            Some("not running as root")
+        } else if !Path::new("/dev/fuse").exists() {
+            Some("/dev/fuse is missing")
+        } else {
+            None
+        }
+    });
+    let Some(why) = missing else { return };
     if std::env::var_os("RFS_SKIP_PRIVILEGED").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED {test}: {why} (RFS_SKIP_PRIVILEGED=1)");
-        return false;
+        // Straight to fd 2: the harness captures `eprintln!` of a test thread.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED every mount test: {why} (RFS_SKIP_PRIVILEGED=1)"
+        );
+        std::process::exit(0);
     }
-    panic!("{test}: {why}; run as root with /dev/fuse, or set RFS_SKIP_PRIVILEGED=1 to skip");
+    panic!("{why}: the mount tests need root and /dev/fuse (RFS_SKIP_PRIVILEGED=1 skips them)");
 }
 
 /// Whether `path` is a mountpoint now.
@@ -113,6 +123,7 @@ impl MountGuard {
 
     /// Mounts kernel overlayfs with `options` (`lowerdir=...,upperdir=...,workdir=...`).
     pub fn overlay(options: &str, mountpoint: &Path) -> Result<MountGuard, String> {
+        privileged();
         let out = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o", options])
             .arg(mountpoint)
@@ -206,6 +217,7 @@ pub struct Scratch {
 impl Scratch {
     /// A fresh scratch dir under `$RFS_TEST_TMP` or the system temp dir.
     pub fn new() -> Scratch {
+        privileged();
         let base = std::env::var_os("RFS_TEST_TMP")
             .map(PathBuf::from)
             .unwrap_or_else(std::env::temp_dir);
@@ -302,6 +314,7 @@ impl Drop for Daemon {
 /// `/tmp/rfs-images`). Missing images fail the test with a hint, unless
 /// `RFS_SKIP_IMAGE_TESTS=1`, when the test prints that it skipped and this returns `None`.
 pub fn images_dir(test: &str) -> Option<PathBuf> {
+    privileged();
     let dir = std::env::var_os("RFS_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/rfs-images"));

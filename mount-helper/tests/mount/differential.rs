@@ -52,7 +52,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::common::{self, MountGuard, Scratch};
+use crate::common::{MountGuard, Scratch};
 
 // ---------------------------------------------------------------------------------------------
 // Raw xattr calls (no xattr crate among the dependencies; libc is a dependency of the package).
@@ -1712,9 +1712,6 @@ fn fmt_outcome(o: &Outcome) -> String {
 /// `RFS_DIFF_MINIMIZE=TEXT` also requires TEXT in the failure message (e.g. a path).
 #[test]
 fn differential_against_kernel_overlay() {
-    if !common::require_root("differential_against_kernel_overlay") {
-        return;
-    }
     let n_ops = std::env::var("RFS_DIFF_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1778,9 +1775,6 @@ fn differential_against_kernel_overlay() {
 /// ancestors of a changed entry, everything looked up (so cached by the kernel) beforehand.
 #[test]
 fn copied_up_entries_report_their_upper_stat() {
-    if !common::require_root("copied_up_entries_report_their_upper_stat") {
-        return;
-    }
     let scratch = Scratch::new();
     let lowerdir = build_lowers(&scratch.mkdir("lowers"))
         .iter()

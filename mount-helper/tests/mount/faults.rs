@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, MountGuard, Scratch, require_root};
+use crate::common::{Daemon, MountGuard, Scratch};
 
 fn fill(path: &Path, mib: u32, seed: u8) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -33,9 +33,6 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn sigkill_during_copy_up_leaves_no_partial_file() {
-    if !require_root("sigkill_during_copy_up_leaves_no_partial_file") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     let (upper, work, mnt) = (s.mkdir("upper"), s.mkdir("work"), s.mkdir("mnt"));
@@ -93,9 +90,6 @@ fn sigkill_during_copy_up_leaves_no_partial_file() {
 
 #[test]
 fn sigkill_around_a_directory_rename_is_all_or_nothing() {
-    if !require_root("sigkill_around_a_directory_rename_is_all_or_nothing") {
-        return;
-    }
     // The kill lands at a different moment each round: before, during and after the rename's
     // steps in the daemon (at 0 µs the rename has usually not reached it yet).
     for round in 0..24u64 {
@@ -144,9 +138,6 @@ fn sigkill_around_a_directory_rename_is_all_or_nothing() {
 
 #[test]
 fn a_full_upper_gives_enospc_and_no_partial_copy_up() {
-    if !require_root("a_full_upper_gives_enospc_and_no_partial_copy_up") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     fill(&lower.join("big"), 24, 3);
@@ -214,9 +205,6 @@ fn a_full_upper_gives_enospc_and_no_partial_copy_up() {
 
 #[test]
 fn a_layer_truncated_after_indexing_reads_as_eio() {
-    if !require_root("a_layer_truncated_after_indexing_reads_as_eio") {
-        return;
-    }
     let s = Scratch::new();
     let root = s.mkdir("rootfs");
     fill(&root.join("data.bin"), 4, 9);
@@ -272,9 +260,6 @@ fn a_layer_truncated_after_indexing_reads_as_eio() {
 
 #[test]
 fn an_upper_dir_swapped_for_a_symlink_is_not_followed() {
-    if !require_root("an_upper_dir_swapped_for_a_symlink_is_not_followed") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     std::fs::create_dir(lower.join("d")).unwrap();
@@ -324,9 +309,6 @@ fn an_upper_dir_swapped_for_a_symlink_is_not_followed() {
 
 #[test]
 fn a_daemon_with_256_descriptors_serves_10k_files_over_time() {
-    if !require_root("a_daemon_with_256_descriptors_serves_10k_files_over_time") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     for d in 0..10 {

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::common::{MountGuard, Scratch, images_dir, require_root};
+use crate::common::{MountGuard, Scratch, images_dir};
 
 fn sha256_file(p: &Path) -> String {
     let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
@@ -161,9 +161,6 @@ const BUSYBOX_SOURCES: &[&str] = &[
 
 #[test]
 fn busybox_image_in_every_format_matches_umoci_unpack() {
-    if !require_root("busybox_image_in_every_format_matches_umoci_unpack") {
-        return;
-    }
     let Some(images) = images_dir("busybox_image_in_every_format_matches_umoci_unpack") else {
         return;
     };
@@ -182,9 +179,6 @@ fn busybox_image_in_every_format_matches_umoci_unpack() {
 
 #[test]
 fn flat_podman_export_matches_the_image() {
-    if !require_root("flat_podman_export_matches_the_image") {
-        return;
-    }
     let Some(images) = images_dir("flat_podman_export_matches_the_image") else {
         return;
     };
@@ -200,9 +194,6 @@ fn flat_podman_export_matches_the_image() {
 
 #[test]
 fn multiarch_index_picks_the_requested_platform() {
-    if !require_root("multiarch_index_picks_the_requested_platform") {
-        return;
-    }
     let Some(images) = images_dir("multiarch_index_picks_the_requested_platform") else {
         return;
     };
@@ -220,9 +211,6 @@ fn multiarch_index_picks_the_requested_platform() {
 
 #[test]
 fn docker_save_of_a_docker_built_and_committed_image() {
-    if !require_root("docker_save_of_a_docker_built_and_committed_image") {
-        return;
-    }
     let Some(images) = images_dir("docker_save_of_a_docker_built_and_committed_image") else {
         return;
     };
@@ -282,9 +270,6 @@ fn docker_save_of_a_docker_built_and_committed_image() {
 
 #[test]
 fn debian_images_match_the_debootstrapped_rootfs() {
-    if !require_root("debian_images_match_the_debootstrapped_rootfs") {
-        return;
-    }
     let Some(images) = images_dir("debian_images_match_the_debootstrapped_rootfs") else {
         return;
     };

@@ -2,8 +2,9 @@
 //! and real tools. One binary, a module per feature; `common` holds the mount guard.
 //!
 //! These tests need root (kernel overlayfs is the oracle, device nodes, trusted xattrs) and
-//! `/dev/fuse`. Without them a test fails with the reason, unless `RFS_SKIP_PRIVILEGED=1`
-//! is set, in which case it prints that it skipped.
+//! `/dev/fuse`; `common::privileged` checks that once for the binary, from the fixtures every
+//! test starts with. Without them a test fails with the reason, unless `RFS_SKIP_PRIVILEGED=1`
+//! is set, in which case the binary prints that it skips and exits 0.
 
 mod bad_input;
 mod cleanup;

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::common::{MountGuard, Scratch, require_root};
+use crate::common::{MountGuard, Scratch};
 
 fn mount(s: &Scratch) -> (MountGuard, std::path::PathBuf) {
     let mnt = s.dir.path().join("mnt");
@@ -33,9 +33,6 @@ fn xattr(path: &std::path::Path, name: &str) -> Option<String> {
 
 #[test]
 fn chmod_of_a_big_lower_file_copies_no_data_until_written() {
-    if !require_root("chmod_of_a_big_lower_file_copies_no_data_until_written") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     s.mkdir("upper");
@@ -108,9 +105,6 @@ fn chmod_of_a_big_lower_file_copies_no_data_until_written() {
 
 #[test]
 fn rename_of_a_big_lower_file_is_metadata_only() {
-    if !require_root("rename_of_a_big_lower_file_is_metadata_only") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     s.mkdir("upper");
@@ -134,9 +128,6 @@ fn rename_of_a_big_lower_file_is_metadata_only() {
 
 #[test]
 fn commit_of_a_metadata_only_copy_carries_the_data() {
-    if !require_root("commit_of_a_metadata_only_copy_carries_the_data") {
-        return;
-    }
     let Some(images) = crate::common::images_dir("commit_of_a_metadata_only_copy_carries_the_data")
     else {
         return;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::common::{Scratch, require_root};
+use crate::common::Scratch;
 
 const RUN_FLAGS: &str = "--network none --cgroups=disabled --ulimit nofile=1024:1024 \
                          --ulimit nproc=1024:1024";
@@ -204,9 +204,6 @@ fn podman_roundtrip(user: Option<&str>, dir: &Path, archive: &Path) {
 
 #[test]
 fn podman_as_root_uses_rfs_as_mount_program() {
-    if !require_root("podman_as_root_uses_rfs_as_mount_program") {
-        return;
-    }
     let Some(images) = crate::common::images_dir("podman") else {
         return;
     };
@@ -223,9 +220,6 @@ fn podman_as_root_uses_rfs_as_mount_program() {
 
 #[test]
 fn rootless_podman_uses_rfs_as_mount_program() {
-    if !require_root("rootless_podman_uses_rfs_as_mount_program") {
-        return;
-    }
     let Some(images) = crate::common::images_dir("podman") else {
         return;
     };

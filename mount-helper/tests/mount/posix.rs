@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{MountGuard, Scratch, require_root};
+use crate::common::{MountGuard, Scratch};
 
 /// Runs `script` with `sh` in `dir` and returns its output (stdout and stderr).
 fn sh_in(dir: &Path, script: &str) -> String {
@@ -45,9 +45,6 @@ fn on_both(s: &Scratch, lower: &Path, subdir: &str, script: &str) -> (String, St
 /// (truncate and rmdir failed with ENAMETOOLONG).
 #[test]
 fn operations_on_paths_near_path_max_below_a_subdirectory() {
-    if !require_root("operations_on_paths_near_path_max_below_a_subdirectory") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     std::fs::create_dir_all(lower.join("top/sub")).unwrap();
@@ -86,9 +83,6 @@ fn operations_on_paths_near_path_max_below_a_subdirectory() {
 /// new file, a copied-up lower file and a file opened read-only, against kernel overlayfs.
 #[test]
 fn fstat_of_an_open_unlinked_file() {
-    if !require_root("fstat_of_an_open_unlinked_file") {
-        return;
-    }
     let s = Scratch::new();
     let lower = s.mkdir("lower");
     std::fs::write(lower.join("from-lower"), "lower data\n").unwrap();

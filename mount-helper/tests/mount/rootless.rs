@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Scratch, is_mounted, require_root};
+use crate::common::{Scratch, is_mounted};
 
 pub(crate) const USER: &str = "rfstest";
 
@@ -33,18 +33,14 @@ pub(crate) fn as_user(script: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The test user's ids and a scratch dir that user may enter; `None` (the test is skipped)
-/// when not run as root.
-pub(crate) fn user_and_scratch(test: &str) -> Option<(u32, u32, Scratch)> {
-    if !require_root(test) {
-        return None;
-    }
+/// The test user's ids and a scratch dir that user may enter.
+pub(crate) fn user_and_scratch() -> (u32, u32, Scratch) {
     let Some((uid, gid)) = user_ids() else {
         panic!("user {USER} is missing: scripts/test.sh creates it (useradd -m {USER})");
     };
     let s = Scratch::new();
     std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    Some((uid, gid, s))
+    (uid, gid, s)
 }
 
 /// Unmounts as the user on drop (the user's mount; root's fusermount3 would refuse).
@@ -101,11 +97,7 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) {
 
 #[test]
 fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
-    let Some((uid, gid, s)) =
-        user_and_scratch("a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs")
-    else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
     assert_eq!(
         fuse_mode, 0o666,
@@ -167,11 +159,7 @@ fn a_non_root_user_mounts_and_its_upper_keeps_ownership_in_xattrs() {
 
 #[test]
 fn copy_up_of_a_foreign_owned_file_records_override_stat() {
-    let Some((uid, gid, s)) =
-        user_and_scratch("copy_up_of_a_foreign_owned_file_records_override_stat")
-    else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let lower = s.mkdir("lower");
     // World-writable file owned by 1000: the test user may write it, which copies it up.
     std::fs::write(lower.join("shared"), "v1\n").unwrap();
@@ -203,11 +191,7 @@ fn copy_up_of_a_foreign_owned_file_records_override_stat() {
 
 #[test]
 fn chmod_by_a_rootless_user_shows_the_new_mode_at_once() {
-    let Some((uid, gid, s)) =
-        user_and_scratch("chmod_by_a_rootless_user_shows_the_new_mode_at_once")
-    else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let lower = s.mkdir("lower");
     std::fs::write(lower.join("lower-file"), "l\n").unwrap();
     chown_tree(&lower, uid, gid);
@@ -249,9 +233,7 @@ fn chmod_by_a_rootless_user_shows_the_new_mode_at_once() {
 #[test]
 fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
     let test = "a_rootless_image_mount_shows_the_image_root_as_the_caller";
-    let Some((uid, gid, s)) = user_and_scratch(test) else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let Some(images) = crate::common::images_dir(test) else {
         return;
     };
@@ -354,10 +336,7 @@ fn a_rootless_image_mount_shows_the_image_root_as_the_caller() {
 /// same thing the same way. As root both report it available on this kernel (6.9+).
 #[test]
 fn passthrough_is_reported_unavailable_to_a_non_root_user() {
-    let test = "passthrough_is_reported_unavailable_to_a_non_root_user";
-    let Some((uid, gid, s)) = user_and_scratch(test) else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let root = s.mkdir("root");
     chown_tree(&root, uid, gid);
     let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
@@ -413,9 +392,7 @@ fn passthrough_is_reported_unavailable_to_a_non_root_user() {
 #[test]
 fn run_names_the_fix_for_each_dev_fuse_problem() {
     let test = "run_names_the_fix_for_each_dev_fuse_problem";
-    let Some((uid, gid, s)) = user_and_scratch(test) else {
-        return;
-    };
+    let (uid, gid, s) = user_and_scratch();
     let Some(images) = crate::common::images_dir(test) else {
         return;
     };

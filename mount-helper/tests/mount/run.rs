@@ -16,7 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{Scratch, require_root, rfs_bin};
+use crate::common::{Scratch, rfs_bin};
 
 /// Who runs `rfs`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -238,9 +238,6 @@ fn assert_code(out: &Output, code: i32) {
 }
 
 fn setup(test: &str, who: Who) -> Option<Env> {
-    if !require_root(test) {
-        return None;
-    }
     let images = crate::common::images_dir(test)?;
     Some(Env::new(who, &images))
 }

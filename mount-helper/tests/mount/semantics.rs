@@ -167,9 +167,6 @@ const EAGAIN: i32 = 11;
 /// Rule 1: upper first, then the lowers top to bottom (overlayfs `lowerdir=` order).
 #[test]
 fn rule01_order_upper_then_lowers_top_down() {
-    if !common::require_root("rule01_order_upper_then_lowers_top_down") {
-        return;
-    }
     let mut fx = Fx::new(3);
     for (i, who) in ["top", "mid", "bottom"].iter().enumerate() {
         build::file(fx.lower(i), "e", who.as_bytes(), 0o644);
@@ -198,9 +195,6 @@ fn rule01_order_upper_then_lowers_top_down() {
 /// instance's.
 #[test]
 fn rule02_non_dir_hides_dirs_merge_topmost_metadata() {
-    if !common::require_root("rule02_non_dir_hides_dirs_merge_topmost_metadata") {
-        return;
-    }
     let mut fx = Fx::new(3);
     let (top, mid, bot) = (
         fx.lower(0).to_path_buf(),
@@ -269,9 +263,6 @@ fn rule02_non_dir_hides_dirs_merge_topmost_metadata() {
 /// everything below but keep their own entries (and merge with layers above them).
 #[test]
 fn rule03_whiteouts_hide_opaque_dirs_cut() {
-    if !common::require_root("rule03_whiteouts_hide_opaque_dirs_cut") {
-        return;
-    }
     let mut fx = Fx::new(3);
     let (top, mid, bot) = (
         fx.lower(0).to_path_buf(),
@@ -321,9 +312,6 @@ fn rule03_whiteouts_hide_opaque_dirs_cut() {
 /// `overlay.opaque=x`), and `"x"` alone is not opaque.
 #[test]
 fn rule04_xattr_whiteouts_and_opaque_x() {
-    if !common::require_root("rule04_xattr_whiteouts_and_opaque_x") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (mid, bot) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     for d in ["t", "u"] {
@@ -355,9 +343,6 @@ fn rule04_xattr_whiteouts_and_opaque_x() {
 /// markers themselves never appear.
 #[test]
 fn rule04_oci_whiteout_files_in_dir_lowers() {
-    if !common::require_root("rule04_oci_whiteout_files_in_dir_lowers") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (mid, bot) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     build::file(&bot, "f", b"f", 0o644);
@@ -381,9 +366,6 @@ fn rule04_oci_whiteout_files_in_dir_lowers() {
 /// opaque.
 #[test]
 fn rule04_opaque_marker_formats() {
-    if !common::require_root("rule04_opaque_marker_formats") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (mid, bot) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     for (d, name, value) in [
@@ -408,9 +390,6 @@ fn rule04_opaque_marker_formats() {
 /// Rule 4: aufs meta names (`.wh..wh.plnk`, `.wh..wh.aufs`, `.wh..wh.orph`) never appear.
 #[test]
 fn rule04_aufs_meta_names_never_appear() {
-    if !common::require_root("rule04_aufs_meta_names_never_appear") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::dir(&l, ".wh..wh.plnk", 0o700);
@@ -457,9 +436,6 @@ fn copy_up_lower(l: &Path) {
 /// readdir, getxattr and read-only mmap leave the upper empty.
 #[test]
 fn rule07_read_only_access_never_copies_up() {
-    if !common::require_root("rule07_read_only_access_never_copies_up") {
-        return;
-    }
     let mut fx = Fx::new(1);
     copy_up_lower(fx.lower(0));
     fx.mount();
@@ -500,9 +476,6 @@ fn rule07_read_only_access_never_copies_up() {
 /// Rule 7: opening for write (even without writing) or with O_TRUNC copies up.
 #[test]
 fn rule07_open_for_write_copies_up() {
-    if !common::require_root("rule07_open_for_write_copies_up") {
-        return;
-    }
     let mut fx = Fx::new(1);
     copy_up_lower(fx.lower(0));
     fx.mount();
@@ -532,9 +505,6 @@ fn rule07_open_for_write_copies_up() {
 /// `link()` and `rename()` of a lower entry copy it up; siblings stay below.
 #[test]
 fn rule07_metadata_changes_link_rename_copy_up() {
-    if !common::require_root("rule07_metadata_changes_link_rename_copy_up") {
-        return;
-    }
     let mut fx = Fx::new(1);
     copy_up_lower(fx.lower(0));
     fx.mount();
@@ -584,9 +554,6 @@ fn rule07_metadata_changes_link_rename_copy_up() {
 /// and rdev; the overlay's private xattrs are not copied.
 #[test]
 fn rule08_copy_up_preserves_metadata() {
-    if !common::require_root("rule08_copy_up_preserves_metadata") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::dir(&l, "a/b/c", 0o755);
@@ -692,9 +659,6 @@ fn rule08_copy_up_preserves_metadata() {
 /// Rule 8: POSIX ACLs are preserved by copy-up (and served through the mount).
 #[test]
 fn rule08_copy_up_preserves_acls() {
-    if !common::require_root("rule08_copy_up_preserves_acls") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::file(&l, "f", b"acl\n", 0o640);
@@ -761,9 +725,6 @@ fn daemon_pid(mnt: &Path) -> Option<i32> {
 /// leftovers planted there).
 #[test]
 fn rule09_copy_up_atomic_and_work_dir_cleaned() {
-    if !common::require_root("rule09_copy_up_atomic_and_work_dir_cleaned") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let data: Vec<u8> = (0..96u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -826,9 +787,6 @@ fn rule09_copy_up_atomic_and_work_dir_cleaned() {
 /// Rule 9: copy-up keeps holes.
 #[test]
 fn rule09_copy_up_keeps_holes() {
-    if !common::require_root("rule09_copy_up_keeps_holes") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let p = fx.lower(0).join("sparse");
     let f = fs::File::create(&p).unwrap();
@@ -864,9 +822,6 @@ fn rule09_copy_up_keeps_holes() {
 /// trusted.
 #[test]
 fn rule10_metadata_only_copy_up_reads_right() {
-    if !common::require_root("rule10_metadata_only_copy_up_reads_right") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
     build::file(fx.lower(1), "f", &data, 0o644);
@@ -907,9 +862,6 @@ fn rule10_metadata_only_copy_up_reads_right() {
 /// removed; rmdir needs the merged view to be empty.
 #[test]
 fn rule11_delete_leaves_whiteout_only_when_needed() {
-    if !common::require_root("rule11_delete_leaves_whiteout_only_when_needed") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (top, bot) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     build::file(&bot, "f", b"f", 0o644);
@@ -950,9 +902,6 @@ fn rule11_delete_leaves_whiteout_only_when_needed() {
 /// whiteouts inside opaque dirs.
 #[test]
 fn rule12_dir_over_whiteout_is_opaque_no_whiteouts_inside() {
-    if !common::require_root("rule12_dir_over_whiteout_is_opaque_no_whiteouts_inside") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::dir(&l, "g/sub", 0o755);
@@ -1000,9 +949,6 @@ fn rule12_dir_over_whiteout_is_opaque_no_whiteouts_inside() {
 /// leaves a whiteout at the source, and persists.
 #[test]
 fn rule13_rename_lower_and_merged_dirs_keeps_children() {
-    if !common::require_root("rule13_rename_lower_and_merged_dirs_keeps_children") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (top, bot) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     build::dir(&bot, "src/deep/er", 0o755);
@@ -1067,9 +1013,6 @@ fn renameat2(from: &Path, to: &Path, flags: RenameFlags) -> io::Result<()> {
 /// files and dirs.
 #[test]
 fn rule13_rename_noreplace_and_exchange() {
-    if !common::require_root("rule13_rename_noreplace_and_exchange") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::file(&l, "a", b"a", 0o644);
@@ -1124,9 +1067,6 @@ fn rule13_rename_noreplace_and_exchange() {
 /// after changes.
 #[test]
 fn rule14_one_st_dev_and_d_ino_is_st_ino() {
-    if !common::require_root("rule14_one_st_dev_and_d_ino_is_st_ino") {
-        return;
-    }
     let mut fx = Fx::new(2);
     copy_up_lower(fx.lower(1));
     build::dir(fx.lower(0), "a/b", 0o755);
@@ -1150,9 +1090,6 @@ fn rule14_one_st_dev_and_d_ino_is_st_ino() {
 /// remount.
 #[test]
 fn rule14_st_ino_stable_across_copy_up_rename_remount() {
-    if !common::require_root("rule14_st_ino_stable_across_copy_up_rename_remount") {
-        return;
-    }
     let mut fx = Fx::new(1);
     copy_up_lower(fx.lower(0));
     fx.mount();
@@ -1197,9 +1134,6 @@ fn rule14_st_ino_stable_across_copy_up_rename_remount() {
 /// still matches), and it stays so through copy-up and a remount.
 #[test]
 fn rule14_dir_layers_on_one_filesystem_keep_host_inode_numbers() {
-    if !common::require_root("rule14_dir_layers_on_one_filesystem_keep_host_inode_numbers") {
-        return;
-    }
     let mut fx = Fx::new(2);
     let (top, base) = (fx.lower(0).to_path_buf(), fx.lower(1).to_path_buf());
     build::dir(&base, "d", 0o755);
@@ -1248,9 +1182,6 @@ fn rule14_dir_layers_on_one_filesystem_keep_host_inode_numbers() {
 /// a remount.
 #[test]
 fn rule14_lower_hard_links_stay_one_inode() {
-    if !common::require_root("rule14_lower_hard_links_stay_one_inode") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::file(&l, "h1", b"shared\n", 0o644);
@@ -1320,9 +1251,6 @@ fn look_up_all(fx: &Fx) {
 /// names were looked up, and the moved name still shares the inode.
 #[test]
 fn rule14_lower_hard_link_rename_after_lookups() {
-    if !common::require_root("rule14_lower_hard_link_rename_after_lookups") {
-        return;
-    }
     let mut fx = hard_link_fixture();
     fs::rename(fx.m("h1"), fx.m("moved")).expect("renaming a hard link after lookups");
     assert_eq!(read(&fx.m("moved")), "shared\n");
@@ -1347,9 +1275,6 @@ fn rule14_lower_hard_link_rename_after_lookups() {
 /// remount.
 #[test]
 fn rule14_lower_hard_link_failed_create_keeps_the_name() {
-    if !common::require_root("rule14_lower_hard_link_failed_create_keeps_the_name") {
-        return;
-    }
     let mut fx = hard_link_fixture();
     assert_eq!(errno(fs::create_dir(fx.m("h1"))), EEXIST);
     assert_eq!(errno(std::os::unix::fs::symlink("x", fx.m("h2"))), EEXIST);
@@ -1387,9 +1312,6 @@ fn rule14_lower_hard_link_failed_create_keeps_the_name() {
 /// unlinked (before and after a copy-up) or added.
 #[test]
 fn rule14_lower_hard_link_nlink_is_coherent() {
-    if !common::require_root("rule14_lower_hard_link_nlink_is_coherent") {
-        return;
-    }
     let mut fx = hard_link_fixture();
     fs::remove_file(fx.m("d/h3")).unwrap();
     assert_eq!(
@@ -1417,9 +1339,6 @@ fn rule14_lower_hard_link_nlink_is_coherent() {
 /// statfs reports the upper's filesystem.
 #[test]
 fn statfs_reports_the_upper() {
-    if !common::require_root("statfs_reports_the_upper") {
-        return;
-    }
     let mut fx = Fx::new(1);
     build::file(fx.lower(0), "f", b"f", 0o644);
     fx.mount();
@@ -1439,9 +1358,6 @@ fn statfs_reports_the_upper() {
 /// overlay's private ones (trusted.overlay.*, trusted.rfs.*) are never listed, read or set.
 #[test]
 fn xattrs_work_and_private_ones_are_hidden() {
-    if !common::require_root("xattrs_work_and_private_ones_are_hidden") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let l = fx.lower(0).to_path_buf();
     build::dir(&l, "d/sub", 0o755);
@@ -1512,9 +1428,6 @@ fn aligned(len: usize) -> (Vec<u8>, usize) {
 /// O_DIRECT opens work, for reading a lower file and writing an upper one; fsync works.
 #[test]
 fn o_direct_and_fsync_work() {
-    if !common::require_root("o_direct_and_fsync_work") {
-        return;
-    }
     let mut fx = Fx::new(1);
     let data: Vec<u8> = (0..8192u32).map(|i| (i % 199) as u8).collect();
     build::file(fx.lower(0), "f", &data, 0o644);
@@ -1551,9 +1464,6 @@ fn o_direct_and_fsync_work() {
 /// granted once released.
 #[test]
 fn flock_and_posix_locks_work() {
-    if !common::require_root("flock_and_posix_locks_work") {
-        return;
-    }
     let mut fx = Fx::new(1);
     build::file(fx.lower(0), "f", b"lock me", 0o644);
     fx.mount();
@@ -1628,9 +1538,6 @@ fn flock_and_posix_locks_work() {
 /// Shared writable mmap: writes through the mapping are seen by read(), copied up, and kept.
 #[test]
 fn shared_mmap_writes_are_visible_to_read() {
-    if !common::require_root("shared_mmap_writes_are_visible_to_read") {
-        return;
-    }
     let mut fx = Fx::new(1);
     build::file(fx.lower(0), "f", &[b'.'; 8192], 0o644);
     fx.mount();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Daemon, Scratch, require_root};
+use crate::common::{Daemon, Scratch};
 
 const WORKERS: usize = 8;
 
@@ -125,9 +125,6 @@ fn worker(
 
 #[test]
 fn soak_eight_workers_against_a_model() {
-    if !require_root("soak_eight_workers_against_a_model") {
-        return;
-    }
     let secs: u64 = std::env::var("RFS_SOAK_SECS")
         .ok()
         .and_then(|v| v.parse().ok())

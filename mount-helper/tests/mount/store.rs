@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::{MountGuard, Scratch, images_dir, require_root, rfs_bin};
+use crate::common::{MountGuard, Scratch, images_dir, rfs_bin};
 use crate::images::tree_listing;
 
 /// A scratch directory with an rfs root in it.
@@ -262,9 +262,6 @@ fn load_stores_shared_layers_once_and_lists_images() {
 #[test]
 fn the_store_is_an_oci_layout_for_skopeo_and_umoci() {
     let test = "the_store_is_an_oci_layout_for_skopeo_and_umoci";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -296,9 +293,6 @@ fn the_store_is_an_oci_layout_for_skopeo_and_umoci() {
 #[test]
 fn mount_from_the_store_by_name_and_id() {
     let test = "mount_from_the_store_by_name_and_id";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -540,9 +534,6 @@ fn change_things(m: &Path) {
 #[test]
 fn a_committed_image_mounts_to_the_containers_merged_view() {
     let test = "a_committed_image_mounts_to_the_containers_merged_view";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -663,9 +654,6 @@ fn a_committed_image_mounts_to_the_containers_merged_view() {
 #[test]
 fn save_is_read_by_skopeo_podman_and_rfs_load() {
     let test = "save_is_read_by_skopeo_podman_and_rfs_load";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -827,9 +815,6 @@ fn final_lines(text: &str) -> Vec<String> {
 #[test]
 fn long_store_commands_show_progress_only_on_a_terminal() {
     let test = "long_store_commands_show_progress_only_on_a_terminal";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -941,9 +926,6 @@ fn long_store_commands_show_progress_only_on_a_terminal() {
 #[test]
 fn import_makes_a_one_layer_image_of_a_flat_export() {
     let test = "import_makes_a_one_layer_image_of_a_flat_export";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -980,9 +962,6 @@ fn import_makes_a_one_layer_image_of_a_flat_export() {
 #[test]
 fn prune_never_removes_what_a_mount_uses() {
     let test = "prune_never_removes_what_a_mount_uses";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -1096,9 +1075,6 @@ fn concurrent_loads_succeed_and_sigkill_leaves_a_valid_store() {
 #[test]
 fn a_remount_from_the_store_reads_the_cached_index() {
     let test = "a_remount_from_the_store_reads_the_cached_index";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -1151,9 +1127,6 @@ impl Drop for ContainerGuard<'_> {
 #[test]
 fn a_containers_changes_are_diffed_committed_and_inspected() {
     let test = "a_containers_changes_are_diffed_committed_and_inspected";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -1266,9 +1239,6 @@ fn a_commit_does_not_claim_the_docker_version_of_its_base() {
 #[test]
 fn sigkill_during_commit_leaves_a_valid_store() {
     let test = "sigkill_during_commit_leaves_a_valid_store";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
@@ -1340,9 +1310,6 @@ fn sigkill_during_commit_leaves_a_valid_store() {
 #[test]
 fn info_reports_the_store_and_the_kernel_features() {
     let test = "info_reports_the_store_and_the_kernel_features";
-    if !require_root(test) {
-        return;
-    }
     let Some(images) = images_dir(test) else {
         return;
     };
