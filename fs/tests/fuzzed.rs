@@ -96,6 +96,11 @@ fn lower_merge() {
 }
 
 #[test]
+fn ovl_markers() {
+    replay("ovl_markers", harness::ovl_markers);
+}
+
+#[test]
 fn image_manifest() {
     replay("image_manifest", harness::image_manifest);
 }

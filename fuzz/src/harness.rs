@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rfs_fs::image::{self, Image, OpenOptions, Platform};
 use rfs_fs::lower::{FileKind, LayerInput, LowerTree};
+use rfs_fs::ovl::{self, Marker, Markers, NameRole, Namespace, OverrideStat};
 use rfs_fs::tar_index::{self, EntryKind, Limits, PathError, TarIndex, codec};
 use sha2::{Digest as _, Sha256};
 
@@ -372,6 +373,117 @@ fn resolve_model(text: &str) -> Option<String> {
 }
 
 // ------------------------------------------------------------------------ lower_merge
+
+/// Target `ovl_markers`: the overlay format's decoders in `rfs_fs::ovl`.
+///
+/// The whole input is classified as a directory entry name and decoded as an
+/// `override_stat` value; its lines, split at the first `=`, are decoded as an entry's xattrs
+/// (name, value). Checked: a name's role and `whiteout_name` agree; a decoded override encodes
+/// back to itself; [`Markers::decode`] sees only private names (what `Markers::read` lists
+/// them by), takes opaque only from `y`, and every marker rfs writes decodes back. Accepted
+/// when the xattrs carried any marker.
+pub fn ovl_markers(data: &[u8]) -> Outcome {
+    check_name_role(data);
+    if let Some(owner) = OverrideStat::decode(data) {
+        assert!(owner.perm <= 0o7777, "{owner:?} has file type bits");
+        assert_eq!(
+            OverrideStat::decode(&owner.encode()),
+            Some(owner),
+            "encoding {owner:?} does not decode back"
+        );
+        let text = std::str::from_utf8(data).expect("a non-UTF-8 override was accepted");
+        let fields = text.split(':').count();
+        assert!(fields == 3 || fields == 4, "{text:?} has {fields} fields");
+    }
+    let pairs: Vec<(&[u8], &[u8])> = data
+        .split(|&b| b == b'\n')
+        .map(|line| match line.iter().position(|&b| b == b'=') {
+            Some(at) => (&line[..at], &line[at + 1..]),
+            None => (line, &[][..]),
+        })
+        .collect();
+    let markers = Markers::decode(pairs.iter().copied());
+    let private_only = Markers::decode(
+        pairs
+            .iter()
+            .copied()
+            .filter(|(name, _)| ovl::is_private_xattr(name)),
+    );
+    assert_eq!(
+        markers, private_only,
+        "a name that is not private changed the markers"
+    );
+    let opaque = pairs.iter().any(|&(name, value)| {
+        matches!(name, b"trusted.overlay.opaque" | b"user.overlay.opaque")
+            && value == Marker::OPAQUE_VALUE
+    });
+    assert_eq!(
+        markers.opaque, opaque,
+        "opaque without a `y` marker, or missed"
+    );
+    let last_owner = pairs
+        .iter()
+        .rev()
+        .find(|(name, _)| *name == ovl::OVERRIDE_STAT.to_bytes())
+        .and_then(|(_, value)| OverrideStat::decode(value));
+    assert_eq!(
+        markers.owner, last_owner,
+        "override_stat decoded differently"
+    );
+    check_written_markers(data);
+    if markers == Markers::default() {
+        Outcome::Rejected
+    } else {
+        Outcome::Accepted
+    }
+}
+
+/// [`ovl::name_role`] and [`ovl::whiteout_name`] agree on `name`.
+fn check_name_role(name: &[u8]) {
+    match ovl::name_role(name) {
+        NameRole::Entry => assert!(!name.starts_with(ovl::WHITEOUT_PREFIX)),
+        NameRole::OpaqueMarker => assert_eq!(name, ovl::OPAQUE_MARKER),
+        NameRole::Whiteout(hidden) => {
+            assert!(!hidden.is_empty(), "a bare `.wh.` whiteout");
+            assert!(
+                !hidden.starts_with(ovl::WHITEOUT_PREFIX),
+                "a meta name as a whiteout"
+            );
+            assert_eq!(ovl::whiteout_name(hidden), name);
+            assert_eq!(ovl::name_role(hidden), NameRole::Entry);
+        }
+        NameRole::Meta => {
+            assert!(name.starts_with(ovl::WHITEOUT_PREFIX) && name != ovl::OPAQUE_MARKER);
+        }
+    }
+}
+
+/// Every marker rfs writes, in either namespace, is private and decodes to what was written;
+/// the redirect value and origin number come from the input.
+fn check_written_markers(data: &[u8]) {
+    let mut number = [0u8; 8];
+    for (slot, byte) in number.iter_mut().zip(data) {
+        *slot = *byte;
+    }
+    let ino = u64::from_le_bytes(number);
+    for ns in [Namespace::Trusted, Namespace::User] {
+        let decode_one = |marker: Marker, value: &[u8]| {
+            let name = marker.xattr(ns).to_bytes();
+            assert!(ovl::is_private_xattr(name), "{name:?} is not private");
+            Markers::decode([(name, value)])
+        };
+        assert!(decode_one(Marker::Opaque, Marker::OPAQUE_VALUE).opaque);
+        assert_eq!(
+            decode_one(Marker::Redirect, data).redirect.as_deref(),
+            Some(data)
+        );
+        assert_eq!(
+            decode_one(Marker::Origin, &Marker::origin_value(ino)).origin,
+            Some(ino)
+        );
+        assert!(decode_one(Marker::Metacopy, b"").metacopy);
+    }
+}
 
 /// Up to [`MAX_LAYERS`] tars (split at [`PART_SEPARATOR`], bottom first; header checksums
 /// repaired) are indexed, written to temp files and flattened with `LowerTree::build`; tars
@@ -772,6 +884,20 @@ pub fn seeds() -> Vec<Seed> {
             "err-escape",
             b"a/../../etc/passwd".to_vec(),
         ),
+        seed(
+            "ovl_markers",
+            "ok-upper-dir",
+            b"trusted.overlay.opaque=y\nuser.overlay.redirect=/a/b\nuser.rfs.origin=42\n\
+              user.containers.override_stat=0:0:0755:dir\nuser.mime=text"
+                .to_vec(),
+        ),
+        seed(
+            "ovl_markers",
+            "err-not-markers",
+            b"user.overlay.opaque=x\nsecurity.capability=\nuser.containers.override_stat=1:2"
+                .to_vec(),
+        ),
+        seed("ovl_markers", "err-whiteout-name", b".wh.etc".to_vec()),
         seed("lower_merge", "ok-one-layer", base.clone()),
         seed("lower_merge", "ok-two-layers", join_parts(&[&base, &upper])),
         seed(
