@@ -1,0 +1,5 @@
+//! `rfs build`: the Dockerfile builder (issue 16).
+//!
+//! So far: variable expansion ([`expand`]); parsing, evaluation and the step runner come next.
+
+pub mod expand;
