@@ -1,0 +1,298 @@
+//! Dockerfile syntax: parser directives (`# escape=`, `# syntax=`), comments, line
+//! continuations, and the split of each logical line into an instruction keyword and its
+//! unexpanded arguments, each tagged with the Dockerfile line where it starts.
+//!
+//! Expansion ([`super::expand`]) and evaluation happen later, per instruction.
+
+use std::fmt;
+
+/// The instructions of the Dockerfile language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyword {
+    /// `FROM`.
+    From,
+    /// `RUN`.
+    Run,
+    /// `CMD`.
+    Cmd,
+    /// `LABEL`.
+    Label,
+    /// `MAINTAINER`.
+    Maintainer,
+    /// `EXPOSE`.
+    Expose,
+    /// `ENV`.
+    Env,
+    /// `ADD`.
+    Add,
+    /// `COPY`.
+    Copy,
+    /// `ENTRYPOINT`.
+    Entrypoint,
+    /// `VOLUME`.
+    Volume,
+    /// `USER`.
+    User,
+    /// `WORKDIR`.
+    Workdir,
+    /// `ARG`.
+    Arg,
+    /// `ONBUILD`.
+    Onbuild,
+    /// `STOPSIGNAL`.
+    Stopsignal,
+    /// `HEALTHCHECK`.
+    Healthcheck,
+    /// `SHELL`.
+    Shell,
+}
+
+impl Keyword {
+    const ALL: [(&'static str, Keyword); 18] = [
+        ("FROM", Keyword::From),
+        ("RUN", Keyword::Run),
+        ("CMD", Keyword::Cmd),
+        ("LABEL", Keyword::Label),
+        ("MAINTAINER", Keyword::Maintainer),
+        ("EXPOSE", Keyword::Expose),
+        ("ENV", Keyword::Env),
+        ("ADD", Keyword::Add),
+        ("COPY", Keyword::Copy),
+        ("ENTRYPOINT", Keyword::Entrypoint),
+        ("VOLUME", Keyword::Volume),
+        ("USER", Keyword::User),
+        ("WORKDIR", Keyword::Workdir),
+        ("ARG", Keyword::Arg),
+        ("ONBUILD", Keyword::Onbuild),
+        ("STOPSIGNAL", Keyword::Stopsignal),
+        ("HEALTHCHECK", Keyword::Healthcheck),
+        ("SHELL", Keyword::Shell),
+    ];
+
+    /// The keyword for `word`, case-insensitively, as Docker accepts it.
+    pub fn parse(word: &str) -> Option<Keyword> {
+        let upper = word.to_ascii_uppercase();
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == upper)
+            .map(|(_, k)| *k)
+    }
+
+    /// The keyword as written in history entries and step lines (`RUN`, `COPY`, ...).
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("?")
+    }
+}
+
+impl fmt::Display for Keyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One instruction: its keyword, its arguments as written (continuations joined, not
+/// expanded) and the 1-based Dockerfile line where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// The 1-based line where the instruction starts.
+    pub line: usize,
+    /// The instruction.
+    pub keyword: Keyword,
+    /// Its arguments, continuations joined, unexpanded.
+    pub args: String,
+}
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dockerfile {
+    /// The escape character (`\` unless `# escape=` says otherwise).
+    pub escape: char,
+    /// The `# syntax=` directive, accepted and recorded, not acted on.
+    pub syntax: Option<String>,
+    /// The instructions in order.
+    pub instructions: Vec<Instruction>,
+}
+
+/// A syntax error, with the Dockerfile line it is on.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("Dockerfile line {line}: {message}")]
+pub struct ParseError {
+    /// The 1-based Dockerfile line.
+    pub line: usize,
+    /// What is wrong there.
+    pub message: String,
+}
+
+fn err(line: usize, message: impl Into<String>) -> ParseError {
+    ParseError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// Parses the text of a Dockerfile.
+pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut escape = '\\';
+    let mut syntax = None;
+    let mut i = 0;
+    // Directives: `# key=value` lines at the very top, before any blank line, comment or
+    // instruction.
+    while let Some(line) = lines.get(i) {
+        let Some(body) = line.trim().strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = body.split_once('=') else {
+            break;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        match key.as_str() {
+            "escape" => {
+                escape = match value {
+                    "\\" => '\\',
+                    "`" => '`',
+                    _ => {
+                        return Err(err(
+                            i + 1,
+                            format!("invalid escape token {value:?}: must be ` or \\"),
+                        ));
+                    }
+                }
+            }
+            "syntax" => syntax = Some(value.to_string()),
+            _ => break,
+        }
+        i += 1;
+    }
+
+    let mut instructions = Vec::new();
+    while i < lines.len() {
+        let start = i;
+        let first = lines[i].trim();
+        i += 1;
+        if first.is_empty() || first.starts_with('#') {
+            continue;
+        }
+        let mut logical = String::new();
+        let mut current = first.to_string();
+        loop {
+            let trimmed = current.trim_end();
+            match trimmed.strip_suffix(escape) {
+                Some(head) => {
+                    logical.push_str(head);
+                    // Continue on the next line that is not a comment or blank.
+                    let mut next = None;
+                    while i < lines.len() {
+                        let l = lines[i];
+                        i += 1;
+                        let t = l.trim();
+                        if t.starts_with('#') || t.is_empty() {
+                            continue;
+                        }
+                        next = Some(l.to_string());
+                        break;
+                    }
+                    match next {
+                        Some(l) => current = l,
+                        None => break,
+                    }
+                }
+                None => {
+                    logical.push_str(trimmed);
+                    break;
+                }
+            }
+        }
+        let logical = logical.trim();
+        let (word, args) = match logical.find(char::is_whitespace) {
+            Some(at) => (&logical[..at], logical[at..].trim_start()),
+            None => (logical, ""),
+        };
+        let keyword = Keyword::parse(word)
+            .ok_or_else(|| err(start + 1, format!("unknown instruction: {word}")))?;
+        if args.is_empty() {
+            return Err(err(
+                start + 1,
+                format!("{keyword} requires at least one argument"),
+            ));
+        }
+        instructions.push(Instruction {
+            line: start + 1,
+            keyword,
+            args: args.to_string(),
+        });
+    }
+    Ok(Dockerfile {
+        escape,
+        syntax,
+        instructions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instructions_with_lines_comments_and_continuations() {
+        let df = parse(
+            "# syntax=docker/dockerfile:1\n\
+             FROM busybox\n\
+             \n\
+             # a comment\n\
+             run echo a \\\n\
+             # inside the continuation\n\
+             \x20   && echo b\n\
+             ENV A=1\n",
+        )
+        .unwrap();
+        assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(df.escape, '\\');
+        let got: Vec<_> = df
+            .instructions
+            .iter()
+            .map(|i| (i.line, i.keyword, i.args.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, Keyword::From, "busybox"),
+                (5, Keyword::Run, "echo a     && echo b"),
+                (8, Keyword::Env, "A=1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn escape_directive_changes_the_continuation() {
+        let df = parse("# escape=`\nFROM scratch\nCOPY a `\n  b\nRUN dir c:\\\n").unwrap();
+        assert_eq!(df.escape, '`');
+        assert_eq!(df.instructions[1].args, "a   b");
+        assert_eq!(df.instructions[2].args, "dir c:\\");
+    }
+
+    #[test]
+    fn directive_after_an_instruction_is_a_comment() {
+        let df = parse("FROM scratch\n# escape=`\nRUN a `\n").unwrap();
+        assert_eq!(df.escape, '\\');
+        assert_eq!(df.instructions[1].args, "a `");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(
+            parse("FROM scratch\n\nFROBNICATE x\n").unwrap_err(),
+            err(3, "unknown instruction: FROBNICATE")
+        );
+        assert_eq!(
+            parse("FROM scratch\nWORKDIR\n").unwrap_err().to_string(),
+            "Dockerfile line 2: WORKDIR requires at least one argument"
+        );
+        assert_eq!(parse("# escape=x\nFROM scratch\n").unwrap_err().line, 1);
+    }
+}
