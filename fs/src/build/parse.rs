@@ -2,6 +2,8 @@
 //! continuations, and the split of each logical line into an instruction keyword and its
 //! unexpanded arguments, each tagged with the Dockerfile line where it starts.
 //!
+//! The argument shapes shared by several instructions are here too: exec vs shell form
+//! ([`command_form`]), word splitting ([`split_words`]) and `name=value` lists ([`name_values`]).
 //! Expansion ([`super::expand`]) and evaluation happen later, per instruction.
 
 use std::fmt;
@@ -234,6 +236,90 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     })
 }
 
+/// The form of a `RUN`, `CMD`, `ENTRYPOINT` or `SHELL` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandForm {
+    /// A JSON array of strings, run without a shell.
+    Exec(Vec<String>),
+    /// Anything else, handed to the shell as one string.
+    Shell(String),
+}
+
+/// Exec form when `args` is a JSON array of strings (as Docker decides), shell form otherwise.
+pub fn command_form(args: &str) -> CommandForm {
+    if args.trim_start().starts_with('[') {
+        if let Ok(argv) = serde_json::from_str::<Vec<String>>(args) {
+            return CommandForm::Exec(argv);
+        }
+    }
+    CommandForm::Shell(args.to_string())
+}
+
+/// Splits `args` on whitespace outside quotes, keeping quotes and escapes in each word for
+/// the expansion that follows.
+pub fn split_words(args: &str, escape: char) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut chars = args.chars();
+    while let Some(c) = chars.next() {
+        if c == escape && quote != Some('\'') {
+            word.push(c);
+            if let Some(n) = chars.next() {
+                word.push(n);
+            }
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// The `name=value` pairs of `ENV`, `LABEL` (and the legacy `ENV name value` form), values
+/// still unexpanded. `line` is the instruction's line, for the error.
+pub fn name_values(
+    args: &str,
+    escape: char,
+    line: usize,
+) -> Result<Vec<(String, String)>, ParseError> {
+    let words = split_words(args, escape);
+    let Some(first) = words.first() else {
+        return Err(err(line, "missing name=value"));
+    };
+    if !first.contains('=') {
+        // Legacy form: the rest of the line is the value.
+        let value = args.trim_start()[first.len()..].trim();
+        if value.is_empty() {
+            return Err(err(line, format!("{first} must have two arguments")));
+        }
+        return Ok(vec![(first.clone(), value.to_string())]);
+    }
+    words
+        .iter()
+        .map(|w| match w.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+            _ => Err(err(
+                line,
+                format!("syntax error: can't find = in {w:?}; must be of the form name=value"),
+            )),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +380,44 @@ mod tests {
             "Dockerfile line 2: WORKDIR requires at least one argument"
         );
         assert_eq!(parse("# escape=x\nFROM scratch\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn exec_and_shell_forms() {
+        assert_eq!(
+            command_form(r#"["sh", "-c", "echo hi"]"#),
+            CommandForm::Exec(vec!["sh".into(), "-c".into(), "echo hi".into()])
+        );
+        // Not valid JSON: Docker runs it through the shell.
+        assert_eq!(
+            command_form("[ -f x ] && echo y"),
+            CommandForm::Shell("[ -f x ] && echo y".into())
+        );
+    }
+
+    #[test]
+    fn words_keep_quotes_and_escapes() {
+        assert_eq!(
+            split_words(r#"A="x y" B='p q' C=a\ b"#, '\\'),
+            vec![r#"A="x y""#, "B='p q'", r"C=a\ b"]
+        );
+    }
+
+    #[test]
+    fn name_value_forms() {
+        assert_eq!(
+            name_values(r#"A=1 B="two words""#, '\\', 3).unwrap(),
+            vec![
+                ("A".to_string(), "1".to_string()),
+                ("B".to_string(), r#""two words""#.to_string())
+            ]
+        );
+        assert_eq!(
+            name_values("PATH /bin /usr/bin", '\\', 3).unwrap(),
+            vec![("PATH".to_string(), "/bin /usr/bin".to_string())]
+        );
+        assert_eq!(name_values("A=1 B", '\\', 7).unwrap_err().line, 7);
+        assert_eq!(name_values("=1", '\\', 2).unwrap_err().line, 2);
+        assert!(name_values("A", '\\', 4).is_err());
     }
 }
