@@ -1,7 +1,8 @@
 //! `rfs build`: the Dockerfile builder (issue 16).
 //!
-//! So far: the syntax ([`parse`]) and variable expansion ([`expand`]); evaluation and the step runner
-//! come next.
+//! So far: the syntax ([`parse`]), variable expansion ([`expand`]) and ARG/ENV scopes ([`vars`]);
+//! evaluation and the step runner come next.
 
 pub mod expand;
 pub mod parse;
+pub mod vars;
