@@ -1,8 +1,9 @@
 //! `rfs build`: the Dockerfile builder (issue 16).
 //!
-//! So far: the syntax ([`parse`]), variable expansion ([`expand`]) and ARG/ENV scopes ([`vars`]);
-//! evaluation and the step runner come next.
+//! So far: the syntax ([`parse`]), variable expansion ([`expand`]), ARG/ENV scopes ([`vars`]) and
+//! stages ([`stages`]); evaluation and the step runner come next.
 
 pub mod expand;
 pub mod parse;
+pub mod stages;
 pub mod vars;
