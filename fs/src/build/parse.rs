@@ -1,5 +1,5 @@
 //! Dockerfile syntax: parser directives (`# escape=`, `# syntax=`), comments, line
-//! continuations, and the split of each logical line into an instruction keyword and its
+//! continuations, heredocs, and the split of each logical line into an instruction keyword and its
 //! unexpanded arguments, each tagged with the Dockerfile line where it starts.
 //!
 //! The argument shapes shared by several instructions are here too: exec vs shell form
@@ -106,6 +106,44 @@ pub struct Instruction {
     pub keyword: Keyword,
     /// Its arguments, continuations joined, unexpanded.
     pub args: String,
+    /// The heredocs its arguments open (`RUN`, `COPY`, `ADD` only), in order.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A heredoc (`<<EOF`, `<<-EOF`, `<<"EOF"`): the lines after the instruction up to the
+/// delimiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The delimiter, without quotes.
+    pub name: String,
+    /// The body, each line ending in a newline (leading tabs removed for `<<-`).
+    pub content: String,
+    /// False when the delimiter was quoted: the body is taken literally.
+    pub expand: bool,
+}
+
+/// The heredoc openers in `args`: (name, strip tabs, expand).
+fn heredoc_openers(args: &str, escape: char) -> Vec<(String, bool, bool)> {
+    split_words(args, escape)
+        .iter()
+        .filter_map(|w| {
+            let rest = w.strip_prefix("<<")?;
+            let (strip, rest) = match rest.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let unquoted = rest
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .or_else(|| rest.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')));
+            let name = unquoted.unwrap_or(rest);
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+            valid.then(|| (name.to_string(), strip, unquoted.is_none()))
+        })
+        .collect()
 }
 
 /// A parsed Dockerfile.
@@ -223,10 +261,37 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 format!("{keyword} requires at least one argument"),
             ));
         }
+        let mut heredocs = Vec::new();
+        if matches!(keyword, Keyword::Run | Keyword::Copy | Keyword::Add) {
+            for (name, strip, expand) in heredoc_openers(args, escape) {
+                let mut content = String::new();
+                loop {
+                    let Some(l) = lines.get(i) else {
+                        return Err(err(
+                            start + 1,
+                            format!("unterminated heredoc: no line {name:?} after it"),
+                        ));
+                    };
+                    i += 1;
+                    let l = if strip { l.trim_start_matches('\t') } else { l };
+                    if l == name {
+                        break;
+                    }
+                    content.push_str(l);
+                    content.push('\n');
+                }
+                heredocs.push(Heredoc {
+                    name,
+                    content,
+                    expand,
+                });
+            }
+        }
         instructions.push(Instruction {
             line: start + 1,
             keyword,
             args: args.to_string(),
+            heredocs,
         });
     }
     Ok(Dockerfile {
@@ -367,6 +432,38 @@ mod tests {
         let df = parse("FROM scratch\n# escape=`\nRUN a `\n").unwrap();
         assert_eq!(df.escape, '\\');
         assert_eq!(df.instructions[1].args, "a `");
+    }
+
+    #[test]
+    fn heredocs_are_read_after_their_instruction() {
+        let df = parse(
+            "FROM scratch\n\
+             RUN <<EOF\necho $A\n  indented\nEOF\n\
+             COPY <<-'one' <<\"two\" /dst/\n\tx\none\ny\ntwo\n\
+             ENV <<NOT=heredoc\n",
+        )
+        .unwrap();
+        let run = &df.instructions[1];
+        assert_eq!(run.line, 2);
+        assert_eq!(
+            run.heredocs,
+            vec![Heredoc {
+                name: "EOF".into(),
+                content: "echo $A\n  indented\n".into(),
+                expand: true
+            }]
+        );
+        let copy = &df.instructions[2];
+        assert_eq!(copy.line, 6);
+        assert_eq!(copy.heredocs[0].content, "x\n");
+        assert_eq!(copy.heredocs[1].content, "y\n");
+        assert!(!copy.heredocs[0].expand && !copy.heredocs[1].expand);
+        assert_eq!(df.instructions[3].line, 11);
+        assert!(df.instructions[3].heredocs.is_empty());
+        assert_eq!(
+            parse("FROM scratch\nRUN <<EOF\necho\n").unwrap_err().line,
+            2
+        );
     }
 
     #[test]
