@@ -14,6 +14,8 @@
 //!   load, import, commit, save, history, garbage collection, the fresh writable layers of
 //!   `rfs mount`; [`init_layer`] writes a container's init layer (the mountpoints its
 //!   runner needs, kept out of the container's changes).
+//! - [`build`] is the Dockerfile builder of `rfs build` (so far: BuildKit-style variable
+//!   expansion).
 //!
 //! The union:
 //! - [`ovl`] is the overlay's on-disk vocabulary: whiteouts, opaque directories, redirects,
@@ -63,6 +65,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod build;
 pub mod digest;
 mod durable;
 pub mod error;
