@@ -7,6 +7,7 @@ use super::node::{FileKind, LowerNode, Meta, Source, SourceTag, pack_range};
 use super::{HostInos, Layer, LowerTree};
 use crate::host_stat::{DEFAULT_BLKSIZE, HostExtra, HostStats, Implied};
 
+#[derive(Clone)]
 pub(super) struct BuildNode {
     pub(super) name: Vec<u8>,
     pub(super) kind: FileKind,
@@ -24,6 +25,33 @@ pub(super) struct BuildNode {
     /// overlayfs reports nlink 1 for it.
     pub(super) merged: bool,
     pub(super) children: BTreeMap<Vec<u8>, usize>,
+    /// The node's path in its directory layer when that is not its path in the tree: it came
+    /// into a renamed directory (`overlay.redirect`) from another place below.
+    pub(super) layer_path: Option<Box<[u8]>>,
+    /// A metadata-only copy's data: the file below it (`overlay.metacopy`).
+    pub(super) data: Option<DataFrom>,
+}
+
+/// Where the data of a metadata-only copy in a directory layer lives (DESIGN rule 10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum DataFrom {
+    /// Tar member data at this absolute offset of layer `layer`'s file.
+    Tar {
+        /// The tar layer.
+        layer: u16,
+        /// Absolute offset of the data.
+        data: u64,
+    },
+    /// The file at `path` of directory layer `layer`.
+    Dir {
+        /// The directory layer.
+        layer: u16,
+        /// Its path there.
+        path: Box<[u8]>,
+    },
+    /// No regular file below: reading it fails with `EIO`, as the kernel's lookup does
+    /// ("metacopy with no lower data").
+    Missing,
 }
 
 pub(super) struct Builder {
@@ -73,6 +101,8 @@ impl Builder {
             host: None,
             merged: false,
             children: BTreeMap::new(),
+            layer_path: None,
+            data: None,
         };
         Builder {
             arena: vec![root],
@@ -93,12 +123,17 @@ impl Builder {
 
     /// The node at `path`, if it exists now.
     pub(super) fn find(&self, path: &str) -> Option<usize> {
+        self.find_bytes(path.as_bytes())
+    }
+
+    /// The node at the `/`-separated `path` (leading `/` optional), if it exists now.
+    pub(super) fn find_bytes(&self, path: &[u8]) -> Option<usize> {
         let mut cur = 0;
-        for c in components(path) {
+        for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
             if self.arena[cur].kind != FileKind::Dir {
                 return None;
             }
-            cur = *self.arena[cur].children.get(c.as_bytes())?;
+            cur = *self.arena[cur].children.get(c)?;
         }
         Some(cur)
     }
@@ -144,6 +179,8 @@ impl Builder {
                         host: None,
                         merged: false,
                         children: BTreeMap::new(),
+                        layer_path: None,
+                        data: None,
                     });
                     self.arena[cur].children.insert(c.as_bytes().to_vec(), id);
                     id
@@ -175,6 +212,8 @@ impl Builder {
             o.source = node.source;
             o.host_ino = node.host_ino;
             o.host = node.host;
+            o.layer_path = node.layer_path;
+            o.data = node.data;
             o.merged = true;
             return old;
         }
@@ -195,6 +234,8 @@ impl Builder {
         let mut group_count: HashMap<usize, u32> = HashMap::new();
         let mut groups: Vec<usize> = Vec::new();
         let mut tar_xattrs = HashMap::new();
+        let mut layer_paths = HashMap::new();
+        let mut data_from = HashMap::new();
         let mut host_ino: Vec<u64> = Vec::with_capacity(if self.host_inos_possible {
             arena.len()
         } else {
@@ -233,6 +274,12 @@ impl Builder {
                 // hard links.
                 _ => 1,
             };
+            if let Some(d) = b.data {
+                data_from.insert(idx, d);
+            }
+            if let (Source::Dir, Some(p)) = (&b.source, b.layer_path) {
+                layer_paths.insert(idx, p);
+            }
             let (source, data) = match b.source {
                 Source::Tar { data, xattrs } => {
                     if !xattrs.is_empty() {
@@ -309,6 +356,8 @@ impl Builder {
         nodes.shrink_to_fit();
         names.shrink_to_fit();
         tar_xattrs.shrink_to_fit();
+        layer_paths.shrink_to_fit();
+        data_from.shrink_to_fit();
         if let Some(h) = &mut host_stats {
             h.shrink_to_fit();
             let (a, c, b) = h.counts();
@@ -327,6 +376,8 @@ impl Builder {
             nodes,
             names,
             tar_xattrs,
+            layer_paths,
+            data_from,
             host_inos,
             host_stats,
             layers,

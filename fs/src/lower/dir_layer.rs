@@ -7,22 +7,88 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use super::build::{BuildNode, Builder};
+use super::build::{BuildNode, Builder, DataFrom};
 use super::node::{FileKind, Meta, Source};
 use crate::Error;
 use crate::host_stat::HostExtra;
 use crate::ovl::{
-    self, NameRole, OPAQUE_MARKER, is_opaque_xattr, is_whiteout_stat, is_xattr_whiteout,
+    self, NameRole, Namespace, OPAQUE_MARKER, is_opaque_xattr, is_whiteout_stat, is_xattr_whiteout,
 };
 use crate::sys;
 
+/// One directory of a directory layer as read from the host, before it is applied. A layer
+/// is read whole first so that what its renamed directories and metadata-only copies refer
+/// to is looked up in the layers below it, before this layer changes the tree (the kernel
+/// follows them only downwards).
+struct ScanDir {
+    /// The directory's atime after it was listed.
+    atime: (i64, u32),
+    opaque: bool,
+    /// Names its whiteouts hide.
+    hidden: Vec<Vec<u8>>,
+    entries: Vec<ScanEntry>,
+}
+
+/// One entry of a [`ScanDir`].
+struct ScanEntry {
+    name: Vec<u8>,
+    st: sys::Stat,
+    link: Option<Box<[u8]>>,
+    /// A directory's or a metadata-only copy's `overlay.redirect`.
+    redirect: Option<Vec<u8>>,
+    metacopy: bool,
+    /// A directory's own entries.
+    dir: Option<ScanDir>,
+    below: Below,
+}
+
+/// What an entry refers to in the layers below, resolved before its layer is applied.
+enum Below {
+    /// Nothing to follow.
+    Nothing,
+    /// A renamed directory: a copy of the directory it was renamed from, or `None` when the
+    /// layers below have none (it then merges with nothing, not with its own name).
+    Renamed(Option<usize>),
+    /// A metadata-only copy: its data and that data's size.
+    Data(DataFrom, u64),
+}
+
+/// `dir/name` (`name` alone when `dir` is the root's `""`).
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+/// Where an entry at `below/name` of a directory layer looks in the layers below: its
+/// redirect (absolute from the root, or a name in the same parent), else its own path.
+fn target(below: &[u8], name: &[u8], redirect: Option<&[u8]>) -> Vec<u8> {
+    match redirect {
+        Some(r) if r.starts_with(b"/") => r[1..].to_vec(),
+        Some(r) => join(below, r),
+        None => join(below, name),
+    }
+}
+
 impl Builder {
-    /// Applies the directory layer `root`; returns its `st_blksize`.
-    pub(super) fn apply_dir(&mut self, layer: u16, root: BorrowedFd<'_>) -> io::Result<u32> {
+    /// Applies the directory layer `root`, following the overlay markers in namespace
+    /// `markers`; returns the layer's `st_blksize`.
+    pub(super) fn apply_dir(
+        &mut self,
+        layer: u16,
+        root: BorrowedFd<'_>,
+        markers: Namespace,
+    ) -> io::Result<u32> {
         let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
         let st = sys::fstatat(root, c"")?;
         self.note_dev(st.st_dev);
         self.dir_layers = true;
+        let fd = sys::openat_beneath(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let mut scan = self.scan_dir(fd, b"", markers)?;
+        let mut budget = 2 * self.arena.len() + 65_536;
+        self.resolve(&mut scan, b"", &mut budget)?;
         let node = &mut self.arena[0];
         node.meta = meta_from_stat(&st);
         node.layer = layer;
@@ -30,101 +96,247 @@ impl Builder {
         node.host = Some(HostExtra::from_stat(&st));
         // Every layer has a root directory.
         node.merged = layer > 0;
-        let fd = sys::openat_beneath(root, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        self.apply_dir_at(layer, fd, 0, &mut groups)?;
+        self.apply_scan(layer, scan, 0, &mut groups);
         Ok(st.st_blksize as u32)
     }
 
-    fn apply_dir_at(
-        &mut self,
-        layer: u16,
-        dirfd: OwnedFd,
-        node: usize,
-        groups: &mut HashMap<(u64, u64), usize>,
-    ) -> io::Result<()> {
+    /// Reads the directory `dirfd` (at `path` in its layer) and everything below it.
+    fn scan_dir(&mut self, dirfd: OwnedFd, path: &[u8], markers: Namespace) -> io::Result<ScanDir> {
         let listing_fd = sys::openat(dirfd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        let entries = sys::read_dir(listing_fd)?;
+        let names = sys::read_dir(listing_fd)?;
         // Listing the directory moved its atime on the host (relatime: once, then it stays
         // until the directory changes or a day passes): report the one the kernel will show.
         let listed = sys::fstatat(dirfd.as_fd(), c"")?;
-        if let Some(h) = &mut self.arena[node].host {
-            h.atime = (listed.st_atime, listed.st_atime_nsec as u32);
-        }
         let opaque =
-            entries.iter().any(|(n, _, _)| n == OPAQUE_MARKER) || is_opaque_xattr(dirfd.as_fd())?;
-        if opaque {
-            self.arena[node].children.clear();
-            self.arena[node].merged = false;
-        }
-        let mut stats = Vec::with_capacity(entries.len());
-        for (name, d_type, _) in entries {
+            names.iter().any(|(n, _, _)| n == OPAQUE_MARKER) || is_opaque_xattr(dirfd.as_fd())?;
+        let mut dir = ScanDir {
+            atime: (listed.st_atime, listed.st_atime_nsec as u32),
+            opaque,
+            hidden: Vec::new(),
+            entries: Vec::with_capacity(names.len()),
+        };
+        for (name, _d_type, _) in names {
             match ovl::name_role(&name) {
                 NameRole::OpaqueMarker | NameRole::Meta => continue,
                 NameRole::Whiteout(hidden) => {
-                    self.arena[node].children.remove(hidden);
+                    dir.hidden.push(hidden.to_vec());
                     continue;
                 }
                 NameRole::Entry => {}
             }
             let c = sys::cstr(&name)?;
-            let st = match sys::fstatat_opt(dirfd.as_fd(), &c)? {
-                Some(st) => st,
-                None => continue,
+            let Some(mut st) = sys::fstatat_opt(dirfd.as_fd(), &c)? else {
+                continue;
             };
-            let _ = d_type;
             if is_whiteout_stat(&st)
                 || (ovl::may_be_xattr_whiteout(&st) && {
                     let f = sys::openat(dirfd.as_fd(), &c, libc::O_PATH, 0)?;
                     is_xattr_whiteout(f.as_fd())?
                 })
             {
-                self.arena[node].children.remove(name.as_slice());
+                dir.hidden.push(name);
                 continue;
             }
             self.note_dev(st.st_dev);
-            stats.push((name, c, st));
-        }
-        for (name, c, mut st) in stats {
             let kind = FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File);
-            let link = if kind == FileKind::Symlink {
-                let target = sys::readlinkat(dirfd.as_fd(), &c)?.into_boxed_slice();
-                // Reading the link moved its atime, as listing a directory does (above).
-                if let Some(again) = sys::fstatat_opt(dirfd.as_fd(), &c)? {
-                    st.st_atime = again.st_atime;
-                    st.st_atime_nsec = again.st_atime_nsec;
+            let bad_marker = |e: io::Error| match e.kind() {
+                io::ErrorKind::InvalidData => {
+                    io::Error::new(e.kind(), format!("/{}: {e}", String::from_utf8_lossy(path)))
                 }
-                Some(target)
-            } else {
-                None
+                _ => e,
             };
+            let mut entry = ScanEntry {
+                name,
+                st,
+                link: None,
+                redirect: None,
+                metacopy: false,
+                dir: None,
+                below: Below::Nothing,
+            };
+            match kind {
+                FileKind::Symlink => {
+                    entry.link = Some(sys::readlinkat(dirfd.as_fd(), &c)?.into_boxed_slice());
+                    // Reading the link moved its atime, as listing a directory does (above).
+                    if let Some(again) = sys::fstatat_opt(dirfd.as_fd(), &c)? {
+                        st.st_atime = again.st_atime;
+                        st.st_atime_nsec = again.st_atime_nsec;
+                        entry.st = st;
+                    }
+                }
+                FileKind::Dir => {
+                    entry.redirect =
+                        ovl::redirect_at(dirfd.as_fd(), &c, markers).map_err(bad_marker)?;
+                    let sub = sys::openat(dirfd.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                    let sub_path = join(path, &entry.name);
+                    entry.dir = Some(self.scan_dir(sub, &sub_path, markers)?);
+                }
+                FileKind::File => {
+                    entry.metacopy = ovl::is_metacopy_at(dirfd.as_fd(), &c, markers)?;
+                    if entry.metacopy {
+                        entry.redirect =
+                            ovl::redirect_at(dirfd.as_fd(), &c, markers).map_err(bad_marker)?;
+                    }
+                }
+                _ => {}
+            }
+            dir.entries.push(entry);
+        }
+        Ok(dir)
+    }
+
+    /// Looks up, in the tree of the layers below, what the renamed directories and
+    /// metadata-only copies of `dir` refer to; `below` is the path `dir` merges with there.
+    /// A renamed directory's source is copied (at most `budget` nodes in all), since the
+    /// layer may hide or replace the original.
+    fn resolve(&mut self, dir: &mut ScanDir, below: &[u8], budget: &mut usize) -> io::Result<()> {
+        for e in &mut dir.entries {
+            let at = target(below, &e.name, e.redirect.as_deref());
+            if let Some(sub) = &mut e.dir {
+                if e.redirect.is_some() {
+                    let source = self
+                        .find_bytes(&at)
+                        .filter(|&s| self.arena[s].kind == FileKind::Dir);
+                    let copy = match source {
+                        Some(s) => Some(self.copy_subtree(s, &at, budget)?),
+                        None => None,
+                    };
+                    e.below = Below::Renamed(copy);
+                }
+                self.resolve(sub, &at, budget)?;
+            } else if e.metacopy {
+                e.below = match self.find_bytes(&at) {
+                    Some(s) if self.arena[s].kind == FileKind::File => {
+                        let b = &self.arena[s];
+                        let from = match (&b.data, &b.source) {
+                            (Some(d), _) => d.clone(),
+                            (None, Source::Tar { data, .. }) => DataFrom::Tar {
+                                layer: b.layer,
+                                data: *data,
+                            },
+                            (None, Source::Dir) => DataFrom::Dir {
+                                layer: b.layer,
+                                path: b.layer_path.clone().unwrap_or_else(|| at.clone().into()),
+                            },
+                            (None, Source::Implicit) => DataFrom::Missing,
+                        };
+                        Below::Data(from, b.meta.size)
+                    }
+                    _ => {
+                        log::warn!(
+                            "/{}: metadata-only copy without a file below: reads fail",
+                            String::from_utf8_lossy(&at)
+                        );
+                        Below::Data(DataFrom::Missing, e.st.st_size as u64)
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of the subtree `src` (at `path` in the tree), whose directory-layer entries
+    /// remember their path in their layer. Hard-linked files stay in their group: they are
+    /// the same inode wherever a rename shows them.
+    fn copy_subtree(&mut self, src: usize, path: &[u8], budget: &mut usize) -> io::Result<usize> {
+        if *budget == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "/{}: renamed directories (overlay.redirect) copy more entries than the \
+                     layers below hold",
+                    String::from_utf8_lossy(path)
+                ),
+            ));
+        }
+        *budget -= 1;
+        let mut node = self.arena[src].clone();
+        let children = std::mem::take(&mut node.children);
+        if node.source == Source::Dir && node.layer_path.is_none() {
+            node.layer_path = Some(path.into());
+        }
+        if node.kind == FileKind::Dir {
+            node.group = usize::MAX;
+        }
+        let id = self.push(node);
+        for (name, child) in children {
+            let c = self.copy_subtree(child, &join(path, &name), budget)?;
+            self.arena[id].children.insert(name, c);
+        }
+        Ok(id)
+    }
+
+    /// Applies a read and resolved directory to the tree node `node`.
+    fn apply_scan(
+        &mut self,
+        layer: u16,
+        scan: ScanDir,
+        node: usize,
+        groups: &mut HashMap<(u64, u64), usize>,
+    ) {
+        if let Some(h) = &mut self.arena[node].host {
+            h.atime = scan.atime;
+        }
+        if scan.opaque {
+            self.arena[node].children.clear();
+            self.arena[node].merged = false;
+        }
+        for hidden in &scan.hidden {
+            self.arena[node].children.remove(hidden.as_slice());
+        }
+        for e in scan.entries {
+            let st = &e.st;
+            let kind = FileKind::from_mode(st.st_mode).unwrap_or(FileKind::File);
             let group = if kind != FileKind::Dir && st.st_nlink > 1 {
                 let next = self.arena.len();
                 *groups.entry((st.st_dev, st.st_ino)).or_insert(next)
             } else {
                 usize::MAX
             };
-            let id = self.place(
-                node,
-                BuildNode {
-                    name,
-                    kind,
-                    meta: meta_from_stat(&st),
-                    layer,
-                    source: Source::Dir,
-                    link,
-                    group,
-                    host_ino: st.st_ino,
-                    host: Some(HostExtra::from_stat(&st)),
-                    merged: false,
-                    children: BTreeMap::new(),
-                },
-            );
-            if kind == FileKind::Dir {
-                let sub = sys::openat(dirfd.as_fd(), &c, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-                self.apply_dir_at(layer, sub, id, groups)?;
+            let mut meta = meta_from_stat(st);
+            let mut data = None;
+            if let Below::Data(from, size) = &e.below {
+                meta.size = *size;
+                data = Some(from.clone());
+            }
+            let mut built = BuildNode {
+                name: e.name,
+                kind,
+                meta,
+                layer,
+                source: Source::Dir,
+                link: e.link,
+                group,
+                host_ino: st.st_ino,
+                host: Some(HostExtra::from_stat(st)),
+                merged: false,
+                children: BTreeMap::new(),
+                layer_path: None,
+                data,
+            };
+            let id = match e.below {
+                Below::Renamed(copy) => {
+                    // A renamed directory merges with its source only, not its own name.
+                    self.arena[node].children.remove(&built.name);
+                    match copy {
+                        Some(c) => {
+                            built.children = std::mem::take(&mut self.arena[c].children);
+                            built.merged = true;
+                            built.group = c;
+                            let name = built.name.clone();
+                            self.arena[c] = built;
+                            self.arena[node].children.insert(name, c);
+                            c
+                        }
+                        None => self.place(node, built),
+                    }
+                }
+                _ => self.place(node, built),
+            };
+            if let Some(sub) = e.dir {
+                self.apply_scan(layer, sub, id, groups);
             }
         }
-        Ok(())
     }
 }
 

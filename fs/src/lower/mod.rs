@@ -30,10 +30,11 @@ use std::sync::Arc;
 use crate::Error;
 pub use crate::host_stat::StatExtra;
 use crate::host_stat::{DEFAULT_BLKSIZE, HostStats};
+use crate::ovl::Namespace;
 use crate::sys;
 use crate::tar_index::TarIndex;
 
-use build::{Builder, implied};
+use build::{Builder, DataFrom, implied};
 use dir_layer::open_dir_root;
 pub use node::{FileKind, LowerNode, Meta, ROOT_INO, UPPER_INO_BIT, Xattrs};
 use node::{SourceTag, TarXattrs};
@@ -88,6 +89,11 @@ pub struct LowerTree {
     names: Vec<u8>,
     /// The xattrs of tar members that have any, by node.
     tar_xattrs: HashMap<u32, TarXattrs>,
+    /// The path in its directory layer of a node that a renamed directory (`overlay.redirect`)
+    /// brought to another place in the tree.
+    layer_paths: HashMap<u32, Box<[u8]>>,
+    /// Where the data of a metadata-only copy (`overlay.metacopy`) in a directory layer is.
+    data_from: HashMap<u32, DataFrom>,
     /// The entries' own inode numbers, when the layers allow them (see [`HostInos`]).
     host_inos: Option<Box<HostInos>>,
     /// The host's times and block counts of directory-layer entries, when there are any.
@@ -195,6 +201,24 @@ impl LowerTree {
     /// A layer file or directory that cannot be opened or read, or a tar layer whose members
     /// cannot be merged (a hard link to a missing member, a bare `.wh.`).
     pub fn build(layers: Vec<LayerInput>) -> Result<LowerTree, Error> {
+        let markers = if sys::is_initial_root() {
+            Namespace::Trusted
+        } else {
+            Namespace::User
+        };
+        Self::build_with_markers(layers, markers)
+    }
+
+    /// [`LowerTree::build`], following the overlay markers (`overlay.redirect`,
+    /// `overlay.metacopy`, `rfs.metacopy`) of directory layers in namespace `markers` only,
+    /// as the kernel follows `trusted.*` or, with `userxattr`, `user.*` (DESIGN rule 10).
+    ///
+    /// # Errors
+    /// As [`LowerTree::build`]; also a malformed `overlay.redirect`.
+    pub fn build_with_markers(
+        layers: Vec<LayerInput>,
+        markers: Namespace,
+    ) -> Result<LowerTree, Error> {
         if layers.len() > usize::from(u16::MAX) {
             return Err(Error::Invalid("too many layers"));
         }
@@ -234,7 +258,7 @@ impl LowerTree {
                     let name = path.display().to_string();
                     let root = open_dir_root(&path)?;
                     let blksize = builder
-                        .apply_dir(layer, root.as_fd())
+                        .apply_dir(layer, root.as_fd(), markers)
                         .map_err(|e| Error::io("reading lower dir", &name, e))?;
                     opened.push(Layer::Dir {
                         root,
@@ -428,14 +452,21 @@ impl LowerTree {
 
     fn dir_layer_open(&self, i: u32, flags: i32) -> Result<OwnedFd, Error> {
         let n = self.node(i);
-        let path = self.path(i);
-        match &self.layers[usize::from(n.layer)] {
+        match self.layer_paths.get(&i) {
+            Some(path) => self.open_in_layer(n.layer, path, flags),
+            None => self.open_in_layer(n.layer, &self.path(i), flags),
+        }
+    }
+
+    /// Opens `path` of directory layer `layer` beneath its root, following no symlink.
+    fn open_in_layer(&self, layer: u16, path: &[u8], flags: i32) -> Result<OwnedFd, Error> {
+        match &self.layers[usize::from(layer)] {
             Layer::Dir { root, name, .. } => {
-                let c = sys::rel_cstr(&path).map_err(|e| Error::io("open", name.clone(), e))?;
+                let c = sys::rel_cstr(path).map_err(|e| Error::io("open", name.clone(), e))?;
                 sys::openat_beneath(root.as_fd(), &c, flags, 0).map_err(|e| {
                     Error::io(
                         "open lower",
-                        format!("{name}/{}", String::from_utf8_lossy(&path)),
+                        format!("{name}/{}", String::from_utf8_lossy(path)),
                         e,
                     )
                 })
@@ -444,14 +475,37 @@ impl LowerTree {
         }
     }
 
-    /// Opens the regular file `i` for reading.
+    /// Opens the regular file `i` for reading: a metadata-only copy's data is the file below
+    /// it that the tree recorded when it was built.
     ///
     /// # Errors
-    /// The host error opening a directory-layer file.
+    /// The host error opening a directory-layer file; `EIO` for a metadata-only copy with no
+    /// file below (as the kernel's lookup fails).
     pub fn open(&self, i: u32) -> Result<LowerFile, Error> {
         let n = self.node(i);
         if n.kind != FileKind::File {
             return Err(Error::Invalid("not a regular file"));
+        }
+        if let Some(from) = self.data_from.get(&i) {
+            return match from {
+                DataFrom::Tar { layer, data } => match &self.layers[usize::from(*layer)] {
+                    Layer::Tar { file, name } => Ok(LowerFile::Tar {
+                        file: Arc::clone(file),
+                        start: *data,
+                        size: n.size,
+                        layer: Arc::clone(name),
+                    }),
+                    Layer::Dir { .. } => Err(Error::Invalid("not a regular file")),
+                },
+                DataFrom::Dir { layer, path } => self
+                    .open_in_layer(*layer, path, libc::O_RDONLY | libc::O_NOFOLLOW)
+                    .map(LowerFile::Dir),
+                DataFrom::Missing => Err(Error::io(
+                    "metadata-only copy without data below",
+                    self.display_path(i),
+                    io::Error::from_raw_os_error(libc::EIO),
+                )),
+            };
         }
         match (n.source, &self.layers[usize::from(n.layer)]) {
             (SourceTag::Tar, Layer::Tar { file, name }) => Ok(LowerFile::Tar {

@@ -99,6 +99,8 @@ impl Builder {
                         host: None,
                         merged: false,
                         children: BTreeMap::new(),
+                        layer_path: None,
+                        data: None,
                     }
                 }
                 kind => {
@@ -127,6 +129,8 @@ impl Builder {
                         host: None,
                         merged: false,
                         children: BTreeMap::new(),
+                        layer_path: None,
+                        data: None,
                     }
                 }
             };
