@@ -561,4 +561,50 @@ mod tests {
         let n = t.open(two).unwrap().read_at(&mut buf, 0).unwrap();
         assert_eq!(&buf[..n], b"a/2");
     }
+
+    #[test]
+    fn dir_layers_follow_redirects_and_metacopy_in_their_namespace() {
+        let base = tempfile::tempdir().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(base.path().join("d")).unwrap();
+        std::fs::write(base.path().join("d/a"), "a").unwrap();
+        std::fs::write(base.path().join("f"), "lower data").unwrap();
+        // `d` renamed to `e` (absolute redirect) with an own entry; `d` whited out.
+        std::fs::create_dir(top.path().join("e")).unwrap();
+        std::fs::write(top.path().join("e/b"), "b").unwrap();
+        std::fs::write(top.path().join(".wh.d"), "").unwrap();
+        // `f` copied up metadata-only: a sparse file of the same size.
+        let f = std::fs::File::create(top.path().join("f")).unwrap();
+        f.set_len(10).unwrap();
+        let dir = std::fs::File::open(top.path().join("e")).unwrap();
+        let set = |fd: BorrowedFd<'_>, n: &std::ffi::CStr, v: &[u8]| sys::set_xattr(fd, n, v, 0);
+        if set(dir.as_fd(), c"user.overlay.redirect", b"/d").is_err()
+            || set(f.as_fd(), c"user.rfs.metacopy", b"").is_err()
+        {
+            eprintln!("skipped: no user xattrs on {}", top.path().display());
+            return;
+        }
+        let inputs = || {
+            vec![
+                LayerInput::Dir(base.path().into()),
+                LayerInput::Dir(top.path().into()),
+            ]
+        };
+        let t = LowerTree::build_with_markers(inputs(), Namespace::User).unwrap();
+        assert_eq!(names(&t, "e"), ["a", "b"]);
+        assert!(t.lookup_path(b"d").is_none());
+        let mut buf = [0u8; 32];
+        let a = t.lookup_path(b"e/a").unwrap();
+        let n = t.open(a).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"a");
+        let fi = t.lookup_path(b"f").unwrap();
+        let n = t.open(fi).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"lower data");
+        // In the other namespace the markers mean nothing.
+        let t = LowerTree::build_with_markers(inputs(), Namespace::Trusted).unwrap();
+        assert_eq!(names(&t, "e"), ["b"]);
+        let fi = t.lookup_path(b"f").unwrap();
+        let n = t.open(fi).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], &[0u8; 10]);
+    }
 }
