@@ -266,6 +266,60 @@ pub fn is_opaque_xattr(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(false)
 }
 
+/// The `overlay.redirect` in namespace `ns` of the entry `name` of directory `dir`, checked
+/// as the kernel checks it (`ovl_get_redirect_xattr`): an absolute path of non-empty
+/// components, or one name in the same parent; never `.` or `..`, never empty.
+///
+/// # Errors
+/// The host's `getxattr` errors; `InvalidData` for a malformed value.
+pub fn redirect_at(dir: BorrowedFd<'_>, name: &CStr, ns: Namespace) -> io::Result<Option<Vec<u8>>> {
+    let Some(value) = sys::get_xattr_at(dir, name, Marker::Redirect.xattr(ns))? else {
+        return Ok(None);
+    };
+    let valid = match value.strip_prefix(b"/") {
+        Some(absolute) => absolute
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0)),
+        None => {
+            !value.is_empty()
+                && !value.contains(&b'/')
+                && !value.contains(&0)
+                && value != b"."
+                && value != b".."
+        }
+    };
+    if !valid {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{:?}: invalid {} {:?}",
+                String::from_utf8_lossy(name.to_bytes()),
+                Marker::Redirect.xattr(ns).to_string_lossy(),
+                String::from_utf8_lossy(&value)
+            ),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// Whether the entry `name` of directory `dir` is a metadata-only copy in namespace `ns`
+/// (the kernel's `overlay.metacopy` or rfs's `rfs.metacopy`): its data is the file below.
+///
+/// # Errors
+/// The host's `getxattr` errors.
+pub fn is_metacopy_at(dir: BorrowedFd<'_>, name: &CStr, ns: Namespace) -> io::Result<bool> {
+    let kernel = match ns {
+        Namespace::Trusted => c"trusted.overlay.metacopy",
+        Namespace::User => c"user.overlay.metacopy",
+    };
+    for x in [kernel, Marker::Metacopy.xattr(ns)] {
+        if sys::get_xattr_at(dir, name, x)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Whether the empty file `fd` is an xattr whiteout (`{trusted,user}.overlay.whiteout`).
 ///
 /// # Errors

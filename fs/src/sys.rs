@@ -401,6 +401,48 @@ pub fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>>
     }
 }
 
+/// Reads the xattr `xattr` of the entry `name` of directory `dir` without following it if it
+/// is a symlink (`lgetxattr` on `/proc/self/fd/<dir>/<name>`: one call, no fd opened).
+/// `name` is one path component. `Ok(None)` when the attribute does not exist or the
+/// filesystem has no xattrs.
+///
+/// # Errors
+/// `EINVAL` for a `name` with a `/` or that is `.`/`..`; every other error of
+/// `lgetxattr(2)`.
+pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let n = name.to_bytes();
+    if n.is_empty() || n.contains(&b'/') || n == b"." || n == b".." {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut path = proc_fd_path(dir).into_bytes();
+    path.push(b'/');
+    path.extend_from_slice(n);
+    let path = cstr(&path)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is writable for `buf.len()` bytes; both C strings are live.
+        let ret = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                xattr.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        match check(ret) {
+            Ok(n) => {
+                buf.truncate(n as usize);
+                return Ok(Some(buf));
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ENODATA | libc::ENOTSUP) => return Ok(None),
+                Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 16, 0),
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
 /// Sets the xattr `name` on the inode `fd` refers to; `flags` is `XATTR_CREATE`,
 /// `XATTR_REPLACE` or 0.
 ///
