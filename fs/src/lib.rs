@@ -12,7 +12,8 @@
 //!   ordered list of layer blobs, decompressing and verifying them as needed; [`source`]
 //!   says what a SOURCE is. [`store`] is the content-addressed image store (an OCI layout):
 //!   load, import, commit, save, history, garbage collection, the fresh writable layers of
-//!   `rfs mount`; [`init_layer`] writes a container's init layer (the mountpoints its
+//!   `rfs mount`; [`registry`] speaks the OCI distribution protocol for pull, push and
+//!   login; [`init_layer`] writes a container's init layer (the mountpoints its
 //!   runner needs, kept out of the container's changes).
 //! - [`build`] is the Dockerfile builder of `rfs build` (so far: BuildKit-style variable
 //!   expansion).
@@ -78,6 +79,7 @@ pub mod name;
 pub mod ovl;
 mod prefetch;
 pub mod progress;
+pub mod registry;
 pub mod source;
 pub mod store;
 pub mod sys;

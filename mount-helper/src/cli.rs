@@ -141,6 +141,115 @@ pub(crate) enum Command {
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
+    /// Pull an image from a registry into the store.
+    #[command(
+        after_help = "Examples:\n  rfs pull debian:12\n  rfs pull registry.example.com:5000/team/app:v1\n  rfs pull --platform linux/arm64 localhost:5000/multi"
+    )]
+    Pull(PullArgs),
+    /// Push an image of the store to a registry.
+    #[command(
+        after_help = "Examples:\n  rfs push bb:next registry.example.com/team/bb:next\n  rfs push --compression zstd localhost:5000/app:v2"
+    )]
+    Push(PushArgs),
+    /// Log in to a registry: check the credentials and store them in auth.json.
+    #[command(
+        after_help = "Examples:\n  rfs login registry.example.com\n  echo \"$PASS\" | rfs login -u alice --password-stdin registry.example.com:5000"
+    )]
+    Login(LoginArgs),
+    /// Remove the stored credentials of a registry (or of all, with --all).
+    #[command(after_help = "Examples:\n  rfs logout registry.example.com\n  rfs logout --all")]
+    Logout(LogoutArgs),
+}
+
+/// How to reach a registry (podman's options).
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct RegistryArgs {
+    /// Require HTTPS with verified certificates for registries not on this machine
+    /// (--tls-verify=false: accept any certificate, and plain HTTP)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub(crate) tls_verify: Option<bool>,
+    /// A directory with the registry's CA (*.crt) and client certificate (*.cert, *.key)
+    /// [default: /etc/containers/certs.d/HOST[:PORT]]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cert_dir: Option<PathBuf>,
+}
+
+/// `rfs pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image: [REGISTRY[:PORT]/]NAME[:TAG|@DIGEST] (docker.io by default).
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// Image platform to pick from a multi-platform index (os/arch[/variant]).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Print one line per layer instead of progress bars, then the image ID.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// Layer compression for `rfs push`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub(crate) enum PushCompression {
+    /// gzip (what every registry and client reads).
+    Gzip,
+    /// zstd (smaller and faster; needs a recent client to pull).
+    Zstd,
+    /// Uncompressed layers.
+    None,
+}
+
+/// `rfs push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The image of the store: NAME[:TAG] or ID.
+    #[arg(value_name = "IMAGE")]
+    pub(crate) image: String,
+    /// Where to push: [REGISTRY[:PORT]/]NAME[:TAG] (default: IMAGE's name).
+    #[arg(value_name = "REF")]
+    pub(crate) destination: Option<String>,
+    /// Compression of the layers rfs compresses itself.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub(crate) compression: PushCompression,
+    /// Print one line per layer instead of progress bars.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+/// `rfs login`.
+#[derive(Debug, Args)]
+pub(crate) struct LoginArgs {
+    /// The registry: HOST[:PORT].
+    #[arg(value_name = "REGISTRY")]
+    pub(crate) registry: String,
+    /// The user name (asked on a terminal if not given).
+    #[arg(short, long, value_name = "USER")]
+    pub(crate) username: Option<String>,
+    /// Read the password from standard input (otherwise it is asked, without echo, on a
+    /// terminal; never give it as an argument).
+    #[arg(long)]
+    pub(crate) password_stdin: bool,
+    #[command(flatten)]
+    pub(crate) registry_args: RegistryArgs,
+}
+
+/// `rfs logout`.
+#[derive(Debug, Args)]
+pub(crate) struct LogoutArgs {
+    /// The registry: HOST[:PORT].
+    #[arg(
+        value_name = "REGISTRY",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub(crate) registry: Option<String>,
+    /// Remove the credentials of every registry.
+    #[arg(short, long)]
+    pub(crate) all: bool,
 }
 
 /// `rfs run`.

@@ -55,7 +55,7 @@ impl Compression {
     }
 
     /// The format's name, for messages.
-    pub(super) fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Compression::None => "uncompressed",
             Compression::Gzip => "gzip",
@@ -95,7 +95,7 @@ impl<R: BufRead> Decoder<R> {
     }
 
     /// Gives the compressed source back (bytes it buffered but did not decode are lost).
-    fn into_inner(self) -> R {
+    pub(crate) fn into_inner(self) -> R {
         match self {
             Decoder::Gzip(decoder) => decoder.into_inner(),
             Decoder::Zstd(decoder) => decoder.finish(),

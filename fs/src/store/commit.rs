@@ -184,6 +184,7 @@ impl Store {
                 parent: Some(base.id),
                 layer_sizes: sizes,
                 last_tag_time: None,
+                pulled: Vec::new(),
             },
             opts.progress,
         )?;

@@ -178,6 +178,7 @@ impl Store {
                 parent: opened.parent,
                 layer_sizes: sizes,
                 last_tag_time: None,
+                pulled: Vec::new(),
             },
             opts.progress,
         )?;
@@ -289,6 +290,7 @@ impl Store {
                 parent: None,
                 layer_sizes: vec![layer_size(&index)],
                 last_tag_time: None,
+                pulled: Vec::new(),
             },
             opts.progress,
         )?;

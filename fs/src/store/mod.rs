@@ -46,6 +46,8 @@ mod gc;
 mod history;
 mod load;
 mod mounts;
+mod pull;
+mod push;
 pub mod reference;
 mod save;
 pub mod time;
@@ -74,6 +76,8 @@ pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
 pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
+pub use pull::{PullOptions, PullResult, PulledFrom};
+pub use push::{LayerCompression, PushOptions, PushResult};
 pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;
 pub use time::Timestamp;
@@ -117,6 +121,20 @@ pub enum Error {
     /// An image source could not be opened.
     #[error(transparent)]
     Image(Box<crate::image::Error>),
+    /// A registry request failed.
+    #[error(transparent)]
+    Registry(Box<crate::registry::Error>),
+    /// A blob download failed (network, after retries, or a corrupt compressed stream).
+    #[error("{registry}: downloading {what}: {source}")]
+    Download {
+        /// The registry.
+        registry: String,
+        /// The blob.
+        what: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
     /// A layer could not be indexed or merged.
     #[error(transparent)]
     Fs(Box<crate::Error>),
@@ -287,6 +305,9 @@ pub struct ImageMeta {
     /// When a tag was last set on it (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_tag_time: Option<String>,
+    /// The registries it was pulled from, with the manifest each served (see `pull`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulled: Vec<PulledFrom>,
 }
 
 /// An image with its config, ready to list, inspect or mount.
@@ -812,6 +833,13 @@ impl Store {
         if meta.parent.is_none() {
             meta.parent = self.meta(&id).parent;
         }
+        // Where else it was pulled from stays known; a new pull of a repository replaces it.
+        let mut pulled = self.meta(&id).pulled;
+        for p in std::mem::take(&mut meta.pulled) {
+            pulled.retain(|old| old.repository != p.repository);
+            pulled.push(p);
+        }
+        meta.pulled = pulled;
         self.write_meta(&id, &meta);
         let mut descriptor =
             Descriptor::new(model::MEDIA_MANIFEST, &manifest_digest, manifest_size);

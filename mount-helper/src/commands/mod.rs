@@ -37,6 +37,10 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => store::diff(cli.root, &args),
         Command::Commit(args) => store::commit(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
+        Command::Pull(args) => store::pull(cli.root, &args),
+        Command::Push(args) => store::push(cli.root, &args),
+        Command::Login(args) => store::login(&args),
+        Command::Logout(args) => store::logout(&args),
         Command::Doctor => doctor::run(&root_dir(cli.root)?),
         Command::Info(args) => info::run(cli.root, &args),
         Command::Completions { shell } => {

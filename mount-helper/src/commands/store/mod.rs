@@ -1,4 +1,5 @@
-//! The image store commands (`rfs load`, `import`, `tag`, `images`, `rmi`, `prune`,
+//! The image store commands (`rfs load`, `import`, `tag`, `images`, `rmi`, `prune`, `pull`,
+//! `push`, `login`, `logout`,
 //! `history`, `inspect`, `diff`, `commit`, `save`, `mounts`) and what they share: opening the store,
 //! progress on a terminal, finding the image a SOURCE or a container names.
 //!
@@ -13,8 +14,11 @@ mod images;
 mod import;
 mod inspect;
 mod load;
+mod login;
 mod mounts;
 mod prune;
+mod pull;
+mod push;
 mod rmi;
 mod save;
 mod tag;
@@ -36,8 +40,11 @@ pub(crate) use images::run as images;
 pub(crate) use import::run as import;
 pub(crate) use inspect::run as inspect;
 pub(crate) use load::run as load;
+pub(crate) use login::{login, logout};
 pub(crate) use mounts::run as mounts;
 pub(crate) use prune::run as prune;
+pub(crate) use pull::run as pull;
+pub(crate) use push::run as push;
 pub(crate) use rmi::run as rmi;
 pub(crate) use save::run as save;
 pub(crate) use tag::run as tag;

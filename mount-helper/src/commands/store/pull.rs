@@ -1,0 +1,97 @@
+//! `rfs pull REF`: an image from a registry into the store, and what `rfs push`, `rfs login`
+//! share with it: connecting to a registry with the options of the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use rfs_fs::registry::{Client, ClientOptions, ImageRef, RegistriesConf};
+use rfs_fs::store::{PullOptions, PullResult, Store};
+
+use crate::cli::{PullArgs, RegistryArgs};
+use crate::progress::TransferDisplay;
+
+/// The client options the command line and registries.conf give.
+pub(crate) fn client_options(args: &RegistryArgs) -> Result<ClientOptions> {
+    Ok(ClientOptions {
+        tls_verify: args.tls_verify,
+        cert_dir: args.cert_dir.clone(),
+        credentials: None,
+        conf: RegistriesConf::load()?,
+    })
+}
+
+/// The references a pull of `text` tries, in order: itself if it names a registry, else one
+/// per `unqualified-search-registries` entry (docker.io if there are none), as podman does.
+fn candidates(text: &str, conf: &RegistriesConf) -> Result<Vec<ImageRef>> {
+    let first = ImageRef::parse(text)?;
+    if ImageRef::is_qualified(text) || conf.unqualified_search_registries.is_empty() {
+        return Ok(vec![first]);
+    }
+    conf.unqualified_search_registries
+        .iter()
+        .map(|r| Ok(ImageRef::parse(&format!("{r}/{text}"))?))
+        .collect()
+}
+
+/// Pulls `text` into `store`, drawing progress per layer.
+pub(crate) fn pull(
+    store: &Store,
+    text: &str,
+    platform: Option<&str>,
+    registry: &RegistryArgs,
+    lines: bool,
+) -> Result<PullResult> {
+    let opts = client_options(registry)?;
+    let mut last_error = None;
+    for reference in candidates(text, &opts.conf)? {
+        let display = TransferDisplay::new(lines);
+        let report = |what: &str, done: u64, total: u64| display.update(what, done, total);
+        let attempt = Client::connect(&reference.registry, Some(&reference.repository), &opts)
+            .map_err(rfs_fs::store::Error::from)
+            .and_then(|client| {
+                store.pull(
+                    &client,
+                    &reference,
+                    &PullOptions {
+                        platform,
+                        jobs: 0,
+                        progress: Some(&report),
+                    },
+                )
+            });
+        match attempt {
+            Ok(result) => return Ok(result),
+            // Another search registry may have it.
+            Err(rfs_fs::store::Error::Registry(e))
+                if matches!(*e, rfs_fs::registry::Error::NotFound { .. }) =>
+            {
+                last_error = Some(anyhow::Error::new(*e));
+            }
+            Err(e) => return Err(e).with_context(|| format!("pulling {reference}")),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry to pull {text} from")))
+}
+
+/// Runs `rfs pull`: progress on stderr, the image ID on stdout.
+pub(crate) fn run(root: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode> {
+    let store = super::open(root)?;
+    let result = pull(
+        &store,
+        &args.reference,
+        args.platform.as_deref(),
+        &args.registry,
+        args.quiet,
+    )?;
+    if !args.quiet {
+        eprintln!("Digest: {}", result.repo_digest);
+        eprintln!(
+            "{} layers downloaded, {} already in the store",
+            result.downloaded, result.present
+        );
+    }
+    super::format::emit(&format!("{}\n", result.id))?;
+    Ok(ExitCode::SUCCESS)
+}
