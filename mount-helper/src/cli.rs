@@ -141,6 +141,9 @@ pub(crate) enum Command {
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
+    /// Write a container's filesystem (its merged view) as a tar archive.
+    #[command(after_help = "Examples:\n  rfs export web -o web.tar\n  rfs export web | tar -t")]
+    Export(ExportArgs),
     /// Pull an image from a registry into the store.
     #[command(
         after_help = "Examples:\n  rfs pull debian:12\n  rfs pull registry.example.com:5000/team/app:v1\n  rfs pull --platform linux/arm64 localhost:5000/multi"
@@ -661,4 +664,15 @@ pub(crate) struct SaveArgs {
     /// The archive format.
     #[arg(long, value_enum, default_value = "docker")]
     pub(crate) format: SaveFormat,
+}
+
+/// `rfs export`.
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
+    /// The container: name, ID or ID prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
+    /// The archive to write (default: stdout, if it is not a terminal).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
 }

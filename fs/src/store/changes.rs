@@ -1,5 +1,6 @@
 //! Reading an upper directory against the image below it: `rfs diff` (what changed, as
-//! `docker diff` prints it) and the layer tar of `rfs commit`.
+//! `docker diff` prints it), the layer tar of `rfs commit`, and the flat tar of the merged
+//! tree that `rfs export` writes.
 //!
 //! The upper is in kernel overlayfs format (see `crate::upper`): whiteouts are char 0/0
 //! devices or `.wh.<name>` files, opaque directories carry `*.overlay.opaque=y` or a
@@ -21,6 +22,13 @@
 //! there) and then in full: its upper entries and a copy of every lower child of its source
 //! that the upper does not hide. So a renamed directory becomes a full copy at its new path
 //! plus a whiteout at its old one, which is what any OCI runtime can apply.
+//!
+//! # The merged tree of an export
+//!
+//! [`write_merged_tree`] is the same walk against an empty base: every directory is "in full",
+//! so the tar holds the whole merged view (what `docker export` writes) and no whiteout or
+//! opaque marker at all. One walk, so a commit and an export cannot disagree on what the
+//! container sees.
 //!
 //! The tar is deterministic: entries in path order (names sorted bytewise, a directory before
 //! its contents), ownership and mode from `user.containers.override_stat` when present, the
@@ -456,6 +464,34 @@ pub fn write_layer<W: Write>(
     owners: UpperOwners,
     out: W,
 ) -> Result<W, Error> {
+    write_tar(lower, upper, owners, Some(LowerTree::ROOT), out)
+}
+
+/// Writes the merged view of `upper` over `lower` as one flat tar to `out` (see the module
+/// docs): every entry the view shows, with no whiteouts or opaque markers, and finishes the
+/// archive. What `rfs export` writes for a container.
+///
+/// # Errors
+///
+/// As [`write_layer`].
+pub fn write_merged_tree<W: Write>(
+    lower: &LowerTree,
+    upper: &Path,
+    owners: UpperOwners,
+    out: W,
+) -> Result<W, Error> {
+    write_tar(lower, upper, owners, None, out)
+}
+
+/// The walk behind [`write_layer`] (`base` is the image's root) and [`write_merged_tree`]
+/// (no base: everything is written in full).
+fn write_tar<W: Write>(
+    lower: &LowerTree,
+    upper: &Path,
+    owners: UpperOwners,
+    base: Option<u32>,
+    out: W,
+) -> Result<W, Error> {
     let mut writer = LayerWriter {
         lower,
         owners,
@@ -470,7 +506,7 @@ pub fn write_layer<W: Write>(
     } else {
         Some(LowerTree::ROOT)
     };
-    writer.commit_dir(b"", Some(upper), &root.meta, source, Some(LowerTree::ROOT))?;
+    writer.commit_dir(b"", Some(upper), &root.meta, source, base)?;
     writer
         .builder
         .into_inner()

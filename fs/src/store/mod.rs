@@ -70,7 +70,7 @@ use crate::lower::{LayerInput, LowerTree};
 use crate::progress::{Progress, ProgressReader};
 use crate::tar_index::{self, EntryKind, TarIndex};
 
-pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer};
+pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer, write_merged_tree};
 pub use commit::{CommitOptions, Committed, apply_changes};
 pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;

@@ -1,6 +1,7 @@
 //! Unit tests of the store: synthetic docker archives built here, loaded into a temporary
 //! root, and the store's documents, blobs and answers checked directly.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -541,6 +542,88 @@ fn commit_is_deterministic_and_gives_the_merged_view() {
         !names.iter().any(|n| n.starts_with("opq/.wh..wh..opq")),
         "opq is new: no marker needed"
     );
+}
+
+/// An export is the merged view flat: the same entries as the committed image, each with its
+/// data, owners and links, and no whiteout or marker.
+#[test]
+fn an_export_is_the_merged_view_without_markers() {
+    let f = Fixture::new();
+    let base = base_layer();
+    f.load("a.tar", &[&base], &["base"], &["base:1"]);
+    let image = f.store.find("base:1").expect("image");
+    let tree = f.store.lower_tree(&image).expect("tree");
+    let up = make_upper(f.dir.path());
+    let out = write_merged_tree(&tree, &up, UpperOwners::default(), Vec::new()).expect("export");
+    let mut entries: BTreeMap<String, (tar::EntryType, u64, Vec<u8>, Option<String>)> =
+        BTreeMap::new();
+    for e in tar::Archive::new(out.as_slice())
+        .entries()
+        .expect("entries")
+    {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").display().to_string();
+        let h = e.header().clone();
+        let link = e
+            .link_name()
+            .expect("link name")
+            .map(|l| l.display().to_string());
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).expect("data");
+        let old = entries.insert(
+            path.clone(),
+            (h.entry_type(), h.uid().expect("uid"), data, link),
+        );
+        assert!(old.is_none(), "{path} written twice");
+    }
+    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "etc",
+            "etc/motd",
+            "moved",
+            "moved/a",
+            "moved/extra",
+            "moved/sub",
+            "moved/sub/b",
+            "new",
+            "new-link",
+            "opq",
+            "opq/inside",
+        ],
+        "the merged view: no /data (renamed), no /etc/link (deleted), no .wh. names"
+    );
+    let data = |p: &str| entries[p].2.clone();
+    assert_eq!(data("etc/motd"), b"changed\n");
+    assert_eq!(entries["etc/motd"].1, 1000, "owner from override_stat");
+    assert_eq!(
+        data("moved/a"),
+        b"aaaa",
+        "a renamed dir keeps its lower children"
+    );
+    assert_eq!(data("moved/sub/b"), b"bb");
+    assert_eq!(entries["moved/sub"].0, tar::EntryType::Directory);
+    assert_eq!(data("new"), b"new file\n");
+    assert_eq!(
+        (entries["new-link"].0, entries["new-link"].3.as_deref()),
+        (tar::EntryType::Link, Some("new")),
+        "hard links stay links"
+    );
+
+    // The same view as the image a commit of this upper makes.
+    let committed = f
+        .store
+        .commit(&image, &up, &CommitOptions::default())
+        .expect("commit");
+    let committed = f.store.find(&committed.id.to_string()).expect("committed");
+    let tree = f.store.lower_tree(&committed).expect("tree");
+    for name in &names {
+        assert!(
+            tree.lookup_path(name.as_bytes()).is_some(),
+            "{name} is exported but not in the committed image"
+        );
+    }
 }
 
 /// A rootless container's root owns its files without a record: they are the user's on the

@@ -1,6 +1,6 @@
-//! `rfs run`, `rfs ps` and `rfs rm` through the real binary with the busybox and Debian test
-//! images: exit codes, the image config (Env, WorkingDir, User), writes landing in the
-//! container's own upper, two containers at once, `--rm`, volumes, `--net none`, signals,
+//! `rfs run`, `rfs ps`, `rfs export` and `rfs rm` through the real binary with the busybox
+//! and Debian test images: exit codes, the image config (Env, WorkingDir, User), writes landing
+//! in the container's own upper, two containers at once, `--rm`, volumes, `--net none`, signals,
 //! `-t`, and the ways out of a container that must stay shut. As root, and as the
 //! unprivileged user `rfstest` (with a subuid range) and `nobody` (without one).
 //!
@@ -887,4 +887,227 @@ fn run_an_image_of_the_store_by_name() {
     let out = env.rfs(&["run", "--rm", "busybox:test", "id -un; echo $FOO"]);
     assert_code(&out, 0);
     assert_eq!(text(&out), "app\nbar\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rfs export
+
+/// One member of an exported tar: kind, permission bits, owner, size, link target, sha256 of
+/// the data, modification time.
+#[derive(Clone, Debug, PartialEq)]
+struct Member {
+    kind: char,
+    mode: u32,
+    owner: (u64, u64),
+    size: u64,
+    link: Option<String>,
+    sha256: String,
+    mtime: u64,
+}
+
+/// The members of a tar archive by path (no leading `./`, no trailing `/`).
+fn tar_members(bytes: &[u8]) -> std::collections::BTreeMap<String, Member> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut members = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Regular => 'f',
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            tar::EntryType::Char => 'c',
+            tar::EntryType::Block => 'b',
+            tar::EntryType::Fifo => 'p',
+            other => panic!("{path}: unexpected tar entry type {other:?}"),
+        };
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.display().to_string().trim_start_matches("./").to_string());
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        let member = Member {
+            kind,
+            mode: h.mode().unwrap() & 0o7777,
+            owner: (h.uid().unwrap(), h.gid().unwrap()),
+            size: data.len() as u64,
+            link,
+            sha256: format!("{:x}", sha2::Sha256::digest(&data)),
+            mtime: h.mtime().unwrap(),
+        };
+        assert!(
+            members.insert(path.clone(), member).is_none(),
+            "{path} is in the archive twice"
+        );
+    }
+    members
+}
+
+/// The oracle: `docker export` of the container that made `rfs/busybox-committed` (the
+/// test images' `docker/busybox-docker-export.tar`) against `rfs export` of a container of
+/// that image which changed nothing: the same tree, entry by entry, data and times included,
+/// but for what each runtime adds to run a container.
+#[test]
+fn export_equals_docker_export_of_the_same_container_state() {
+    let test = "export_equals_docker_export_of_the_same_container_state";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    let images = crate::common::images_dir(test).unwrap();
+    let archive = images.join("docker/busybox-docker-save.tar");
+    assert_code(
+        &env.rfs(&["load", "-q", "-i", archive.to_str().unwrap()]),
+        0,
+    );
+    let run = env.rfs(&["run", "--name", "same", "rfs/busybox-committed:latest"]);
+    assert_code(&run, 0);
+    assert_eq!(text(&run), "committed\n", "the image's own command ran");
+    let out = env.rfs(&["export", "same"]);
+    assert_code(&out, 0);
+    let mut got = tar_members(&out.stdout);
+    let mut want =
+        tar_members(&std::fs::read(images.join("docker/busybox-docker-export.tar")).unwrap());
+    // Docker's runtime files, which rfs binds instead of writing into the tree.
+    for p in [
+        ".dockerenv",
+        "dev/console",
+        "dev/pts",
+        "dev/shm",
+        "etc/mtab",
+    ] {
+        assert!(want.remove(p).is_some(), "docker export lacks {p}");
+    }
+    // Both runtimes make the mountpoints of /etc/hosts, /etc/hostname, /etc/resolv.conf and
+    // /dev in an init layer (empty files, mode 0755 as docker makes them); docker stamps them
+    // with the container's creation time, rfs with the epoch, and /etc's time moves with them.
+    for p in ["dev", "etc", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        for side in [&mut got, &mut want] {
+            side.get_mut(p)
+                .unwrap_or_else(|| panic!("{p} missing from an export"))
+                .mtime = 0;
+        }
+    }
+    let (got_paths, want_paths): (Vec<_>, Vec<_>) = (got.keys().collect(), want.keys().collect());
+    assert_eq!(got_paths, want_paths, "the same paths");
+    for (path, w) in &want {
+        assert_eq!(&got[path], w, "/{path}");
+    }
+}
+
+/// A rootless container's changes — a deleted file, a renamed directory of the image, a new
+/// file with a hard link and another owner, a directory made where one was renamed away — are
+/// in its export exactly as the container saw its own tree.
+#[test]
+fn export_of_a_rootless_container_is_its_own_view() {
+    let Some(env) = setup(
+        "export_of_a_rootless_container_is_its_own_view",
+        Who::RangedUser,
+    ) else {
+        return;
+    };
+    // The container lists its own tree (the root filesystem only, not /proc, /sys, /dev) with
+    // busybox stat: path|type|size|uid|gid|mode.
+    let script = "rm /opt/data/remove && mv /opt/data /opt/moved && echo new > /new && \
+                  ln /new /new-link && chown 1000:1000 /new && mkdir /opt/data && \
+                  echo fresh > /opt/data/fresh && \
+                  find / -xdev | while read p; do stat -c '%n|%F|%s|%u|%g|%a' \"$p\"; done";
+    let run = env.run_busybox(&["--name", "changer", "-u", "root"], &[script]);
+    assert_code(&run, 0);
+    let out = env.rfs(&["export", "changer"]);
+    assert_code(&out, 0);
+    let got = tar_members(&out.stdout);
+
+    assert!(
+        !got.keys().any(|p| p.contains(".wh.")),
+        "no whiteouts: {got:?}"
+    );
+    assert!(!got.contains_key("opt/data/remove") && !got.contains_key("opt/moved/remove"));
+    let capbin = &got["opt/moved/capbin"];
+    assert_eq!(
+        (capbin.kind, capbin.size),
+        ('f', 1_982_256),
+        "renamed dir keeps its files"
+    );
+    assert_eq!(got["opt/moved/hl2"].link.as_deref(), Some("opt/moved/hl1"));
+    let new = &got["new"];
+    assert_eq!((new.kind, new.owner, new.size), ('f', (1000, 1000), 4));
+    assert_eq!(got["new-link"].kind, 'h');
+    assert_eq!(got["new-link"].link.as_deref(), Some("new"));
+    let data: Vec<&String> = got.keys().filter(|p| p.starts_with("opt/data/")).collect();
+    assert_eq!(
+        data,
+        ["opt/data/fresh"],
+        "a new dir where one was renamed away is empty"
+    );
+
+    // Every path the container saw is exported with the type, owner and mode it saw.
+    let mut seen = std::collections::BTreeSet::new();
+    for line in text(&run).lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 6, "{line}");
+        let path = f[0].trim_start_matches('/');
+        if path.is_empty() {
+            continue;
+        }
+        let m = got
+            .get(path)
+            .unwrap_or_else(|| panic!("/{path} is in the container but not in its export"));
+        seen.insert(path.to_string());
+        // What rfs mounts over the init layer's mountpoints shows the mounted file system's
+        // attributes inside; the export has the mountpoints.
+        if [
+            "etc/hosts",
+            "etc/hostname",
+            "etc/resolv.conf",
+            "proc",
+            "sys",
+            "dev",
+        ]
+        .contains(&path)
+        {
+            continue;
+        }
+        let kind = match f[1] {
+            "directory" => 'd',
+            "symbolic link" => 'l',
+            "regular file" | "regular empty file" => {
+                if m.kind == 'h' {
+                    'h'
+                } else {
+                    'f'
+                }
+            }
+            "character device" | "character special file" => 'c',
+            "fifo" | "FIFO" => 'p',
+            other => panic!("{path}: type {other}"),
+        };
+        assert_eq!(m.kind, kind, "/{path}");
+        assert_eq!(
+            m.owner,
+            (f[3].parse().unwrap(), f[4].parse().unwrap()),
+            "/{path}"
+        );
+        assert_eq!(format!("{:o}", m.mode), f[5], "/{path}");
+        if kind == 'f' {
+            assert_eq!(m.size.to_string(), f[2], "/{path}");
+        }
+    }
+    let exported: std::collections::BTreeSet<String> = got
+        .keys()
+        .filter(|p| !["proc/", "sys/", "dev/"].iter().any(|m| p.starts_with(m)))
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen, exported,
+        "the export holds what the container saw, no more"
+    );
 }

@@ -8,6 +8,7 @@
 
 mod commit;
 mod diff;
+mod export;
 pub(crate) mod format;
 mod history;
 mod images;
@@ -16,6 +17,7 @@ mod inspect;
 mod load;
 mod login;
 mod mounts;
+mod output;
 mod prune;
 mod pull;
 mod push;
@@ -35,6 +37,7 @@ use rfs_fs::store::{Lease, Store, StoredImage, UpperOwners};
 
 pub(crate) use commit::run as commit;
 pub(crate) use diff::run as diff;
+pub(crate) use export::run as export;
 pub(crate) use history::run as history;
 pub(crate) use images::run as images;
 pub(crate) use import::run as import;
