@@ -15,6 +15,7 @@
 //!   `rfs mount`; [`registry`] speaks the OCI distribution protocol for pull, push and
 //!   login; [`init_layer`] writes a container's init layer (the mountpoints its
 //!   runner needs, kept out of the container's changes).
+//! - [`cp`] copies files between the host and a union (`rfs cp`), resolving paths inside it.
 //! - [`build`] is the Dockerfile builder of `rfs build` (so far: BuildKit-style variable
 //!   expansion).
 //!
@@ -67,6 +68,7 @@
 #![deny(unsafe_code)]
 
 pub mod build;
+pub mod cp;
 pub mod digest;
 mod durable;
 pub mod error;

@@ -144,6 +144,12 @@ pub(crate) enum Command {
     /// Write a container's filesystem (its merged view) as a tar archive.
     #[command(after_help = "Examples:\n  rfs export web -o web.tar\n  rfs export web | tar -t")]
     Export(ExportArgs),
+    /// Copy files between a stopped container and the host.
+    #[command(
+        override_usage = "rfs cp [OPTIONS] CONTAINER:SRC DEST\n       rfs cp [OPTIONS] SRC CONTAINER:DEST",
+        after_help = "Examples:\n  rfs cp web:/etc/nginx/nginx.conf .\n  rfs cp ./site/. web:/srv/www"
+    )]
+    Cp(CpArgs),
     /// Pull an image from a registry into the store.
     #[command(
         after_help = "Examples:\n  rfs pull debian:12\n  rfs pull registry.example.com:5000/team/app:v1\n  rfs pull --platform linux/arm64 localhost:5000/multi"
@@ -675,4 +681,19 @@ pub(crate) struct ExportArgs {
     /// The archive to write (default: stdout, if it is not a terminal).
     #[arg(short, long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+}
+
+/// `rfs cp`.
+#[derive(Debug, Args)]
+pub(crate) struct CpArgs {
+    /// Follow a symlink that SRC names (in the container; links on the way are always
+    /// followed inside it).
+    #[arg(short = 'L', long)]
+    pub(crate) follow_link: bool,
+    /// What to copy: CONTAINER:PATH or a host path.
+    #[arg(value_name = "SRC")]
+    pub(crate) src: String,
+    /// Where to copy it: a host path or CONTAINER:PATH.
+    #[arg(value_name = "DEST")]
+    pub(crate) dest: String,
 }

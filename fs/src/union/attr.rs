@@ -78,7 +78,10 @@ impl UnionFs {
         let kind = kind_of(st);
         let (uid, gid, perm) = match e.owner_override {
             Some(o) => (o.uid, o.gid, o.perm),
-            None => (st.st_uid, st.st_gid, st.st_mode & 0o7777),
+            None => {
+                let (uid, gid) = self.shown_ids(st.st_uid, st.st_gid);
+                (uid, gid, st.st_mode & 0o7777)
+            }
         };
         let nlink = if kind == FileKind::Dir && lower.is_some() {
             1

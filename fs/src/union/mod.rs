@@ -208,6 +208,12 @@ pub struct UnionConfig {
     /// that serves from inside a user namespace says `user`: there `trusted.*` can be
     /// neither set nor read, whatever the process that opened the upper could do.
     pub markers: Option<Namespace>,
+    /// The ids the union's own files have on disk as this process sees them, where they
+    /// differ from the own ids of [`Ownership::Override`]: a rootless container's union
+    /// opened outside the container's user namespace (`rfs cp`), where its root's files are
+    /// the user's. Upper entries with these ids and no `override_stat` show the own ids.
+    /// `None`, the default: the ids on disk are shown as they are.
+    pub own_ids_on_disk: Option<(u32, u32)>,
 }
 
 /// Where the upper and work dirs are.
@@ -237,6 +243,8 @@ pub struct UnionFs {
     link_groups: HashMap<u32, Vec<u32>>,
     /// How owners and modes are stored in the upper.
     ownership: Ownership,
+    /// [`UnionConfig::own_ids_on_disk`].
+    own_ids_on_disk: Option<(u32, u32)>,
 }
 
 /// Locks `m`, going on after a panic of another holder: every table stays consistent
@@ -308,6 +316,7 @@ impl UnionFs {
             listings: Mutex::new(lru::LruCache::new(LISTINGS_KEPT)),
             link_groups,
             ownership: config.ownership,
+            own_ids_on_disk: config.own_ids_on_disk,
         };
         let root_lower = match &fs.upper {
             Some(up) => {
@@ -322,6 +331,18 @@ impl UnionFs {
         let root = Inode::new(FileKind::Dir, 1, root_lower, fs.upper.is_some());
         lock(fs.shard(ROOT_INO)).insert(ROOT_INO, root);
         Ok(fs)
+    }
+
+    /// The owner an upper entry with ids `(uid, gid)` on disk and no `override_stat` shows
+    /// (see [`UnionConfig::own_ids_on_disk`]).
+    fn shown_ids(&self, uid: u32, gid: u32) -> (u32, u32) {
+        match (self.own_ids_on_disk, self.ownership) {
+            (Some(disk), Ownership::Override { own_uid, own_gid }) => (
+                if uid == disk.0 { own_uid } else { uid },
+                if gid == disk.1 { own_gid } else { gid },
+            ),
+            _ => (uid, gid),
+        }
     }
 
     /// Gives the root of an upper that rfs has just made the owner and mode of the lower
@@ -445,6 +466,7 @@ mod tests {
             UnionConfig {
                 ownership: Ownership::Host,
                 markers,
+                own_ids_on_disk: None,
             },
         );
         let name = std::ffi::OsStr::new("d");

@@ -55,7 +55,7 @@ impl UnionFs {
                 let pst = sys::fstatat(pfd, c"").map_err(err("stat parent"))?;
                 let setgid_parent = pst.st_mode & libc::S_ISGID != 0;
                 let gid = if setgid_parent {
-                    pst.st_gid
+                    self.shown_ids(pst.st_uid, pst.st_gid).1
                 } else {
                     caller.gid
                 };

@@ -303,6 +303,53 @@ mod tests {
         assert_eq!(f.upper_xattr("d/suid", OVERRIDE).unwrap(), b"42:5678:0755");
     }
 
+    /// A rootless container's union opened outside its user namespace (`rfs cp`): the
+    /// files its root owns are this process's on disk and show as the own ids, new entries
+    /// by the container's root carry no record, and a chmod records the own ids, not the
+    /// ids on disk.
+    #[test]
+    fn own_ids_on_disk_show_as_the_own_ids() {
+        let disk_ids = own_ids();
+        let (own_uid, own_gid) = (4242, 4243);
+        let f = Fixture::with_config(
+            &[&[("d", Node::Dir)]],
+            crate::union::UnionConfig {
+                ownership: Ownership::Override { own_uid, own_gid },
+                own_ids_on_disk: Some(disk_ids),
+                ..crate::union::UnionConfig::default()
+            },
+        );
+        let root = Caller {
+            uid: own_uid,
+            gid: own_gid,
+            root: true,
+        };
+        let (a, fh) =
+            f.fs.create(
+                crate::lower::ROOT_INO,
+                OsStr::new("new"),
+                0o644,
+                libc::O_WRONLY,
+                root,
+            )
+            .expect("create");
+        f.fs.release(fh);
+        assert_eq!((a.uid, a.gid), (own_uid, own_gid));
+        assert_eq!(disk(&f, "new"), (disk_ids.0, disk_ids.1, 0o644));
+        assert!(f.upper_xattr("new", OVERRIDE).is_none(), "no record");
+        let set = SetAttr {
+            mode: Some(0o400),
+            ..SetAttr::default()
+        };
+        let a = f.fs.setattr(a.ino, set, None, root).expect("chmod");
+        assert_eq!((a.uid, a.gid, a.perm), (own_uid, own_gid, 0o400));
+        assert_eq!(
+            f.upper_xattr("new", OVERRIDE).unwrap(),
+            b"4242:4243:0400",
+            "the container's ids, not the ones on disk"
+        );
+    }
+
     #[test]
     fn rootless_chmod_and_chown_change_override_stat_only() {
         let f = image(rootless());

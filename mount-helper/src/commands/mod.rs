@@ -38,6 +38,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Commit(args) => store::commit(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
         Command::Export(args) => store::export(cli.root, &args),
+        Command::Cp(args) => store::cp(cli.root, &args),
         Command::Pull(args) => store::pull(cli.root, &args),
         Command::Push(args) => store::push(cli.root, &args),
         Command::Login(args) => store::login(&args),

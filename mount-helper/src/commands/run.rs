@@ -225,6 +225,8 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         config: UnionConfig {
             ownership,
             markers: Some(Namespace::User),
+            // Served from the container's user namespace, where its files are its root's.
+            own_ids_on_disk: None,
         },
         mountpoint: rootfs.clone(),
         options: MountOptions {

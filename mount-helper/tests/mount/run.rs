@@ -1,7 +1,7 @@
-//! `rfs run`, `rfs ps`, `rfs export` and `rfs rm` through the real binary with the busybox
-//! and Debian test images: exit codes, the image config (Env, WorkingDir, User), writes landing
-//! in the container's own upper, two containers at once, `--rm`, volumes, `--net none`, signals,
-//! `-t`, and the ways out of a container that must stay shut. As root, and as the
+//! `rfs run`, `rfs ps`, `rfs export`, `rfs cp` and `rfs rm` through the real binary with the
+//! busybox and Debian test images: exit codes, the image config (Env, WorkingDir, User), writes
+//! landing in the container's own upper, two containers at once, `--rm`, volumes, `--net none`,
+//! signals, `-t`, and the ways out of a container that must stay shut. As root, and as the
 //! unprivileged user `rfstest` (with a subuid range) and `nobody` (without one).
 //!
 //! Every test gets its own root directory, and a guard that `rfs rm -f`s whatever it left:
@@ -1110,4 +1110,130 @@ fn export_of_a_rootless_container_is_its_own_view() {
         seen, exported,
         "the export holds what the container saw, no more"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// rfs cp
+
+/// `rfs cp` out of and into a stopped container, through its own view: a path through the
+/// container's symlink to `/etc` reads and writes the container's `/etc`, never the host's; a
+/// renamed image directory comes out whole with its symlinks as symlinks; what goes in shows
+/// in `rfs diff` and `rfs export` as root's, with its mode.
+fn cp_round_trip(env: &Env, images: &Path) {
+    let host = shared(images).dir.join(format!(
+        "cp-{:?}-{}",
+        env.who,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    std::fs::create_dir(&host).unwrap();
+    let _cleanup = RemoveDir(host.clone());
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let hs = |p: &str| host.join(p).to_str().unwrap().to_owned();
+
+    let run = env.run_busybox(
+        &["--name", "box", "-u", "root"],
+        &["ln -s /etc /escape && mv /opt/data /opt/moved && echo made > /tmp/made"],
+    );
+    assert_code(&run, 0);
+
+    // Out: through the container's absolute symlink, into an existing host directory.
+    std::fs::create_dir(host.join("out")).unwrap();
+    std::fs::set_permissions(host.join("out"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_code(&env.rfs(&["cp", "box:/escape/passwd", &hs("out")]), 0);
+    let passwd = std::fs::read_to_string(host.join("out/passwd")).unwrap();
+    assert!(
+        passwd.contains("app:x:1000:1000:app:/home/app:/bin/sh"),
+        "the container's /etc/passwd, not the host's: {passwd}"
+    );
+    // A renamed image directory, to a new host path.
+    assert_code(&env.rfs(&["cp", "box:/opt/moved", &hs("moved")]), 0);
+    assert_eq!(
+        std::fs::metadata(host.join("moved/capbin")).unwrap().len(),
+        1_982_256
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("moved/link-to-keep")).unwrap(),
+        Path::new("/opt/opq/c"),
+        "a symlink comes out as a symlink"
+    );
+    assert!(!host.join("moved/remove").is_symlink());
+
+    // In: a file through the container's symlink, and a directory's contents.
+    let name = format!("rfs-cp-test-{}", std::process::id());
+    std::fs::write(host.join(&name), "into the container\n").unwrap();
+    std::fs::set_permissions(host.join(&name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_code(&env.rfs(&["cp", &hs(&name), "box:/escape/"]), 0);
+    assert!(
+        !Path::new("/etc").join(&name).exists(),
+        "written into the host's /etc"
+    );
+    std::fs::create_dir_all(host.join("site/css")).unwrap();
+    std::fs::write(host.join("site/css/a.css"), "body{}").unwrap();
+    std::fs::write(host.join("site/index.html"), "<p>hi</p>").unwrap();
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(host.join("site"))
+        .status();
+    assert_code(
+        &env.rfs(&["cp", &format!("{}/.", hs("site")), "box:/tmp"]),
+        0,
+    );
+
+    let diff = env.rfs(&["diff", "box"]);
+    assert_code(&diff, 0);
+    let diff = text(&diff);
+    for line in [
+        format!("A /etc/{name}"),
+        "A /tmp/css/a.css".into(),
+        "A /tmp/index.html".into(),
+        "A /tmp/made".into(),
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} not in:\n{diff}");
+    }
+    let export = env.rfs(&["export", "box"]);
+    assert_code(&export, 0);
+    let members = tar_members(&export.stdout);
+    let copied = &members[&format!("etc/{name}")];
+    assert_eq!(
+        (copied.owner, copied.mode, copied.size),
+        ((0, 0), 0o755, 19)
+    );
+    assert_eq!(members["tmp/css/a.css"].size, 6);
+
+    // Errors name the container path.
+    let missing = env.rfs(&["cp", "box:/no/such", &hs("out")]);
+    assert_code(&missing, 1);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("box:/no/such") && err.contains("no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cp_as_root_copies_through_the_containers_view() {
+    let test = "cp_as_root_copies_through_the_containers_view";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    cp_round_trip(&env, &crate::common::images_dir(test).unwrap());
+}
+
+#[test]
+fn cp_rootless_copies_through_the_containers_view() {
+    let test = "cp_rootless_copies_through_the_containers_view";
+    let Some(env) = setup(test, Who::RangedUser) else {
+        return;
+    };
+    cp_round_trip(&env, &crate::common::images_dir(test).unwrap());
 }

@@ -21,11 +21,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: &ExportArgs) -> Result<ExitCode> 
             c.state.name
         );
     }
-    let image = c.image(&store)?;
-    let mut layers = store.layer_inputs(&image)?;
-    layers.extend(c.init_layer()?);
-    let lower = rfs_fs::lower::LowerTree::build(layers)
-        .with_context(|| format!("container {}: reading its image", c.state.name))?;
+    let lower = c.lower_tree(&store)?;
     let upper = c.upper();
     let owners = c.upper_owners()?;
     super::output::write_archive(args.output.as_deref(), |out, _| {

@@ -7,6 +7,7 @@
 //! results into Docker's output formats (`format`).
 
 mod commit;
+mod cp;
 mod diff;
 mod export;
 pub(crate) mod format;
@@ -36,6 +37,7 @@ use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::store::{Lease, Store, StoredImage, UpperOwners};
 
 pub(crate) use commit::run as commit;
+pub(crate) use cp::run as cp;
 pub(crate) use diff::run as diff;
 pub(crate) use export::run as export;
 pub(crate) use history::run as history;
@@ -200,6 +202,55 @@ impl Container {
         let layer = rfs_fs::init_layer::open(&path)
             .with_context(|| format!("container {}: its init layer", self.state.name))?;
         Ok(Some(layer))
+    }
+
+    /// What the container's upper was written over: its image's layers and its init layer,
+    /// merged.
+    pub(crate) fn lower_tree(&self, store: &Store) -> Result<rfs_fs::lower::LowerTree> {
+        let image = self.image(store)?;
+        let mut layers = store.layer_inputs(&image)?;
+        layers.extend(self.init_layer()?);
+        rfs_fs::lower::LowerTree::build(layers)
+            .with_context(|| format!("container {}: reading its image", self.state.name))
+    }
+
+    /// The container's union, opened in this process (to read and change it while it is
+    /// not running) as its server opens it, where `Caller::ROOT` is the container's root. The
+    /// server runs in the container's user namespace, where a rootless container's root's
+    /// files are uid 0; here they are this user's, which the union is told.
+    pub(crate) fn union(&self, store: &Store) -> Result<rfs_fs::union::UnionFs> {
+        use rfs_fs::union::{Ownership, UnionConfig, UpperDirs};
+        if self.state.is_running() {
+            anyhow::bail!(
+                "container {} is running; rfs cp works on stopped containers (for now)",
+                self.state.name
+            );
+        }
+        let lower = self.lower_tree(store)?;
+        let (ownership, own_ids_on_disk) = match Ownership::of_process() {
+            Ownership::Host => (Ownership::Host, None),
+            Ownership::Override { own_uid, own_gid } => (
+                Ownership::Override {
+                    own_uid: 0,
+                    own_gid: 0,
+                },
+                Some((own_uid, own_gid)),
+            ),
+        };
+        let dirs = UpperDirs {
+            upper: self.upper(),
+            work: self.dir.join("work"),
+        };
+        let config = UnionConfig {
+            ownership,
+            markers: Some(rfs_fs::ovl::Namespace::User),
+            own_ids_on_disk,
+        };
+        let union =
+            rfs_fs::union::UnionFs::with_config(lower, Some(dirs), config).with_context(|| {
+                format!("container {}: opening its writable layer", self.state.name)
+            })?;
+        Ok(union)
     }
 
     /// The store image the container was created from, without loading anything: `None`
