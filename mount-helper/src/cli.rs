@@ -98,6 +98,16 @@ pub(crate) enum Command {
     /// Remove containers and their writable layers.
     #[command(after_help = "Examples:\n  rfs rm web\n  rfs rm -f web")]
     Rm(RmArgs),
+    /// Stop running containers: their image's stop signal (SIGTERM by default), then
+    /// SIGKILL after a grace period.
+    #[command(after_help = "Examples:\n  rfs stop web\n  rfs stop -t 2 web db")]
+    Stop(StopArgs),
+    /// Send a signal to running containers (SIGKILL by default).
+    #[command(after_help = "Examples:\n  rfs kill web\n  rfs kill -s HUP web")]
+    Kill(KillArgs),
+    /// Wait for containers to end; print each one's exit status.
+    #[command(after_help = "Examples:\n  rfs wait web")]
+    Wait(WaitArgs),
     /// Load an image into the store from a docker save archive or an OCI layout (dir or tar).
     #[command(
         after_help = "Examples:\n  rfs load -i busybox-docker-archive.tar\n  rfs load -i ./busybox-oci"
@@ -344,6 +354,39 @@ pub(crate) struct RmArgs {
     /// Kill running containers first.
     #[arg(short, long)]
     pub(crate) force: bool,
+    /// Container names, ids or id prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `rfs stop`.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Seconds to wait for the container to end before it is killed.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub(crate) time: u64,
+    /// The signal to stop with, instead of the image's StopSignal.
+    #[arg(short = 's', long)]
+    pub(crate) signal: Option<String>,
+    /// Container names, ids or id prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `rfs kill`.
+#[derive(Debug, Args)]
+pub(crate) struct KillArgs {
+    /// The signal: a name (`TERM`, `SIGHUP`) or a number.
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub(crate) signal: String,
+    /// Container names, ids or id prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `rfs wait`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
     /// Container names, ids or id prefixes.
     #[arg(value_name = "CONTAINER", required = true)]
     pub(crate) containers: Vec<String>,

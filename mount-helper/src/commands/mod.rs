@@ -10,6 +10,7 @@ use crate::cli::{Cli, Command};
 mod doctor;
 mod info;
 pub(crate) mod init;
+mod lifecycle;
 mod mount;
 mod ps;
 mod rm;
@@ -26,6 +27,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(cli.root, args),
         Command::Ps(args) => ps::run(cli.root, &args),
         Command::Rm(args) => rm::run(cli.root, &args),
+        Command::Stop(args) => lifecycle::stop(cli.root, &args),
+        Command::Kill(args) => lifecycle::kill(cli.root, &args),
+        Command::Wait(args) => lifecycle::wait(cli.root, &args),
         Command::Load(args) => store::load(cli.root, &args),
         Command::Import(args) => store::import(cli.root, &args),
         Command::Tag(args) => store::tag(cli.root, &args),

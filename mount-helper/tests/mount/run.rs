@@ -1,8 +1,9 @@
-//! `rfs run`, `rfs ps`, `rfs export`, `rfs cp` and `rfs rm` through the real binary with the
-//! busybox and Debian test images: exit codes, the image config (Env, WorkingDir, User), writes
-//! landing in the container's own upper, two containers at once, `--rm`, volumes, `--net none`,
-//! signals, `-t`, and the ways out of a container that must stay shut. As root, and as the
-//! unprivileged user `rfstest` (with a subuid range) and `nobody` (without one).
+//! `rfs run`, `rfs ps`, `rfs stop`/`kill`/`wait`, `rfs export`, `rfs cp` and `rfs rm` through the
+//! real binary with the busybox and Debian test images: exit codes, the image config (Env,
+//! WorkingDir, User), writes landing in the container's own upper, two containers at once,
+//! `--rm`, volumes, `--net none`, signals, `-t`, and the ways out of a container that must stay
+//! shut. As root, and as the unprivileged user `rfstest` (with a subuid range) and `nobody`
+//! (without one).
 //!
 //! Every test gets its own root directory, and a guard that `rfs rm -f`s whatever it left:
 //! the union of a container lives in the container's private mount namespace, so killing the
@@ -1236,4 +1237,88 @@ fn cp_rootless_copies_through_the_containers_view() {
         return;
     };
     cp_round_trip(&env, &crate::common::images_dir(test).unwrap());
+}
+
+// ---------------------------------------------------------------------------------------------
+// rfs stop, kill, wait
+
+/// Starts `rfs run --name NAME -u root busybox SCRIPT` in the background and waits until the
+/// script prints `ready`.
+fn start_in_background(env: &Env, name: &str, script: &str) -> std::process::Child {
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let mut child = env.spawn(&["run", "--name", name, "-u", "root", &bb, script]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n", "the container did not start");
+    child
+}
+
+/// `rfs stop` of a command that ignores SIGTERM kills it after `-t` (exit 137, as docker);
+/// one that exits on SIGTERM ends with its own status; `rfs wait` prints the status from
+/// another process; `rfs kill -s` delivers the signal asked for; a stopped container is
+/// neither signalled nor an error to stop again.
+fn stop_kill_wait(env: &Env) {
+    let mut stubborn = start_in_background(
+        env,
+        "stubborn",
+        "trap '' TERM; echo ready; while :; do sleep 1; done",
+    );
+    let start = Instant::now();
+    assert_code(&env.rfs(&["stop", "-t", "1", "stubborn"]), 0);
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "stop did not wait for the grace period"
+    );
+    assert_eq!(stubborn.wait().unwrap().code(), Some(137));
+    let waited = env.rfs(&["wait", "stubborn"]);
+    assert_code(&waited, 0);
+    assert_eq!(text(&waited), "137\n");
+    let ps = env.rfs(&["ps", "-a", "--format", "json"]);
+    assert!(text(&ps).contains("Exited (137)"), "{}", text(&ps));
+    assert_code(&env.rfs(&["stop", "stubborn"]), 0);
+    let not_running = env.rfs(&["kill", "stubborn"]);
+    assert_code(&not_running, 1);
+    assert!(String::from_utf8_lossy(&not_running.stderr).contains("not running"));
+
+    let mut polite = start_in_background(
+        env,
+        "polite",
+        "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    // A waiter in another process sees the end.
+    let waiter = env.spawn(&["wait", "polite"]);
+    assert_code(&env.rfs(&["stop", "polite"]), 0);
+    assert_eq!(polite.wait().unwrap().code(), Some(3));
+    let waited = waiter.wait_with_output().unwrap();
+    assert_code(&waited, 0);
+    assert_eq!(text(&waited), "3\n");
+
+    let mut hup = start_in_background(
+        env,
+        "hup",
+        "trap 'exit 7' HUP; echo ready; while :; do sleep 0.1; done",
+    );
+    assert_code(&env.rfs(&["kill", "-s", "HUP", "hup"]), 0);
+    assert_eq!(hup.wait().unwrap().code(), Some(7));
+    let bad = env.rfs(&["kill", "-s", "NOPE", "hup"]);
+    assert_code(&bad, 1);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown signal"));
+}
+
+#[test]
+fn stop_kill_wait_as_root() {
+    let Some(env) = setup("stop_kill_wait_as_root", Who::Root) else {
+        return;
+    };
+    stop_kill_wait(&env);
+}
+
+#[test]
+fn stop_kill_wait_rootless() {
+    let Some(env) = setup("stop_kill_wait_rootless", Who::RangedUser) else {
+        return;
+    };
+    stop_kill_wait(&env);
 }

@@ -1,0 +1,191 @@
+//! `rfs stop`, `rfs kill` and `rfs wait`: signals to a running container and waiting for its
+//! end, by its record (`rfs_runner::state`) from any shell, as docker and podman have them.
+//!
+//! A container's recorded pid is its sandbox process, which passes the signals it gets on to
+//! the container's init and so to the command; SIGKILL of the sandbox takes the whole pid
+//! namespace, and the union's mount, with it. The `rfs run` that started the container
+//! records the exit status as the sandbox ends.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use rfs_runner::state::{ContainerState, ContainerStore, Status};
+
+use crate::cli::{KillArgs, StopArgs, WaitArgs};
+
+/// How often a waiter looks at a container's record.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How long the exit may take to be recorded once the container's process is gone.
+const RECORD_GRACE: Duration = Duration::from_secs(5);
+
+/// A signal by name (`TERM`, `SIGTERM`, any case) or number (`15`).
+pub(crate) fn parse_signal(text: &str) -> Result<Signal> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return Signal::try_from(n).with_context(|| format!("no signal number {n}"));
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))
+}
+
+/// Runs one action per container; prints each container's key as given when it succeeded
+/// (as docker does), and fails if any failed.
+fn each(
+    root: Option<PathBuf>,
+    keys: &[String],
+    mut act: impl FnMut(&ContainerStore, &ContainerState) -> Result<Option<String>>,
+) -> Result<ExitCode> {
+    let store = ContainerStore::new(&super::root_dir(root)?);
+    let mut failed = false;
+    for key in keys {
+        let result = store
+            .find(key)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| c.with_context(|| format!("no such container: {key}")))
+            .and_then(|c| act(&store, &c));
+        match result {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => println!("{key}"),
+            Err(e) => {
+                eprintln!("rfs: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn signal(c: &ContainerState, sig: Signal) -> Result<()> {
+    let Some(pid) = c.pid.filter(|_| c.is_running()) else {
+        bail!("container {} is not running", c.name);
+    };
+    match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("signalling container {} (pid {pid})", c.name)),
+    }
+}
+
+/// Waits until the container's process is gone, at most `limit`; whether it is.
+fn wait_gone(c: &ContainerState, limit: Option<Duration>) -> bool {
+    let start = Instant::now();
+    while c.is_running() {
+        if limit.is_some_and(|l| start.elapsed() >= l) {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+    true
+}
+
+/// The container's record once its exit is recorded (or it is gone without one).
+fn final_state(store: &ContainerStore, c: &ContainerState) -> Result<ContainerState> {
+    wait_gone(c, None);
+    let start = Instant::now();
+    loop {
+        let now = store.load(&c.id)?;
+        if now.status != Status::Running || start.elapsed() > RECORD_GRACE {
+            return Ok(now);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The stop signal of the container's image (`StopSignal`), SIGTERM without one.
+fn stop_signal(root: &std::path::Path, c: &ContainerState) -> Result<Signal> {
+    let configured = super::store::Container::find(root, &c.id)?
+        .and_then(|found| {
+            let store = rfs_fs::store::Store::open(root).ok()?;
+            found.stored_image(&store)
+        })
+        .and_then(|image| image.config.config.and_then(|s| s.stop_signal));
+    match configured {
+        Some(text) => parse_signal(&text)
+            .with_context(|| format!("container {}: the image's StopSignal", c.name)),
+        None => Ok(Signal::SIGTERM),
+    }
+}
+
+/// Runs `rfs stop`: the stop signal (or `--signal`), then SIGKILL after `-t` seconds.
+pub(crate) fn stop(root: Option<PathBuf>, args: &StopArgs) -> Result<ExitCode> {
+    let dir = super::root_dir(root.clone())?;
+    let grace = Duration::from_secs(args.time);
+    each(root, &args.containers, |store, c| {
+        if !c.is_running() {
+            // Stopping a stopped container is not an error (docker, podman).
+            return Ok(None);
+        }
+        let sig = match &args.signal {
+            Some(s) => parse_signal(s)?,
+            None => stop_signal(&dir, c)?,
+        };
+        signal(c, sig)?;
+        if !wait_gone(c, Some(grace)) {
+            log::info!(
+                "container {} still runs {}s after {sig}; killing it",
+                c.name,
+                args.time
+            );
+            signal(c, Signal::SIGKILL)?;
+            if !wait_gone(c, Some(Duration::from_secs(10))) {
+                bail!("container {} is still running after SIGKILL", c.name);
+            }
+        }
+        final_state(store, c)?;
+        Ok(None)
+    })
+}
+
+/// Runs `rfs kill`.
+pub(crate) fn kill(root: Option<PathBuf>, args: &KillArgs) -> Result<ExitCode> {
+    let sig = parse_signal(&args.signal)?;
+    each(root, &args.containers, |_, c| {
+        signal(c, sig)?;
+        Ok(None)
+    })
+}
+
+/// Runs `rfs wait`: prints each container's exit status once it has ended.
+pub(crate) fn wait(root: Option<PathBuf>, args: &WaitArgs) -> Result<ExitCode> {
+    each(root, &args.containers, |store, c| {
+        let end = final_state(store, c)?;
+        match (end.status, end.exit_code) {
+            (Status::Exited, Some(code)) => Ok(Some(code.to_string())),
+            (Status::Created, _) => bail!("container {} was never started", c.name),
+            _ => bail!(
+                "container {}: its process is gone without an exit status (rfs run was killed)",
+                c.name
+            ),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        for text in ["TERM", "SIGTERM", "sigterm", "15", " term "] {
+            assert_eq!(parse_signal(text).unwrap(), Signal::SIGTERM, "{text}");
+        }
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), Signal::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
+    }
+}
