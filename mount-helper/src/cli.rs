@@ -108,6 +108,9 @@ pub(crate) enum Command {
     /// Wait for containers to end; print each one's exit status.
     #[command(after_help = "Examples:\n  rfs wait web")]
     Wait(WaitArgs),
+    /// Show what a detached container wrote (stdout to stdout, stderr to stderr).
+    #[command(after_help = "Examples:\n  rfs logs web\n  rfs logs -f --tail 20 -t web")]
+    Logs(LogsArgs),
     /// Load an image into the store from a docker save archive or an OCI layout (dir or tar).
     #[command(
         after_help = "Examples:\n  rfs load -i busybox-docker-archive.tar\n  rfs load -i ./busybox-oci"
@@ -280,6 +283,10 @@ pub(crate) struct RunArgs {
     /// Remove the container and its writable layer when it exits.
     #[arg(long)]
     pub(crate) rm: bool,
+    /// Run in the background: print the container's ID and leave it to a supervisor that
+    /// keeps its output (`rfs logs`) and records its exit.
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
     /// Set an environment variable (KEY alone takes the value from rfs's environment).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub(crate) env: Vec<String>,
@@ -390,6 +397,23 @@ pub(crate) struct WaitArgs {
     /// Container names, ids or id prefixes.
     #[arg(value_name = "CONTAINER", required = true)]
     pub(crate) containers: Vec<String>,
+}
+
+/// `rfs logs`.
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    /// Keep printing what the container writes until it ends.
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub(crate) tail: Option<usize>,
+    /// Prefix each line with the time it was written (RFC 3339).
+    #[arg(short = 't', long)]
+    pub(crate) timestamps: bool,
+    /// Container name, id or id prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
 }
 
 /// `rfs umount`.

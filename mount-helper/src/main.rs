@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod container_log;
 mod host;
 mod logging;
 mod mountinfo;

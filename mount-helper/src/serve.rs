@@ -268,13 +268,15 @@ impl Readiness {
     const FAILED: &str = "failed";
 
     /// The message: a line `ready` or `failed`, then the notice or the reason, verbatim
-    /// (so either may span lines). The message ends where the pipe does.
+    /// (so either may span lines), then a NUL byte: the message ends there, or where the pipe
+    /// does, so a process that inherited the pipe (a detached container's sandbox) cannot
+    /// keep the waiter waiting.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (head, body) = match self {
             Readiness::Ready { notice } => (Self::READY, notice),
             Readiness::Failed { reason } => (Self::FAILED, reason),
         };
-        format!("{head}\n{body}").into_bytes()
+        format!("{head}\n{body}\0").into_bytes()
     }
 
     /// Decodes a whole message, as [`Readiness::encode`] wrote it.
@@ -283,6 +285,7 @@ impl Readiness {
     /// [`HandshakeError::Closed`] for nothing at all, [`HandshakeError::Malformed`] for
     /// anything else that is not a message.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Readiness, HandshakeError> {
+        let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
         if bytes.is_empty() {
             return Err(HandshakeError::Closed);
         }
@@ -334,10 +337,23 @@ impl Waiter {
     /// # Errors
     /// As [`Readiness::decode`], or [`HandshakeError::Read`].
     pub(crate) fn wait(self) -> Result<Readiness, HandshakeError> {
+        let mut pipe = std::fs::File::from(self.0);
         let mut bytes = Vec::new();
-        std::fs::File::from(self.0)
-            .read_to_end(&mut bytes)
-            .map_err(|e| HandshakeError::Read(e.to_string()))?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    bytes.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = bytes.iter().position(|&b| b == 0) {
+                        bytes.truncate(end);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(HandshakeError::Read(e.to_string())),
+            }
+        }
         Readiness::decode(&bytes)
     }
 }
@@ -377,7 +393,7 @@ mod tests {
                 reason: "why".into()
             }
             .encode(),
-            b"failed\nwhy"
+            b"failed\nwhy\0"
         );
     }
 
@@ -415,5 +431,19 @@ mod tests {
         let (notifier, waiter) = handshake().expect("pipe");
         drop(notifier);
         assert_eq!(waiter.wait(), Err(HandshakeError::Closed));
+
+        // A copy of the sending end kept open elsewhere does not hold the waiter.
+        let (notifier, waiter) = handshake().expect("pipe");
+        let copy = notifier.0.try_clone().expect("dup");
+        notifier.send(&Readiness::Ready {
+            notice: "id".into(),
+        });
+        assert_eq!(
+            waiter.wait(),
+            Ok(Readiness::Ready {
+                notice: "id".into()
+            })
+        );
+        drop(copy);
     }
 }

@@ -11,6 +11,7 @@ mod doctor;
 mod info;
 pub(crate) mod init;
 mod lifecycle;
+mod logs;
 mod mount;
 mod ps;
 mod rm;
@@ -30,6 +31,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stop(args) => lifecycle::stop(cli.root, &args),
         Command::Kill(args) => lifecycle::kill(cli.root, &args),
         Command::Wait(args) => lifecycle::wait(cli.root, &args),
+        Command::Logs(args) => logs::run(cli.root, &args),
         Command::Load(args) => store::load(cli.root, &args),
         Command::Import(args) => store::import(cli.root, &args),
         Command::Tag(args) => store::tag(cli.root, &args),

@@ -9,6 +9,11 @@
 //! reports its readiness over the handshake pipe, waits for the init and unmounts. Errors
 //! before the container starts leave nothing behind (the container directory is removed)
 //! and exit with 125; afterwards the exit status is the command's (128+N for a signal).
+//!
+//! `rfs run -d` forks first: the child becomes the container's supervisor (a session of its
+//! own, the command's stdout and stderr piped into the container's log, `crate::container_log`)
+//! and goes on as above; the parent prints the container's ID once the child reports the
+//! container started, or the reason it did not (exit 125).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -40,13 +45,126 @@ const SETUP_FAILED: u8 = 125;
 
 /// Runs `rfs run`.
 pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
-    match start_and_wait(root, args) {
+    let result = if args.detach {
+        detach(root, args)
+    } else {
+        start_and_wait(root, args, None)
+    };
+    match result {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("rfs: {e:#}");
             Ok(ExitCode::from(SETUP_FAILED))
         }
     }
+}
+
+/// What a detached container's supervisor holds until the container has started: the
+/// report to the `rfs run -d` that forked it, and the read ends of the container's stdout and
+/// stderr.
+struct Detached {
+    report: Option<Notifier>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// `rfs run -d`: forks the supervisor (the rest of an `rfs run`, in a session of its own,
+/// its command's output going to the container's log) and prints the container's ID once
+/// the container has started, or the reason it did not.
+fn detach(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+    if args.tty || args.interactive {
+        bail!("-d cannot be combined with -t or -i yet");
+    }
+    let (report, started) = serve::handshake()?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe");
+    let (stdout, stdout_w) = pipe()?;
+    let (stderr, stderr_w) = pipe()?;
+    match rfs_runner::syscall::fork_single_threaded()? {
+        rfs_runner::syscall::Forked::Child => {
+            drop(started);
+            let code = supervise(root, args, report, [stdout, stderr], [stdout_w, stderr_w]);
+            std::process::exit(code);
+        }
+        rfs_runner::syscall::Forked::Parent(_) => {
+            drop((report, stdout, stderr, stdout_w, stderr_w));
+            match started.wait() {
+                Ok(Readiness::Ready { notice: id }) => {
+                    println!("{id}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(Readiness::Failed { reason }) => bail!("{reason}"),
+                Err(HandshakeError::Closed) => {
+                    bail!("the container's supervisor exited before the container started")
+                }
+                Err(e) => bail!("the container's supervisor: {e}"),
+            }
+        }
+    }
+}
+
+/// The supervisor of a detached container: its own session (no terminal), stdin from
+/// `/dev/null`, stdout and stderr into the pipes the log is read from; then `rfs run`.
+fn supervise(
+    root: Option<PathBuf>,
+    args: RunArgs,
+    report: Notifier,
+    [stdout, stderr]: [OwnedFd; 2],
+    [stdout_w, stderr_w]: [OwnedFd; 2],
+) -> i32 {
+    let redirected = nix::unistd::setsid()
+        .map_err(std::io::Error::from)
+        .and_then(|_| std::fs::File::open("/dev/null"))
+        .and_then(|null| nix::unistd::dup2_stdin(&null).map_err(Into::into))
+        .and_then(|()| nix::unistd::dup2_stdout(&stdout_w).map_err(Into::into))
+        .and_then(|()| nix::unistd::dup2_stderr(&stderr_w).map_err(Into::into));
+    drop((stdout_w, stderr_w));
+    if let Err(e) = redirected {
+        report.send(&Readiness::Failed {
+            reason: format!("detaching the supervisor: {e}"),
+        });
+        return i32::from(SETUP_FAILED);
+    }
+    let mut detached = Detached {
+        report: Some(report),
+        stdout,
+        stderr,
+    };
+    match start_and_wait(root, args, Some(&mut detached)) {
+        Ok(_) => 0,
+        Err(e) => {
+            if let Some(report) = detached.report.take() {
+                report.send(&Readiness::Failed {
+                    reason: format!("{e:#}"),
+                });
+            }
+            i32::from(SETUP_FAILED)
+        }
+    }
+}
+
+/// Once a detached container runs: the supervisor's own messages go to `supervisor.log` in
+/// the container's directory (so only the container holds the pipes' write ends), a thread
+/// copies the container's output into its log, and `rfs run -d` learns the ID.
+fn start_logging(d: &mut Detached, dir: &Path, id: &str) -> Result<std::thread::JoinHandle<()>> {
+    let own = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))
+        .context("opening supervisor.log")?;
+    nix::unistd::dup2_stdout(&own).context("redirecting the supervisor's output")?;
+    nix::unistd::dup2_stderr(&own).context("redirecting the supervisor's output")?;
+    let log = crate::container_log::Writer::open(dir, crate::container_log::MAX_BYTES)
+        .context("opening the container's log")?;
+    let stdout = d.stdout.try_clone().context("the container's stdout")?;
+    let stderr = d.stderr.try_clone().context("the container's stderr")?;
+    let copier =
+        std::thread::spawn(move || crate::container_log::copy_streams(stdout, stderr, log));
+    if let Some(report) = d.report.take() {
+        report.send(&Readiness::Ready {
+            notice: id.to_string(),
+        });
+    }
+    Ok(copier)
 }
 
 /// `-v HOST:CTR[:ro|rw]`.
@@ -115,7 +233,11 @@ impl Drop for RemoveOnFailure {
     }
 }
 
-fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+fn start_and_wait(
+    root: Option<PathBuf>,
+    args: RunArgs,
+    detached: Option<&mut Detached>,
+) -> Result<ExitCode> {
     serve::tune_memory();
     // Prerequisites first: a missing one means nothing is created.
     userns::check_user_namespaces()?;
@@ -304,6 +426,10 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     state.pid_start_time = rfs_runner::state::process_start_time(sandbox_pid.as_raw());
     store.save(&state)?;
     cleanup.disarm();
+    let copier = match detached {
+        Some(d) => Some(start_logging(d, &dir, &id)?),
+        None => None,
+    };
 
     let raw = pty_master
         .as_ref()
@@ -326,6 +452,10 @@ fn start_and_wait(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
         r.finish();
     }
     drop(raw);
+    // The output of the container's last moments, before its exit is recorded.
+    if let Some(copier) = copier {
+        let _ = copier.join();
+    }
 
     state.status = Status::Exited;
     state.exit_code = Some(code);

@@ -1,9 +1,9 @@
-//! `rfs run`, `rfs ps`, `rfs stop`/`kill`/`wait`, `rfs export`, `rfs cp` and `rfs rm` through the
-//! real binary with the busybox and Debian test images: exit codes, the image config (Env,
-//! WorkingDir, User), writes landing in the container's own upper, two containers at once,
-//! `--rm`, volumes, `--net none`, signals, `-t`, and the ways out of a container that must stay
-//! shut. As root, and as the unprivileged user `rfstest` (with a subuid range) and `nobody`
-//! (without one).
+//! `rfs run [-d]`, `rfs ps`, `rfs logs`, `rfs stop`/`kill`/`wait`, `rfs export`, `rfs cp` and
+//! `rfs rm` through the real binary with the busybox and Debian test images: exit codes, the
+//! image config (Env, WorkingDir, User), writes landing in the container's own upper, two
+//! containers at once, `--rm`, volumes, `--net none`, signals, `-t`, and the ways out of a
+//! container that must stay shut. As root, and as the unprivileged user `rfstest` (with a
+//! subuid range) and `nobody` (without one).
 //!
 //! Every test gets its own root directory, and a guard that `rfs rm -f`s whatever it left:
 //! the union of a container lives in the container's private mount namespace, so killing the
@@ -1321,4 +1321,165 @@ fn stop_kill_wait_rootless() {
         return;
     };
     stop_kill_wait(&env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rfs run -d, rfs logs
+
+/// The parent of process `pid`.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The recorded pid of container `name`, while it runs.
+fn container_pid(env: &Env, name: &str) -> i32 {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.container_dir(name).join("state.json")).unwrap())
+            .unwrap();
+    state["pid"].as_i64().unwrap() as i32
+}
+
+/// `rfs run -d` returns at once with the container's ID and leaves it running under a
+/// supervisor: `ps` shows it up, `logs` gives its stdout and stderr apart (also `--tail` and
+/// after it ended), `logs -f` follows it to its end, `stop` ends it with the status its
+/// command got (143 for SIGTERM) that `wait` prints. A supervisor killed with SIGKILL takes
+/// its container and the container's mount with it. A start that fails says why, exit 125,
+/// and leaves no container.
+fn detached(env: &Env) {
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        &bb,
+        "echo out; echo err >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+    ]);
+    assert_code(&out, 0);
+    let id = text(&out).trim().to_string();
+    assert!(
+        id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "rfs run -d prints the ID: {id:?}"
+    );
+    let ps = env.rfs(&["ps"]);
+    let row = text(&ps)
+        .lines()
+        .find(|l| l.contains(" bg "))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        row.starts_with(&id[..12]) && row.contains("Up "),
+        "{}",
+        text(&ps)
+    );
+    // Wait until it has ticked a few times.
+    let start = Instant::now();
+    loop {
+        let logs = env.rfs(&["logs", "bg"]);
+        if text(&logs).contains("tick 3\n") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no ticks: {}",
+            text(&logs)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = env.rfs(&["logs", "bg"]);
+    assert_code(&logs, 0);
+    assert!(
+        text(&logs).starts_with("out\ntick 1\ntick 2\n"),
+        "{}",
+        text(&logs)
+    );
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err\n");
+    let tail = env.rfs(&["logs", "--tail", "1", "-t", "bg"]);
+    let last = text(&tail);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    let (time, line) = last.trim_end().split_once(' ').unwrap();
+    assert!(time.ends_with('Z') && time.contains('T'), "{time}");
+    assert!(line.starts_with("tick "), "{line}");
+
+    let follower = env.spawn(&["logs", "-f", "--tail", "0", "bg"]);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_code(&env.rfs(&["stop", "bg"]), 0);
+    let followed = follower.wait_with_output().unwrap();
+    assert_code(&followed, 0);
+    assert!(
+        text(&followed).contains("tick"),
+        "-f printed what came after it started: {}",
+        text(&followed)
+    );
+    let waited = env.rfs(&["wait", "bg"]);
+    assert_eq!(text(&waited), "143\n");
+    let after = env.rfs(&["logs", "bg"]);
+    assert!(
+        text(&after).starts_with("out\n"),
+        "the log outlives the container"
+    );
+
+    // The supervisor dies: the container goes with it (and the mount, which lives in the
+    // container's mount namespace, with the last of its processes).
+    let nap = format!("sleep {}", 1000 + std::process::id() % 1000);
+    let out = env.rfs(&["run", "-d", "--name", "orphan", &bb, &nap]);
+    assert_code(&out, 0);
+    let sandbox = container_pid(env, "orphan");
+    let supervisor = parent_of(sandbox);
+    assert_ne!(supervisor, std::process::id() as i32);
+    let napping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .any(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.trim_end() == nap || c.trim_end() == format!("/bin/sh -c {nap}")
+            })
+    };
+    let start = Instant::now();
+    while !napping() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the container's command never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{sandbox}")).exists() || napping() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the container outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = env.rfs(&["ps"]);
+    assert!(!text(&ps).contains("orphan"), "{}", text(&ps));
+
+    let bad = env.rfs(&["run", "-d", "--name", "never", "/no/such/image"]);
+    assert_code(&bad, 125);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/no/such/image"));
+    assert!(!text(&env.rfs(&["ps", "-a"])).contains("never"));
+}
+
+#[test]
+fn run_detached_as_root() {
+    let Some(env) = setup("run_detached_as_root", Who::Root) else {
+        return;
+    };
+    detached(&env);
+}
+
+#[test]
+fn run_detached_rootless() {
+    let Some(env) = setup("run_detached_rootless", Who::RangedUser) else {
+        return;
+    };
+    detached(&env);
 }
