@@ -111,6 +111,11 @@ pub(crate) enum Command {
     /// Show what a detached container wrote (stdout to stdout, stderr to stderr).
     #[command(after_help = "Examples:\n  rfs logs web\n  rfs logs -f --tail 20 -t web")]
     Logs(LogsArgs),
+    /// Run a command in a running container.
+    #[command(
+        after_help = "Examples:\n  rfs exec web ps\n  rfs exec -u root -e DEBUG=1 -w /srv web sh -c 'ls'"
+    )]
+    Exec(ExecArgs),
     /// Load an image into the store from a docker save archive or an OCI layout (dir or tar).
     #[command(
         after_help = "Examples:\n  rfs load -i busybox-docker-archive.tar\n  rfs load -i ./busybox-oci"
@@ -414,6 +419,37 @@ pub(crate) struct LogsArgs {
     /// Container name, id or id prefix.
     #[arg(value_name = "CONTAINER")]
     pub(crate) container: String,
+}
+
+/// `rfs exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Keep stdin open for the command (else it reads /dev/null).
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+    /// A terminal for the command (not supported yet).
+    #[arg(short, long)]
+    pub(crate) tty: bool,
+    /// The user, `USER[:GROUP]` by name (the container's) or number; default the container's.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub(crate) user: Option<String>,
+    /// The working directory; default the container's.
+    #[arg(short, long, value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// More environment, over the container's.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Container name, id or id prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
+    /// The command and its arguments.
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub(crate) command: Vec<String>,
 }
 
 /// `rfs umount`.

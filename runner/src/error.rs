@@ -106,6 +106,17 @@ pub enum Error {
         #[source]
         source: nix::Error,
     },
+    /// Joining a namespace (or the root) of a running container's init failed.
+    #[error("joining the {what} of the container's init (pid {pid})")]
+    Join {
+        /// `user namespace`, `root`, ...
+        what: &'static str,
+        /// The init's pid.
+        pid: i32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `chroot(2)` failed.
     #[error("chroot into {new_root}")]
     Chroot {

@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod exec;
 pub mod image_config;
 pub mod mounts;
 pub mod pivot;

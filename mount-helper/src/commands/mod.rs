@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command};
 
 mod doctor;
+mod exec;
 mod info;
 pub(crate) mod init;
 mod lifecycle;
@@ -32,6 +33,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kill(args) => lifecycle::kill(cli.root, &args),
         Command::Wait(args) => lifecycle::wait(cli.root, &args),
         Command::Logs(args) => logs::run(cli.root, &args),
+        Command::Exec(args) => exec::run(cli.root, &args),
         Command::Load(args) => store::load(cli.root, &args),
         Command::Import(args) => store::import(cli.root, &args),
         Command::Tag(args) => store::tag(cli.root, &args),

@@ -1,9 +1,9 @@
-//! `rfs run [-d]`, `rfs ps`, `rfs logs`, `rfs stop`/`kill`/`wait`, `rfs export`, `rfs cp` and
-//! `rfs rm` through the real binary with the busybox and Debian test images: exit codes, the
-//! image config (Env, WorkingDir, User), writes landing in the container's own upper, two
-//! containers at once, `--rm`, volumes, `--net none`, signals, `-t`, and the ways out of a
-//! container that must stay shut. As root, and as the unprivileged user `rfstest` (with a
-//! subuid range) and `nobody` (without one).
+//! `rfs run [-d]`, `rfs ps`, `rfs logs`, `rfs exec`, `rfs stop`/`kill`/`wait`, `rfs export`,
+//! `rfs cp` and `rfs rm` through the real binary with the busybox and Debian test images: exit
+//! codes, the image config (Env, WorkingDir, User), writes landing in the container's own
+//! upper, two containers at once, `--rm`, volumes, `--net none`, signals, `-t`, and the ways
+//! out of a container that must stay shut. As root, and as the unprivileged user `rfstest`
+//! (with a subuid range) and `nobody` (without one).
 //!
 //! Every test gets its own root directory, and a guard that `rfs rm -f`s whatever it left:
 //! the union of a container lives in the container's private mount namespace, so killing the
@@ -1482,4 +1482,104 @@ fn run_detached_rootless() {
         return;
     };
     detached(&env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// rfs exec
+
+/// `rfs exec` joins a running container: its files (and what the container wrote), its
+/// processes (pid 1 is the container's command), its user, environment and working directory
+/// unless `-u`, `-e`, `-w` say otherwise; what it writes stays in the container; stdin with
+/// `-i`; the command's exit status; no host path; a stopped container is refused (125).
+fn exec_joins(env: &Env) {
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        &bb,
+        "echo hi > /home/app/mark; while :; do sleep 1; done",
+    ]);
+    assert_code(&out, 0);
+    let start = Instant::now();
+    loop {
+        let seen = env.rfs(&["exec", "box", "cat", "/home/app/mark"]);
+        if text(&seen) == "hi\n" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = env.rfs(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "id -un; pwd; echo $FOO; cat /proc/1/cmdline | tr '\\0' ' '; echo; test -e /work || echo contained",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(
+        text(&out),
+        "app\n/home/app\nbar\n/bin/sh -c echo hi > /home/app/mark; while :; do sleep 1; done \ncontained\n"
+    );
+    let out = env.rfs(&[
+        "exec",
+        "-u",
+        "root",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=baz",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO; echo from-exec > /tmp/written",
+    ]);
+    assert_code(&out, 0);
+    assert_eq!(text(&out), "0\n/tmp\nbaz\n");
+    assert_code(&env.rfs(&["exec", "box", "sh", "-c", "exit 7"]), 7);
+    assert_code(&env.rfs(&["exec", "box", "/no/such/program"]), 127);
+    // -i: the caller's stdin.
+    let mut child = env
+        .command(&[
+            OsStr::new("exec"),
+            OsStr::new("-i"),
+            OsStr::new("box"),
+            OsStr::new("cat"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"typed\n").unwrap();
+    let typed = child.wait_with_output().unwrap();
+    assert_eq!(text(&typed), "typed\n");
+
+    assert_code(&env.rfs(&["stop", "-t", "1", "box"]), 0);
+    let export = env.rfs(&["export", "box"]);
+    let members = tar_members(&export.stdout);
+    assert_eq!(
+        members["tmp/written"].size, 10,
+        "exec's write is the container's"
+    );
+    let refused = env.rfs(&["exec", "box", "true"]);
+    assert_code(&refused, 125);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not running"));
+}
+
+#[test]
+fn exec_as_root_joins_the_container() {
+    let Some(env) = setup("exec_as_root_joins_the_container", Who::Root) else {
+        return;
+    };
+    exec_joins(&env);
+}
+
+#[test]
+fn exec_rootless_joins_the_container() {
+    let Some(env) = setup("exec_rootless_joins_the_container", Who::RangedUser) else {
+        return;
+    };
+    exec_joins(&env);
 }

@@ -1,0 +1,188 @@
+//! `rfs exec`: one more process in a running container, as runc and youki start one. The
+//! caller joins the namespaces of the container's init (user first, so it may join the
+//! others; then ipc, uts, net, pid and mount) and its root (`fchdir` to the init's root, opened
+//! once in the user namespace, whose processes alone the container's FUSE mount lets in, and
+//! before the mount namespace changed; then `chroot`), resolves the user in the container's
+//! own `/etc/passwd`, forbids new privileges, drops to that user and starts the command, which
+//! is in the container's pid namespace (`setns` of a pid namespace applies to children). The
+//! caller stays as the command's parent and passes signals on.
+//!
+//! The caller must be single-threaded: the kernel refuses `setns` into a user namespace to a
+//! process with several threads.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::process::{block_signals, wait_forwarding};
+use crate::syscall::{self, Syscall};
+use crate::{Error, Result, user};
+
+/// What to start in the container.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// Its environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Its working directory in the container.
+    pub cwd: PathBuf,
+    /// `USER[:GROUP]`, resolved in the container.
+    pub user: String,
+    /// The container has a single mapped id: everyone is root.
+    pub single_id: bool,
+    /// Whether the command reads the caller's stdin (`-i`); else `/dev/null`.
+    pub stdin: bool,
+}
+
+/// The container's init: the one child of its sandbox process `sandbox`.
+///
+/// # Errors
+/// The sandbox has no child (the container is gone or not started).
+pub fn init_of(sandbox: i32) -> Result<i32> {
+    let children = std::fs::read_to_string(format!("/proc/{sandbox}/task/{sandbox}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| Error::Join {
+            what: "process tree",
+            pid: sandbox,
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+}
+
+/// The namespaces joined, in order: the user namespace first (it grants the right to join
+/// the others), the mount namespace last (after it, `/proc` is the container's).
+const NAMESPACES: [(&str, &str, CloneFlags); 6] = [
+    ("user", "user namespace", CloneFlags::CLONE_NEWUSER),
+    ("ipc", "ipc namespace", CloneFlags::CLONE_NEWIPC),
+    ("uts", "uts namespace", CloneFlags::CLONE_NEWUTS),
+    ("net", "network namespace", CloneFlags::CLONE_NEWNET),
+    ("pid", "pid namespace", CloneFlags::CLONE_NEWPID),
+    ("mnt", "mount namespace", CloneFlags::CLONE_NEWNS),
+];
+
+/// Joins the container whose init is `init`, starts `spec` in it and waits; returns its
+/// exit status (128+N for a signal, 127 when the program is not found, 126 when it cannot
+/// be executed).
+///
+/// # Errors
+/// A namespace, the root or the user could not be joined or taken.
+pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
+    let threads = syscall::thread_count().unwrap_or(1);
+    if threads > 1 {
+        return Err(Error::MultiThreaded { threads });
+    }
+    let join_err = |what, source| Error::Join {
+        what,
+        pid: init,
+        source,
+    };
+    let proc = PathBuf::from(format!("/proc/{init}"));
+    // Everything is opened before the first setns: afterwards /proc may be another's.
+    let mut joins = Vec::new();
+    for (name, what, flag) in NAMESPACES {
+        let path = proc.join("ns").join(name);
+        let ours = std::fs::metadata(Path::new("/proc/self/ns").join(name))
+            .map_err(|e| join_err(what, e))?;
+        let theirs = std::fs::metadata(&path).map_err(|e| join_err(what, e))?;
+        // Joining the namespace one is in is refused (EINVAL for a user namespace).
+        if (ours.dev(), ours.ino()) != (theirs.dev(), theirs.ino()) {
+            joins.push((
+                what,
+                flag,
+                File::open(&path).map_err(|e| join_err(what, e))?,
+            ));
+        }
+    }
+    let mut root = None;
+    for (what, flag, fd) in &joins {
+        nix::sched::setns(fd, *flag).map_err(|e| join_err(what, e.into()))?;
+        // The root is the container's FUSE mount, which lets in only processes of its user
+        // namespace: opened once in it, before the mount namespace changes.
+        if *flag == CloneFlags::CLONE_NEWUSER {
+            root = Some(File::open(proc.join("root")).map_err(|e| join_err("root", e))?);
+        }
+    }
+    let root = match root {
+        Some(r) => r,
+        None => File::open(proc.join("root")).map_err(|e| join_err("root", e))?,
+    };
+    nix::unistd::fchdir(&root).map_err(|e| join_err("root", e.into()))?;
+    nix::unistd::chroot(".").map_err(|source| Error::Chroot {
+        new_root: proc.join("root"),
+        source,
+    })?;
+    drop(root);
+    let mut identity = user::resolve(&spec.user, &user::IdFiles::in_root(Path::new("/")))?;
+    sys.set_no_new_privs().map_err(|source| Error::Prctl {
+        what: "PR_SET_NO_NEW_PRIVS",
+        source,
+    })?;
+    if spec.single_id {
+        identity.uid = 0;
+        identity.gid = 0;
+    } else {
+        sys.setgroups(&identity.groups)
+            .map_err(|source| Error::Setgroups {
+                groups: identity.groups.clone(),
+                source,
+            })?;
+    }
+    sys.setresgid(identity.gid)
+        .map_err(|source| Error::Setresgid {
+            gid: identity.gid,
+            source,
+        })?;
+    sys.setresuid(identity.uid)
+        .map_err(|source| Error::Setresuid {
+            uid: identity.uid,
+            source,
+        })?;
+    sys.chdir(&spec.cwd).map_err(|source| Error::Chdir {
+        path: spec.cwd.clone(),
+        source,
+    })?;
+
+    let signals = block_signals(&[])?;
+    let mut cmd = Command::new(OsStr::new(&spec.argv[0]));
+    cmd.args(&spec.argv[1..]).env_clear();
+    let mut has_home = false;
+    for kv in &spec.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        has_home |= k == "HOME";
+        cmd.env(k, v);
+    }
+    if !has_home {
+        cmd.env("HOME", &identity.home);
+    }
+    if !spec.stdin {
+        cmd.stdin(Stdio::null());
+    }
+    syscall::reset_signals_on_exec(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let (code, why) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
+                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+                _ => (126, "cannot execute"),
+            };
+            eprintln!("rfs: exec {:?}: {why} ({e})", spec.argv[0]);
+            return Ok(code);
+        }
+    };
+    wait_forwarding(
+        Pid::from_raw(child.id() as i32),
+        &signals,
+        false,
+        &mut |_| true,
+    )
+}
