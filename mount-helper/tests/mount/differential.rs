@@ -23,11 +23,17 @@
 //!   markers only where the lowers have a directory (the kernel also marks every directory it
 //!   creates in a merged parent, an optimisation without effect elsewhere);
 //! - rfs remounted on the same lowers and upper shows exactly the same tree, st_ino included;
-//! - kernel overlayfs mounted on rfs's upper shows the same tree as rfs did.
+//! - kernel overlayfs mounted on rfs's upper shows the same tree as rfs did;
+//! - stacked: each system's upper becomes the top lower of a new mount with a fresh upper
+//!   (rfs's under rfs; the kernel's under the kernel with `redirect_dir=on,metacopy=on`),
+//!   and both must show the tree rfs showed before (renamed directories keep their children
+//!   through `overlay.redirect`, metadata-only copies take their data from below); then more
+//!   operations run on both stacked mounts, compared as above.
 //!
 //! A divergence fails with the seed, the operation's index, both results and the last
 //! operations. Seeds: `RFS_DIFF_SEEDS` is a count (`10`: seeds 1..=10) or a comma list (`7,42`),
-//! default `1,2,3`; `RFS_DIFF_OPS` is the number of operations per seed (default 1000).
+//! default `1,2,3`; `RFS_DIFF_OPS` is the number of operations per seed (default 1000),
+//! `RFS_DIFF_STACKED_OPS` the number on the stacked mounts (default half that).
 //! `RFS_DIFF_MINIMIZE=1` shrinks a failing seed's operations (delta debugging, each trial on
 //! fresh mounts) to a short sequence failing the same check; `RFS_DIFF_MINIMIZE=TEXT` also
 //! requires TEXT (say a path) in the failure message. If the kernel refuses `index=on` or
@@ -1510,41 +1516,15 @@ fn execute(
     let mut renamed = Renamed::default();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut i = 0;
-    loop {
-        let listing = list(&km);
-        let Some(op) = next(i, &listing) else { break };
-        done.push(op.clone());
-        let rk = apply(&km, &op);
-        let rr = apply(&rm, &op);
-        if run.log.len() == 20 {
-            run.log.pop_front();
-        }
-        run.log.push_back(format!("{i}: {op:?} => {rk:?}"));
-        let name = format!("{op:?}");
-        let name = name.split([' ', '{']).next().unwrap_or("").to_string();
-        let c = counts.entry(name).or_default();
-        c.0 += 1;
-        c.1 += usize::from(rk.is_ok());
-        if rk != rr {
-            return Err(run.fail(
-                "op",
-                format!(
-                    "op {i} diverged: {op:?}\n  kernel: {}\n  rfs:    {}",
-                    fmt_outcome(&rk),
-                    fmt_outcome(&rr)
-                ),
-            ));
-        }
-        if rk.is_ok() {
-            let kinds: BTreeMap<&str, Kind> =
-                listing.iter().map(|(p, k)| (p.as_str(), *k)).collect();
-            renamed.track(&op, |p| kinds.get(p).copied());
-        }
-        if (i + 1) % 100 == 0 {
-            run.compare(&format!("after op {i}"), &km, &rm)?;
-        }
-        i += 1;
-    }
+    operate(
+        &mut run,
+        (&km, &rm),
+        &mut i,
+        &mut next,
+        done,
+        &mut counts,
+        Some(&mut renamed),
+    )?;
     let before = run.compare("at the end", &km, &rm)?;
     kernel.unmount().expect("unmounting kernel overlayfs");
     rfs.unmount().expect("unmounting rfs");
@@ -1629,13 +1609,136 @@ fn execute(
             ),
         ));
     }
+
+    // Stacked: each system's upper becomes the top lower of a new mount with a fresh upper
+    // (the kernel's own upper under the kernel with `redirect_dir=on,metacopy=on`, rfs's
+    // under rfs), which must show the tree the upper showed; then more operations.
+    let (ku2, kw3) = (dir("k-upper-stacked"), dir("k-work-stacked"));
+    let (ru2, rw2) = (dir("r-upper-stacked"), dir("r-work-stacked"));
+    let k_lowerdir = format!("{}:{lowerdir}", ku.display());
+    let r_lowerdir = format!("{}:{lowerdir}", ru.display());
+    let opts = format!(
+        "lowerdir={k_lowerdir},upperdir={},workdir={},redirect_dir=on,metacopy=on,index=off",
+        ku2.display(),
+        kw3.display()
+    );
+    let kernel = MountGuard::overlay(&opts, &km).expect("kernel overlayfs on its stacked upper");
+    let rfs = match try_mount_rfs(&r_lowerdir, &ru2, &rw2, &rm) {
+        Ok(g) => g,
+        Err(e) => {
+            return Err(run.fail(
+                "stacked",
+                format!("rfs could not be mounted with its upper as a lower: {e}"),
+            ));
+        }
+    };
+    // Both show the tree they showed before the upper was stacked. Hard-link groups of
+    // lower files copied up in part are the kernel's index (off here) on one side and rfs's
+    // upper links on the other, so they are compared between the stacked mounts only.
+    let stacked = snapshot(&rm);
+    let mut errs: Vec<String> = diff_trees(&before, &stacked)
+        .into_iter()
+        .filter(|e| !e.starts_with("hard-link group"))
+        .map(|e| format!("rfs stacked: {e}"))
+        .collect();
+    errs.extend(
+        diff_trees(&before, &snapshot(&km))
+            .into_iter()
+            .filter(|e| !e.starts_with("hard-link group"))
+            .map(|e| format!("kernel stacked (want rfs's unstacked tree): {e}")),
+    );
+    if !errs.is_empty() {
+        errs.truncate(30);
+        return Err(run.fail(
+            "stacked",
+            format!(
+                "an upper stacked as a lower shows another tree (want = before stacking):\n    {}",
+                errs.join("\n    ")
+            ),
+        ));
+    }
+    run.log.clear();
+    i += 1;
+    let stacked_ops = operate(
+        &mut run,
+        (&km, &rm),
+        &mut i,
+        &mut next,
+        done,
+        &mut counts,
+        None,
+    )?;
+    let end = run.compare("stacked, at the end", &km, &rm)?;
+    rfs.unmount().expect("unmounting stacked rfs");
+    kernel
+        .unmount()
+        .expect("unmounting stacked kernel overlayfs");
     Ok(format!(
-        "{i} ops, {} entries at the end; ops (tried, succeeded): {counts:?}",
-        before.len()
+        "{i} ops ({stacked_ops} of them stacked), {} entries before stacking, {} at the end; \
+         ops (tried, succeeded): {counts:?}",
+        before.len(),
+        end.len()
     ))
 }
 
+/// Applies operations from `next(index, kernel's tree)` to both mount points (kernel, rfs)
+/// from index `*i` until it returns `None`, comparing the results and, every 100, the trees;
+/// notes renamed directories in `renamed`. Returns how many ran.
+#[allow(clippy::too_many_arguments)]
+fn operate(
+    run: &mut Run,
+    (km, rm): (&Path, &Path),
+    i: &mut usize,
+    next: &mut impl FnMut(usize, &[(String, Kind)]) -> Option<Op>,
+    done: &mut Vec<Op>,
+    counts: &mut BTreeMap<String, (usize, usize)>,
+    mut renamed: Option<&mut Renamed>,
+) -> Result<usize, Failure> {
+    let first = *i;
+    loop {
+        let listing = list(km);
+        let Some(op) = next(*i, &listing) else {
+            return Ok(*i - first);
+        };
+        done.push(op.clone());
+        let rk = apply(km, &op);
+        let rr = apply(rm, &op);
+        if run.log.len() == 20 {
+            run.log.pop_front();
+        }
+        run.log.push_back(format!("{i}: {op:?} => {rk:?}"));
+        let name = format!("{op:?}");
+        let name = name.split([' ', '{']).next().unwrap_or("").to_string();
+        let c = counts.entry(name).or_default();
+        c.0 += 1;
+        c.1 += usize::from(rk.is_ok());
+        if rk != rr {
+            return Err(run.fail(
+                "op",
+                format!(
+                    "op {i} diverged: {op:?}\n  kernel: {}\n  rfs:    {}",
+                    fmt_outcome(&rk),
+                    fmt_outcome(&rr)
+                ),
+            ));
+        }
+        if rk.is_ok()
+            && let Some(renamed) = renamed.as_deref_mut()
+        {
+            let kinds: BTreeMap<&str, Kind> =
+                listing.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+            renamed.track(&op, |p| kinds.get(p).copied());
+        }
+        if (*i + 1) % 100 == 0 {
+            run.compare(&format!("after op {i}"), km, rm)?;
+        }
+        *i += 1;
+    }
+}
+
 /// Shrinks `ops` (delta debugging) to a short sequence that still fails the same check.
+/// Every candidate runs on the first mounts: a failure that needs operations on the stacked
+/// mounts is not reproduced, and minimizing it keeps the whole sequence.
 /// With `must_contain`, the failure message must also contain that text.
 fn minimize(
     scratch: &Scratch,
@@ -1716,6 +1819,10 @@ fn differential_against_kernel_overlay() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    let stacked_ops = std::env::var("RFS_DIFF_STACKED_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(n_ops / 2);
     let scratch = Scratch::new();
     let lowers = build_lowers(&scratch.mkdir("lowers"));
     let lowerdir = lowers
@@ -1732,7 +1839,11 @@ fn differential_against_kernel_overlay() {
         let r = execute(
             &base,
             &lowerdir,
-            |i, listing| (i < n_ops).then(|| Gen::new(&mut rng, listing).op()),
+            // Index `n_ops` ends the first mount's operations; the stacked mount's follow.
+            |i, listing| {
+                (i < n_ops || (i > n_ops && i <= n_ops + stacked_ops))
+                    .then(|| Gen::new(&mut rng, listing).op())
+            },
             &mut done,
         );
         match r {
