@@ -22,7 +22,7 @@ pub(super) const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 
 /// Lower files at least this big get a metadata-only copy-up for metadata changes; smaller
 /// ones are cheaper to copy than to track.
-const METACOPY_MIN_SIZE: u64 = 1 << 20;
+pub(super) const METACOPY_MIN_SIZE: u64 = 1 << 20;
 
 impl UnionFs {
     /// Makes sure the directory at `path` exists in the upper, copying up every missing
@@ -233,7 +233,15 @@ impl UnionFs {
             };
             self.ownership.carry(&st, to)?;
             for x in sys::list_xattr(cur.as_fd())? {
-                if x == b"trusted.rfs.metacopy" || x == b"user.rfs.metacopy" {
+                // A full copy holds its data: no metacopy marker, and no redirect to
+                // where the data was (set when the metadata-only copy was renamed).
+                if matches!(
+                    &x[..],
+                    b"trusted.rfs.metacopy"
+                        | b"user.rfs.metacopy"
+                        | b"trusted.overlay.redirect"
+                        | b"user.overlay.redirect"
+                ) {
                     continue;
                 }
                 let xc = sys::cstr(&x)?;

@@ -10,7 +10,7 @@ use super::copy_up::RENAME_NOREPLACE;
 use super::handle::Handle;
 use super::ownership::{Made, Owner, Target};
 use super::resolve::{DirSnap, Resolved};
-use super::{Attr, Caller, UnionFs, bytes_err, cname, join, split_last};
+use super::{Attr, Caller, UnionFs, bytes_err, cname, join, lock, split_last};
 use crate::Error;
 use crate::lower::FileKind;
 use crate::name::check_component;
@@ -421,6 +421,8 @@ impl UnionFs {
         };
         if src.kind == FileKind::Dir {
             self.mark_moved_dir(sfd.as_fd(), &sc, &src, ddir.lower, newname)?;
+        } else {
+            self.mark_moved_metacopy(sfd.as_fd(), &sc, src.ino)?;
         }
         // Clear what sits in the upper at the destination: whiteouts inside an (empty)
         // directory, or a whiteout a directory cannot replace by rename.
@@ -484,6 +486,35 @@ impl UnionFs {
                 }
             }
         };
+        res.map_err(|e| bytes_err("set redirect", name.to_bytes(), e))
+    }
+
+    /// Before a metadata-only copy moves: it records where its data lives below, as an
+    /// absolute `overlay.redirect` (kernel `metacopy=on` does the same), so the upper still
+    /// reads back when it is stacked as a lower of another mount, where only paths lead
+    /// to the data. rfs itself finds the data by the entry's origin.
+    fn mark_moved_metacopy(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        ino: u64,
+    ) -> Result<(), Error> {
+        let inode = self.inode(ino)?;
+        let lower = {
+            let st = lock(&inode.state);
+            if !st.metacopy {
+                return Ok(());
+            }
+            st.lower
+        };
+        let Some(l) = lower else {
+            return Ok(());
+        };
+        let up = self.upper()?;
+        let mut target = b"/".to_vec();
+        target.extend_from_slice(&self.lower.path(l));
+        let res = sys::openat(dir, name, libc::O_PATH, 0)
+            .and_then(|fd| up.set_marker(fd.as_fd(), Marker::Redirect, &target));
         res.map_err(|e| bytes_err("set redirect", name.to_bytes(), e))
     }
 
@@ -654,6 +685,63 @@ mod tests {
         assert_eq!(f.names(a), ["b", "l"]);
         assert_eq!(f.read(f.walk("z/b/c").ino), b"data");
         assert_eq!(f.fs.readlink(f.walk("z/l").ino).unwrap(), b"b/c");
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn a_renamed_metadata_only_copy_records_where_its_data_is() {
+        use crate::lower::{LayerInput, LowerTree};
+        use crate::ovl::Namespace;
+        use crate::union::UnionConfig;
+        let data: Vec<u8> = (0..super::super::copy_up::METACOPY_MIN_SIZE as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let config = UnionConfig {
+            ownership: crate::union::fixture::rootless(),
+            markers: Some(Namespace::User),
+        };
+        let f = Fixture::with_config(
+            &[&[
+                ("d", Node::Dir),
+                ("d/big", Node::File(&data)),
+                ("e", Node::Dir),
+            ]],
+            config,
+        );
+        let e = f.walk("e").ino;
+        let big = f.walk("d/big").ino;
+        f.fs.rename(f.walk("d").ino, os("big"), e, os("moved"), 0)
+            .expect("rename");
+        if f.marker("e/moved", "rfs.metacopy").is_none() {
+            eprintln!("skipped: no user xattrs on {}", f.dir.path().display());
+            return;
+        }
+        assert_eq!(
+            f.upper_xattr("e/moved", "user.overlay.redirect").as_deref(),
+            Some(&b"/d/big"[..])
+        );
+        assert_eq!(f.read(big), data, "rfs finds the data by origin");
+        // Stacked as a lower above the layer it was made over, the upper shows the data
+        // at the new path, found through the redirect.
+        let stacked = LowerTree::build_with_markers(
+            vec![
+                LayerInput::Dir(f.dir.path().join("lower0")),
+                LayerInput::Dir(f.upper("")),
+            ],
+            Namespace::User,
+        )
+        .expect("stacked tree");
+        let moved = stacked.lookup_path(b"e/moved").expect("e/moved");
+        assert_eq!(stacked.node(moved).meta().size, data.len() as u64);
+        let mut buf = vec![0u8; data.len()];
+        let n = stacked.open(moved).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!((n, buf == data), (data.len(), true));
+        assert!(stacked.lookup_path(b"d/big").is_none(), "whited out");
+        // A full copy drops the marker with the redirect.
+        f.open_for_write(big);
+        assert!(f.marker("e/moved", "rfs.metacopy").is_none());
+        assert!(f.marker("e/moved", "overlay.redirect").is_none());
+        assert_eq!(f.read(big), data);
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 
