@@ -264,8 +264,8 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`,
-    /// if that position still shows `member`.
+    /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`
+    /// (under a renamed directory, if one above it moved), if it still shows somewhere.
     fn link_group_member(
         &self,
         member: u32,
@@ -273,7 +273,9 @@ impl UnionFs {
         src_name: &[u8],
     ) -> Result<(), Error> {
         let up = self.upper()?;
-        let mpath = self.lower.path(member);
+        let Some(mpath) = self.lower_position(member)? else {
+            return Ok(());
+        };
         let (mparent, mname) = split_last(&mpath);
         let (mfd, mlower) = self.ensure_upper_dir(mparent)?;
         if mlower.and_then(|l| self.lower.child(l, mname)) != Some(member) {

@@ -284,6 +284,7 @@ impl UnionFs {
             if !self.list(r.ino, false)?.is_empty() {
                 return Err(Error::NotEmpty);
             }
+            self.dirs_moved();
         }
         let lower_below = dir.lower.and_then(|l| self.lower.child(l, name)).is_some();
         let full = join(&dir.path, name);
@@ -330,6 +331,9 @@ impl UnionFs {
             sys::unlinkat(pfd, &c, is_dir).map_err(|e| bytes_err("unlink", &full, e))?;
         }
         self.forget_alias(r.ino, parent, name);
+        if is_dir {
+            self.dirs_moved();
+        }
         Ok(())
     }
 
@@ -409,6 +413,9 @@ impl UnionFs {
             }
         }
         self.remember(parent, name, &src, false);
+        if src.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         self.copy_up_meta(src.ino)?;
         let sfd = self.upper_dir_of(parent, &sdir.path)?;
         let dfd = self.upper_dir_of(newparent, &ddir.path)?;
@@ -452,6 +459,9 @@ impl UnionFs {
             self.forget_alias(d.ino, newparent, newname);
         }
         self.move_alias(src.ino, (parent, name), (newparent, newname));
+        if src.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         Ok(())
     }
 
@@ -546,6 +556,9 @@ impl UnionFs {
         }
         sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, RENAME_EXCHANGE)
             .map_err(|e| bytes_err("rename exchange", name, e))?;
+        if src.kind == FileKind::Dir || dst.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         self.move_alias(src.ino, (parent, name), (newparent, newname));
         self.move_alias(dst.ino, (newparent, newname), (parent, name));
         Ok(())
@@ -742,6 +755,51 @@ mod tests {
         assert!(f.marker("e/moved", "rfs.metacopy").is_none());
         assert!(f.marker("e/moved", "overlay.redirect").is_none());
         assert_eq!(f.read(big), data);
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn hard_links_in_a_renamed_directory_stay_one_inode_with_their_nlink() {
+        let f = Fixture::new(&[&[
+            ("d", Node::Dir),
+            ("d/h", Node::File(b"x")),
+            ("h2", Node::HardLink("d/h")),
+            ("d/s", Node::Symlink("t")),
+            ("s2", Node::HardLink("d/s")),
+            ("d/gone", Node::File(b"g")),
+            ("g2", Node::HardLink("d/gone")),
+        ]]);
+        f.fs.rename(ROOT_INO, os("d"), ROOT_INO, os("e"), 0)
+            .expect("rename");
+        // As kernel overlayfs (index=on) counts them: the names under the new name count.
+        let (h, h2) = (f.walk("e/h"), f.walk("h2"));
+        assert_eq!((h.ino, h.nlink, h2.nlink), (h2.ino, 2, 2));
+        assert_eq!(f.walk("e/s").nlink, 2);
+        f.fs.unlink(f.walk("e").ino, os("gone")).expect("unlink");
+        assert_eq!(f.walk("g2").nlink, 1, "a deleted name does not count");
+        // Changing one name copies the group up linked, under the renamed directory too.
+        let set = SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(h2.ino, set, None, Caller::ROOT)
+            .expect("chmod");
+        let fh =
+            f.fs.open(h2.ino, libc::O_WRONLY | libc::O_APPEND, Caller::ROOT)
+                .expect("open")
+                .fh;
+        f.fs.write(fh, 1, b"y", crate::union::Writer::default())
+            .expect("write");
+        f.fs.release(fh);
+        let h = f.walk("e/h");
+        assert_eq!((h.perm, h.nlink), (0o600, 2));
+        assert_eq!(f.read(h.ino), b"xy");
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(f.upper("e/h")).unwrap(),
+            std::fs::metadata(f.upper("h2")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "one upper inode");
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 
