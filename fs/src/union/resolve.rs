@@ -212,8 +212,18 @@ impl UnionFs {
             ))
         };
         let path = self.lower.path(m);
-        if shows(&path)? || self.upper.is_none() {
-            return Ok(shows(&path)?.then_some(path));
+        if shows(&path)? {
+            return Ok(Some(path));
+        }
+        // Its lower directory still at its own place: the member is there or nowhere.
+        let parent = self.lower.node(m).parent;
+        let (ppath, _) = super::split_last(&path);
+        let at_home = matches!(
+            self.resolve_path(ppath)?,
+            Some(Resolved { kind: FileKind::Dir, lower: Some(l), .. }) if l == parent
+        ) || ppath.is_empty();
+        if at_home || self.upper.is_none() {
+            return Ok(None);
         }
         let moved = self.moved_dirs()?;
         let nearest = moved
@@ -241,7 +251,10 @@ impl UnionFs {
         let mut todo: Vec<(Vec<u8>, Vec<u8>)> = vec![(Vec::new(), Vec::new())];
         while let Some((path, below)) = todo.pop() {
             let fd = up.dir(&path)?;
-            let names = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            // Listing a directory is no access the merged view saw: keep its atime.
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+            let names = sys::openat(fd.as_fd(), c".", flags | libc::O_NOATIME, 0)
+                .or_else(|_| sys::openat(fd.as_fd(), c".", flags, 0))
                 .and_then(sys::read_dir)
                 .map_err(|e| bytes_err("read upper dir", &path, e))?;
             for (name, d_type, _) in names {
