@@ -30,7 +30,8 @@
 //!   (renamed directories keep their children through `overlay.redirect`, metadata-only
 //!   copies take their data from below); then more operations run on both stacked mounts,
 //!   compared as above, except the st_ino of entries from the two old uppers (different
-//!   host files, see [`lower_ino_errors`]).
+//!   host files, see [`lower_ino_errors`]) and the mtime the kernel gives a file when it
+//!   completes a metadata-only copy (its artefact, see [`Run::completes_metacopy`]).
 //!
 //! A divergence fails with the seed, the operation's index, both results and the last
 //! operations. Seeds: `RFS_DIFF_SEEDS` is a count (`10`: seeds 1..=10) or a comma list (`7,42`),
@@ -1454,6 +1455,12 @@ struct Run {
     /// On the stacked mounts: the host inode numbers of the kernel's and rfs's old uppers,
     /// their top lowers (see [`lower_ino_errors`]).
     stacked_tops: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+    /// On the stacked mounts: the kernel's upper, whose metadata-only copies are watched
+    /// (see [`Run::completes_metacopy`]).
+    k_upper: Option<PathBuf>,
+    /// The kernel's st_ino of files whose metadata-only copy the kernel completed when they
+    /// were opened for writing: their kernel mtime is no oracle.
+    metacopy_completed: BTreeSet<u64>,
 }
 
 /// The host inode numbers of every entry under `root` (not following symlinks).
@@ -1485,9 +1492,39 @@ impl Run {
         )
     }
 
+    /// Before `op` runs on the stacked mounts: if it opens a file for writing that the
+    /// kernel's upper holds as a metadata-only copy (`metacopy=on`), notes the file. Kernel
+    /// overlayfs (6.18) completes such a copy by writing the data into the upper file and does
+    /// not restore its mtime, which becomes the time of the open even when nothing is written
+    /// (a full copy-up keeps the lower mtime, as DESIGN rule 8 says and rfs does). Checked
+    /// by hand: chmod of a lower file, then `pwrite(fd, "", 0)` - mtime now on the kernel.
+    fn completes_metacopy(&mut self, kmnt: &Path, op: &Op) {
+        let Some(ku) = &self.k_upper else { return };
+        let path = match op {
+            Op::Write { path, .. } | Op::Append { path, .. } | Op::Create { path, .. } => path,
+            _ => return,
+        };
+        let marked = xattr::get(&ku.join(path), "trusted.overlay.metacopy")
+            .ok()
+            .flatten()
+            .is_some();
+        if let (true, Ok(md)) = (marked, fs::symlink_metadata(kmnt.join(path))) {
+            self.metacopy_completed.insert(md.ino());
+        }
+    }
+
     fn compare(&self, at: &str, kmnt: &Path, rmnt: &Path) -> Result<Tree, Failure> {
-        let k = snapshot(kmnt);
+        let mut k = snapshot(kmnt);
         let r = snapshot(rmnt);
+        // The mtime the kernel gave a file when it completed its metadata-only copy is not
+        // compared (see `completes_metacopy`); everything else about the file is.
+        for (p, n) in k.iter_mut() {
+            if self.metacopy_completed.contains(&n.ino)
+                && let Some(rn) = r.get(p)
+            {
+                n.mtime = rn.mtime;
+            }
+        }
         let mut errs = diff_trees(&k, &r);
         errs.extend(lower_ino_errors(&k, &r, self.stacked_tops.as_ref()));
         errs.extend(
@@ -1531,6 +1568,8 @@ fn execute(
     let mut run = Run {
         log: VecDeque::new(),
         stacked_tops: None,
+        k_upper: None,
+        metacopy_completed: BTreeSet::new(),
     };
     // Every stat field, before anything reads a file (see `full_stats`).
     let mut errs = full_stat_errors(&full_stats(&km), &full_stats(&rm));
@@ -1704,6 +1743,7 @@ fn execute(
     }
     run.log.clear();
     run.stacked_tops = Some((host_inos(&ku), host_inos(&ru)));
+    run.k_upper = Some(ku2.clone());
     i += 1;
     let stacked_ops = operate(
         &mut run,
@@ -1762,6 +1802,7 @@ fn operate(
             return Ok(*i - first);
         };
         done.push(op.clone());
+        run.completes_metacopy(km, &op);
         let rk = apply(km, &op);
         let rr = apply(rm, &op);
         if run.log.len() == 20 {
