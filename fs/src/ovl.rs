@@ -13,6 +13,7 @@
 //! | opaque directory | `{trusted,user}.overlay.opaque` = `y` (`x` means "has xattr whiteouts") | yes | yes |
 //! | opaque directory | a `.wh..wh..opq` entry (OCI) | yes | no |
 //! | renamed directory | `{trusted,user}.overlay.redirect` = absolute lower path | yes | yes |
+//! | renamed metadata-only copy | `{trusted,user}.overlay.redirect` = absolute path of its data | yes | yes |
 //! | copied-up entry's inode | `{trusted,user}.rfs.origin` = lower inode number | yes | yes |
 //! | metadata-only copy | `{trusted,user}.rfs.metacopy` (kernel: `overlay.metacopy`) | yes | yes |
 //! | rootless ownership | `user.containers.override_stat` = `uid:gid:mode[:type]` | yes | rootless |

@@ -9,6 +9,9 @@
 //!   st_ino survives copy-up and remounts.
 //! - `*.rfs.metacopy` marks a metadata-only copy-up (kernel `metacopy=on`): the upper file
 //!   is sparse and its data is still read from the lower entry named by `*.rfs.origin`.
+//!   Renamed, it also carries `*.overlay.redirect` with the absolute lower path of its data
+//!   (as the kernel does), which is what leads to the data when the upper is stacked as a
+//!   lower of another mount.
 //! - Ownership a rootless daemon cannot `chown` lives in `user.containers.override_stat`
 //!   (`uid:gid:mode`, the containers/storage convention).
 //!

@@ -529,6 +529,12 @@ pub(crate) struct MountArgs {
     /// (/etc/subuid, /etc/subgid), as rootless podman's storage shows them on the host.
     #[arg(long, conflicts_with = "lower")]
     pub(crate) subids: bool,
+    /// Keep and follow the overlay markers (opaque, redirect, metacopy) in `user.overlay.*`,
+    /// as kernel overlayfs does with `userxattr`. That is the default without root; as root
+    /// the default is `trusted.overlay.*`. Directory lowers are read in the same namespace
+    /// only, so an upper written without root stacks under a root mount with this option.
+    #[arg(long)]
+    pub(crate) userxattr: bool,
     /// Id mapping and squashing (set by the fuse-overlayfs compatible invocation).
     #[arg(skip)]
     pub(crate) ids: rfs_fs::fuse::IdMapping,

@@ -8,8 +8,9 @@
 //! It is chosen when rfs is called as `rfs-overlay`, `fuse-overlayfs` or `mount.fuse.rfs`,
 //! or when its first argument is `-o`. Options that change behaviour are implemented
 //! (`lowerdir`, `upperdir`, `workdir`, `squash_to_root`, `squash_to_uid`, `squash_to_gid`,
-//! `uidmapping`, `gidmapping`, `fsync=0`, `ro`); options that only tune fuse-overlayfs are
-//! accepted and ignored; anything else is an error naming the option.
+//! `uidmapping`, `gidmapping`, `fsync=0`, `ro`, and kernel overlayfs's `userxattr`); options
+//! that only tune fuse-overlayfs are accepted and ignored; anything else is an error naming
+//! the option.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,6 @@ const IGNORED: &[&str] = &[
     "redirect_dir",
     "index",
     "metacopy",
-    "userxattr",
     "rw",
     "dev",
     "suid",
@@ -118,6 +118,7 @@ pub(crate) fn parse(args: &[String]) -> Result<MountArgs> {
         ids: rfs_fs::fuse::IdMapping::default(),
         no_fsync: false,
         no_passthrough: false,
+        userxattr: false,
     };
     for opt in opts
         .iter()
@@ -152,6 +153,7 @@ pub(crate) fn parse(args: &[String]) -> Result<MountArgs> {
                     .map_err(anyhow::Error::msg)?;
             }
             "fsync" if value == Some("0") => m.no_fsync = true,
+            "userxattr" => m.userxattr = true,
             k if IGNORED.contains(&k) => log::debug!("ignoring fuse-overlayfs option {opt}"),
             _ => bail!("unknown option {opt:?} (rfs-overlay accepts fuse-overlayfs's options)"),
         }
@@ -198,6 +200,9 @@ mod tests {
         assert_eq!(m.ids.uid_out(1000), 0);
         assert_eq!(m.source, Some(PathBuf::from("/mnt")));
         assert!(!m.read_only);
+        assert!(!m.userxattr);
+        let a = v(&["rfs-overlay", "-o", "lowerdir=/a,userxattr", "/mnt"]);
+        assert!(parse(&a).unwrap().userxattr, "kernel overlayfs's option");
     }
 
     #[test]

@@ -607,4 +607,193 @@ mod tests {
         let n = t.open(fi).unwrap().read_at(&mut buf, 0).unwrap();
         assert_eq!(&buf[..n], &[0u8; 10]);
     }
+
+    /// Layers written from `(path, what)` lists, bottom first: `"dir/"` a directory, `"@x"`
+    /// after a path its `user.overlay.redirect` value, `"M"` a metadata-only copy marker,
+    /// `".wh.name"` a whiteout file; anything else a file with that content. `None` when
+    /// this filesystem refuses user xattrs (the test then says so and passes).
+    fn layers(spec: &[&[(&str, &str)]]) -> Option<(tempfile::TempDir, Vec<LayerInput>)> {
+        let base = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for (i, entries) in spec.iter().enumerate() {
+            let root = base.path().join(format!("l{i}"));
+            std::fs::create_dir(&root).unwrap();
+            for (path, what) in *entries {
+                let p = root.join(path.trim_end_matches('/'));
+                let set = |n: &std::ffi::CStr, v: &[u8]| {
+                    let f = std::fs::File::open(&p).unwrap();
+                    sys::set_xattr(f.as_fd(), n, v, 0)
+                };
+                let done = if path.ends_with('/') {
+                    std::fs::create_dir_all(&p).unwrap();
+                    match what.strip_prefix('@') {
+                        Some(r) => set(c"user.overlay.redirect", r.as_bytes()),
+                        None => Ok(()),
+                    }
+                } else if let Some(rest) = what.strip_prefix('M') {
+                    // A metadata-only copy: sparse, of the size it claims.
+                    let (size, redirect) = rest.split_once('@').unwrap_or((rest, ""));
+                    std::fs::File::create(&p)
+                        .unwrap()
+                        .set_len(size.parse().unwrap())
+                        .unwrap();
+                    set(c"user.overlay.metacopy", b"").and_then(|()| {
+                        if redirect.is_empty() {
+                            Ok(())
+                        } else {
+                            set(c"user.overlay.redirect", redirect.as_bytes())
+                        }
+                    })
+                } else {
+                    std::fs::write(&p, what).unwrap();
+                    Ok(())
+                };
+                if done.is_err() {
+                    eprintln!("skipped: no user xattrs on {}", base.path().display());
+                    return None;
+                }
+            }
+            inputs.push(LayerInput::Dir(root));
+        }
+        Some((base, inputs))
+    }
+
+    fn read(t: &LowerTree, path: &str) -> io::Result<Vec<u8>> {
+        let i = t.lookup_path(path.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = t
+            .open(i)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .read_at(&mut buf, 0)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    #[test]
+    fn a_relative_redirect_names_a_sibling_and_whiteouts_below_it_count() {
+        let Some((_d, inputs)) = layers(&[
+            &[
+                ("p/", ""),
+                ("p/d/", ""),
+                ("p/d/a", "a"),
+                ("q/", ""),
+                ("q/d/", ""),
+            ],
+            // The middle layer deletes q/d: a redirect to it finds nothing.
+            &[("q/", ""), ("q/.wh.d", "")],
+            &[
+                ("p/", ""),
+                ("p/e/", "@d"),
+                ("p/e/own", "o"),
+                ("p/.wh.d", ""),
+                ("q/", ""),
+                ("q/e/", "@/q/d"),
+                ("q/e/own", "o"),
+            ],
+        ]) else {
+            return;
+        };
+        let t = LowerTree::build_with_markers(inputs, Namespace::User).unwrap();
+        assert_eq!(names(&t, "p"), ["e"]);
+        assert_eq!(names(&t, "p/e"), ["a", "own"]);
+        assert_eq!(read(&t, "p/e/a").unwrap(), b"a");
+        assert_eq!(names(&t, "q/e"), ["own"]);
+    }
+
+    #[test]
+    fn a_redirect_sees_the_layers_below_as_merged_opaque_dirs_included() {
+        // `o` is opaque in the middle layer: the base's o/d/gone does not show through it,
+        // so the directory renamed from o/d takes only what the middle layer has.
+        let Some((_d, inputs)) = layers(&[
+            &[("o/", ""), ("o/d/", ""), ("o/d/gone", "g")],
+            &[
+                ("o/", ""),
+                ("o/.wh..wh..opq", ""),
+                ("o/d/", ""),
+                ("o/d/b", "b"),
+            ],
+            &[("e/", "@/o/d"), ("o/", ""), ("o/.wh.d", "")],
+        ]) else {
+            return;
+        };
+        let t = LowerTree::build_with_markers(inputs, Namespace::User).unwrap();
+        assert_eq!(names(&t, "e"), ["b"]);
+        assert!(names(&t, "o").is_empty());
+    }
+
+    #[test]
+    fn redirects_chain_across_layers_and_an_exchange_swaps_children() {
+        // d renamed to e in one layer, e to f in the next; a and b exchanged in the top.
+        let Some((_d, inputs)) = layers(&[
+            &[
+                ("d/", ""),
+                ("d/x", "x"),
+                ("a/", ""),
+                ("a/1", "1"),
+                ("b/", ""),
+                ("b/2", "2"),
+            ],
+            &[("e/", "@/d"), (".wh.d", "")],
+            &[("f/", "@/e"), (".wh.e", ""), ("a/", "@/b"), ("b/", "@/a")],
+        ]) else {
+            return;
+        };
+        let t = LowerTree::build_with_markers(inputs, Namespace::User).unwrap();
+        assert_eq!(names(&t, ""), ["a", "b", "f"]);
+        assert_eq!(names(&t, "f"), ["x"]);
+        assert_eq!(read(&t, "f/x").unwrap(), b"x");
+        assert_eq!(
+            (names(&t, "a"), names(&t, "b")),
+            (vec!["2".into()], vec!["1".into()])
+        );
+    }
+
+    #[test]
+    fn a_metadata_only_copy_takes_data_and_size_from_below() {
+        let Some((_d, inputs)) = layers(&[
+            &[("f", "lower data"), ("g", "other")],
+            // `f` renamed to `h` after a chmod (redirect), `g` changed in place, `n` has
+            // nothing below: its reads fail, nothing panics.
+            &[("h", "M10@/f"), (".wh.f", ""), ("g", "M5"), ("n", "M3")],
+        ]) else {
+            return;
+        };
+        let t = LowerTree::build_with_markers(inputs, Namespace::User).unwrap();
+        assert_eq!(names(&t, ""), ["g", "h", "n"]);
+        assert_eq!(read(&t, "h").unwrap(), b"lower data");
+        assert_eq!(read(&t, "g").unwrap(), b"other");
+        let g = t.lookup_path(b"g").unwrap();
+        assert_eq!(t.node(g).meta().size, 5);
+        assert!(read(&t, "n").is_err(), "no data below");
+    }
+
+    #[test]
+    fn malformed_redirects_are_errors_naming_the_entry() {
+        for bad in ["../x", "a/b", "/a//b", "/..", "."] {
+            let Some((_d, inputs)) = layers(&[&[("d/", "")], &[("sub/", ""), ("sub/e/", "@x")]])
+            else {
+                return;
+            };
+            // Rewrite the value (the helper writes what it is given).
+            if let LayerInput::Dir(top) = &inputs[1] {
+                let f = std::fs::File::open(top.join("sub/e")).unwrap();
+                let v = bad.as_bytes();
+                sys::set_xattr(f.as_fd(), c"user.overlay.redirect", v, 0).unwrap();
+            }
+            let err = LowerTree::build_with_markers(inputs, Namespace::User)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            // The whole chain, as the CLI prints it.
+            let mut e = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(c) = cause {
+                e = format!("{e}: {c}");
+                cause = c.source();
+            }
+            assert!(
+                e.contains("/sub") && e.contains("\"e\"") && e.contains("user.overlay.redirect"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
 }

@@ -53,20 +53,15 @@ impl UnionFs {
         }
     }
 
-    /// How many names of lower node `i`'s hard-link group the merged view still shows (the
-    /// others were deleted or replaced above it).
+    /// How many names of lower node `i`'s hard-link group the merged view still shows,
+    /// wherever a renamed directory shows them (the others were deleted or replaced).
     fn visible_links(&self, i: u32) -> u32 {
         let Some(group) = self.link_groups.get(&self.lower.node(i).ino_node) else {
             return self.lower.node(i).nlink;
         };
         let shown = group
             .iter()
-            .filter(|&&m| {
-                matches!(
-                    self.resolve_path(&self.lower.path(m)),
-                    Ok(Some(Resolved { upper: None, lower: Some(l), .. })) if l == m
-                )
-            })
+            .filter(|&&m| matches!(self.lower_position(m), Ok(Some(_))))
             .count() as u32;
         shown.max(1)
     }

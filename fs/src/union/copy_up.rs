@@ -22,7 +22,7 @@ pub(super) const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
 
 /// Lower files at least this big get a metadata-only copy-up for metadata changes; smaller
 /// ones are cheaper to copy than to track.
-const METACOPY_MIN_SIZE: u64 = 1 << 20;
+pub(super) const METACOPY_MIN_SIZE: u64 = 1 << 20;
 
 impl UnionFs {
     /// Makes sure the directory at `path` exists in the upper, copying up every missing
@@ -233,7 +233,15 @@ impl UnionFs {
             };
             self.ownership.carry(&st, to)?;
             for x in sys::list_xattr(cur.as_fd())? {
-                if x == b"trusted.rfs.metacopy" || x == b"user.rfs.metacopy" {
+                // A full copy holds its data: no metacopy marker, and no redirect to
+                // where the data was (set when the metadata-only copy was renamed).
+                if matches!(
+                    &x[..],
+                    b"trusted.rfs.metacopy"
+                        | b"user.rfs.metacopy"
+                        | b"trusted.overlay.redirect"
+                        | b"user.overlay.redirect"
+                ) {
                     continue;
                 }
                 let xc = sys::cstr(&x)?;
@@ -256,8 +264,8 @@ impl UnionFs {
         Ok(())
     }
 
-    /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`,
-    /// if that position still shows `member`.
+    /// Links the copied-up `src_dir/src_name` at the merged position of lower node `member`
+    /// (under a renamed directory, if one above it moved), if it still shows somewhere.
     fn link_group_member(
         &self,
         member: u32,
@@ -265,7 +273,9 @@ impl UnionFs {
         src_name: &[u8],
     ) -> Result<(), Error> {
         let up = self.upper()?;
-        let mpath = self.lower.path(member);
+        let Some(mpath) = self.lower_position(member)? else {
+            return Ok(());
+        };
         let (mparent, mname) = split_last(&mpath);
         let (mfd, mlower) = self.ensure_upper_dir(mparent)?;
         if mlower.and_then(|l| self.lower.child(l, mname)) != Some(member) {

@@ -20,6 +20,8 @@ pub(super) enum Node<'a> {
     Symlink(&'a str),
     /// A kernel-format whiteout (char 0/0; a `.wh.` file where mknod is refused).
     Whiteout,
+    /// A hard link to the entry at this path of the same layer (listed before it).
+    HardLink(&'a str),
 }
 
 /// A member of a tar layer: path, kind, mode, uid, gid.
@@ -86,6 +88,7 @@ fn write_layer(root: &Path, entries: &[(&str, Node<'_>)]) {
                 .and_then(|f| f.set_len(*size))
                 .expect("sparse file"),
             Node::Symlink(target) => std::os::unix::fs::symlink(target, &p).expect("symlink"),
+            Node::HardLink(to) => std::fs::hard_link(root.join(to), &p).expect("hard link"),
             Node::Whiteout => {
                 let made = nix::sys::stat::mknod(
                     &p,
@@ -128,7 +131,9 @@ fn tar_layer(path: &Path, members: &[TarMember<'_>]) -> LayerInput {
                 h.set_size(0);
                 b.append_link(&mut h, m.path, target).expect("symlink");
             }
-            Node::Sparse(_) | Node::Whiteout => unimplemented!("not needed in tar layers"),
+            Node::Sparse(_) | Node::Whiteout | Node::HardLink(_) => {
+                unimplemented!("not needed in tar layers")
+            }
         }
     }
     b.into_inner().expect("tar");

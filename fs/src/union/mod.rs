@@ -241,6 +241,9 @@ pub struct UnionFs {
     listings: Mutex<lru::LruCache<u64, Arc<Vec<DirEntry>>>>,
     /// Lower nodes of each hard-link group with more than one member, by group inode node.
     link_groups: HashMap<u32, Vec<u32>>,
+    /// The renamed directories of the upper, found when a hard-link member is not at its
+    /// lower path (see `lower_position`); dropped by every directory rename and rmdir.
+    moved_dirs: Mutex<Option<Arc<Vec<resolve::Moved>>>>,
     /// How owners and modes are stored in the upper.
     ownership: Ownership,
     /// [`UnionConfig::own_ids_on_disk`].
@@ -315,6 +318,7 @@ impl UnionFs {
             namespace: RwLock::new(()),
             listings: Mutex::new(lru::LruCache::new(LISTINGS_KEPT)),
             link_groups,
+            moved_dirs: Mutex::new(None),
             ownership: config.ownership,
             own_ids_on_disk: config.own_ids_on_disk,
         };

@@ -10,7 +10,7 @@ use super::copy_up::RENAME_NOREPLACE;
 use super::handle::Handle;
 use super::ownership::{Made, Owner, Target};
 use super::resolve::{DirSnap, Resolved};
-use super::{Attr, Caller, UnionFs, bytes_err, cname, join, split_last};
+use super::{Attr, Caller, UnionFs, bytes_err, cname, join, lock, split_last};
 use crate::Error;
 use crate::lower::FileKind;
 use crate::name::check_component;
@@ -284,6 +284,7 @@ impl UnionFs {
             if !self.list(r.ino, false)?.is_empty() {
                 return Err(Error::NotEmpty);
             }
+            self.dirs_moved();
         }
         let lower_below = dir.lower.and_then(|l| self.lower.child(l, name)).is_some();
         let full = join(&dir.path, name);
@@ -330,6 +331,9 @@ impl UnionFs {
             sys::unlinkat(pfd, &c, is_dir).map_err(|e| bytes_err("unlink", &full, e))?;
         }
         self.forget_alias(r.ino, parent, name);
+        if is_dir {
+            self.dirs_moved();
+        }
         Ok(())
     }
 
@@ -409,6 +413,9 @@ impl UnionFs {
             }
         }
         self.remember(parent, name, &src, false);
+        if src.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         self.copy_up_meta(src.ino)?;
         let sfd = self.upper_dir_of(parent, &sdir.path)?;
         let dfd = self.upper_dir_of(newparent, &ddir.path)?;
@@ -421,6 +428,8 @@ impl UnionFs {
         };
         if src.kind == FileKind::Dir {
             self.mark_moved_dir(sfd.as_fd(), &sc, &src, ddir.lower, newname)?;
+        } else {
+            self.mark_moved_metacopy(sfd.as_fd(), &sc, src.ino)?;
         }
         // Clear what sits in the upper at the destination: whiteouts inside an (empty)
         // directory, or a whiteout a directory cannot replace by rename.
@@ -450,6 +459,9 @@ impl UnionFs {
             self.forget_alias(d.ino, newparent, newname);
         }
         self.move_alias(src.ino, (parent, name), (newparent, newname));
+        if src.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         Ok(())
     }
 
@@ -487,6 +499,35 @@ impl UnionFs {
         res.map_err(|e| bytes_err("set redirect", name.to_bytes(), e))
     }
 
+    /// Before a metadata-only copy moves: it records where its data lives below, as an
+    /// absolute `overlay.redirect` (kernel `metacopy=on` does the same), so the upper still
+    /// reads back when it is stacked as a lower of another mount, where only paths lead
+    /// to the data. rfs itself finds the data by the entry's origin.
+    fn mark_moved_metacopy(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        ino: u64,
+    ) -> Result<(), Error> {
+        let inode = self.inode(ino)?;
+        let lower = {
+            let st = lock(&inode.state);
+            if !st.metacopy {
+                return Ok(());
+            }
+            st.lower
+        };
+        let Some(l) = lower else {
+            return Ok(());
+        };
+        let up = self.upper()?;
+        let mut target = b"/".to_vec();
+        target.extend_from_slice(&self.lower.path(l));
+        let res = sys::openat(dir, name, libc::O_PATH, 0)
+            .and_then(|fd| up.set_marker(fd.as_fd(), Marker::Redirect, &target));
+        res.map_err(|e| bytes_err("set redirect", name.to_bytes(), e))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
@@ -515,6 +556,9 @@ impl UnionFs {
         }
         sys::renameat2(sfd.as_fd(), &sc, dfd.as_fd(), &dc, RENAME_EXCHANGE)
             .map_err(|e| bytes_err("rename exchange", name, e))?;
+        if src.kind == FileKind::Dir || dst.kind == FileKind::Dir {
+            self.dirs_moved();
+        }
         self.move_alias(src.ino, (parent, name), (newparent, newname));
         self.move_alias(dst.ino, (newparent, newname), (parent, name));
         Ok(())
@@ -654,6 +698,108 @@ mod tests {
         assert_eq!(f.names(a), ["b", "l"]);
         assert_eq!(f.read(f.walk("z/b/c").ino), b"data");
         assert_eq!(f.fs.readlink(f.walk("z/l").ino).unwrap(), b"b/c");
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn a_renamed_metadata_only_copy_records_where_its_data_is() {
+        use crate::lower::{LayerInput, LowerTree};
+        use crate::ovl::Namespace;
+        use crate::union::UnionConfig;
+        let data: Vec<u8> = (0..super::super::copy_up::METACOPY_MIN_SIZE as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let config = UnionConfig {
+            ownership: crate::union::fixture::rootless(),
+            markers: Some(Namespace::User),
+        };
+        let f = Fixture::with_config(
+            &[&[
+                ("d", Node::Dir),
+                ("d/big", Node::File(&data)),
+                ("e", Node::Dir),
+            ]],
+            config,
+        );
+        let e = f.walk("e").ino;
+        let big = f.walk("d/big").ino;
+        f.fs.rename(f.walk("d").ino, os("big"), e, os("moved"), 0)
+            .expect("rename");
+        if f.marker("e/moved", "rfs.metacopy").is_none() {
+            eprintln!("skipped: no user xattrs on {}", f.dir.path().display());
+            return;
+        }
+        assert_eq!(
+            f.upper_xattr("e/moved", "user.overlay.redirect").as_deref(),
+            Some(&b"/d/big"[..])
+        );
+        assert_eq!(f.read(big), data, "rfs finds the data by origin");
+        // Stacked as a lower above the layer it was made over, the upper shows the data
+        // at the new path, found through the redirect.
+        let stacked = LowerTree::build_with_markers(
+            vec![
+                LayerInput::Dir(f.dir.path().join("lower0")),
+                LayerInput::Dir(f.upper("")),
+            ],
+            Namespace::User,
+        )
+        .expect("stacked tree");
+        let moved = stacked.lookup_path(b"e/moved").expect("e/moved");
+        assert_eq!(stacked.node(moved).meta().size, data.len() as u64);
+        let mut buf = vec![0u8; data.len()];
+        let n = stacked.open(moved).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!((n, buf == data), (data.len(), true));
+        assert!(stacked.lookup_path(b"d/big").is_none(), "whited out");
+        // A full copy drops the marker with the redirect.
+        f.open_for_write(big);
+        assert!(f.marker("e/moved", "rfs.metacopy").is_none());
+        assert!(f.marker("e/moved", "overlay.redirect").is_none());
+        assert_eq!(f.read(big), data);
+        assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
+    }
+
+    #[test]
+    fn hard_links_in_a_renamed_directory_stay_one_inode_with_their_nlink() {
+        let f = Fixture::new(&[&[
+            ("d", Node::Dir),
+            ("d/h", Node::File(b"x")),
+            ("h2", Node::HardLink("d/h")),
+            ("d/s", Node::Symlink("t")),
+            ("s2", Node::HardLink("d/s")),
+            ("d/gone", Node::File(b"g")),
+            ("g2", Node::HardLink("d/gone")),
+        ]]);
+        f.fs.rename(ROOT_INO, os("d"), ROOT_INO, os("e"), 0)
+            .expect("rename");
+        // As kernel overlayfs (index=on) counts them: the names under the new name count.
+        let (h, h2) = (f.walk("e/h"), f.walk("h2"));
+        assert_eq!((h.ino, h.nlink, h2.nlink), (h2.ino, 2, 2));
+        assert_eq!(f.walk("e/s").nlink, 2);
+        f.fs.unlink(f.walk("e").ino, os("gone")).expect("unlink");
+        assert_eq!(f.walk("g2").nlink, 1, "a deleted name does not count");
+        // Changing one name copies the group up linked, under the renamed directory too.
+        let set = SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(h2.ino, set, None, Caller::ROOT)
+            .expect("chmod");
+        let fh =
+            f.fs.open(h2.ino, libc::O_WRONLY | libc::O_APPEND, Caller::ROOT)
+                .expect("open")
+                .fh;
+        f.fs.write(fh, 1, b"y", crate::union::Writer::default())
+            .expect("write");
+        f.fs.release(fh);
+        let h = f.walk("e/h");
+        assert_eq!((h.perm, h.nlink), (0o600, 2));
+        assert_eq!(f.read(h.ino), b"xy");
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            std::fs::metadata(f.upper("e/h")).unwrap(),
+            std::fs::metadata(f.upper("h2")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "one upper inode");
         assert!(f.work_entries().is_empty(), "{:?}", f.work_entries());
     }
 

@@ -4,7 +4,9 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Attr, UnionFs, bytes_err, cname, lock};
+use std::sync::Arc;
+
+use super::{Attr, UnionFs, bytes_err, cname, join, lock};
 use crate::Error;
 use crate::lower::{FileKind, ROOT_INO, UPPER_INO_BIT};
 use crate::name::check_component;
@@ -22,6 +24,20 @@ pub(super) struct Resolved {
     pub(super) lower: Option<u32>,
     /// The upper entry, if the name is in the upper.
     pub(super) upper: Option<Box<UpperEntry>>,
+}
+
+/// A renamed directory of the upper (one with a redirect).
+#[derive(Debug)]
+pub(super) struct Moved {
+    /// The lower path it merges with (where it was).
+    from: Vec<u8>,
+    /// Its path in the merged view.
+    to: Vec<u8>,
+}
+
+/// Whether `path` is strictly below directory `dir` (both relative, `dir` not the root).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    !dir.is_empty() && path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
 }
 
 /// A snapshot of a directory inode for one operation.
@@ -182,6 +198,98 @@ impl UnionFs {
             lower = r.lower;
         }
         Ok(None)
+    }
+
+    /// Where lower node `m` shows, not copied up, in the merged view: at its lower path, or,
+    /// when a directory above it was renamed (redirect), at its path under that directory's
+    /// new name; `None` when it shows nowhere (deleted or replaced). Hard-link members are
+    /// one inode wherever a rename shows them (DESIGN rule 14), as with the kernel's index.
+    pub(super) fn lower_position(&self, m: u32) -> Result<Option<Vec<u8>>, Error> {
+        let shows = |p: &[u8]| -> Result<bool, Error> {
+            Ok(matches!(
+                self.resolve_path(p)?,
+                Some(Resolved { upper: None, lower: Some(l), .. }) if l == m
+            ))
+        };
+        let path = self.lower.path(m);
+        if shows(&path)? {
+            return Ok(Some(path));
+        }
+        // Its lower directory still at its own place: the member is there or nowhere.
+        let parent = self.lower.node(m).parent;
+        let (ppath, _) = super::split_last(&path);
+        let at_home = matches!(
+            self.resolve_path(ppath)?,
+            Some(Resolved { kind: FileKind::Dir, lower: Some(l), .. }) if l == parent
+        ) || ppath.is_empty();
+        if at_home || self.upper.is_none() {
+            return Ok(None);
+        }
+        let moved = self.moved_dirs()?;
+        let nearest = moved
+            .iter()
+            .filter(|d| is_below(&path, &d.from))
+            .max_by_key(|d| d.from.len());
+        if let Some(d) = nearest {
+            let there = join(&d.to, &path[d.from.len() + 1..]);
+            if shows(&there)? {
+                return Ok(Some(there));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The renamed directories of the upper, by a walk of its directories (kept until a
+    /// directory is renamed or removed).
+    fn moved_dirs(&self) -> Result<Arc<Vec<Moved>>, Error> {
+        if let Some(m) = lock(&self.moved_dirs).as_ref() {
+            return Ok(Arc::clone(m));
+        }
+        let up = self.upper()?;
+        let mut found = Vec::new();
+        // (path in the merged view, the lower path it merges with)
+        let mut todo: Vec<(Vec<u8>, Vec<u8>)> = vec![(Vec::new(), Vec::new())];
+        while let Some((path, below)) = todo.pop() {
+            let fd = up.dir(&path)?;
+            // Listing a directory is no access the merged view saw: keep its atime.
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+            let names = sys::openat(fd.as_fd(), c".", flags | libc::O_NOATIME, 0)
+                .or_else(|_| sys::openat(fd.as_fd(), c".", flags, 0))
+                .and_then(sys::read_dir)
+                .map_err(|e| bytes_err("read upper dir", &path, e))?;
+            for (name, d_type, _) in names {
+                if d_type != libc::DT_DIR && d_type != libc::DT_UNKNOWN {
+                    continue;
+                }
+                let LookupResult::Entry(e) = up.lookup(fd.as_fd(), &name)? else {
+                    continue;
+                };
+                if kind_of(&e.st) != FileKind::Dir {
+                    continue;
+                }
+                let to = join(&path, &name);
+                let from = match &e.redirect {
+                    Some(r) if r.starts_with(b"/") => r[1..].to_vec(),
+                    Some(r) => join(&below, r),
+                    None => join(&below, &name),
+                };
+                if e.redirect.is_some() {
+                    found.push(Moved {
+                        from: from.clone(),
+                        to: to.clone(),
+                    });
+                }
+                todo.push((to, from));
+            }
+        }
+        let found = Arc::new(found);
+        *lock(&self.moved_dirs) = Some(Arc::clone(&found));
+        Ok(found)
+    }
+
+    /// Forgets the renamed directories found (a directory was renamed or removed).
+    pub(super) fn dirs_moved(&self) {
+        *lock(&self.moved_dirs) = None;
     }
 
     /// Looks `name` up in `parent`; counts one kernel reference on success.

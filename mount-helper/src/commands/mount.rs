@@ -16,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use rfs_fs::fuse::MountOptions;
 use rfs_fs::lower::{LayerInput, LowerTree};
+use rfs_fs::ovl::Namespace;
 use rfs_fs::store::{Finished, MountLayer, Store};
 use rfs_fs::union::{UnionConfig, UpperDirs};
 
@@ -208,7 +209,15 @@ fn start(
         (Some(src), None) => crate::commands::image_layers(root, src, args.platform.as_deref())?,
         (None, None) => bail!("nothing to mount"),
     };
-    let lower = LowerTree::build(layers)?;
+    // One xattr namespace for the overlay markers, the upper's and those followed in
+    // directory lowers (kernel `userxattr`): what the mount says, else what this process
+    // may use.
+    let markers = if args.userxattr || !rfs_fs::sys::is_initial_root() {
+        Namespace::User
+    } else {
+        Namespace::Trusted
+    };
+    let lower = LowerTree::build_with_markers(layers, markers)?;
     let mut notice = String::new();
     let mut fresh = None;
     let upper = if args.read_only {
@@ -242,7 +251,10 @@ fn start(
     let built = Serve {
         lower,
         upper,
-        config: UnionConfig::default(),
+        config: UnionConfig {
+            markers: Some(markers),
+            ..UnionConfig::default()
+        },
         mountpoint: mountpoint.to_owned(),
         options: MountOptions {
             fsname: format!("rfs:{what}"),

@@ -23,11 +23,20 @@
 //!   markers only where the lowers have a directory (the kernel also marks every directory it
 //!   creates in a merged parent, an optimisation without effect elsewhere);
 //! - rfs remounted on the same lowers and upper shows exactly the same tree, st_ino included;
-//! - kernel overlayfs mounted on rfs's upper shows the same tree as rfs did.
+//! - kernel overlayfs mounted on rfs's upper shows the same tree as rfs did;
+//! - stacked: each system's upper becomes the top lower of a new mount with a fresh upper
+//!   (rfs's under rfs; the kernel's, without its work dir, under the kernel with
+//!   `redirect_dir=on,metacopy=on,index=on`), and both must show the tree rfs showed before
+//!   (renamed directories keep their children through `overlay.redirect`, metadata-only
+//!   copies take their data from below); then more operations run on both stacked mounts,
+//!   compared as above, except the st_ino of entries from the two old uppers (different
+//!   host files, see [`lower_ino_errors`]) and the mtime the kernel gives a file when it
+//!   completes a metadata-only copy (its artefact, see [`Run::completes_metacopy`]).
 //!
 //! A divergence fails with the seed, the operation's index, both results and the last
 //! operations. Seeds: `RFS_DIFF_SEEDS` is a count (`10`: seeds 1..=10) or a comma list (`7,42`),
-//! default `1,2,3`; `RFS_DIFF_OPS` is the number of operations per seed (default 1000).
+//! default `1,2,3`; `RFS_DIFF_OPS` is the number of operations per seed (default 1000),
+//! `RFS_DIFF_STACKED_OPS` the number on the stacked mounts (default half that).
 //! `RFS_DIFF_MINIMIZE=1` shrinks a failing seed's operations (delta debugging, each trial on
 //! fresh mounts) to a short sequence failing the same check; `RFS_DIFF_MINIMIZE=TEXT` also
 //! requires TEXT (say a path) in the failure message. If the kernel refuses `index=on` or
@@ -541,12 +550,21 @@ fn describe(n: &Node) -> String {
 /// The lowers are directories on one filesystem, so both systems number a lower entry by its
 /// host `st_ino`, and keep that number through copy-up: every non-directory that rfs numbers
 /// from the lowers (no upper bit) and that is not a hard link must have the kernel's st_ino.
-pub(crate) fn lower_ino_errors(kernel: &Tree, rfs: &Tree) -> Vec<String> {
+/// On the stacked mounts the top lowers are the two systems' own old uppers, different host
+/// files: an entry whose numbers are both from those (`stacked_tops`: the host inode numbers
+/// of the kernel's and of rfs's) is exempt; an entry from the shared lowers is not.
+pub(crate) fn lower_ino_errors(
+    kernel: &Tree,
+    rfs: &Tree,
+    stacked_tops: Option<&(BTreeSet<u64>, BTreeSet<u64>)>,
+) -> Vec<String> {
+    let exempt =
+        |k: u64, r: u64| stacked_tops.is_some_and(|(kt, rt)| kt.contains(&k) && rt.contains(&r));
     rfs.iter()
         .filter(|(_, r)| r.kind != Kind::Dir && r.nlink == 1 && r.ino < 1 << 63)
         .filter_map(|(p, r)| {
             let k = kernel.get(p)?;
-            (k.nlink == 1 && k.ino != r.ino).then(|| {
+            (k.nlink == 1 && k.ino != r.ino && !exempt(k.ino, r.ino)).then(|| {
                 format!(
                     "/{p}: st_ino {} on rfs, {} on kernel overlayfs",
                     r.ino, k.ino
@@ -1434,6 +1452,32 @@ type Failure = (&'static str, String);
 /// The state of one run, for failure messages.
 struct Run {
     log: VecDeque<String>,
+    /// On the stacked mounts: the host inode numbers of the kernel's and rfs's old uppers,
+    /// their top lowers (see [`lower_ino_errors`]).
+    stacked_tops: Option<(BTreeSet<u64>, BTreeSet<u64>)>,
+    /// On the stacked mounts: the kernel's upper, whose metadata-only copies are watched
+    /// (see [`Run::completes_metacopy`]).
+    k_upper: Option<PathBuf>,
+    /// The kernel's st_ino of files whose metadata-only copy the kernel completed when they
+    /// were opened for writing: their kernel mtime is no oracle.
+    metacopy_completed: BTreeSet<u64>,
+}
+
+/// The host inode numbers of every entry under `root` (not following symlinks).
+fn host_inos(root: &Path) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            out.insert(md.ino());
+            if md.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 impl Run {
@@ -1448,11 +1492,41 @@ impl Run {
         )
     }
 
+    /// Before `op` runs on the stacked mounts: if it opens a file for writing that the
+    /// kernel's upper holds as a metadata-only copy (`metacopy=on`), notes the file. Kernel
+    /// overlayfs (6.18) completes such a copy by writing the data into the upper file and does
+    /// not restore its mtime, which becomes the time of the open even when nothing is written
+    /// (a full copy-up keeps the lower mtime, as DESIGN rule 8 says and rfs does). Checked
+    /// by hand: chmod of a lower file, then `pwrite(fd, "", 0)` - mtime now on the kernel.
+    fn completes_metacopy(&mut self, kmnt: &Path, op: &Op) {
+        let Some(ku) = &self.k_upper else { return };
+        let path = match op {
+            Op::Write { path, .. } | Op::Append { path, .. } | Op::Create { path, .. } => path,
+            _ => return,
+        };
+        let marked = xattr::get(&ku.join(path), "trusted.overlay.metacopy")
+            .ok()
+            .flatten()
+            .is_some();
+        if let (true, Ok(md)) = (marked, fs::symlink_metadata(kmnt.join(path))) {
+            self.metacopy_completed.insert(md.ino());
+        }
+    }
+
     fn compare(&self, at: &str, kmnt: &Path, rmnt: &Path) -> Result<Tree, Failure> {
-        let k = snapshot(kmnt);
+        let mut k = snapshot(kmnt);
         let r = snapshot(rmnt);
+        // The mtime the kernel gave a file when it completed its metadata-only copy is not
+        // compared (see `completes_metacopy`); everything else about the file is.
+        for (p, n) in k.iter_mut() {
+            if self.metacopy_completed.contains(&n.ino)
+                && let Some(rn) = r.get(p)
+            {
+                n.mtime = rn.mtime;
+            }
+        }
         let mut errs = diff_trees(&k, &r);
-        errs.extend(lower_ino_errors(&k, &r));
+        errs.extend(lower_ino_errors(&k, &r, self.stacked_tops.as_ref()));
         errs.extend(
             identity_errors(&r)
                 .into_iter()
@@ -1493,6 +1567,9 @@ fn execute(
 
     let mut run = Run {
         log: VecDeque::new(),
+        stacked_tops: None,
+        k_upper: None,
+        metacopy_completed: BTreeSet::new(),
     };
     // Every stat field, before anything reads a file (see `full_stats`).
     let mut errs = full_stat_errors(&full_stats(&km), &full_stats(&rm));
@@ -1510,41 +1587,15 @@ fn execute(
     let mut renamed = Renamed::default();
     let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut i = 0;
-    loop {
-        let listing = list(&km);
-        let Some(op) = next(i, &listing) else { break };
-        done.push(op.clone());
-        let rk = apply(&km, &op);
-        let rr = apply(&rm, &op);
-        if run.log.len() == 20 {
-            run.log.pop_front();
-        }
-        run.log.push_back(format!("{i}: {op:?} => {rk:?}"));
-        let name = format!("{op:?}");
-        let name = name.split([' ', '{']).next().unwrap_or("").to_string();
-        let c = counts.entry(name).or_default();
-        c.0 += 1;
-        c.1 += usize::from(rk.is_ok());
-        if rk != rr {
-            return Err(run.fail(
-                "op",
-                format!(
-                    "op {i} diverged: {op:?}\n  kernel: {}\n  rfs:    {}",
-                    fmt_outcome(&rk),
-                    fmt_outcome(&rr)
-                ),
-            ));
-        }
-        if rk.is_ok() {
-            let kinds: BTreeMap<&str, Kind> =
-                listing.iter().map(|(p, k)| (p.as_str(), *k)).collect();
-            renamed.track(&op, |p| kinds.get(p).copied());
-        }
-        if (i + 1) % 100 == 0 {
-            run.compare(&format!("after op {i}"), &km, &rm)?;
-        }
-        i += 1;
-    }
+    operate(
+        &mut run,
+        (&km, &rm),
+        &mut i,
+        &mut next,
+        done,
+        &mut counts,
+        Some(&mut renamed),
+    )?;
     let before = run.compare("at the end", &km, &rm)?;
     kernel.unmount().expect("unmounting kernel overlayfs");
     rfs.unmount().expect("unmounting rfs");
@@ -1629,29 +1680,189 @@ fn execute(
             ),
         ));
     }
+
+    // Stacked: each system's upper becomes the top lower of a new mount with a fresh upper
+    // (the kernel's own upper under the kernel with `redirect_dir=on,metacopy=on`, rfs's
+    // under rfs), which must show the tree the upper showed; then more operations. The
+    // kernel keeps `index=on` as on the first mount: without it, a copy-up breaks a lower
+    // hard link (writing one name leaves the others' data and nlink as they were), which
+    // rfs never does (DESIGN rule 14), so the kernel would be no oracle for hard links.
+    // The kernel's first mount ran with `index=on`: every lower file it copied up is also
+    // hard-linked from `work/index`, so its upper file's host nlink counts that link. The
+    // work dir is not part of a layer (a layer made from this upper would not carry it), so
+    // it goes before the upper is stacked; the upper's nlinks then count its own links only.
+    fs::remove_dir_all(&kw).expect("removing the kernel's first work dir");
+    let (ku, ru) = (
+        move_into_layer(&ku, &base.join("k-layer")),
+        move_into_layer(&ru, &base.join("r-layer")),
+    );
+    let (ku2, kw3) = (dir("k-upper-stacked"), dir("k-work-stacked"));
+    let (ru2, rw2) = (dir("r-upper-stacked"), dir("r-work-stacked"));
+    let k_lowerdir = format!("{}:{lowerdir}", ku.display());
+    let r_lowerdir = format!("{}:{lowerdir}", ru.display());
+    let opts = format!(
+        "lowerdir={k_lowerdir},upperdir={},workdir={},redirect_dir=on,metacopy=on,index=on",
+        ku2.display(),
+        kw3.display()
+    );
+    let kernel = MountGuard::overlay(&opts, &km).expect("kernel overlayfs on its stacked upper");
+    let rfs = match try_mount_rfs(&r_lowerdir, &ru2, &rw2, &rm) {
+        Ok(g) => g,
+        Err(e) => {
+            return Err(run.fail(
+                "stacked",
+                format!("rfs could not be mounted with its upper as a lower: {e}"),
+            ));
+        }
+    };
+    // Both show the tree they showed before the upper was stacked. Hard-link groups of
+    // lower files copied up in part were the first kernel mount's index (gone with its work
+    // dir) on one side and rfs's upper links on the other, so they are compared between the
+    // stacked mounts only.
+    let stacked = snapshot(&rm);
+    let mut errs: Vec<String> = diff_trees(&before, &stacked)
+        .into_iter()
+        .filter(|e| !e.starts_with("hard-link group"))
+        .map(|e| format!("rfs stacked: {e}"))
+        .collect();
+    errs.extend(
+        diff_trees(&before, &snapshot(&km))
+            .into_iter()
+            .filter(|e| !e.starts_with("hard-link group"))
+            .map(|e| format!("kernel stacked (want rfs's unstacked tree): {e}")),
+    );
+    if !errs.is_empty() {
+        errs.truncate(30);
+        return Err(run.fail(
+            "stacked",
+            format!(
+                "an upper stacked as a lower shows another tree (want = before stacking):\n    {}",
+                errs.join("\n    ")
+            ),
+        ));
+    }
+    run.log.clear();
+    run.stacked_tops = Some((host_inos(&ku), host_inos(&ru)));
+    run.k_upper = Some(ku2.clone());
+    i += 1;
+    let stacked_ops = operate(
+        &mut run,
+        (&km, &rm),
+        &mut i,
+        &mut next,
+        done,
+        &mut counts,
+        None,
+    )?;
+    let end = run.compare("stacked, at the end", &km, &rm)?;
+    rfs.unmount().expect("unmounting stacked rfs");
+    kernel
+        .unmount()
+        .expect("unmounting stacked kernel overlayfs");
     Ok(format!(
-        "{i} ops, {} entries at the end; ops (tried, succeeded): {counts:?}",
-        before.len()
+        "{i} ops ({stacked_ops} of them stacked), {} entries before stacking, {} at the end; \
+         ops (tried, succeeded): {counts:?}",
+        before.len(),
+        end.len()
     ))
 }
 
+/// Moves the entries of `upper` into the new directory `to` on the same filesystem, as a
+/// layer made of that upper, and returns `to`. The entries keep their inodes, times, xattrs
+/// and hard links; only the root is new. That matters to the kernel: with `index=on` it
+/// refuses (EBUSY) a lower that is still the upper of a live overlay, and the first mount
+/// lives on, in use, for as long as another process's mount namespace made meanwhile (a
+/// container of a concurrent test) holds a copy of it.
+fn move_into_layer(upper: &Path, to: &Path) -> PathBuf {
+    fs::create_dir(to).unwrap();
+    for e in fs::read_dir(upper).unwrap() {
+        let e = e.unwrap();
+        fs::rename(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to.to_path_buf()
+}
+
+/// Applies operations from `next(index, kernel's tree)` to both mount points (kernel, rfs)
+/// from index `*i` until it returns `None`, comparing the results and, every 100, the trees;
+/// notes renamed directories in `renamed`. Returns how many ran.
+#[allow(clippy::too_many_arguments)]
+fn operate(
+    run: &mut Run,
+    (km, rm): (&Path, &Path),
+    i: &mut usize,
+    next: &mut impl FnMut(usize, &[(String, Kind)]) -> Option<Op>,
+    done: &mut Vec<Op>,
+    counts: &mut BTreeMap<String, (usize, usize)>,
+    mut renamed: Option<&mut Renamed>,
+) -> Result<usize, Failure> {
+    let first = *i;
+    loop {
+        let listing = list(km);
+        let Some(op) = next(*i, &listing) else {
+            return Ok(*i - first);
+        };
+        done.push(op.clone());
+        run.completes_metacopy(km, &op);
+        let rk = apply(km, &op);
+        let rr = apply(rm, &op);
+        if run.log.len() == 20 {
+            run.log.pop_front();
+        }
+        run.log.push_back(format!("{i}: {op:?} => {rk:?}"));
+        let name = format!("{op:?}");
+        let name = name.split([' ', '{']).next().unwrap_or("").to_string();
+        let c = counts.entry(name).or_default();
+        c.0 += 1;
+        c.1 += usize::from(rk.is_ok());
+        if rk != rr {
+            return Err(run.fail(
+                "op",
+                format!(
+                    "op {i} diverged: {op:?}\n  kernel: {}\n  rfs:    {}",
+                    fmt_outcome(&rk),
+                    fmt_outcome(&rr)
+                ),
+            ));
+        }
+        if rk.is_ok()
+            && let Some(renamed) = renamed.as_deref_mut()
+        {
+            let kinds: BTreeMap<&str, Kind> =
+                listing.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+            renamed.track(&op, |p| kinds.get(p).copied());
+        }
+        if (*i + 1) % 100 == 0 {
+            run.compare(&format!("after op {i}"), km, rm)?;
+        }
+        *i += 1;
+    }
+}
+
 /// Shrinks `ops` (delta debugging) to a short sequence that still fails the same check.
+/// Each operation is tagged with its phase (`true`: on the stacked mounts), so a failure
+/// that needs operations before and after stacking shrinks too.
 /// With `must_contain`, the failure message must also contain that text.
 fn minimize(
     scratch: &Scratch,
     lowerdir: &str,
     check: &str,
     must_contain: &str,
-    mut ops: Vec<Op>,
-) -> Vec<Op> {
+    mut ops: Vec<(bool, Op)>,
+) -> Vec<(bool, Op)> {
     let mut trial = 0;
-    let mut fails = |cand: &[Op]| {
+    let mut fails = |cand: &[(bool, Op)]| {
         trial += 1;
         let base = scratch.mkdir(&format!("minimize{trial}"));
+        let first = cand.iter().take_while(|(stacked, _)| !stacked).count();
         let r = execute(
             &base,
             lowerdir,
-            |i, _| cand.get(i).cloned(),
+            // As the generator: index `first` ends the first mount's operations.
+            |i, _| match i.cmp(&first) {
+                std::cmp::Ordering::Less => Some(cand[i].1.clone()),
+                std::cmp::Ordering::Equal => None,
+                std::cmp::Ordering::Greater => cand.get(i - 1).map(|(_, op)| op.clone()),
+            },
             &mut Vec::new(),
         );
         let _ = fs::remove_dir_all(&base);
@@ -1716,6 +1927,10 @@ fn differential_against_kernel_overlay() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    let stacked_ops = std::env::var("RFS_DIFF_STACKED_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(n_ops / 2);
     let scratch = Scratch::new();
     let lowers = build_lowers(&scratch.mkdir("lowers"));
     let lowerdir = lowers
@@ -1732,7 +1947,11 @@ fn differential_against_kernel_overlay() {
         let r = execute(
             &base,
             &lowerdir,
-            |i, listing| (i < n_ops).then(|| Gen::new(&mut rng, listing).op()),
+            // Index `n_ops` ends the first mount's operations; the stacked mount's follow.
+            |i, listing| {
+                (i < n_ops || (i > n_ops && i <= n_ops + stacked_ops))
+                    .then(|| Gen::new(&mut rng, listing).op())
+            },
             &mut done,
         );
         match r {
@@ -1741,12 +1960,19 @@ fn differential_against_kernel_overlay() {
                 let mut minimized = String::new();
                 if let Ok(text) = std::env::var("RFS_DIFF_MINIMIZE") {
                     let text = if text == "1" { "" } else { text.as_str() };
-                    let ops = minimize(&scratch, &lowerdir, check, text, done);
+                    let tagged = done
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, op)| (i >= n_ops, op))
+                        .collect();
+                    let ops = minimize(&scratch, &lowerdir, check, text, tagged);
                     minimized = format!(
                         "\n  minimized to {} operations failing the same check ({check}):\n    {}",
                         ops.len(),
                         ops.iter()
-                            .map(|o| format!("{o:?}"))
+                            .map(|(stacked, o)| {
+                                format!("{}{o:?}", if *stacked { "stacked: " } else { "" })
+                            })
                             .collect::<Vec<_>>()
                             .join("\n    ")
                     );

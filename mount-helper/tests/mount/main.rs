@@ -23,4 +23,5 @@ mod rootless;
 mod run;
 mod semantics;
 mod soak;
+mod stacked;
 mod store;

@@ -44,7 +44,7 @@ pub(crate) fn user_and_scratch() -> (u32, u32, Scratch) {
 }
 
 /// Unmounts as the user on drop (the user's mount; root's fusermount3 would refuse).
-struct UserMount(PathBuf);
+pub(crate) struct UserMount(pub(crate) PathBuf);
 
 impl Drop for UserMount {
     fn drop(&mut self) {
@@ -85,7 +85,7 @@ fn mount_as_user(s: &Scratch, lower: &Path, uid: u32, gid: u32) -> (PathBuf, Pat
     (upper, mnt, guard)
 }
 
-fn chown_tree(p: &Path, uid: u32, gid: u32) {
+pub(crate) fn chown_tree(p: &Path, uid: u32, gid: u32) {
     let st = Command::new("chown")
         .arg("-R")
         .arg(format!("{uid}:{gid}"))

@@ -818,8 +818,10 @@ fn rule09_copy_up_keeps_holes() {
 
 /// Rule 10: a metadata-only change (chmod, chown, utimes) may skip the data, but what is read
 /// is the lower data, also after a remount; an upper file whose data is not all there must be
-/// marked (so the upper is never silently wrong), and a `metacopy` xattr in a lower dir is not
-/// trusted.
+/// marked (so the upper is never silently wrong). A `metacopy` xattr in a lower dir is trusted
+/// only in the namespace of the mount's own markers, as kernel overlayfs with `metacopy=on`
+/// trusts `trusted.overlay.metacopy` (or `user.` with `userxattr`): a stacked upper reads
+/// back (README, "Stacking an upper as a lower"); as root a `user.` one means nothing.
 #[test]
 fn rule10_metadata_only_copy_up_reads_right() {
     let mut fx = Fx::new(2);
@@ -833,6 +835,14 @@ fn rule10_metadata_only_copy_up_reads_right() {
     );
     build::file(fx.lower(0), "g", b"top g", 0o644);
     build::xattr(fx.lower(0), "g", "trusted.overlay.metacopy", b"");
+    build::file(
+        fx.lower(1),
+        "h",
+        b"bottom h, longer than the top one",
+        0o644,
+    );
+    build::file(fx.lower(0), "h", b"top h", 0o644);
+    build::xattr(fx.lower(0), "h", "user.overlay.metacopy", b"");
     fx.mount();
     fs::set_permissions(fx.m("f"), fs::Permissions::from_mode(0o600)).unwrap();
     std::os::unix::fs::lchown(fx.m("f"), Some(1000), Some(1000)).unwrap();
@@ -850,8 +860,13 @@ fn rule10_metadata_only_copy_up_reads_right() {
     }
     assert_eq!(
         read(&fx.m("g")),
-        "top g",
-        "a metacopy xattr in a lower is not trusted"
+        "bottom g, longer than the top one",
+        "a trusted.overlay.metacopy in a lower is followed as root"
+    );
+    assert_eq!(
+        read(&fx.m("h")),
+        "top h",
+        "a user.overlay.metacopy in a lower means nothing as root"
     );
 }
 
