@@ -712,6 +712,7 @@ mod tests {
         let config = UnionConfig {
             ownership: crate::union::fixture::rootless(),
             markers: Some(Namespace::User),
+            ..UnionConfig::default()
         };
         let f = Fixture::with_config(
             &[&[
