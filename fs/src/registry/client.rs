@@ -49,6 +49,17 @@ pub const SCHEMA1_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",
 ];
 
+/// Whether a manifest is Docker schema 1, by its media type or its `schemaVersion`.
+pub(crate) fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Version {
+        schema_version: Option<u64>,
+    }
+    SCHEMA1_TYPES.contains(&media_type)
+        || serde_json::from_slice::<Version>(bytes).is_ok_and(|v| v.schema_version == Some(1))
+}
+
 /// How to reach registries.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -528,6 +539,14 @@ impl Client {
                 what: format!("manifest {what}"),
                 problem: format!("cannot be read (more than {MAX_METADATA_BYTES} bytes?): {e}"),
             })?;
+        // A signed schema 1 manifest's digest is that of its payload without the signatures,
+        // so it would fail the check below: say what it is instead.
+        if is_schema1(&media_type, &bytes) {
+            return Err(Error::Schema1 {
+                registry: self.registry.clone(),
+                reference: what,
+            });
+        }
         let actual = Digest::of_bytes(&bytes);
         let expected = Digest::parse(reference).ok().or(announced);
         if let Some(expected) = expected {
@@ -968,5 +987,21 @@ impl Read for BlobReader<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema1_is_recognised_by_type_or_body() {
+        let signed = br#"{"schemaVersion":1,"name":"a","fsLayers":[],"signatures":[]}"#;
+        assert!(is_schema1(SCHEMA1_TYPES[0], b"{}"));
+        assert!(is_schema1("application/json", signed));
+        assert!(is_schema1("", signed));
+        let v2 = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert!(!is_schema1(MANIFEST_TYPES[0], v2));
+        assert!(!is_schema1("", b"not json"));
     }
 }

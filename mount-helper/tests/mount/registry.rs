@@ -1,0 +1,972 @@
+//! `rfs pull`, `rfs push`, `rfs login` and `rfs logout` against a real registry: Debian's
+//! `docker-registry` (CNCF distribution 2.8) started on 127.0.0.1 by each test ([`Registry`],
+//! stopped by pid on drop), seeded by skopeo from the test images. The oracles are the source
+//! images (config digest = image ID, diff_ids, the tree `rfs mount` shows of the source),
+//! skopeo and podman reading what rfs pushed or wrote (`auth.json`), and the registry's access
+//! log (which blobs were fetched).
+//!
+//! Every rfs, skopeo and podman run gets a private store, `HOME` and `XDG_RUNTIME_DIR` in the
+//! test's scratch dir, and no `REGISTRY_AUTH_FILE`, so no real credentials are read or written.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::common::{MountGuard, Scratch, images_dir, rfs_bin};
+use crate::images::tree_listing;
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `docker-registry serve` on 127.0.0.1, killed by pid (and waited for) on drop.
+pub(crate) struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub(crate) host: String,
+    /// Its directory: `config.yml`, `registry.log`, storage in `data/`.
+    pub(crate) dir: PathBuf,
+}
+
+impl Registry {
+    /// A plain-HTTP registry in `dir`.
+    pub(crate) fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, "", "", false)
+    }
+
+    /// A registry in `dir` with `http_extra` (lines indented under `http:`) and `extra`
+    /// (top-level sections) in its config; `tls` says it speaks HTTPS (readiness is then a
+    /// TCP connect, not a `GET /v2/`).
+    pub(crate) fn start_with(dir: &Path, http_extra: &str, extra: &str, tls: bool) -> Registry {
+        std::fs::create_dir_all(dir).expect("registry dir");
+        let log_path = dir.join("registry.log");
+        // The port is free when picked but another process may take it before the registry
+        // binds it: start again on another one.
+        for _ in 0..5 {
+            let host = format!("127.0.0.1:{}", free_port());
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{http_extra}{extra}",
+                dir.join("data").display()
+            );
+            std::fs::write(dir.join("config.yml"), config).expect("config.yml");
+            let log = std::fs::File::create(&log_path).expect("registry.log");
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.join("config.yml"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log fd"))
+                .stderr(log)
+                .spawn()
+                .expect("starting docker-registry (install it: scripts/install-deps.sh)");
+            let mut reg = Registry {
+                child,
+                host,
+                dir: dir.to_path_buf(),
+            };
+            let start = Instant::now();
+            loop {
+                if let Ok(Some(status)) = reg.child.try_wait() {
+                    let log = reg.log();
+                    if log.contains("address already in use") {
+                        break;
+                    }
+                    panic!("docker-registry exited with {status} before it was ready:\n{log}");
+                }
+                if reg.ready(tls) {
+                    return reg;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "docker-registry on {} not ready after 20 s:\n{}",
+                    reg.host,
+                    reg.log()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("docker-registry: no free port after 5 attempts");
+    }
+
+    fn ready(&self, tls: bool) -> bool {
+        let Ok(mut s) = TcpStream::connect(&self.host) else {
+            return false;
+        };
+        if tls {
+            return true;
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!(
+            "GET /v2/ HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(s).read_line(&mut line);
+        line.starts_with("HTTP/1.") && (line.contains(" 200") || line.contains(" 401"))
+    }
+
+    /// The registry's log so far (access lines included).
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// The access log lines of requests rfs made (user agent `rfs/…`).
+    pub(crate) fn rfs_requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("127.0.0.1 - ") && l.contains("\" \"rfs/"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many `GET`s of a blob of `repository` rfs made.
+    pub(crate) fn blob_gets(&self, repository: &str) -> usize {
+        let want = format!("\"GET /v2/{repository}/blobs/sha256:");
+        self.rfs_requests()
+            .iter()
+            .filter(|l| l.contains(&want))
+            .count()
+    }
+
+    /// The file holding blob `hex` in the registry's storage.
+    pub(crate) fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test token server (`tests/fixtures/tokend.py`), killed by pid on drop.
+struct TokenServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl TokenServer {
+    /// Starts one in `dir` that knows `user:password`: a key and self-signed certificate
+    /// made by openssl, the port read from its first line of output.
+    fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        std::fs::create_dir_all(dir).expect("tokend dir");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=rfs-test-token-issuer", "-keyout"])
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join("users"), format!("{user}:{password}\n")).expect("users");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokend.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("tokend.log")).expect("tokend.log"))
+            .spawn()
+            .expect("python3 (install python3-cryptography: scripts/install-deps.sh)");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let mut server = TokenServer {
+            child,
+            port: 0,
+            dir: dir.to_path_buf(),
+        };
+        server.port = line.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "tokend.py did not print its port (got {line:?}):\n{}",
+                server.log()
+            )
+        });
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tokend.log")).unwrap_or_default()
+    }
+
+    /// The registry config section that sends clients here.
+    fn auth_config(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: rfs-test-registry\n    issuer: rfs-test-issuer\n    rootcertbundle: {}\n",
+            self.port,
+            self.dir.join("cert.pem").display()
+        )
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test's scratch dir: a private store, `HOME` and `XDG_RUNTIME_DIR` for every tool.
+struct Env {
+    s: Scratch,
+    root: PathBuf,
+    home: PathBuf,
+    run: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let s = Scratch::new();
+        let root = s.mkdir("root");
+        let home = s.mkdir("home");
+        let run = s.mkdir("run");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        Env { s, root, home, run }
+    }
+
+    /// `program` with the private environment.
+    fn tool(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env("HOME", &self.home)
+            .env("XDG_RUNTIME_DIR", &self.run)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `rfs --root ROOT ARGS` with the private environment.
+    fn rfs(&self, args: &[&str]) -> Command {
+        let mut c = self.tool(rfs_bin());
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.rfs(args).output().expect("running rfs")
+    }
+
+    /// Runs rfs, which must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rfs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs rfs, which must fail; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "rfs {args:?} succeeded; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!err.contains("panicked"), "rfs {args:?} panicked: {err}");
+        err
+    }
+
+    /// Runs `program ARGS` with the private environment, which must succeed; returns stdout.
+    fn tool_ok(&self, program: &str, args: &[&OsStr]) -> Vec<u8> {
+        let out = self
+            .tool(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e} (scripts/install-deps.sh)"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn skopeo(&self, args: &[&str]) -> Vec<u8> {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        self.tool_ok("skopeo", &args)
+    }
+
+    /// `skopeo copy SRC docker://HOST/DEST` over plain HTTP, with `extra` options.
+    fn seed(&self, src: &str, dest: &str, extra: &[&str]) {
+        let mut args = vec!["copy", "-q", "--dest-tls-verify=false"];
+        args.extend_from_slice(extra);
+        let dest = format!("docker://{dest}");
+        args.extend([src, dest.as_str()]);
+        self.skopeo(&args);
+    }
+
+    /// The raw manifest of `image` (`HOST/REPO:TAG`) and its digest, as skopeo reads them.
+    fn raw_manifest(&self, image: &str, extra: &[&str]) -> (serde_json::Value, String) {
+        let refs = format!("docker://{image}");
+        let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+        args.extend_from_slice(extra);
+        args.push(&refs);
+        let raw = self.skopeo(&args);
+        (
+            serde_json::from_slice(&raw).expect("manifest JSON"),
+            format!("sha256:{}", sha256_hex(&raw)),
+        )
+    }
+
+    /// The config of `image` as skopeo reads it, and its digest.
+    fn config(&self, image: &str, extra: &[&str]) -> (serde_json::Value, String) {
+        let refs = format!("docker://{image}");
+        let mut args = vec!["inspect", "--raw", "--config", "--tls-verify=false"];
+        args.extend_from_slice(extra);
+        args.push(&refs);
+        let raw = self.skopeo(&args);
+        (
+            serde_json::from_slice(&raw).expect("config JSON"),
+            format!("sha256:{}", sha256_hex(&raw)),
+        )
+    }
+
+    fn inspect(&self, what: &str) -> serde_json::Value {
+        let text = self.ok(&["inspect", what]);
+        let mut list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("inspect JSON");
+        assert_eq!(list.len(), 1, "{text}");
+        list.remove(0)
+    }
+
+    /// Mounts `source` read-only on a fresh directory `name`.
+    fn mount(&self, name: &str, source: &str) -> (MountGuard, PathBuf) {
+        let mnt = self.s.mkdir(name);
+        let root = self.root.to_str().expect("utf-8 root");
+        let args: Vec<&OsStr> = ["mount", "--root", root, "--read-only", source]
+            .into_iter()
+            .map(OsStr::new)
+            .collect();
+        // The store is read through `--root`; the mount itself needs no private HOME.
+        let guard =
+            MountGuard::rfs(&args, &mnt).unwrap_or_else(|e| panic!("rfs mount {source}: {e}"));
+        (guard, mnt)
+    }
+
+    /// The names in the store's `blobs/sha256`, temporary files included.
+    fn blob_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|d| {
+                d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// `["sha256:…", …]` of a JSON array.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("string").to_owned())
+        .collect()
+}
+
+/// Asserts the image `name` of the store is the registry's `image`: its ID is the config
+/// digest, its layers the config's diff_ids, and it is listed under its repository and tag.
+fn assert_pulled(e: &Env, name: &str, image: &str, skopeo_extra: &[&str]) {
+    let (config, config_digest) = e.config(image, skopeo_extra);
+    let info = e.inspect(name);
+    assert_eq!(info["Id"], config_digest.as_str(), "{info}");
+    assert_eq!(
+        strings(&info["RootFS"]["Layers"]),
+        strings(&config["rootfs"]["diff_ids"])
+    );
+    let (repo, tag) = name.rsplit_once(':').expect("name:tag");
+    let images = e.ok(&["images"]);
+    assert!(
+        crate::common::table_rows(&images)
+            .iter()
+            .any(|r| r.len() > 2 && r[0] == repo && r[1] == tag),
+        "{name} not in rfs images:\n{images}"
+    );
+}
+
+/// Asserts the pulled image `name` mounts to the tree the source image mounts to.
+fn assert_same_tree(e: &Env, name: &str, source: &Path) {
+    let (g1, pulled) = e.mount("pulled", name);
+    let (g2, direct) = e.mount("source", source.to_str().expect("utf-8"));
+    let mut got = tree_listing(&pulled);
+    let mut want = tree_listing(&direct);
+    got.remove(".");
+    want.remove(".");
+    assert!(want.len() > 10, "the source tree is too small: {want:?}");
+    assert_eq!(got, want);
+    g1.unmount().expect("unmount");
+    g2.unmount().expect("unmount");
+}
+
+#[test]
+fn pull_an_oci_image_and_mount_it() {
+    let Some(images) = images_dir("pull_an_oci_image_and_mount_it") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let source = images.join("busybox-oci");
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(&format!("oci:{}:latest", source.display()), &image, &[]);
+    let (manifest, _) = e.raw_manifest(&image, &[]);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let out = e.run(&["pull", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rfs pull: {err}");
+    assert!(err.contains("3 layers downloaded, 0 already"), "{err}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(id, manifest["config"]["digest"].as_str().expect("digest"));
+    assert_pulled(&e, &image, &image, &[]);
+    assert_same_tree(&e, &image, &source);
+    // The registry served each blob once: the config and three layers.
+    assert_eq!(reg.blob_gets("rfs/busybox"), 4, "{:#?}", reg.rfs_requests());
+}
+
+#[test]
+fn pull_docker_v2s2_then_an_image_with_the_same_layers_fetches_no_blob() {
+    let Some(images) = images_dir("pull_docker_v2s2") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let archive = images.join("busybox-docker-archive.tar");
+    let v2s2 = format!("{}/rfs/v2s2:latest", reg.host);
+    e.seed(
+        &format!("docker-archive:{}", archive.display()),
+        &v2s2,
+        &["--format", "v2s2"],
+    );
+    let oci = format!("{}/rfs/busybox:1.0", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &oci,
+        &[],
+    );
+    let (manifest, _) = e.raw_manifest(&v2s2, &[]);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    e.ok(&["pull", "-q", &v2s2]);
+    assert_pulled(&e, &v2s2, &v2s2, &[]);
+    assert_same_tree(&e, &v2s2, &archive);
+    assert_eq!(reg.blob_gets("rfs/v2s2"), 4, "{:#?}", reg.rfs_requests());
+
+    // Another repository with the same layers: the store has them, so no blob is fetched.
+    let out = e.run(&["pull", &oci]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("0 layers downloaded, 3 already"), "{err}");
+    assert_eq!(reg.blob_gets("rfs/busybox"), 0, "{:#?}", reg.rfs_requests());
+    assert_pulled(&e, &oci, &oci, &[]);
+}
+
+#[test]
+fn pull_one_platform_of_a_multi_arch_index() {
+    let Some(images) = images_dir("pull_one_platform_of_a_multi_arch_index") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/multi:latest", reg.host);
+    e.seed(
+        &format!(
+            "oci:{}:latest",
+            images.join("busybox-multiarch-oci").display()
+        ),
+        &image,
+        &["--all"],
+    );
+    let (index, _) = e.raw_manifest(&image, &[]);
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2));
+    for (platform, arch, variant) in [
+        ("linux/arm64/v8", "arm64", &["--override-arch", "arm64"][..]),
+        ("linux/amd64", "amd64", &["--override-arch", "amd64"][..]),
+    ] {
+        let id = e.ok(&["pull", "-q", "--platform", platform, &image]);
+        let (config, digest) = e.config(&image, variant);
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(id.trim(), digest, "{platform}");
+        let info = e.inspect(id.trim());
+        assert_eq!(info["Architecture"], arch);
+        assert_eq!(
+            strings(&info["RootFS"]["Layers"]),
+            strings(&config["rootfs"]["diff_ids"])
+        );
+    }
+    let err = e.fails(&["pull", "-q", "--platform", "linux/s390x", &image]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_zstd_layers() {
+    let Some(images) = images_dir("pull_zstd_layers") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let source = images.join("busybox-oci-zstd");
+    let image = format!("{}/rfs/zstd:latest", reg.host);
+    e.seed(&format!("oci:{}:latest", source.display()), &image, &[]);
+    let (manifest, _) = e.raw_manifest(&image, &[]);
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    e.ok(&["pull", "-q", &image]);
+    assert_pulled(&e, &image, &image, &[]);
+    assert_same_tree(&e, &image, &source);
+}
+
+/// `podman --root … --runroot … --storage-driver vfs ARGS` in the scratch dir: podman's own
+/// storage never touches the system's.
+fn podman(e: &Env, args: &[&str]) -> Output {
+    let root = e.s.mkdir("podman-root");
+    let runroot = e.s.mkdir("podman-runroot");
+    e.tool("podman")
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(runroot)
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .expect("running podman (scripts/install-deps.sh)")
+}
+
+#[test]
+fn push_of_a_pulled_image_keeps_its_manifest_digest() {
+    let Some(images) = images_dir("push_of_a_pulled_image_keeps_its_manifest_digest") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    let (_, original) = e.raw_manifest(&image, &[]);
+    e.ok(&["pull", "-q", &image]);
+    let copy = format!("{}/copy/busybox:v1", reg.host);
+    let out = e.run(&["push", &image, &copy]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rfs push: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), original);
+    let (_, pushed) = e.raw_manifest(&copy, &[]);
+    assert_eq!(pushed, original);
+    // The blobs came by cross-repository mount, not upload.
+    let requests = reg.rfs_requests();
+    let mounts = requests
+        .iter()
+        .filter(|l| l.contains("\"POST /v2/copy/busybox/blobs/uploads/?") && l.contains("mount="))
+        .count();
+    assert_eq!(mounts, 4, "{requests:#?}");
+    assert!(
+        !requests.iter().any(|l| l.contains("\"PATCH ")),
+        "{requests:#?}"
+    );
+}
+
+#[test]
+fn push_of_a_loaded_image_is_read_back_by_skopeo_and_podman() {
+    let Some(images) = images_dir("push_of_a_loaded_image_is_read_back_by_skopeo_and_podman")
+    else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    e.ok(&[
+        "load",
+        "-i",
+        images
+            .join("busybox-docker-archive.tar")
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    let info = e.inspect("rfs/busybox");
+    let id = info["Id"].as_str().expect("Id").to_owned();
+    let diff_ids = strings(&info["RootFS"]["Layers"]);
+    for (compression, media) in [
+        ("gzip", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ] {
+        let dest = format!("{}/made/busybox:{compression}", reg.host);
+        let digest = e.ok(&[
+            "push",
+            "-q",
+            "--compression",
+            compression,
+            "rfs/busybox",
+            &dest,
+        ]);
+        let (manifest, manifest_digest) = e.raw_manifest(&dest, &[]);
+        assert_eq!(digest.trim(), manifest_digest);
+        for layer in manifest["layers"].as_array().expect("layers") {
+            assert_eq!(layer["mediaType"], media, "{manifest}");
+        }
+        // skopeo copies it out (verifying every blob) to a layout whose config is ours.
+        let layout = e.s.dir.path().join(format!("copied-{compression}"));
+        e.skopeo(&[
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{dest}"),
+            &format!("oci:{}:x", layout.display()),
+        ]);
+        let config: serde_json::Value = serde_json::from_slice(&e.skopeo(&[
+            "inspect",
+            "--config",
+            &format!("oci:{}:x", layout.display()),
+        ]))
+        .expect("config");
+        assert_eq!(strings(&config["rootfs"]["diff_ids"]), diff_ids);
+        assert_eq!(manifest["config"]["digest"], id.as_str());
+    }
+    // podman pulls it (gzip) and sees the same image ID.
+    let out = podman(
+        &e,
+        &[
+            "pull",
+            "-q",
+            "--tls-verify=false",
+            &format!("docker://{}/made/busybox:gzip", reg.host),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "podman pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim()),
+        id
+    );
+}
+
+/// An htpasswd line for `user`, the password given on standard input.
+fn htpasswd(user: &str, password: &str) -> String {
+    let mut child = Command::new("htpasswd")
+        .args(["-iBn", user])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("htpasswd (apache2-utils: scripts/install-deps.sh)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(password.as_bytes())
+        .expect("writing the password");
+    let out = child.wait_with_output().expect("htpasswd");
+    assert!(
+        out.status.success(),
+        "htpasswd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `rfs login -u USER --password-stdin HOST` with `password` on standard input.
+fn login(e: &Env, host: &str, user: &str, password: &str) -> Output {
+    let mut child = e
+        .rfs(&["login", "-u", user, "--password-stdin", host])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rfs login");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("writing the password");
+    child.wait_with_output().expect("rfs login")
+}
+
+#[test]
+fn basic_auth_login_pull_push_logout() {
+    let Some(images) = images_dir("basic_auth_login_pull_push_logout") else {
+        return;
+    };
+    let e = Env::new();
+    let dir = e.s.dir.path().join("registry");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (user, password) = ("tester", "s3cret-Pa55");
+    std::fs::write(dir.join("htpasswd"), htpasswd(user, password)).expect("htpasswd file");
+    let reg = Registry::start_with(
+        &dir,
+        "",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: rfs-test\n    path: {}\n",
+            dir.join("htpasswd").display()
+        ),
+        false,
+    );
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    let creds = format!("{user}:{password}");
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &["--dest-creds", &creds],
+    );
+    let auth_file = e.run.join("containers/auth.json");
+
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(
+        err.contains(&format!("rfs login {}", reg.host)),
+        "no login hint: {err}"
+    );
+
+    let out = login(&e, &reg.host, user, "wrong-password");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "login with a wrong password worked");
+    assert!(
+        err.contains(&reg.host) && err.contains("refused"),
+        "unclear error: {err}"
+    );
+    assert!(
+        !err.contains("wrong-password"),
+        "password in the error: {err}"
+    );
+    assert!(!auth_file.exists(), "a refused login wrote {auth_file:?}");
+
+    let out = login(&e, &reg.host, user, password);
+    assert!(
+        out.status.success(),
+        "rfs login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::metadata(&auth_file).expect("auth.json written");
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&auth_file).expect("auth.json");
+    assert!(!text.contains(password), "password in clear: {text}");
+    // podman's format, read by skopeo.
+    e.skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--authfile",
+        auth_file.to_str().expect("utf-8"),
+        &format!("docker://{image}"),
+    ]);
+
+    e.ok(&["pull", "-q", &image]);
+    assert_pulled(&e, &image, &image, &["--creds", &creds]);
+    let pushed = format!("{}/rfs/pushed:1", reg.host);
+    let digest = e.ok(&["push", "-q", &image, &pushed]);
+    let (_, want) = e.raw_manifest(&pushed, &["--creds", &creds]);
+    assert_eq!(digest.trim(), want);
+
+    e.ok(&["logout", &reg.host]);
+    let text = std::fs::read_to_string(&auth_file).unwrap_or_default();
+    assert!(!text.contains(&reg.host), "logout left {text}");
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(err.contains("rfs login"), "{err}");
+}
+
+#[test]
+fn bearer_token_auth_pull_and_push() {
+    let Some(images) = images_dir("bearer_token_auth_pull_and_push") else {
+        return;
+    };
+    let e = Env::new();
+    let (user, password) = ("tok", "t0ken-Pa55");
+    let tokend = TokenServer::start(&e.s.dir.path().join("tokend"), user, password);
+    let reg = Registry::start_with(
+        &e.s.dir.path().join("registry"),
+        "",
+        &tokend.auth_config(),
+        false,
+    );
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    let creds = format!("{user}:{password}");
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &["--dest-creds", &creds],
+    );
+    // Anonymous pull: an anonymous token with pull scope.
+    e.ok(&["pull", "-q", &image]);
+    assert_pulled(&e, &image, &image, &[]);
+    assert!(
+        tokend
+            .log()
+            .contains("token user=- scope=repository:rfs/busybox:pull"),
+        "{}",
+        tokend.log()
+    );
+    // Anonymous push: the token lacks push.
+    let mine = format!("{}/rfs/mine:1", reg.host);
+    let err = e.fails(&["push", "-q", &image, &mine]);
+    assert!(err.contains("rfs login"), "{err}");
+
+    let out = login(&e, &reg.host, user, "not-it");
+    assert!(!out.status.success(), "login with a wrong password worked");
+    let out = login(&e, &reg.host, user, password);
+    assert!(
+        out.status.success(),
+        "rfs login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = e.ok(&["push", "-q", &image, &mine]);
+    let (_, want) = e.raw_manifest(&mine, &[]);
+    assert_eq!(digest.trim(), want);
+    assert!(
+        tokend.log().contains(&format!(
+            "token user={user} scope=repository:rfs/mine:pull,push"
+        )),
+        "{}",
+        tokend.log()
+    );
+}
+
+#[test]
+fn a_missing_tag_is_named() {
+    let Some(images) = images_dir("a_missing_tag_is_named") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &format!("{}/rfs/busybox:latest", reg.host),
+        &[],
+    );
+    let err = e.fails(&["pull", &format!("{}/rfs/busybox:nope", reg.host)]);
+    assert!(
+        err.contains(&reg.host) && err.contains("rfs/busybox:nope"),
+        "{err}"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    let err = e.fails(&["pull", &format!("{}/no/such:latest", reg.host)]);
+    assert!(err.contains("no/such:latest"), "{err}");
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_not_stored() {
+    let Some(images) = images_dir("a_tampered_blob_is_refused_and_not_stored") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    let (manifest, _) = e.raw_manifest(&image, &[]);
+    let (config, _) = e.config(&image, &[]);
+    let layer = manifest["layers"][0]["digest"].as_str().expect("digest");
+    let diff_id = config["rootfs"]["diff_ids"][0].as_str().expect("diff_id");
+    // One byte changed in the middle of the big layer; same size.
+    let file = reg.blob_file(layer.strip_prefix("sha256:").expect("sha256"));
+    let mut bytes = std::fs::read(&file).expect("the layer in the registry's storage");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).expect("tampering");
+
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(err.contains(layer) && err.contains(&reg.host), "{err}");
+    let names = e.blob_names();
+    assert!(
+        !names.iter().any(|n| diff_id.ends_with(n.as_str())),
+        "the tampered layer is in the store: {names:?}"
+    );
+    assert!(
+        names.iter().all(|n| n.len() == 64),
+        "temporary files left: {names:?}"
+    );
+    let list = e.ok(&["images", "-q"]);
+    assert!(list.trim().is_empty(), "an image was recorded: {list}");
+}
+
+#[test]
+fn a_schema1_manifest_is_refused() {
+    let Some(images) = images_dir("a_schema1_manifest_is_refused") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start_with(
+        &e.s.dir.path().join("registry"),
+        "",
+        "compatibility:\n  schema1:\n    enabled: true\n",
+        false,
+    );
+    let image = format!("{}/rfs/old:latest", reg.host);
+    e.seed(
+        &format!(
+            "docker-archive:{}",
+            images.join("busybox-docker-archive.tar").display()
+        ),
+        &image,
+        &["--format", "v2s1"],
+    );
+    let (manifest, _) = e.raw_manifest(&image, &[]);
+    assert_eq!(manifest["schemaVersion"], 1);
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(
+        err.contains("schema 1") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(e.blob_names().is_empty(), "{:?}", e.blob_names());
+}
+
+#[test]
+fn an_unreachable_registry_fails_in_bounded_time() {
+    let e = Env::new();
+    let host = format!("127.0.0.1:{}", free_port());
+    let start = Instant::now();
+    let err = e.fails(&["pull", "-q", &format!("{host}/rfs/busybox:latest")]);
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains(&host), "{err}");
+}
