@@ -443,7 +443,7 @@ fn pull_an_oci_image_and_mount_it() {
     let source = images.join("busybox-oci");
     let image = format!("{}/rfs/busybox:latest", reg.host);
     e.seed(&format!("oci:{}:latest", source.display()), &image, &[]);
-    let (manifest, _) = e.raw_manifest(&image, &[]);
+    let (manifest, manifest_digest) = e.raw_manifest(&image, &[]);
     assert_eq!(
         manifest["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
@@ -455,6 +455,10 @@ fn pull_an_oci_image_and_mount_it() {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(id, manifest["config"]["digest"].as_str().expect("digest"));
     assert_pulled(&e, &image, &image, &[]);
+    assert_eq!(
+        strings(&e.inspect(&image)["RepoDigests"]),
+        [format!("{}/rfs/busybox@{manifest_digest}", reg.host)]
+    );
     assert_same_tree(&e, &image, &source);
     // The registry served each blob once: the config and three layers.
     assert_eq!(reg.blob_gets("rfs/busybox"), 4, "{:#?}", reg.rfs_requests());
@@ -515,7 +519,7 @@ fn pull_one_platform_of_a_multi_arch_index() {
         &image,
         &["--all"],
     );
-    let (index, _) = e.raw_manifest(&image, &[]);
+    let (index, index_digest) = e.raw_manifest(&image, &[]);
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2));
     for (platform, arch, variant) in [
         ("linux/arm64/v8", "arm64", &["--override-arch", "arm64"][..]),
@@ -527,6 +531,11 @@ fn pull_one_platform_of_a_multi_arch_index() {
         assert_eq!(id.trim(), digest, "{platform}");
         let info = e.inspect(id.trim());
         assert_eq!(info["Architecture"], arch);
+        // RepoDigests names what the tag resolved to: the index.
+        assert_eq!(
+            strings(&info["RepoDigests"]),
+            [format!("{}/rfs/multi@{index_digest}", reg.host)]
+        );
         assert_eq!(
             strings(&info["RootFS"]["Layers"]),
             strings(&config["rootfs"]["diff_ids"])
