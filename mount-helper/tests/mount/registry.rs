@@ -363,17 +363,27 @@ impl Env {
         list.remove(0)
     }
 
-    /// Mounts `source` read-only on a fresh directory `name`.
+    /// Mounts `source` read-only on a fresh directory `name` (`rfs mount` with the private
+    /// environment: it may pull).
     fn mount(&self, name: &str, source: &str) -> (MountGuard, PathBuf) {
         let mnt = self.s.mkdir(name);
-        let root = self.root.to_str().expect("utf-8 root");
-        let args: Vec<&OsStr> = ["mount", "--root", root, "--read-only", source]
-            .into_iter()
-            .map(OsStr::new)
-            .collect();
-        // The store is read through `--root`; the mount itself needs no private HOME.
-        let guard =
-            MountGuard::rfs(&args, &mnt).unwrap_or_else(|e| panic!("rfs mount {source}: {e}"));
+        let mnt_text = mnt.to_str().expect("utf-8");
+        // Guarded before it exists, so a failure below still unmounts.
+        let guard = MountGuard::fuse_guard(&mnt);
+        let out = self.run(&["mount", "--read-only", source, mnt_text]);
+        assert!(
+            out.status.success(),
+            "rfs mount {source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let start = Instant::now();
+        while !crate::common::is_mounted(&mnt) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "rfs mount {source} returned but nothing is mounted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         (guard, mnt)
     }
 
@@ -578,7 +588,8 @@ fn podman(e: &Env, args: &[&str]) -> Output {
         .arg(root)
         .arg("--runroot")
         .arg(runroot)
-        .args(["--storage-driver", "vfs"])
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+        .args(["--events-backend", "none"])
         .args(args)
         .output()
         .expect("running podman (scripts/install-deps.sh)")
@@ -978,4 +989,121 @@ fn an_unreachable_registry_fails_in_bounded_time() {
         start.elapsed()
     );
     assert!(err.contains(&host), "{err}");
+}
+
+#[test]
+fn mount_and_run_pull_a_missing_reference_first() {
+    let Some(images) = images_dir("mount_and_run_pull_a_missing_reference_first") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let source = images.join("busybox-oci");
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(&format!("oci:{}:latest", source.display()), &image, &[]);
+    let manifest_gets = || {
+        reg.rfs_requests()
+            .iter()
+            .filter(|l| l.contains("\"GET /v2/rfs/busybox/manifests/"))
+            .count()
+    };
+    // Not in the store: `rfs mount` pulls it, then mounts it.
+    assert_same_tree(&e, &image, &source);
+    assert_pulled(&e, &image, &image, &[]);
+    assert_eq!(manifest_gets(), 1);
+    // In the store now: no registry request.
+    let (g, _) = e.mount("again", &image);
+    g.unmount().expect("unmount");
+    assert_eq!(manifest_gets(), 1);
+
+    // `rfs run` of a reference a fresh store lacks.
+    let e2 = Env::new();
+    let out = e2.run(&["run", "--rm", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rfs run: {err}");
+    assert!(err.contains("pulling"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from rfs\nuid=1000(app) gid=1000(app) groups=1000(app)\n/home/app\nFOO=bar\n"
+    );
+    // A short name is not pulled: the error says how.
+    let mnt = e2.s.mkdir("short");
+    let err = e2.fails(&["mount", "no-such-image", mnt.to_str().expect("utf-8")]);
+    assert!(err.contains("rfs pull no-such-image"), "{err}");
+    // A registry that lacks it: the pull's error, and nothing mounted.
+    let err = e2.fails(&[
+        "mount",
+        &format!("{}/rfs/absent:1", reg.host),
+        mnt.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        err.contains("rfs/absent:1") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!crate::common::is_mounted(&mnt));
+}
+
+#[test]
+fn round_trip_pull_run_commit_push_then_podman_runs_it() {
+    let Some(images) = images_dir("round_trip_pull_run_commit_push_then_podman_runs_it") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    e.ok(&["pull", "-q", &image]);
+    e.ok(&[
+        "run",
+        "--name",
+        "rt",
+        &image,
+        "echo written-by-rfs-run > /home/app/note",
+    ]);
+    e.ok(&["commit", "rt", "rfs/roundtrip:1"]);
+    let id = e.inspect("rfs/roundtrip:1")["Id"]
+        .as_str()
+        .expect("Id")
+        .to_owned();
+    let dest = format!("{}/rt/busybox:1", reg.host);
+    let digest = e.ok(&["push", "-q", "rfs/roundtrip:1", &dest]);
+    let (_, want) = e.raw_manifest(&dest, &[]);
+    assert_eq!(digest.trim(), want);
+
+    let out = podman(&e, &["pull", "-q", "--tls-verify=false", &dest]);
+    assert!(
+        out.status.success(),
+        "podman pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim()),
+        id
+    );
+    let out = podman(
+        &e,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cgroups=disabled",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &dest,
+            "cat /home/app/note",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "written-by-rfs-run\n");
 }

@@ -1,10 +1,10 @@
 //! `rfs pull REF`: an image from a registry into the store, and what `rfs push`, `rfs login`
 //! share with it: connecting to a registry with the options of the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use rfs_fs::registry::{Client, ClientOptions, ImageRef, RegistriesConf};
 use rfs_fs::store::{PullOptions, PullResult, Store};
@@ -73,6 +73,48 @@ pub(crate) fn pull(
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry to pull {text} from")))
+}
+
+/// `rfs mount REF` / `rfs run REF`: pulls REF first when it is no file, no image of the
+/// store, and names a registry (`host[:port]/…`), as `podman run` does; with the default
+/// registry options. A short name (`busybox`) is not pulled here: it is more often a local
+/// image misspelt than a wish to reach Docker Hub, and `rfs pull` says which it is.
+///
+/// The pull runs as a child `rfs pull` process: `rfs mount` and `rfs run` fork afterwards,
+/// which is sound only while they never had other threads (the pull's pool, the HTTP
+/// client's resolver threads).
+pub(crate) fn pull_if_missing(root: &Path, source: &Path, platform: Option<&str>) -> Result<()> {
+    let Some(text) = source.to_str() else {
+        return Ok(());
+    };
+    if source.exists() || !ImageRef::is_qualified(text) {
+        return Ok(());
+    }
+    let store = Store::open(root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    match store.resolve(text) {
+        Ok(_) => return Ok(()),
+        Err(rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_)) => {}
+        Err(e) => return Err(e).with_context(|| format!("looking up {text} in the store")),
+    }
+    drop(store);
+    eprintln!("rfs: {text} is not in the store; pulling it");
+    let exe = std::env::current_exe().context("finding the rfs binary")?;
+    let mut pull = std::process::Command::new(exe);
+    pull.arg("--root").arg(root).args(["pull", "-q"]);
+    if let Some(p) = platform {
+        pull.args(["--platform", p]);
+    }
+    let status = pull
+        .arg(text)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("starting rfs pull")?;
+    if !status.success() {
+        bail!("{text}: not in the store, and pulling it failed (see above)");
+    }
+    Ok(())
 }
 
 /// Runs `rfs pull`: progress on stderr, the image ID on stdout.
