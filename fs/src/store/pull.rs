@@ -15,7 +15,9 @@
 //! ([`crate::registry::client`]), so a flaky network does not restart a big layer. Across
 //! processes the unit of resumption is the layer: the store keeps no compressed partial files
 //! (a partial decompression cannot be continued by a new process without them), which keeps
-//! the one-pass, no-extra-copy design.
+//! the one-pass, no-extra-copy design. A killed pull leaves its finished layers (named blobs,
+//! used by the next pull) and half-written temporary files, which the next pull removes when
+//! their writer is dead ([`crate::durable::remove_dead_temporaries`]).
 //!
 //! What is kept for `rfs push` (see [`super::push`]): the store keeps layers uncompressed, so
 //! it cannot re-create the registry's compressed blobs byte for byte. It keeps instead the
@@ -308,6 +310,13 @@ impl Store {
             }
         }
         let present = diff_ids.len() - jobs.len();
+        if !jobs.is_empty() {
+            // What a killed pull left half-written.
+            let removed = crate::durable::remove_dead_temporaries(&self.blobs_dir());
+            if removed > 0 {
+                log::info!("removed {removed} temporary files of interrupted writes");
+            }
+        }
         self.download_layers(client, repo, &jobs, opts)?;
 
         let count = diff_ids.len();

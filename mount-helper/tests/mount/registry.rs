@@ -1107,3 +1107,358 @@ fn round_trip_pull_run_commit_push_then_podman_runs_it() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written-by-rfs-run\n");
 }
+
+/// What [`FaultProxy`] does to the answers to `GET`s whose path contains a rule's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Sends the body slowly (16 KiB every 20 ms).
+    Throttle,
+    /// Sends the headers and this many body bytes, then closes the connection; once.
+    CutOnce(usize),
+    /// Answers 500 without asking the registry; once.
+    Fail500Once,
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of a [`Registry`] that injects [`Fault`]s and records
+/// every request line (with its `Range` header). One request per connection (it asks the
+/// registry for `Connection: close`), bodies passed through as bytes. Stopped on drop.
+struct FaultProxy {
+    host: String,
+    rules: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FaultProxy {
+    fn start(upstream: &str) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
+        let host = listener.local_addr().expect("address").to_string();
+        let rules = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s, st, up) = (
+            rules.clone(),
+            seen.clone(),
+            stop.clone(),
+            upstream.to_owned(),
+        );
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (r, s, st, up) = (r.clone(), s.clone(), st.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_one(conn, &up, &r, &s, &st);
+                });
+            }
+        });
+        FaultProxy {
+            host,
+            rules,
+            seen,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn set(&self, path_part: &str, fault: Fault) {
+        self.rules
+            .lock()
+            .expect("rules")
+            .push((path_part.to_owned(), fault));
+    }
+
+    fn clear(&self) {
+        self.rules.lock().expect("rules").clear();
+    }
+
+    /// The request lines seen so far (`GET /v2/… [Range: …]`).
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    /// How many `GET`s of a path containing `part` were seen.
+    fn gets(&self, part: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|l| l.starts_with("GET ") && l.contains(part))
+            .count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(&self.host);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads an HTTP head (up to the blank line) from `r`.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_owned();
+        if line.is_empty() {
+            return Ok(lines);
+        }
+        lines.push(line);
+    }
+}
+
+fn proxy_one(
+    client: TcpStream,
+    upstream: &str,
+    rules: &std::sync::Mutex<Vec<(String, Fault)>>,
+    seen: &std::sync::Mutex<Vec<String>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut from_client = BufReader::new(client.try_clone()?);
+    let mut to_client = client;
+    let head = read_head(&mut from_client)?;
+    let request = head.first().cloned().unwrap_or_default();
+    let mut parts = request.split(' ');
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let range = header("range");
+    seen.lock().expect("seen").push(match &range {
+        Some(r) => format!("{method} {path} Range: {r}"),
+        None => format!("{method} {path}"),
+    });
+    let fault = {
+        let mut rules = rules.lock().expect("rules");
+        let hit = rules
+            .iter()
+            .position(|(part, _)| method == "GET" && path.contains(part.as_str()));
+        hit.map(|i| {
+            let fault = rules[i].1;
+            if fault != Fault::Throttle {
+                rules.remove(i);
+            }
+            fault
+        })
+    };
+    if fault == Some(Fault::Fail500Once) {
+        to_client.write_all(
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    from_client.read_exact(&mut body)?;
+    let mut up = TcpStream::connect(upstream)?;
+    let mut out = String::new();
+    for line in &head {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    up.write_all(out.as_bytes())?;
+    up.write_all(&body)?;
+    let mut from_up = BufReader::new(up);
+    let answer = read_head(&mut from_up)?;
+    let mut text = answer.join("\r\n");
+    text.push_str("\r\n\r\n");
+    to_client.write_all(text.as_bytes())?;
+    match fault {
+        Some(Fault::CutOnce(n)) => {
+            let mut part = vec![0u8; n];
+            let got = from_up.read(&mut part)?;
+            let mut sent = got;
+            to_client.write_all(&part[..got])?;
+            while sent < n {
+                let got = from_up.read(&mut part[..n - sent])?;
+                if got == 0 {
+                    break;
+                }
+                to_client.write_all(&part[..got])?;
+                sent += got;
+            }
+            to_client.shutdown(std::net::Shutdown::Both)?;
+        }
+        Some(Fault::Throttle) => {
+            let mut chunk = vec![0u8; 16 << 10];
+            loop {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let got = from_up.read(&mut chunk)?;
+                if got == 0 {
+                    break;
+                }
+                to_client.write_all(&chunk[..got])?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        _ => {
+            std::io::copy(&mut from_up, &mut to_client)?;
+        }
+    }
+    Ok(())
+}
+
+/// Seeds busybox-oci into a new registry behind a proxy; returns them, the image's name
+/// through the proxy, and its layers' (digest, diff_id) pairs, the big layer first.
+fn proxied_busybox(
+    e: &Env,
+    images: &Path,
+) -> (Registry, FaultProxy, String, Vec<(String, String)>) {
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &format!("{}/rfs/busybox:latest", reg.host),
+        &[],
+    );
+    let direct = format!("{}/rfs/busybox:latest", reg.host);
+    let (manifest, _) = e.raw_manifest(&direct, &[]);
+    let (config, _) = e.config(&direct, &[]);
+    let layers: Vec<(String, String)> = strings(&serde_json::Value::Array(
+        manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].clone())
+            .collect(),
+    ))
+    .into_iter()
+    .zip(strings(&config["rootfs"]["diff_ids"]))
+    .collect();
+    assert!(
+        manifest["layers"][0]["size"].as_u64().expect("size") > 1 << 20,
+        "the first layer should be the big one: {manifest}"
+    );
+    let proxy = FaultProxy::start(&reg.host);
+    let image = format!("{}/rfs/busybox:latest", proxy.host);
+    (reg, proxy, image, layers)
+}
+
+#[test]
+fn a_connection_cut_mid_blob_resumes_with_range() {
+    let Some(images) = images_dir("a_connection_cut_mid_blob_resumes_with_range") else {
+        return;
+    };
+    let e = Env::new();
+    let (reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    let big = &layers[0].0;
+    proxy.set(big, Fault::CutOnce(1 << 20));
+    let out = e.run(&["pull", &image]);
+    assert!(
+        out.status.success(),
+        "rfs pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The second request for the big layer asked for the rest only.
+    let seen = proxy.seen();
+    let big_gets: Vec<&String> = seen.iter().filter(|l| l.contains(big.as_str())).collect();
+    assert_eq!(big_gets.len(), 2, "{seen:#?}");
+    assert!(
+        big_gets[1].ends_with(&format!("Range: bytes={}-", 1 << 20)),
+        "{seen:#?}"
+    );
+    // Still verified: the image is the registry's.
+    assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
+}
+
+#[test]
+fn a_500_answer_is_retried() {
+    let Some(images) = images_dir("a_500_answer_is_retried") else {
+        return;
+    };
+    let e = Env::new();
+    let (reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    proxy.set("/manifests/latest", Fault::Fail500Once);
+    proxy.set(&layers[1].0, Fault::Fail500Once);
+    e.ok(&["pull", "-q", &image]);
+    assert_eq!(proxy.gets("/manifests/latest"), 2, "{:#?}", proxy.seen());
+    assert_eq!(proxy.gets(&layers[1].0), 2, "{:#?}", proxy.seen());
+    assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
+}
+
+#[test]
+fn a_killed_pull_is_completed_by_the_next_without_fetching_finished_layers_again() {
+    let Some(images) = images_dir("a_killed_pull_is_completed_by_the_next") else {
+        return;
+    };
+    let e = Env::new();
+    let (reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    let (big, big_diff) = &layers[0];
+    proxy.set(big, Fault::Throttle);
+    let mut child = e
+        .rfs(&["pull", "-q", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rfs pull");
+    // Kill it once the small layers are stored and the big one is on its way.
+    let small: Vec<String> = layers[1..]
+        .iter()
+        .map(|(_, d)| d.trim_start_matches("sha256:").to_owned())
+        .collect();
+    let start = Instant::now();
+    while !(small.iter().all(|d| e.blob_names().contains(d)) && proxy.gets(big) == 1) {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the pull ended before it was killed: {:#?}",
+            proxy.seen()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{:#?}",
+            proxy.seen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let names = e.blob_names();
+    assert!(
+        !names.contains(&big_diff.trim_start_matches("sha256:").to_owned()),
+        "{names:?}"
+    );
+    assert!(e.ok(&["images", "-q"]).trim().is_empty());
+
+    proxy.clear();
+    let out = e.run(&["pull", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "second pull: {err}");
+    assert!(err.contains("1 layers downloaded, 2 already"), "{err}");
+    for (digest, _) in &layers[1..] {
+        assert_eq!(
+            proxy.gets(digest),
+            1,
+            "{digest} fetched again: {:#?}",
+            proxy.seen()
+        );
+    }
+    assert_eq!(proxy.gets(big), 2);
+    assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
+    // The killed pull's temporary file went with the second pull.
+    let names = e.blob_names();
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+}
