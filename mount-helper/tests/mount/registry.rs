@@ -1462,3 +1462,183 @@ fn a_killed_pull_is_completed_by_the_next_without_fetching_finished_layers_again
     let names = e.blob_names();
     assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
 }
+
+/// Runs openssl with `args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA in `dir` (`ca.crt`, `ca.key`) and a certificate it signed, `NAME.crt` and
+/// `NAME.key`, with `ext` (an openssl extension line: the server's IP SAN, or client use).
+fn issue(dir: &Path, name: &str, subject: &str, ext: &str) {
+    if !dir.join("ca.crt").exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rfs-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+        );
+    }
+    std::fs::write(dir.join(format!("{name}.ext")), format!("{ext}\n")).expect("ext");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+#[test]
+fn tls_with_a_cert_dir_and_without_verification() {
+    let Some(images) = images_dir("tls_with_a_cert_dir_and_without_verification") else {
+        return;
+    };
+    let e = Env::new();
+    let pki = e.s.mkdir("pki");
+    issue(
+        &pki,
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    // What a user puts in certs.d: the CA only.
+    let certs = e.s.mkdir("certs.d");
+    std::fs::copy(pki.join("ca.crt"), certs.join("ca.crt")).expect("copy");
+    let reg = Registry::start_with(
+        &e.s.dir.path().join("registry"),
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            pki.join("server.crt").display(),
+            pki.join("server.key").display()
+        ),
+        "",
+        true,
+    );
+    let certs_text = certs.to_str().expect("utf-8");
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    let mut args = vec!["copy", "-q", "--dest-cert-dir", certs_text];
+    let src = format!("oci:{}:latest", images.join("busybox-oci").display());
+    let dest = format!("docker://{image}");
+    args.extend([src.as_str(), dest.as_str()]);
+    e.skopeo(&args);
+
+    // Loopback may fall back to plain HTTP, but this registry speaks only TLS: the
+    // verification error is what the user sees.
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(
+        err.to_lowercase().contains("certificate") && err.contains(&reg.host),
+        "{err}"
+    );
+    e.ok(&["pull", "-q", "--cert-dir", certs_text, &image]);
+    let info = e.inspect(&image);
+    let (_, config_digest) = e.config(&image, &[]);
+    assert_eq!(info["Id"], config_digest.as_str());
+    let pushed = format!("{}/rfs/pushed:1", reg.host);
+    let digest = e.ok(&["push", "-q", "--cert-dir", certs_text, &image, &pushed]);
+    let (_, want) = e.raw_manifest(&pushed, &[]);
+    assert_eq!(digest.trim(), want);
+
+    let e2 = Env::new();
+    e2.ok(&["pull", "-q", "--tls-verify=false", &image]);
+    assert_eq!(e2.inspect(&image)["Id"], config_digest.as_str());
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate() {
+    let Some(images) = images_dir("mutual_tls_with_a_client_certificate") else {
+        return;
+    };
+    let e = Env::new();
+    let pki = e.s.mkdir("pki");
+    issue(
+        &pki,
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1",
+    );
+    issue(
+        &pki,
+        "client",
+        "/CN=rfs-test-client",
+        "extendedKeyUsage=clientAuth",
+    );
+    let certs = e.s.mkdir("certs.d");
+    std::fs::copy(pki.join("ca.crt"), certs.join("ca.crt")).expect("copy");
+    let reg = Registry::start_with(
+        &e.s.dir.path().join("registry"),
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+            pki.join("server.crt").display(),
+            pki.join("server.key").display(),
+            pki.join("ca.crt").display()
+        ),
+        "",
+        true,
+    );
+    let certs_text = certs.to_str().expect("utf-8");
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    // Without a client certificate the registry refuses the handshake.
+    let err = e.fails(&["pull", "-q", "--cert-dir", certs_text, &image]);
+    assert!(err.contains(&reg.host), "{err}");
+    // certs.d's names: client.cert and client.key.
+    std::fs::copy(pki.join("client.crt"), certs.join("client.cert")).expect("copy");
+    std::fs::copy(pki.join("client.key"), certs.join("client.key")).expect("copy");
+    let mut args = vec!["copy", "-q", "--dest-cert-dir", certs_text];
+    let src = format!("oci:{}:latest", images.join("busybox-oci").display());
+    let dest = format!("docker://{image}");
+    args.extend([src.as_str(), dest.as_str()]);
+    e.skopeo(&args);
+    e.ok(&["pull", "-q", "--cert-dir", certs_text, &image]);
+    let (_, config_digest) = e.config(&image, &["--cert-dir", certs_text]);
+    assert_eq!(e.inspect(&image)["Id"], config_digest.as_str());
+}
