@@ -49,6 +49,21 @@ pub const SCHEMA1_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",
 ];
 
+/// What to do about a TLS failure, from its text (rustls names the problem).
+fn tls_hint(text: &str) -> Option<&'static str> {
+    if text.contains("invalid peer certificate") {
+        Some(
+            "the registry's certificate is not trusted: put its CA in /etc/containers/certs.d/HOST[:PORT]/ca.crt or give --cert-dir DIR, or use --tls-verify=false",
+        )
+    } else if text.contains("BadCertificate") || text.contains("CertificateRequired") {
+        Some(
+            "the registry refused the client certificate: put client.cert and client.key in the registry's certs.d directory or --cert-dir DIR",
+        )
+    } else {
+        None
+    }
+}
+
 /// Whether a manifest is Docker schema 1, by its media type or its `schemaVersion`.
 pub(crate) fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
@@ -249,7 +264,8 @@ impl Client {
         Error::Transport {
             registry: self.registry.clone(),
             what: what.to_owned(),
-            source: Box::new(e),
+            hint: tls_hint(&e.to_string()),
+            cause: Box::new(e),
         }
     }
 
@@ -993,6 +1009,15 @@ impl Read for BlobReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let hint = tls_hint("io: invalid peer certificate: UnknownIssuer").expect("hint");
+        assert!(hint.contains("--cert-dir") && hint.contains("--tls-verify=false"));
+        let hint = tls_hint("io: received fatal alert: BadCertificate").expect("hint");
+        assert!(hint.contains("client.cert"));
+        assert_eq!(tls_hint("Connection refused"), None);
+    }
 
     #[test]
     fn schema1_is_recognised_by_type_or_body() {
