@@ -77,6 +77,9 @@ pub struct PullOptions<'a> {
     pub jobs: usize,
     /// Progress of each layer's download, reported as `layer <digest>`.
     pub progress: Option<&'a Progress<'a>>,
+    /// The name the image gets in the store, when it differs from where it is pulled from
+    /// (a mirror of registries.conf); default: the reference pulled.
+    pub name: Option<&'a ImageRef>,
 }
 
 /// What a pull did.
@@ -332,7 +335,7 @@ impl Store {
             sizes.push(layer_size(&index));
             layers.push((*diff_id, size));
         }
-        let tag = reference.store_reference();
+        let tag = opts.name.unwrap_or(reference).store_reference();
         let pulled = match String::from_utf8(bytes) {
             Ok(manifest) => vec![PulledFrom {
                 repository: reference.repository_path(),

@@ -387,6 +387,13 @@ impl Env {
         (guard, mnt)
     }
 
+    /// Writes the user's `~/.config/containers/registries.conf` (in the private HOME).
+    fn registries_conf(&self, text: &str) {
+        let dir = self.home.join(".config/containers");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("registries.conf"), text).expect("registries.conf");
+    }
+
     /// The names in the store's `blobs/sha256`, temporary files included.
     fn blob_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
@@ -1594,6 +1601,15 @@ fn tls_with_a_cert_dir_and_without_verification() {
     let e2 = Env::new();
     e2.ok(&["pull", "-q", "--tls-verify=false", &image]);
     assert_eq!(e2.inspect(&image)["Id"], config_digest.as_str());
+
+    // `insecure = true` in the user's registries.conf does what --tls-verify=false does.
+    let e3 = Env::new();
+    e3.registries_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+        reg.host
+    ));
+    e3.ok(&["pull", "-q", &image]);
+    assert_eq!(e3.inspect(&image)["Id"], config_digest.as_str());
 }
 
 #[test]
@@ -1647,4 +1663,47 @@ fn mutual_tls_with_a_client_certificate() {
     e.ok(&["pull", "-q", "--cert-dir", certs_text, &image]);
     let (_, config_digest) = e.config(&image, &["--cert-dir", certs_text]);
     assert_eq!(e.inspect(&image)["Id"], config_digest.as_str());
+}
+
+#[test]
+fn registries_conf_search_registries_and_mirrors() {
+    let Some(images) = images_dir("registries_conf_search_registries_and_mirrors") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let src = format!("oci:{}:latest", images.join("busybox-oci").display());
+    e.seed(&src, &format!("{}/rfs/busybox:latest", reg.host), &[]);
+    e.seed(&src, &format!("{}/mirror/rfs/busybox:v1", reg.host), &[]);
+    let dead = format!("127.0.0.1:{}", free_port());
+    e.registries_conf(&format!(
+        "unqualified-search-registries = [\"{host}\"]\n\
+         [[registry]]\nlocation = \"registry.invalid\"\n\
+         [[registry.mirror]]\nlocation = \"{dead}\"\n\
+         [[registry.mirror]]\nlocation = \"{host}/mirror\"\n",
+        host = reg.host
+    ));
+    let (_, config_digest) = e.config(&format!("{}/rfs/busybox:latest", reg.host), &[]);
+
+    // A short name: from the search registry, named after it.
+    let id = e.ok(&["pull", "-q", "rfs/busybox"]);
+    assert_eq!(id.trim(), config_digest);
+    let name = format!("{}/rfs/busybox:latest", reg.host);
+    assert_eq!(strings(&e.inspect(&name)["RepoTags"]), [name]);
+
+    // A registry with mirrors: the dead one is skipped, the second serves it, and the
+    // image is named as asked.
+    let out = e.run(&["pull", "-q", "registry.invalid/rfs/busybox:v1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&dead), "the dead mirror was not tried: {err}");
+    let info = e.inspect("registry.invalid/rfs/busybox:v1");
+    assert_eq!(info["Id"], config_digest.as_str());
+    assert!(
+        reg.rfs_requests()
+            .iter()
+            .any(|l| l.contains("\"GET /v2/mirror/rfs/busybox/manifests/v1 ")),
+        "{:#?}",
+        reg.rfs_requests()
+    );
 }

@@ -35,7 +35,8 @@ fn candidates(text: &str, conf: &RegistriesConf) -> Result<Vec<ImageRef>> {
         .collect()
 }
 
-/// Pulls `text` into `store`, drawing progress per layer.
+/// Pulls `text` into `store`, drawing progress per layer: from each name's mirrors in
+/// registries.conf first, then its registry; for a short name, from each search registry.
 pub(crate) fn pull(
     store: &Store,
     text: &str,
@@ -45,31 +46,40 @@ pub(crate) fn pull(
 ) -> Result<PullResult> {
     let opts = client_options(registry)?;
     let mut last_error = None;
-    for reference in candidates(text, &opts.conf)? {
-        let display = TransferDisplay::new(lines);
-        let report = |what: &str, done: u64, total: u64| display.update(what, done, total);
-        let attempt = Client::connect(&reference.registry, Some(&reference.repository), &opts)
-            .map_err(rfs_fs::store::Error::from)
-            .and_then(|client| {
-                store.pull(
-                    &client,
-                    &reference,
-                    &PullOptions {
-                        platform,
-                        jobs: 0,
-                        progress: Some(&report),
-                    },
-                )
-            });
-        match attempt {
-            Ok(result) => return Ok(result),
-            // Another search registry may have it.
-            Err(rfs_fs::store::Error::Registry(e))
-                if matches!(*e, rfs_fs::registry::Error::NotFound { .. }) =>
-            {
-                last_error = Some(anyhow::Error::new(*e));
+    for name in candidates(text, &opts.conf)? {
+        let sources = opts.conf.pull_sources(&name);
+        let primary = sources.len() - 1;
+        for (i, source) in sources.iter().enumerate() {
+            let display = TransferDisplay::new(lines);
+            let report = |what: &str, done: u64, total: u64| display.update(what, done, total);
+            let attempt = Client::connect(&source.registry, Some(&source.repository), &opts)
+                .map_err(rfs_fs::store::Error::from)
+                .and_then(|client| {
+                    store.pull(
+                        &client,
+                        source,
+                        &PullOptions {
+                            platform,
+                            jobs: 0,
+                            progress: Some(&report),
+                            name: Some(&name),
+                        },
+                    )
+                });
+            match attempt {
+                Ok(result) => return Ok(result),
+                // The next mirror, or the registry itself, may serve it.
+                Err(e) if i < primary => {
+                    eprintln!("rfs: mirror {source}: {e}; trying the next source");
+                }
+                // Another search registry may have it.
+                Err(rfs_fs::store::Error::Registry(e))
+                    if matches!(*e, rfs_fs::registry::Error::NotFound { .. }) =>
+                {
+                    last_error = Some(anyhow::Error::new(*e));
+                }
+                Err(e) => return Err(e).with_context(|| format!("pulling {source}")),
             }
-            Err(e) => return Err(e).with_context(|| format!("pulling {reference}")),
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry to pull {text} from")))
