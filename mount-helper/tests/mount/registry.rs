@@ -1707,3 +1707,172 @@ fn registries_conf_search_registries_and_mirrors() {
         reg.rfs_requests()
     );
 }
+
+/// A registry with htpasswd Basic auth for `user:password`, seeded with busybox-oci as
+/// `rfs/busybox:latest`.
+fn basic_auth_registry(e: &Env, images: &Path, user: &str, password: &str) -> Registry {
+    let dir = e.s.dir.path().join("registry");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("htpasswd"), htpasswd(user, password)).expect("htpasswd file");
+    let reg = Registry::start_with(
+        &dir,
+        "",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: rfs-test\n    path: {}\n",
+            dir.join("htpasswd").display()
+        ),
+        false,
+    );
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &format!("{}/rfs/busybox:latest", reg.host),
+        &["--dest-creds", &format!("{user}:{password}")],
+    );
+    reg
+}
+
+#[test]
+fn credentials_from_registry_auth_file_docker_config_and_a_credential_helper() {
+    let Some(images) = images_dir("credentials_from_docker_config_and_helpers") else {
+        return;
+    };
+    let e = Env::new();
+    let (user, password) = ("helper-user", "h3lper-Pa55");
+    let reg = basic_auth_registry(&e, &images, user, password);
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    // base64 of user:password, by coreutils' base64.
+    let auth = {
+        let mut child = Command::new("base64")
+            .args(["-w", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("base64");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{user}:{password}").as_bytes())
+            .expect("write");
+        String::from_utf8(child.wait_with_output().expect("base64").stdout).expect("utf-8")
+    };
+    let auths = format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.host);
+
+    // $REGISTRY_AUTH_FILE.
+    let file = e.s.dir.path().join("elsewhere-auth.json");
+    std::fs::write(&file, &auths).expect("auth file");
+    let out = e
+        .rfs(&["pull", "-q", &image])
+        .env("REGISTRY_AUTH_FILE", &file)
+        .output()
+        .expect("rfs");
+    assert!(
+        out.status.success(),
+        "with REGISTRY_AUTH_FILE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ~/.docker/config.json auths.
+    let docker = e.home.join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    std::fs::write(docker.join("config.json"), &auths).expect("config.json");
+    e.ok(&["pull", "-q", &image]);
+
+    // ~/.docker/config.json credHelpers: docker-credential-rfstest on PATH answers `get`.
+    let bin = e.s.mkdir("bin");
+    let called = e.s.dir.path().join("helper-called");
+    let helper = bin.join("docker-credential-rfstest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" > {}\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n",
+            called.display()
+        ),
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(
+        docker.join("config.json"),
+        format!("{{\"credHelpers\":{{\"{}\":\"rfstest\"}}}}", reg.host),
+    )
+    .expect("config.json");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = e
+        .rfs(&["pull", "-q", &image])
+        .env("PATH", &path)
+        .output()
+        .expect("rfs");
+    assert!(
+        out.status.success(),
+        "with a credential helper: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&called)
+            .expect("the helper was not asked")
+            .trim(),
+        reg.host
+    );
+    // No credentials at all: refused, so the sources above were what worked.
+    std::fs::remove_file(docker.join("config.json")).expect("rm");
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(err.contains("rfs login"), "{err}");
+}
+
+#[test]
+fn pulling_a_present_digest_fetches_only_the_manifest() {
+    let Some(images) = images_dir("pulling_a_present_digest_fetches_only_the_manifest") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    let (_, digest) = e.raw_manifest(&image, &[]);
+    e.ok(&["pull", "-q", &image]);
+    let before = reg.rfs_requests().len();
+    let pinned = format!("{}/rfs/busybox@{digest}", reg.host);
+    let id = e.ok(&["pull", "-q", &pinned]);
+    assert_eq!(id.trim(), e.inspect(&image)["Id"].as_str().expect("Id"));
+    let requests: Vec<String> = reg.rfs_requests()[before..]
+        .iter()
+        .map(|l| {
+            l.split('"')
+                .nth(1)
+                .expect("request line")
+                .rsplit_once(' ')
+                .expect("method path version")
+                .0
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            "GET /v2/".to_owned(),
+            format!("GET /v2/rfs/busybox/manifests/{digest}")
+        ]
+    );
+    // The pulled image's history is the config's.
+    let (config, _) = e.config(&image, &[]);
+    let history = e.ok(&["history", "--no-trunc", &image]);
+    let entries = config["history"].as_array().expect("history");
+    assert_eq!(history.lines().count(), entries.len() + 1, "{history}");
+    for entry in entries {
+        if let Some(created_by) = entry["created_by"].as_str() {
+            assert!(
+                history.contains(created_by),
+                "{created_by} missing:\n{history}"
+            );
+        }
+    }
+}
