@@ -1876,3 +1876,43 @@ fn pulling_a_present_digest_fetches_only_the_manifest() {
         }
     }
 }
+
+#[test]
+fn a_full_disk_during_a_pull_leaves_a_valid_store() {
+    let Some(images) = images_dir("a_full_disk_during_a_pull_leaves_a_valid_store") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let image = format!("{}/rfs/busybox:latest", reg.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    // The store on a 3 MiB tmpfs; the big layer is 7 MB uncompressed.
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&e.root)
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mounting a tmpfs on {}", e.root.display());
+    let guard = MountGuard::kernel_guard(&e.root);
+    let err = e.fails(&["pull", "-q", &image]);
+    assert!(
+        err.contains("No space left on device") && err.contains(e.root.to_str().expect("utf-8")),
+        "{err}"
+    );
+    // Still a store: it lists, holds no image and no half-written file.
+    assert!(e.ok(&["images", "-q"]).trim().is_empty());
+    let names = e.blob_names();
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+    let (config, _) = e.config(&image, &[]);
+    let big = config["rootfs"]["diff_ids"][0]
+        .as_str()
+        .expect("diff_id")
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert!(!names.contains(&big), "{names:?}");
+    guard.unmount().expect("unmount the tmpfs");
+}
