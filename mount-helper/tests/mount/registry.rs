@@ -170,8 +170,9 @@ struct TokenServer {
 }
 
 impl TokenServer {
-    /// Starts one in `dir` that knows `user:password`: a key and self-signed certificate
-    /// made by openssl, the port read from its first line of output.
+    /// Starts one in `dir` that knows `user:password` (and the identity token
+    /// `refresh-<password>` for `user`): a key and self-signed certificate made by openssl,
+    /// the port read from its first line of output.
     fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
         std::fs::create_dir_all(dir).expect("tokend dir");
         let out = Command::new("openssl")
@@ -189,7 +190,11 @@ impl TokenServer {
             "openssl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::fs::write(dir.join("users"), format!("{user}:{password}\n")).expect("users");
+        std::fs::write(
+            dir.join("users"),
+            format!("{user}:{password}\n@refresh-{password}:{user}\n"),
+        )
+        .expect("users");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokend.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
@@ -812,7 +817,20 @@ fn basic_auth_login_pull_push_logout() {
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
     let text = std::fs::read_to_string(&auth_file).expect("auth.json");
     assert!(!text.contains(password), "password in clear: {text}");
-    // podman's format, read by skopeo.
+    // podman's format, read by podman and skopeo.
+    let out = e
+        .tool("podman")
+        .args(["login", "--get-login", "--authfile"])
+        .arg(&auth_file)
+        .arg(&reg.host)
+        .output()
+        .expect("podman");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        user,
+        "podman login --get-login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     e.skopeo(&[
         "inspect",
         "--raw",
@@ -886,6 +904,28 @@ fn bearer_token_auth_pull_and_push() {
     assert!(
         tokend.log().contains(&format!(
             "token user={user} scope=repository:rfs/mine:pull,push"
+        )),
+        "{}",
+        tokend.log()
+    );
+
+    // An identity token in auth.json (as `docker login` with an OAuth registry stores it):
+    // exchanged with a refresh_token grant.
+    std::fs::write(
+        e.run.join("containers/auth.json"),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"identitytoken\":\"refresh-{password}\"}}}}}}",
+            reg.host
+        ),
+    )
+    .expect("auth.json");
+    let theirs = format!("{}/rfs/by-token:1", reg.host);
+    let digest = e.ok(&["push", "-q", &image, &theirs]);
+    let (_, want) = e.raw_manifest(&theirs, &[]);
+    assert_eq!(digest.trim(), want);
+    assert!(
+        tokend.log().contains(&format!(
+            "token user={user} grant=refresh_token scope=repository:rfs/by-token:pull,push"
         )),
         "{}",
         tokend.log()
