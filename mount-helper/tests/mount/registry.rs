@@ -1956,3 +1956,56 @@ fn a_full_disk_during_a_pull_leaves_a_valid_store() {
     assert!(!names.contains(&big), "{names:?}");
     guard.unmount().expect("unmount the tmpfs");
 }
+
+#[test]
+fn pull_progress_is_a_line_per_layer_or_bars_on_a_terminal() {
+    let Some(images) = images_dir("pull_progress_is_a_line_per_layer_or_bars_on_a_terminal") else {
+        return;
+    };
+    let e = Env::new();
+    let (_reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    let short: Vec<String> = layers
+        .iter()
+        .map(|(d, _)| format!("layer {}", &d.trim_start_matches("sha256:")[..12]))
+        .collect();
+
+    // Not a terminal: one line per layer when it is done.
+    let out = e.run(&["pull", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mut done: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("layer "))
+        .map(|l| l.split(':').next().expect("name"))
+        .collect();
+    done.sort_unstable();
+    let mut want: Vec<&str> = short.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(done, want, "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes off a terminal: {err:?}"
+    );
+
+    // On a terminal (script(1) gives it one): bars redrawn in place while the big layer
+    // trickles in.
+    let e2 = Env::new();
+    proxy.set(&layers[0].0, Fault::Throttle);
+    let command = format!(
+        "{} --root {} pull {image}",
+        rfs_bin().display(),
+        e2.root.display()
+    );
+    let out = e2
+        .tool("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\x1b[K"), "no redrawn lines: {text:?}");
+    assert!(text.contains(" / 5.1 MiB"), "no partial bar: {text:?}");
+    for name in &short {
+        assert!(text.contains(&format!("{name}: done")), "{name}: {text:?}");
+    }
+}
