@@ -716,6 +716,26 @@ fn push_of_a_loaded_image_is_read_back_by_skopeo_and_podman() {
         format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim()),
         id
     );
+
+    // Pushed again: the registry has every blob (HEAD), so nothing is uploaded, and gzip
+    // gives the same bytes, so the same manifest.
+    let dest = format!("{}/made/busybox:gzip", reg.host);
+    let (_, first) = e.raw_manifest(&dest, &[]);
+    let before = reg.rfs_requests().len();
+    let digest = e.ok(&["push", "-q", "rfs/busybox", &dest]);
+    assert_eq!(digest.trim(), first);
+    let again = &reg.rfs_requests()[before..];
+    assert!(
+        !again
+            .iter()
+            .any(|l| l.contains("\"POST ") || l.contains("\"PATCH ")),
+        "{again:#?}"
+    );
+    let heads = again
+        .iter()
+        .filter(|l| l.contains("\"HEAD /v2/made/busybox/blobs/"))
+        .count();
+    assert_eq!(heads, diff_ids.len() + 1, "{again:#?}");
 }
 
 /// An htpasswd line for `user`, the password given on standard input.
@@ -852,6 +872,82 @@ fn basic_auth_login_pull_push_logout() {
     assert!(!text.contains(&reg.host), "logout left {text}");
     let err = e.fails(&["pull", "-q", &image]);
     assert!(err.contains("rfs login"), "{err}");
+    let err = e.fails(&["logout", &reg.host]);
+    assert!(err.contains("not logged in"), "{err}");
+
+    // logout --all.
+    assert!(login(&e, &reg.host, user, password).status.success());
+    e.ok(&["logout", "--all"]);
+    let text = std::fs::read_to_string(&auth_file).unwrap_or_default();
+    assert!(!text.contains(&reg.host), "logout --all left {text}");
+}
+
+#[test]
+fn login_on_a_terminal_asks_for_the_password_without_echo() {
+    let Some(images) = images_dir("login_on_a_terminal_asks_for_the_password_without_echo") else {
+        return;
+    };
+    let e = Env::new();
+    let (user, password) = ("tty-user", "Echo-N0t-Shown");
+    let reg = basic_auth_registry(&e, &images, user, password);
+    // script(1) runs rfs login on a pseudo-terminal; the password is typed only once the
+    // prompt is shown, as a person would.
+    let command = format!(
+        "{} --root {} login -u {user} {}",
+        rfs_bin().display(),
+        e.root.display(),
+        reg.host
+    );
+    let mut child = e
+        .tool("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            match std::io::Read::read(&mut stdout, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    all.extend_from_slice(&buf[..n]);
+                    let _ = tx.send(String::from_utf8_lossy(&all).into_owned());
+                }
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let start = Instant::now();
+    loop {
+        let seen = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no Password: prompt");
+        if seen.contains("Password: ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{seen:?}");
+    }
+    // Echo is turned off just after the prompt is written.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("typing the password");
+    let status = child.wait().expect("script");
+    drop(stdin);
+    let transcript = reader.join().expect("reader");
+    assert!(status.success(), "{transcript:?}");
+    assert!(transcript.contains("Login Succeeded"), "{transcript:?}");
+    assert!(
+        !transcript.contains(password),
+        "the password was echoed: {transcript:?}"
+    );
+    let auth = std::fs::read_to_string(e.run.join("containers/auth.json")).expect("auth.json");
+    assert!(auth.contains(&reg.host));
 }
 
 #[test]
