@@ -49,6 +49,19 @@ pub const SCHEMA1_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",
 ];
 
+/// How many bytes of a blob one `PATCH` of an upload carries.
+pub const UPLOAD_CHUNK: u64 = 16 << 20;
+
+/// The bytes an upload holds, from its status's `Range: 0-N` (`bytes=0-N` also seen).
+fn parse_upload_range(range: &str) -> Option<u64> {
+    let range = range.trim().trim_start_matches("bytes=");
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    end.trim().parse::<u64>().ok().map(|n| n + 1)
+}
+
 /// What to do about a TLS failure, from its text (rustls names the problem).
 fn tls_hint(text: &str) -> Option<&'static str> {
     if text.contains("invalid peer certificate") {
@@ -107,7 +120,8 @@ struct AuthState {
 enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    File(&'a Path),
+    /// `len` bytes of a file from `offset`.
+    FileRange(&'a Path, u64, u64),
 }
 
 /// What a cross-repository mount did.
@@ -392,8 +406,9 @@ impl Client {
         } else {
             format!("{}{path}", self.base)
         };
-        // A file body is not replayed here: its caller restarts the whole upload.
-        let replayable = !matches!(body, Body::File(_));
+        // A chunk of an upload is not replayed here: the registry may have taken part of it,
+        // so its caller asks where the upload stands.
+        let replayable = !matches!(body, Body::FileRange(..));
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -407,9 +422,13 @@ impl Client {
             let result = match &body {
                 Body::Empty => builder.body(()).map(|r| self.agent.run(r)),
                 Body::Bytes(b) => builder.body(*b).map(|r| self.agent.run(r)),
-                Body::File(p) => {
-                    let file = File::open(p).map_err(|e| Error::io("opening", *p, e))?;
-                    builder.body(file).map(|r| self.agent.run(r))
+                Body::FileRange(p, offset, len) => {
+                    let mut file = File::open(p).map_err(|e| Error::io("opening", *p, e))?;
+                    io::Seek::seek(&mut file, io::SeekFrom::Start(*offset))
+                        .map_err(|e| Error::io("reading", *p, e))?;
+                    builder
+                        .body(ureq::SendBody::from_owned_reader(file.take(*len)))
+                        .map(|r| self.agent.run(r))
                 }
             }
             .map_err(|e| Error::BadDocument {
@@ -706,8 +725,12 @@ impl Client {
     }
 
     /// Uploads the file `path` as blob `digest`: `POST` (unless `started` is an upload the
-    /// registry already opened), one `PATCH` with the whole file, then `PUT ?digest=`. The
-    /// whole upload is retried on failure.
+    /// registry already opened), `PATCH`es of [`UPLOAD_CHUNK`] bytes with `Content-Range`,
+    /// then `PUT ?digest=`. A chunk that fails (network, 5xx, 416) is not sent again blindly:
+    /// the upload's status (`GET` of its URL, `Range: 0-N`) says where the registry stands,
+    /// and the upload continues from there, so a dropped connection costs at most a chunk.
+    /// If the status cannot be had, the whole upload starts again; both are bounded by
+    /// [`RETRIES`].
     ///
     /// # Errors
     ///
@@ -721,10 +744,13 @@ impl Client {
     ) -> Result<(), Error> {
         let what = format!("uploading blob {digest}");
         let scopes = Self::push_scope(repository);
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io("reading", path, e))?
+            .len();
         let mut attempt = 0;
         loop {
             let result = (|| {
-                let location = match started.take() {
+                let mut location = match started.take() {
                     Some(l) => l,
                     None => {
                         let resp = self.send(
@@ -741,18 +767,44 @@ impl Client {
                         self.location(&resp, &what)?
                     }
                 };
-                let resp = self.send(
-                    "PATCH",
-                    location,
-                    &scopes,
-                    &[("Content-Type", "application/octet-stream".into())],
-                    Body::File(path),
-                    &what,
-                )?;
-                if resp.status().as_u16() != 202 {
-                    return Err(self.status_error(resp, &what));
+                let mut offset = 0;
+                let mut failures = 0;
+                while offset < size {
+                    let len = UPLOAD_CHUNK.min(size - offset);
+                    let sent = self.send(
+                        "PATCH",
+                        location.clone(),
+                        &scopes,
+                        &[
+                            ("Content-Type", "application/octet-stream".into()),
+                            ("Content-Length", len.to_string()),
+                            ("Content-Range", format!("{offset}-{}", offset + len - 1)),
+                        ],
+                        Body::FileRange(path, offset, len),
+                        &what,
+                    );
+                    let failure = match sent {
+                        Ok(resp) if resp.status().as_u16() == 202 => {
+                            location = self.location(&resp, &what)?;
+                            offset += len;
+                            failures = 0;
+                            continue;
+                        }
+                        Ok(resp) if resp.status().is_server_error() || resp.status() == 416 => {
+                            self.status_error(resp, &what)
+                        }
+                        Ok(resp) => return Err(self.status_error(resp, &what)),
+                        Err(e @ Error::Transport { .. }) => e,
+                        Err(e) => return Err(e),
+                    };
+                    failures += 1;
+                    if failures > RETRIES {
+                        return Err(failure);
+                    }
+                    log::info!("{what}: {failure}; asking where the upload stands");
+                    std::thread::sleep(BACKOFF * 2u32.pow(failures - 1));
+                    (location, offset) = self.upload_status(&location, &scopes, &what)?;
                 }
-                let location = self.location(&resp, &what)?;
                 let sep = if location.contains('?') { '&' } else { '?' };
                 let resp = self.send(
                     "PUT",
@@ -772,13 +824,40 @@ impl Client {
                 Err(e @ (Error::Transport { .. } | Error::Status { status: 500.., .. }))
                     if attempt < RETRIES =>
                 {
-                    log::debug!("{what}: {e}; retrying the upload");
+                    log::debug!("{what}: {e}; starting the upload again");
                 }
                 Err(e) => return Err(e),
             }
             std::thread::sleep(BACKOFF * 2u32.pow(attempt));
             attempt += 1;
         }
+    }
+
+    /// Where an upload stands: `GET` of its URL answers 204 with `Range: 0-N` (N+1 bytes
+    /// taken; no `Range` when none) and the URL to continue at.
+    fn upload_status(
+        &self,
+        location: &str,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<(String, u64), Error> {
+        let resp = self.send("GET", location.to_owned(), scopes, &[], Body::Empty, what)?;
+        if resp.status().as_u16() != 204 {
+            return Err(self.status_error(resp, what));
+        }
+        let taken = match header(&resp, "range") {
+            None => 0,
+            Some(range) => parse_upload_range(&range).ok_or_else(|| Error::BadDocument {
+                registry: self.registry.clone(),
+                what: what.to_owned(),
+                problem: format!("the upload's status has a bad Range `{range}`"),
+            })?,
+        };
+        let location = match header(&resp, "location") {
+            Some(_) => self.location(&resp, what)?,
+            None => location.to_owned(),
+        };
+        Ok((location, taken))
     }
 
     /// Uploads a small blob (a config) from memory with one monolithic `POST` + `PUT`.
@@ -1009,6 +1088,14 @@ impl Read for BlobReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_ranges_are_read() {
+        assert_eq!(parse_upload_range("0-1023"), Some(1024));
+        assert_eq!(parse_upload_range("bytes=0-0"), Some(1));
+        assert_eq!(parse_upload_range("5-9"), None);
+        assert_eq!(parse_upload_range("junk"), None);
+    }
 
     #[test]
     fn tls_failures_say_what_to_do() {

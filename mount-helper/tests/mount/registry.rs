@@ -1251,7 +1251,7 @@ fn round_trip_pull_run_commit_push_then_podman_runs_it() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written-by-rfs-run\n");
 }
 
-/// What [`FaultProxy`] does to the answers to `GET`s whose path contains a rule's text.
+/// What [`FaultProxy`] does to a request that matches a rule (method, and text in the path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     /// Sends the body slowly (16 KiB every 20 ms).
@@ -1262,12 +1262,21 @@ enum Fault {
     Fail500Once,
 }
 
+/// A [`FaultProxy`] rule: `fault` for the `skip + 1`th `method` request whose path contains
+/// `part` (every one from there for [`Fault::Throttle`]).
+struct Rule {
+    method: &'static str,
+    part: String,
+    skip: usize,
+    fault: Fault,
+}
+
 /// An HTTP proxy on 127.0.0.1 in front of a [`Registry`] that injects [`Fault`]s and records
 /// every request line (with its `Range` header). One request per connection (it asks the
 /// registry for `Connection: close`), bodies passed through as bytes. Stopped on drop.
 struct FaultProxy {
     host: String,
-    rules: std::sync::Arc<std::sync::Mutex<Vec<(String, Fault)>>>,
+    rules: std::sync::Arc<std::sync::Mutex<Vec<Rule>>>,
     seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
@@ -1308,11 +1317,19 @@ impl FaultProxy {
         }
     }
 
+    /// `fault` for `GET`s of a path containing `path_part`.
     fn set(&self, path_part: &str, fault: Fault) {
-        self.rules
-            .lock()
-            .expect("rules")
-            .push((path_part.to_owned(), fault));
+        self.set_nth("GET", path_part, 0, fault);
+    }
+
+    /// `fault` for the `skip + 1`th `method` request of a path containing `path_part`.
+    fn set_nth(&self, method: &'static str, path_part: &str, skip: usize, fault: Fault) {
+        self.rules.lock().expect("rules").push(Rule {
+            method,
+            part: path_part.to_owned(),
+            skip,
+            fault,
+        });
     }
 
     fn clear(&self) {
@@ -1363,7 +1380,7 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Vec<String>> {
 fn proxy_one(
     client: TcpStream,
     upstream: &str,
-    rules: &std::sync::Mutex<Vec<(String, Fault)>>,
+    rules: &std::sync::Mutex<Vec<Rule>>,
     seen: &std::sync::Mutex<Vec<String>>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<()> {
@@ -1383,35 +1400,42 @@ fn proxy_one(
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
     };
-    let range = header("range");
-    seen.lock().expect("seen").push(match &range {
-        Some(r) => format!("{method} {path} Range: {r}"),
-        None => format!("{method} {path}"),
-    });
+    let mut line = format!("{method} {path}");
+    for name in ["range", "content-range"] {
+        if let Some(v) = header(name) {
+            line.push_str(&format!(" {name}: {v}"));
+        }
+    }
+    seen.lock().expect("seen").push(line);
     let fault = {
         let mut rules = rules.lock().expect("rules");
         let hit = rules
             .iter()
-            .position(|(part, _)| method == "GET" && path.contains(part.as_str()));
-        hit.map(|i| {
-            let fault = rules[i].1;
+            .position(|r| r.method == method && path.contains(r.part.as_str()));
+        hit.and_then(|i| {
+            let rule = &mut rules[i];
+            if rule.skip > 0 {
+                rule.skip -= 1;
+                return None;
+            }
+            let fault = rule.fault;
             if fault != Fault::Throttle {
                 rules.remove(i);
             }
-            fault
+            Some(fault)
         })
     };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    from_client.read_exact(&mut body)?;
     if fault == Some(Fault::Fail500Once) {
         to_client.write_all(
             b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
         return Ok(());
     }
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    from_client.read_exact(&mut body)?;
     let mut up = TcpStream::connect(upstream)?;
     let mut out = String::new();
     for line in &head {
@@ -1520,7 +1544,7 @@ fn a_connection_cut_mid_blob_resumes_with_range() {
     let big_gets: Vec<&String> = seen.iter().filter(|l| l.contains(big.as_str())).collect();
     assert_eq!(big_gets.len(), 2, "{seen:#?}");
     assert!(
-        big_gets[1].ends_with(&format!("Range: bytes={}-", 1 << 20)),
+        big_gets[1].ends_with(&format!("range: bytes={}-", 1 << 20)),
         "{seen:#?}"
     );
     // Still verified: the image is the registry's.
@@ -2104,4 +2128,77 @@ fn pull_progress_is_a_line_per_layer_or_bars_on_a_terminal() {
     for name in &short {
         assert!(text.contains(&format!("{name}: done")), "{name}: {text:?}");
     }
+}
+
+#[test]
+fn a_push_uploads_in_chunks_and_continues_after_a_failed_chunk() {
+    let Some(images) = images_dir("a_push_uploads_in_chunks_and_continues_after_a_failed_chunk")
+    else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let proxy = FaultProxy::start(&reg.host);
+    e.ok(&[
+        "load",
+        "-i",
+        images.join("debian-oci.tar").to_str().expect("utf-8"),
+    ]);
+    let info = e.inspect("localhost/debian-oci:bookworm");
+    let diff_ids = strings(&info["RootFS"]["Layers"]);
+    // The layer (uncompressed, > 100 MB) goes up in 16 MiB chunks. The proxy answers the
+    // third with a 500 without passing it on: rfs asks the registry where the upload
+    // stands (a GET of the upload) and sends the third chunk again.
+    proxy.set_nth(
+        "PATCH",
+        "/v2/big/debian/blobs/uploads/",
+        2,
+        Fault::Fail500Once,
+    );
+    let dest = format!("{}/big/debian:1", proxy.host);
+    let digest = e.ok(&[
+        "push",
+        "-q",
+        "--compression",
+        "none",
+        "localhost/debian-oci:bookworm",
+        &dest,
+    ]);
+    let seen = proxy.seen();
+    let patches: Vec<&String> = seen.iter().filter(|l| l.starts_with("PATCH ")).collect();
+    let size = std::fs::metadata(
+        e.root
+            .join("blobs/sha256")
+            .join(diff_ids[0].trim_start_matches("sha256:")),
+    )
+    .expect("the layer")
+    .len();
+    let chunks = size.div_ceil(16 << 20) as usize;
+    assert!(chunks > 3, "{size}");
+    // Every chunk once, the failed one twice.
+    assert_eq!(patches.len(), chunks + 1, "{patches:#?}");
+    assert!(
+        patches[0].ends_with(&format!("content-range: 0-{}", (16 << 20) - 1)),
+        "{patches:#?}"
+    );
+    assert_eq!(patches[2], patches[3], "{patches:#?}");
+    let status_gets = seen
+        .iter()
+        .filter(|l| l.starts_with("GET /v2/big/debian/blobs/uploads/"))
+        .count();
+    assert_eq!(status_gets, 1, "{seen:#?}");
+    // The registry has the image; skopeo reads it back with its diff_ids.
+    let direct = format!("{}/big/debian:1", reg.host);
+    let (manifest, want) = e.raw_manifest(&direct, &[]);
+    assert_eq!(digest.trim(), want);
+    assert_eq!(manifest["layers"][0]["size"].as_u64(), Some(size));
+    let (config, _) = e.config(&direct, &[]);
+    assert_eq!(strings(&config["rootfs"]["diff_ids"]), diff_ids);
+    e.skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{direct}"),
+        &format!("oci:{}:x", e.s.dir.path().join("back").display()),
+    ]);
 }
