@@ -51,7 +51,7 @@ podman_cmd() {
 # Each runs one pull into fresh storage; the time is taken around the command only.
 run_one() {
   case $1 in
-    rfs) "$RFS" --root "$W/rfs-root" pull -q "$REF" > /dev/null ;;
+    rfs) "$RFS" --root "$W/rfs-root" pull -q "$REF" > /dev/null 2> "$W/pull.err" ;;
     skopeo) skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$W/oci:bookworm" ;;
     podman) podman_cmd pull -q --tls-verify=false "$REF" > /dev/null ;;
   esac
