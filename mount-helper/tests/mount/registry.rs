@@ -563,6 +563,9 @@ fn pull_one_platform_of_a_multi_arch_index() {
             strings(&config["rootfs"]["diff_ids"])
         );
     }
+    // The amd64 image is busybox-oci: the same tree.
+    let amd64 = e.ok(&["pull", "-q", "--platform", "linux/amd64", &image]);
+    assert_same_tree(&e, amd64.trim(), &images.join("busybox-oci"));
     let err = e.fails(&["pull", "-q", "--platform", "linux/s390x", &image]);
     assert!(
         err.contains("linux/s390x") && err.contains("linux/arm64"),
@@ -1770,6 +1773,14 @@ fn tls_with_a_cert_dir_and_without_verification() {
     ));
     e3.ok(&["pull", "-q", &image]);
     assert_eq!(e3.inspect(&image)["Id"], config_digest.as_str());
+
+    // The user's certs.d, found by the registry's host:port without any option.
+    let e4 = Env::new();
+    let dir = e4.home.join(".config/containers/certs.d").join(&reg.host);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(pki.join("ca.crt"), dir.join("ca.crt")).expect("copy");
+    e4.ok(&["pull", "-q", &image]);
+    assert_eq!(e4.inspect(&image)["Id"], config_digest.as_str());
 }
 
 #[test]
