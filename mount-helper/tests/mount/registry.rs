@@ -2213,3 +2213,39 @@ fn a_push_uploads_in_chunks_and_continues_after_a_failed_chunk() {
         &format!("oci:{}:x", e.s.dir.path().join("back").display()),
     ]);
 }
+
+#[test]
+fn two_pulls_of_one_image_at_once_both_succeed() {
+    let Some(images) = images_dir("two_pulls_of_one_image_at_once_both_succeed") else {
+        return;
+    };
+    let e = Env::new();
+    let (reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    // The big layer trickles in, so the two pulls overlap.
+    proxy.set(&layers[0].0, Fault::Throttle);
+    let spawn = || {
+        e.rfs(&["pull", "-q", &image])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rfs pull")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("wait"),
+        b.wait_with_output().expect("wait"),
+    );
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(proxy.gets(&layers[0].0), 2, "{:#?}", proxy.seen());
+    assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
+    assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
+    let names = e.blob_names();
+    assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+}
