@@ -76,7 +76,7 @@ pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
 pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
-pub use pull::{PullOptions, PullResult, PulledFrom};
+pub use pull::{PullOptions, PullResult, PulledFrom, index_platforms};
 pub use push::{LayerCompression, PushOptions, PushResult};
 pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;

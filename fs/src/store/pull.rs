@@ -80,6 +80,8 @@ pub struct PullOptions<'a> {
     /// The name the image gets in the store, when it differs from where it is pulled from
     /// (a mirror of registries.conf); default: the reference pulled.
     pub name: Option<&'a ImageRef>,
+    /// Give the image no name (the other platforms of `rfs pull --all-platforms`).
+    pub untagged: bool,
 }
 
 /// What a pull did.
@@ -155,6 +157,40 @@ fn classify(
     } else {
         Err(bad(format!("unsupported manifest media type `{media}`")))
     }
+}
+
+/// The platforms of the image index `reference` names, in the index's order (entries for no
+/// platform, such as build attestations with `unknown/unknown`, left out); `None` if it names
+/// a single image manifest.
+///
+/// # Errors
+///
+/// As fetching the manifest in [`Store::pull`]: not found, unauthorized, schema 1, ...
+pub fn index_platforms(
+    client: &Client,
+    reference: &ImageRef,
+) -> Result<Option<Vec<Platform>>, registry::Error> {
+    let (bytes, content_type, _) =
+        client.manifest(&reference.repository, &reference.manifest_reference())?;
+    let what = reference.to_string();
+    Ok(
+        match classify(client.registry(), &what, &bytes, &content_type)? {
+            Kind::Manifest(_) => None,
+            Kind::Index(index) => Some(
+                index
+                    .manifests
+                    .into_iter()
+                    .filter(|e| {
+                        e.media_type
+                            .as_deref()
+                            .is_none_or(|m| MANIFEST_TYPES.contains(&m))
+                    })
+                    .filter_map(|e| e.platform)
+                    .filter(|p| p.os != "unknown" && p.architecture != "unknown")
+                    .collect(),
+            ),
+        },
+    )
 }
 
 /// The entry of `index` for `wanted`, as `rfs mount` picks it.
@@ -335,7 +371,11 @@ impl Store {
             sizes.push(layer_size(&index));
             layers.push((*diff_id, size));
         }
-        let tag = opts.name.unwrap_or(reference).store_reference();
+        let tag = if opts.untagged {
+            None
+        } else {
+            opts.name.unwrap_or(reference).store_reference()
+        };
         let pulled = match String::from_utf8(bytes) {
             Ok(manifest) => vec![PulledFrom {
                 repository: reference.repository_path(),

@@ -571,6 +571,32 @@ fn pull_one_platform_of_a_multi_arch_index() {
         err.contains("linux/s390x") && err.contains("linux/arm64"),
         "{err}"
     );
+
+    // --all-platforms: both images; the name goes to this machine's platform, as a plain
+    // pull gives it, the other is kept without a name.
+    let plain = e.ok(&["pull", "-q", &image]);
+    let e2 = Env::new();
+    let named = e2.ok(&["pull", "-q", "--all-platforms", &image]);
+    assert_eq!(named, plain);
+    let mut ids: Vec<String> = e2
+        .ok(&["images", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        want.push(e.config(&image, &["--override-arch", arch]).1);
+    }
+    want.sort();
+    assert_eq!(ids, want);
+    let rows = e2.ok(&["images"]);
+    assert!(
+        crate::common::table_rows(&rows)
+            .iter()
+            .any(|r| r.len() > 2 && r[0] == "<none>"),
+        "{rows}"
+    );
 }
 
 #[test]

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
+use rfs_fs::image::Platform;
 use rfs_fs::registry::{Client, ClientOptions, ImageRef, RegistriesConf};
-use rfs_fs::store::{PullOptions, PullResult, Store};
+use rfs_fs::store::{PullOptions, PullResult, Store, index_platforms};
 
 use crate::cli::{PullArgs, RegistryArgs};
 use crate::progress::TransferDisplay;
@@ -35,12 +36,21 @@ fn candidates(text: &str, conf: &RegistriesConf) -> Result<Vec<ImageRef>> {
         .collect()
 }
 
+/// Which platforms of an index to pull.
+#[derive(Clone, Copy)]
+pub(crate) enum Platforms<'a> {
+    /// The one given, or this machine's.
+    One(Option<&'a str>),
+    /// Every one (`--all-platforms`): this machine's (else the first) gets the name.
+    All,
+}
+
 /// Pulls `text` into `store`, drawing progress per layer: from each name's mirrors in
 /// registries.conf first, then its registry; for a short name, from each search registry.
 pub(crate) fn pull(
     store: &Store,
     text: &str,
-    platform: Option<&str>,
+    platforms: Platforms<'_>,
     registry: &RegistryArgs,
     lines: bool,
 ) -> Result<PullResult> {
@@ -55,14 +65,32 @@ pub(crate) fn pull(
             let attempt = Client::connect(&source.registry, Some(&source.repository), &opts)
                 .map_err(rfs_fs::store::Error::from)
                 .and_then(|client| {
+                    let (named, others) = match platforms {
+                        Platforms::One(p) => (p.map(str::to_owned), Vec::new()),
+                        Platforms::All => split_platforms(&client, source)?,
+                    };
+                    for other in &others {
+                        let result = store.pull(
+                            &client,
+                            source,
+                            &PullOptions {
+                                platform: Some(other),
+                                progress: Some(&report),
+                                untagged: true,
+                                ..PullOptions::default()
+                            },
+                        )?;
+                        eprintln!("{other}: {} (no name)", result.id);
+                    }
                     store.pull(
                         &client,
                         source,
                         &PullOptions {
-                            platform,
+                            platform: named.as_deref(),
                             jobs: 0,
                             progress: Some(&report),
                             name: Some(&name),
+                            untagged: false,
                         },
                     )
                 });
@@ -83,6 +111,30 @@ pub(crate) fn pull(
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry to pull {text} from")))
+}
+
+/// For `--all-platforms`: the platform that gets the name (this machine's if the index offers
+/// it, else its first) and the others; `(None, [])` for a single image.
+fn split_platforms(
+    client: &Client,
+    source: &ImageRef,
+) -> Result<(Option<String>, Vec<String>), rfs_fs::store::Error> {
+    let Some(list) = index_platforms(client, source)? else {
+        return Ok((None, Vec::new()));
+    };
+    let host = Platform::parse_or_host(None)?;
+    let named = list
+        .iter()
+        .filter_map(|p| Some((host.rank(p)?, p)))
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, p)| p)
+        .or_else(|| list.first());
+    let others = list
+        .iter()
+        .filter(|p| Some(*p) != named)
+        .map(ToString::to_string)
+        .collect();
+    Ok((named.map(ToString::to_string), others))
 }
 
 /// `rfs mount REF` / `rfs run REF`: pulls REF first when it is no file, no image of the
@@ -130,10 +182,15 @@ pub(crate) fn pull_if_missing(root: &Path, source: &Path, platform: Option<&str>
 /// Runs `rfs pull`: progress on stderr, the image ID on stdout.
 pub(crate) fn run(root: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
+    let platforms = if args.all_platforms {
+        Platforms::All
+    } else {
+        Platforms::One(args.platform.as_deref())
+    };
     let result = pull(
         &store,
         &args.reference,
-        args.platform.as_deref(),
+        platforms,
         &args.registry,
         args.quiet,
     )?;
