@@ -730,7 +730,8 @@ impl Client {
     /// the upload's status (`GET` of its URL, `Range: 0-N`) says where the registry stands,
     /// and the upload continues from there, so a dropped connection costs at most a chunk.
     /// If the status cannot be had, the whole upload starts again; both are bounded by
-    /// [`RETRIES`].
+    /// [`RETRIES`]. A registry that refuses the first chunk with another 4xx (chunked uploads
+    /// are optional in the protocol) gets the blob in one `PATCH` without `Content-Range`.
     ///
     /// # Errors
     ///
@@ -769,17 +770,25 @@ impl Client {
                 };
                 let mut offset = 0;
                 let mut failures = 0;
+                let mut chunked = true;
                 while offset < size {
-                    let len = UPLOAD_CHUNK.min(size - offset);
+                    let len = if chunked {
+                        UPLOAD_CHUNK.min(size - offset)
+                    } else {
+                        size
+                    };
+                    let mut headers = vec![
+                        ("Content-Type", "application/octet-stream".into()),
+                        ("Content-Length", len.to_string()),
+                    ];
+                    if chunked {
+                        headers.push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
+                    }
                     let sent = self.send(
                         "PATCH",
                         location.clone(),
                         &scopes,
-                        &[
-                            ("Content-Type", "application/octet-stream".into()),
-                            ("Content-Length", len.to_string()),
-                            ("Content-Range", format!("{offset}-{}", offset + len - 1)),
-                        ],
+                        &headers,
                         Body::FileRange(path, offset, len),
                         &what,
                     );
@@ -792,6 +801,19 @@ impl Client {
                         }
                         Ok(resp) if resp.status().is_server_error() || resp.status() == 416 => {
                             self.status_error(resp, &what)
+                        }
+                        Ok(resp)
+                            if chunked
+                                && offset == 0
+                                && resp.status().is_client_error()
+                                && ![401, 403, 404].contains(&resp.status().as_u16()) =>
+                        {
+                            log::info!(
+                                "{what}: HTTP {} for a chunk; sending the blob whole",
+                                resp.status()
+                            );
+                            chunked = false;
+                            continue;
                         }
                         Ok(resp) => return Err(self.status_error(resp, &what)),
                         Err(e @ Error::Transport { .. }) => e,

@@ -1289,6 +1289,8 @@ enum Fault {
     CutOnce(usize),
     /// Answers 500 without asking the registry; once.
     Fail500Once,
+    /// Answers 400 without asking the registry; once.
+    Fail400Once,
 }
 
 /// A [`FaultProxy`] rule: `fault` for the `skip + 1`th `method` request whose path contains
@@ -1462,6 +1464,12 @@ fn proxy_one(
     if fault == Some(Fault::Fail500Once) {
         to_client.write_all(
             b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    if fault == Some(Fault::Fail400Once) {
+        to_client.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
         return Ok(());
     }
@@ -2238,6 +2246,31 @@ fn a_push_uploads_in_chunks_and_continues_after_a_failed_chunk() {
         &format!("docker://{direct}"),
         &format!("oci:{}:x", e.s.dir.path().join("back").display()),
     ]);
+
+    // A registry that refuses a chunk (400) gets the blob in one PATCH.
+    proxy.set_nth(
+        "PATCH",
+        "/v2/whole/debian/blobs/uploads/",
+        0,
+        Fault::Fail400Once,
+    );
+    let before = proxy.seen().len();
+    let dest = format!("{}/whole/debian:1", proxy.host);
+    e.ok(&[
+        "push",
+        "-q",
+        "--compression",
+        "none",
+        "localhost/debian-oci:bookworm",
+        &dest,
+    ]);
+    let seen = proxy.seen()[before..].to_vec();
+    let patches: Vec<&String> = seen.iter().filter(|l| l.starts_with("PATCH ")).collect();
+    assert_eq!(patches.len(), 2, "{patches:#?}");
+    assert!(patches[0].contains("content-range: 0-"), "{patches:#?}");
+    assert!(!patches[1].contains("content-range"), "{patches:#?}");
+    let (config, _) = e.config(&format!("{}/whole/debian:1", reg.host), &[]);
+    assert_eq!(strings(&config["rootfs"]["diff_ids"]), diff_ids);
 }
 
 #[test]
