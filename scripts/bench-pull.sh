@@ -72,7 +72,7 @@ for rep in $(seq 1 "$REPS"); do
     reset_one "$t"
     sync
     start=$(now); run_one "$t"; end=$(now)
-    echo "$t $(echo "$end - $start" | bc)" >> "$W/times"
+    echo "$t $(awk "BEGIN { print $end - $start }")" >> "$W/times"
     reset_one "$t"
   done
   # rfs run REF, not yet pulled: until the first line of output.
@@ -81,7 +81,7 @@ for rep in $(seq 1 "$REPS"); do
   first=$("$RFS" --root "$W/run-root" run --rm "$REF" echo first-line 2> "$W/run.err" | head -n 1)
   end=$(now)
   [ "$first" = first-line ] || { cat "$W/run.err" >&2; exit 1; }
-  echo "run $(echo "$end - $start" | bc)" >> "$W/times"
+  echo "run $(awk "BEGIN { print $end - $start }")" >> "$W/times"
 done
 
 python3 - "$W/times" "$REPS" <<'END'
