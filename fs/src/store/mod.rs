@@ -572,7 +572,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Finds an image by `NAME[:TAG]`, full ID (`sha256:<hex>`) or a unique ID prefix.
+    /// Finds an image by `NAME[:TAG]`, `REGISTRY/NAME@sha256:<hex>` (an image pulled by that
+    /// digest, or whose tag resolved to it: its `RepoDigests`), full ID (`sha256:<hex>`) or a
+    /// unique ID prefix.
     ///
     /// # Errors
     ///
@@ -582,6 +584,22 @@ impl Store {
         if let Ok(reference) = Reference::parse(text) {
             if let Some(found) = images.iter().find(|i| i.tags.contains(&reference)) {
                 return Ok(found.clone());
+            }
+        }
+        if text.contains('@') {
+            if let Ok(pinned) = crate::registry::ImageRef::parse(text) {
+                if let Some(digest) = pinned.digest {
+                    let repository = pinned.repository_path();
+                    let found = images.iter().find(|i| {
+                        self.meta(&i.id).pulled.iter().any(|p| {
+                            p.repository == repository
+                                && (p.repo_digest == digest || p.manifest_digest == digest)
+                        })
+                    });
+                    if let Some(found) = found {
+                        return Ok(found.clone());
+                    }
+                }
             }
         }
         let hex = text.strip_prefix("sha256:").unwrap_or(text);

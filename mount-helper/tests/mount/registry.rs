@@ -1188,6 +1188,23 @@ fn mount_and_run_pull_a_missing_reference_first() {
     g.unmount().expect("unmount");
     assert_eq!(manifest_gets(), 1);
 
+    // By digest: pulled, then found in the store by its RepoDigests (no second pull).
+    let (_, digest) = e.raw_manifest(&image, &[]);
+    let pinned = format!("{}/rfs/busybox@{digest}", reg.host);
+    let e3 = Env::new();
+    let (g, mnt) = e3.mount("pinned", &pinned);
+    assert!(mnt.join("bin/busybox").exists());
+    g.unmount().expect("unmount");
+    let gets = manifest_gets();
+    let (g, _) = e3.mount("pinned-again", &pinned);
+    g.unmount().expect("unmount");
+    assert_eq!(manifest_gets(), gets);
+    assert_eq!(
+        e3.inspect(&pinned)["Id"],
+        e.inspect(&image)["Id"],
+        "inspect by digest"
+    );
+
     // `rfs run` of a reference a fresh store lacks.
     let e2 = Env::new();
     let out = e2.run(&["run", "--rm", &image]);
