@@ -644,17 +644,30 @@ impl Client {
         size: u64,
         what: &str,
     ) -> BlobReader<'c> {
+        self.blob_from(repository, digest, size, 0, what)
+    }
+
+    /// [`Client::blob`] from byte `start` on (`Range: bytes=<start>-`), for a download whose
+    /// first bytes an earlier process kept.
+    pub fn blob_from<'c>(
+        &'c self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        start: u64,
+        what: &str,
+    ) -> BlobReader<'c> {
         BlobReader {
             client: self,
             repository: repository.to_owned(),
             digest: *digest,
             size,
             what: what.to_owned(),
-            pos: 0,
+            pos: start,
             body: None,
             failures: 0,
             error: None,
-            finished: false,
+            finished: start >= size,
         }
     }
 

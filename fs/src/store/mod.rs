@@ -10,6 +10,8 @@
 //!   indexes/sha256/<hex>       the tar index of layer <hex> (see crate::source)
 //!   image-meta/<id hex>.json   rfs's notes on an image: parent, layer sizes, last tag time
 //!   leases/<n>.json            blobs a running mount uses, locked while it runs
+//!   partial/<hex>              compressed bytes of a layer a pull is (or was, when killed)
+//!                              downloading, for the next pull to continue (see `pull`)
 //!   store.lock, index.lock     flock(2) files
 //!   containers/                writable layers of containers (not part of the layout)
 //!   mounts/<id>/               writable layers of `rfs mount`, see `mounts`

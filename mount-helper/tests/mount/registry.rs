@@ -399,6 +399,11 @@ impl Env {
         std::fs::write(dir.join("registries.conf"), text).expect("registries.conf");
     }
 
+    /// How many partial downloads the store keeps.
+    fn partial_count(&self) -> usize {
+        std::fs::read_dir(self.root.join("partial")).map_or(0, Iterator::count)
+    }
+
     /// The names in the store's `blobs/sha256`, temporary files included.
     fn blob_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.root.join("blobs/sha256"))
@@ -1116,6 +1121,7 @@ fn a_tampered_blob_is_refused_and_not_stored() {
     );
     let list = e.ok(&["images", "-q"]);
     assert!(list.trim().is_empty(), "an image was recorded: {list}");
+    assert_eq!(e.partial_count(), 0, "the wrong bytes were kept");
 }
 
 #[test]
@@ -1663,6 +1669,15 @@ fn a_killed_pull_is_completed_by_the_next_without_fetching_finished_layers_again
         "{names:?}"
     );
     assert!(e.ok(&["images", "-q"]).trim().is_empty());
+    // What came of the big layer is kept, compressed, for the next pull.
+    let partial = e
+        .root
+        .join("partial")
+        .join(big.trim_start_matches("sha256:"));
+    let kept = std::fs::metadata(&partial)
+        .expect("the partial download is kept")
+        .len();
+    assert!(kept > 0, "nothing kept");
 
     proxy.clear();
     let out = e.run(&["pull", &image]);
@@ -1677,7 +1692,15 @@ fn a_killed_pull_is_completed_by_the_next_without_fetching_finished_layers_again
             proxy.seen()
         );
     }
-    assert_eq!(proxy.gets(big), 2);
+    // The big layer: the rest only, from where the killed pull stopped.
+    let seen = proxy.seen();
+    let big_gets: Vec<&String> = seen.iter().filter(|l| l.contains(big.as_str())).collect();
+    assert_eq!(big_gets.len(), 2, "{seen:#?}");
+    assert!(
+        big_gets[1].ends_with(&format!("range: bytes={kept}-")),
+        "{seen:#?}"
+    );
+    assert!(!partial.exists(), "the partial download outlived the pull");
     assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
     // The killed pull's temporary file went with the second pull.
     let names = e.blob_names();
@@ -2136,6 +2159,11 @@ fn a_full_disk_during_a_pull_leaves_a_valid_store() {
         .trim_start_matches("sha256:")
         .to_owned();
     assert!(!names.contains(&big), "{names:?}");
+    assert_eq!(
+        e.partial_count(),
+        0,
+        "a partial download was kept on a full disk"
+    );
     guard.unmount().expect("unmount the tmpfs");
 }
 
@@ -2324,4 +2352,33 @@ fn two_pulls_of_one_image_at_once_both_succeed() {
     assert_eq!(e.ok(&["images", "-q"]).lines().count(), 1);
     let names = e.blob_names();
     assert!(names.iter().all(|n| n.len() == 64), "{names:?}");
+}
+
+#[test]
+fn a_wrong_partial_download_is_fetched_again_whole() {
+    let Some(images) = images_dir("a_wrong_partial_download_is_fetched_again_whole") else {
+        return;
+    };
+    let e = Env::new();
+    let (reg, proxy, image, layers) = proxied_busybox(&e, &images);
+    let big = layers[0].0.trim_start_matches("sha256:").to_owned();
+    // As if a killed pull had kept 1 MiB of the big layer, but the bytes are wrong.
+    let dir = e.root.join("partial");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(&big), vec![0x1f; 1 << 20]).expect("partial");
+    e.ok(&["pull", "-q", &image]);
+    let seen = proxy.seen();
+    let big_gets: Vec<&String> = seen.iter().filter(|l| l.contains(big.as_str())).collect();
+    assert_eq!(big_gets.len(), 2, "{seen:#?}");
+    assert!(
+        big_gets[0].ends_with(&format!("range: bytes={}-", 1 << 20)),
+        "{seen:#?}"
+    );
+    assert!(!big_gets[1].contains("range:"), "{seen:#?}");
+    assert_pulled(&e, &image, &image.replace(&proxy.host, &reg.host), &[]);
+    assert!(!dir.join(&big).exists());
+    // rfs prune removes what an abandoned pull kept.
+    std::fs::write(dir.join(&big), b"abandoned").expect("partial");
+    e.ok(&["prune"]);
+    assert!(!dir.join(&big).exists(), "prune left the partial download");
 }
