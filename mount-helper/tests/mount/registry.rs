@@ -677,6 +677,48 @@ fn push_of_a_pulled_image_keeps_its_manifest_digest() {
 }
 
 #[test]
+fn push_of_a_pulled_image_to_another_registry_recompresses_it() {
+    let Some(images) = images_dir("push_of_a_pulled_image_to_another_registry_recompresses_it")
+    else {
+        return;
+    };
+    let e = Env::new();
+    let a = Registry::start(&e.s.dir.path().join("registry-a"));
+    let b = Registry::start(&e.s.dir.path().join("registry-b"));
+    let image = format!("{}/rfs/busybox:latest", a.host);
+    e.seed(
+        &format!("oci:{}:latest", images.join("busybox-oci").display()),
+        &image,
+        &[],
+    );
+    let (_, original) = e.raw_manifest(&image, &[]);
+    e.ok(&["pull", "-q", &image]);
+    // Registry b has none of the blobs and cannot mount them from a: the layers are
+    // compressed again, so the manifest is new, and the image the same.
+    let dest = format!("{}/rfs/busybox:copy", b.host);
+    let out = e.run(&["push", &image, &dest]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("the pulled manifest was kept"), "{err}");
+    let (manifest, digest) = e.raw_manifest(&dest, &[]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    assert_ne!(digest, original);
+    assert_eq!(manifest["config"]["digest"], e.inspect(&image)["Id"]);
+    let (config, _) = e.config(&dest, &[]);
+    assert_eq!(
+        strings(&config["rootfs"]["diff_ids"]),
+        strings(&e.inspect(&image)["RootFS"]["Layers"])
+    );
+    e.skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("oci:{}:x", e.s.dir.path().join("back").display()),
+    ]);
+}
+
+#[test]
 fn push_of_a_loaded_image_is_read_back_by_skopeo_and_podman() {
     let Some(images) = images_dir("push_of_a_loaded_image_is_read_back_by_skopeo_and_podman")
     else {
