@@ -5,6 +5,11 @@
 //! skopeo and podman reading what rfs pushed or wrote (`auth.json`), and the registry's access
 //! log (which blobs were fetched).
 //!
+//! Helpers of its own: [`TokenServer`] (`tests/fixtures/tokend.py`, the Bearer token flow),
+//! [`FaultProxy`] (an HTTP proxy between rfs and the registry that records requests and cuts,
+//! throttles or fails answers), openssl-made CAs and certificates for TLS, and `script(1)` for
+//! a terminal.
+//!
 //! Every rfs, skopeo and podman run gets a private store, `HOME` and `XDG_RUNTIME_DIR` in the
 //! test's scratch dir, and no `REGISTRY_AUTH_FILE`, so no real credentials are read or written.
 
