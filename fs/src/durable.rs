@@ -133,9 +133,55 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), F
     tmp.persist(path)
 }
 
+/// Removes the temporary files in `dir` whose writer is dead (the pid in the name is no
+/// live process), as a killed `rfs pull` leaves; returns how many. Cheap enough to run before
+/// writing into `dir` without the store's exclusive lock that `rfs prune` takes: a live
+/// writer's files are never touched. (A writer in another pid namespace sharing the
+/// directory would look dead; its rename then fails, and it reports the error.)
+pub(crate) fn remove_dead_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            .filter(|&pid| pid > 0)
+        else {
+            continue;
+        };
+        let dead = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if dead && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dead_writers_temporaries_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = TempFile::create(dir.path(), 0o444).expect("create");
+        // A pid above the kernel's maximum (2^22) is never alive.
+        let dead = dir.path().join(format!("{TMP_PREFIX}4194999-0"));
+        fs::write(&dead, b"partial").expect("write");
+        let blob = dir.path().join("ab".repeat(32));
+        fs::write(&blob, b"blob").expect("write");
+        assert_eq!(remove_dead_temporaries(dir.path()), 1);
+        assert!(!dead.exists());
+        assert!(live.path().exists() && blob.exists());
+    }
 
     #[test]
     fn write_atomic_replaces_and_leaves_no_temporary() {

@@ -208,8 +208,16 @@ pub(crate) struct PullArgs {
     #[arg(value_name = "REF")]
     pub(crate) reference: String,
     /// Image platform to pick from a multi-platform index (os/arch[/variant]).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        conflicts_with = "all_platforms"
+    )]
     pub(crate) platform: Option<String>,
+    /// Pull every platform of a multi-platform index: the name goes to this machine's
+    /// platform (else the first), the others are stored without a name.
+    #[arg(long)]
+    pub(crate) all_platforms: bool,
     /// Print one line per layer instead of progress bars, then the image ID.
     #[arg(short, long)]
     pub(crate) quiet: bool,

@@ -49,6 +49,45 @@ pub const SCHEMA1_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v1+json",
 ];
 
+/// How many bytes of a blob one `PATCH` of an upload carries.
+pub const UPLOAD_CHUNK: u64 = 16 << 20;
+
+/// The bytes an upload holds, from its status's `Range: 0-N` (`bytes=0-N` also seen).
+fn parse_upload_range(range: &str) -> Option<u64> {
+    let range = range.trim().trim_start_matches("bytes=");
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    end.trim().parse::<u64>().ok().map(|n| n + 1)
+}
+
+/// What to do about a TLS failure, from its text (rustls names the problem).
+fn tls_hint(text: &str) -> Option<&'static str> {
+    if text.contains("invalid peer certificate") {
+        Some(
+            "the registry's certificate is not trusted: put its CA in /etc/containers/certs.d/HOST[:PORT]/ca.crt or give --cert-dir DIR, or use --tls-verify=false",
+        )
+    } else if text.contains("BadCertificate") || text.contains("CertificateRequired") {
+        Some(
+            "the registry refused the client certificate: put client.cert and client.key in the registry's certs.d directory or --cert-dir DIR",
+        )
+    } else {
+        None
+    }
+}
+
+/// Whether a manifest is Docker schema 1, by its media type or its `schemaVersion`.
+pub(crate) fn is_schema1(media_type: &str, bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Version {
+        schema_version: Option<u64>,
+    }
+    SCHEMA1_TYPES.contains(&media_type)
+        || serde_json::from_slice::<Version>(bytes).is_ok_and(|v| v.schema_version == Some(1))
+}
+
 /// How to reach registries.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -81,7 +120,8 @@ struct AuthState {
 enum Body<'a> {
     Empty,
     Bytes(&'a [u8]),
-    File(&'a Path),
+    /// `len` bytes of a file from `offset`.
+    FileRange(&'a Path, u64, u64),
 }
 
 /// What a cross-repository mount did.
@@ -238,7 +278,8 @@ impl Client {
         Error::Transport {
             registry: self.registry.clone(),
             what: what.to_owned(),
-            source: Box::new(e),
+            hint: tls_hint(&e.to_string()),
+            cause: Box::new(e),
         }
     }
 
@@ -365,8 +406,9 @@ impl Client {
         } else {
             format!("{}{path}", self.base)
         };
-        // A file body is not replayed here: its caller restarts the whole upload.
-        let replayable = !matches!(body, Body::File(_));
+        // A chunk of an upload is not replayed here: the registry may have taken part of it,
+        // so its caller asks where the upload stands.
+        let replayable = !matches!(body, Body::FileRange(..));
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -380,9 +422,13 @@ impl Client {
             let result = match &body {
                 Body::Empty => builder.body(()).map(|r| self.agent.run(r)),
                 Body::Bytes(b) => builder.body(*b).map(|r| self.agent.run(r)),
-                Body::File(p) => {
-                    let file = File::open(p).map_err(|e| Error::io("opening", *p, e))?;
-                    builder.body(file).map(|r| self.agent.run(r))
+                Body::FileRange(p, offset, len) => {
+                    let mut file = File::open(p).map_err(|e| Error::io("opening", *p, e))?;
+                    io::Seek::seek(&mut file, io::SeekFrom::Start(*offset))
+                        .map_err(|e| Error::io("reading", *p, e))?;
+                    builder
+                        .body(ureq::SendBody::from_owned_reader(file.take(*len)))
+                        .map(|r| self.agent.run(r))
                 }
             }
             .map_err(|e| Error::BadDocument {
@@ -528,6 +574,14 @@ impl Client {
                 what: format!("manifest {what}"),
                 problem: format!("cannot be read (more than {MAX_METADATA_BYTES} bytes?): {e}"),
             })?;
+        // A signed schema 1 manifest's digest is that of its payload without the signatures,
+        // so it would fail the check below: say what it is instead.
+        if is_schema1(&media_type, &bytes) {
+            return Err(Error::Schema1 {
+                registry: self.registry.clone(),
+                reference: what,
+            });
+        }
         let actual = Digest::of_bytes(&bytes);
         let expected = Digest::parse(reference).ok().or(announced);
         if let Some(expected) = expected {
@@ -590,17 +644,30 @@ impl Client {
         size: u64,
         what: &str,
     ) -> BlobReader<'c> {
+        self.blob_from(repository, digest, size, 0, what)
+    }
+
+    /// [`Client::blob`] from byte `start` on (`Range: bytes=<start>-`), for a download whose
+    /// first bytes an earlier process kept.
+    pub fn blob_from<'c>(
+        &'c self,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        start: u64,
+        what: &str,
+    ) -> BlobReader<'c> {
         BlobReader {
             client: self,
             repository: repository.to_owned(),
             digest: *digest,
             size,
             what: what.to_owned(),
-            pos: 0,
+            pos: start,
             body: None,
             failures: 0,
             error: None,
-            finished: false,
+            finished: start >= size,
         }
     }
 
@@ -671,8 +738,13 @@ impl Client {
     }
 
     /// Uploads the file `path` as blob `digest`: `POST` (unless `started` is an upload the
-    /// registry already opened), one `PATCH` with the whole file, then `PUT ?digest=`. The
-    /// whole upload is retried on failure.
+    /// registry already opened), `PATCH`es of [`UPLOAD_CHUNK`] bytes with `Content-Range`,
+    /// then `PUT ?digest=`. A chunk that fails (network, 5xx, 416) is not sent again blindly:
+    /// the upload's status (`GET` of its URL, `Range: 0-N`) says where the registry stands,
+    /// and the upload continues from there, so a dropped connection costs at most a chunk.
+    /// If the status cannot be had, the whole upload starts again; both are bounded by
+    /// [`RETRIES`]. A registry that refuses the first chunk with another 4xx (chunked uploads
+    /// are optional in the protocol) gets the blob in one `PATCH` without `Content-Range`.
     ///
     /// # Errors
     ///
@@ -686,10 +758,13 @@ impl Client {
     ) -> Result<(), Error> {
         let what = format!("uploading blob {digest}");
         let scopes = Self::push_scope(repository);
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io("reading", path, e))?
+            .len();
         let mut attempt = 0;
         loop {
             let result = (|| {
-                let location = match started.take() {
+                let mut location = match started.take() {
                     Some(l) => l,
                     None => {
                         let resp = self.send(
@@ -706,18 +781,65 @@ impl Client {
                         self.location(&resp, &what)?
                     }
                 };
-                let resp = self.send(
-                    "PATCH",
-                    location,
-                    &scopes,
-                    &[("Content-Type", "application/octet-stream".into())],
-                    Body::File(path),
-                    &what,
-                )?;
-                if resp.status().as_u16() != 202 {
-                    return Err(self.status_error(resp, &what));
+                let mut offset = 0;
+                let mut failures = 0;
+                let mut chunked = true;
+                while offset < size {
+                    let len = if chunked {
+                        UPLOAD_CHUNK.min(size - offset)
+                    } else {
+                        size
+                    };
+                    let mut headers = vec![
+                        ("Content-Type", "application/octet-stream".into()),
+                        ("Content-Length", len.to_string()),
+                    ];
+                    if chunked {
+                        headers.push(("Content-Range", format!("{offset}-{}", offset + len - 1)));
+                    }
+                    let sent = self.send(
+                        "PATCH",
+                        location.clone(),
+                        &scopes,
+                        &headers,
+                        Body::FileRange(path, offset, len),
+                        &what,
+                    );
+                    let failure = match sent {
+                        Ok(resp) if resp.status().as_u16() == 202 => {
+                            location = self.location(&resp, &what)?;
+                            offset += len;
+                            failures = 0;
+                            continue;
+                        }
+                        Ok(resp) if resp.status().is_server_error() || resp.status() == 416 => {
+                            self.status_error(resp, &what)
+                        }
+                        Ok(resp)
+                            if chunked
+                                && offset == 0
+                                && resp.status().is_client_error()
+                                && ![401, 403, 404].contains(&resp.status().as_u16()) =>
+                        {
+                            log::info!(
+                                "{what}: HTTP {} for a chunk; sending the blob whole",
+                                resp.status()
+                            );
+                            chunked = false;
+                            continue;
+                        }
+                        Ok(resp) => return Err(self.status_error(resp, &what)),
+                        Err(e @ Error::Transport { .. }) => e,
+                        Err(e) => return Err(e),
+                    };
+                    failures += 1;
+                    if failures > RETRIES {
+                        return Err(failure);
+                    }
+                    log::info!("{what}: {failure}; asking where the upload stands");
+                    std::thread::sleep(BACKOFF * 2u32.pow(failures - 1));
+                    (location, offset) = self.upload_status(&location, &scopes, &what)?;
                 }
-                let location = self.location(&resp, &what)?;
                 let sep = if location.contains('?') { '&' } else { '?' };
                 let resp = self.send(
                     "PUT",
@@ -737,13 +859,40 @@ impl Client {
                 Err(e @ (Error::Transport { .. } | Error::Status { status: 500.., .. }))
                     if attempt < RETRIES =>
                 {
-                    log::debug!("{what}: {e}; retrying the upload");
+                    log::debug!("{what}: {e}; starting the upload again");
                 }
                 Err(e) => return Err(e),
             }
             std::thread::sleep(BACKOFF * 2u32.pow(attempt));
             attempt += 1;
         }
+    }
+
+    /// Where an upload stands: `GET` of its URL answers 204 with `Range: 0-N` (N+1 bytes
+    /// taken; no `Range` when none) and the URL to continue at.
+    fn upload_status(
+        &self,
+        location: &str,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<(String, u64), Error> {
+        let resp = self.send("GET", location.to_owned(), scopes, &[], Body::Empty, what)?;
+        if resp.status().as_u16() != 204 {
+            return Err(self.status_error(resp, what));
+        }
+        let taken = match header(&resp, "range") {
+            None => 0,
+            Some(range) => parse_upload_range(&range).ok_or_else(|| Error::BadDocument {
+                registry: self.registry.clone(),
+                what: what.to_owned(),
+                problem: format!("the upload's status has a bad Range `{range}`"),
+            })?,
+        };
+        let location = match header(&resp, "location") {
+            Some(_) => self.location(&resp, what)?,
+            None => location.to_owned(),
+        };
+        Ok((location, taken))
     }
 
     /// Uploads a small blob (a config) from memory with one monolithic `POST` + `PUT`.
@@ -968,5 +1117,38 @@ impl Read for BlobReader<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ranges_are_read() {
+        assert_eq!(parse_upload_range("0-1023"), Some(1024));
+        assert_eq!(parse_upload_range("bytes=0-0"), Some(1));
+        assert_eq!(parse_upload_range("5-9"), None);
+        assert_eq!(parse_upload_range("junk"), None);
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let hint = tls_hint("io: invalid peer certificate: UnknownIssuer").expect("hint");
+        assert!(hint.contains("--cert-dir") && hint.contains("--tls-verify=false"));
+        let hint = tls_hint("io: received fatal alert: BadCertificate").expect("hint");
+        assert!(hint.contains("client.cert"));
+        assert_eq!(tls_hint("Connection refused"), None);
+    }
+
+    #[test]
+    fn schema1_is_recognised_by_type_or_body() {
+        let signed = br#"{"schemaVersion":1,"name":"a","fsLayers":[],"signatures":[]}"#;
+        assert!(is_schema1(SCHEMA1_TYPES[0], b"{}"));
+        assert!(is_schema1("application/json", signed));
+        assert!(is_schema1("", signed));
+        let v2 = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert!(!is_schema1(MANIFEST_TYPES[0], v2));
+        assert!(!is_schema1("", b"not json"));
     }
 }

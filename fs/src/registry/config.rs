@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
-use super::Error;
+use super::{Error, ImageRef};
 
 /// The system CA bundle on Debian (and most distributions).
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -116,6 +116,46 @@ impl RegistriesConf {
                         || (p.starts_with("*.") && registry.ends_with(&p[1..])))
             })
             .max_by_key(|e| e.prefix.as_deref().unwrap_or(&e.location).len())
+    }
+
+    /// Where to pull `reference` from, in order: the mirrors of the entry that matches it,
+    /// then the entry's `location` (the reference itself unless a `prefix` entry rewrites
+    /// it), as containers/image tries them. A mirror's (or the location's) text replaces the
+    /// part of `registry/repository` that the entry matched.
+    pub fn pull_sources(&self, reference: &ImageRef) -> Vec<ImageRef> {
+        let mut out = Vec::new();
+        let mut primary = reference.clone();
+        if let Some(entry) = self.find(&reference.registry, Some(&reference.repository)) {
+            let full = format!("{}/{}", reference.registry, reference.repository);
+            let matched = entry.prefix.as_deref().unwrap_or(&entry.location);
+            let matched = if matched.starts_with("*.") {
+                reference.registry.as_str()
+            } else {
+                matched
+            };
+            let rest = full.strip_prefix(matched).unwrap_or_default();
+            let mut suffix = String::new();
+            if let Some(tag) = &reference.tag {
+                suffix = format!(":{tag}");
+            }
+            if let Some(digest) = &reference.digest {
+                suffix.push_str(&format!("@{digest}"));
+            }
+            let rewrite = |location: &str| {
+                let text = format!("{}{rest}{suffix}", location.trim_end_matches('/'));
+                ImageRef::parse(&text)
+                    .map_err(|e| log::warn!("registries.conf location {location}: {e}"))
+                    .ok()
+            };
+            out.extend(entry.mirrors.iter().filter_map(|m| rewrite(&m.location)));
+            if entry.prefix.is_some() && !entry.location.is_empty() {
+                if let Some(r) = rewrite(&entry.location) {
+                    primary = r;
+                }
+            }
+        }
+        out.push(primary);
+        out
     }
 
     /// Whether `registry` is marked insecure.
@@ -238,6 +278,41 @@ fn read_key(path: &Path) -> Result<PrivateKey<'static>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrors_come_first_and_prefixes_rewrite() {
+        let text = r#"
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = "127.0.0.1:5000"
+[[registry.mirror]]
+location = "mirror.example.com/hub"
+[[registry]]
+prefix = "example.com/team"
+location = "internal.example.com/mirrored/team"
+"#;
+        let conf = RegistriesConf::parse(text, Path::new("r.conf")).expect("parse");
+        let names = |r: &str| -> Vec<String> {
+            conf.pull_sources(&ImageRef::parse(r).expect("ref"))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            names("busybox"),
+            [
+                "127.0.0.1:5000/library/busybox:latest",
+                "mirror.example.com/hub/library/busybox:latest",
+                "docker.io/library/busybox:latest",
+            ]
+        );
+        assert_eq!(
+            names("example.com/team/app:v1"),
+            ["internal.example.com/mirrored/team/app:v1"]
+        );
+        assert_eq!(names("quay.io/a/b:c"), ["quay.io/a/b:c"]);
+    }
 
     #[test]
     fn registries_conf_entries_and_search() {

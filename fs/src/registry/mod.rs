@@ -39,16 +39,18 @@ use crate::digest::Digest;
 /// where there is something to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The connection failed, after retries.
-    #[error("{registry}: {what}: {source}")]
+    /// The connection failed, after retries. The failure is part of the message, not a
+    /// `source`: ureq's errors repeat their own cause, and a chain would print it twice.
+    #[error("{registry}: {what}: {cause}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     Transport {
         /// The registry.
         registry: String,
         /// What was being done.
         what: String,
         /// The failure.
-        #[source]
-        source: Box<ureq::Error>,
+        cause: Box<ureq::Error>,
+        /// What to do about it, for TLS failures.
+        hint: Option<&'static str>,
     },
     /// Reading a response body failed, after retries.
     #[error("{registry}: {what}: {source}")]

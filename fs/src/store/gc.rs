@@ -315,8 +315,9 @@ impl Store {
     }
 
     /// Deletes every blob nothing live refers to, the layer indexes of deleted layers, the
-    /// caches of archives mounted directly (`indexes/file/`, `verified/`), notes on deleted
-    /// images, stale leases and temporary files.
+    /// caches of archives mounted directly (`indexes/file/`, `verified/`), the partial
+    /// downloads of interrupted pulls (`partial/`), notes on deleted images, stale leases and
+    /// temporary files.
     ///
     /// # Errors
     ///
@@ -335,7 +336,8 @@ impl Store {
         )?;
         report.other_files += indexes.len();
         report.reclaimed += indexes.iter().map(|(_, s)| s).sum::<u64>();
-        for cache in ["indexes/file", "verified"] {
+        // Pulls hold the shared lock, so no download is using a partial file now.
+        for cache in ["indexes/file", "verified", super::pull::PARTIAL_DIR] {
             let dir = self.root.join(cache);
             let Ok(entries) = fs::read_dir(&dir) else {
                 continue;

@@ -10,6 +10,8 @@
 //!   indexes/sha256/<hex>       the tar index of layer <hex> (see crate::source)
 //!   image-meta/<id hex>.json   rfs's notes on an image: parent, layer sizes, last tag time
 //!   leases/<n>.json            blobs a running mount uses, locked while it runs
+//!   partial/<hex>              compressed bytes of a layer a pull is (or was, when killed)
+//!                              downloading, for the next pull to continue (see `pull`)
 //!   store.lock, index.lock     flock(2) files
 //!   containers/                writable layers of containers (not part of the layout)
 //!   mounts/<id>/               writable layers of `rfs mount`, see `mounts`
@@ -76,7 +78,7 @@ pub use gc::{PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
 pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
-pub use pull::{PullOptions, PullResult, PulledFrom};
+pub use pull::{PullOptions, PullResult, PulledFrom, index_platforms};
 pub use push::{LayerCompression, PushOptions, PushResult};
 pub use reference::{Reference, ReferenceError};
 pub use save::ArchiveFormat;
@@ -572,7 +574,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Finds an image by `NAME[:TAG]`, full ID (`sha256:<hex>`) or a unique ID prefix.
+    /// Finds an image by `NAME[:TAG]`, `REGISTRY/NAME@sha256:<hex>` (an image pulled by that
+    /// digest, or whose tag resolved to it: its `RepoDigests`), full ID (`sha256:<hex>`) or a
+    /// unique ID prefix.
     ///
     /// # Errors
     ///
@@ -582,6 +586,22 @@ impl Store {
         if let Ok(reference) = Reference::parse(text) {
             if let Some(found) = images.iter().find(|i| i.tags.contains(&reference)) {
                 return Ok(found.clone());
+            }
+        }
+        if text.contains('@') {
+            if let Ok(pinned) = crate::registry::ImageRef::parse(text) {
+                if let Some(digest) = pinned.digest {
+                    let repository = pinned.repository_path();
+                    let found = images.iter().find(|i| {
+                        self.meta(&i.id).pulled.iter().any(|p| {
+                            p.repository == repository
+                                && (p.repo_digest == digest || p.manifest_digest == digest)
+                        })
+                    });
+                    if let Some(found) = found {
+                        return Ok(found.clone());
+                    }
+                }
             }
         }
         let hex = text.strip_prefix("sha256:").unwrap_or(text);

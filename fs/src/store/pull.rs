@@ -13,9 +13,15 @@
 //!
 //! Resuming: a dropped connection continues in the same pass with an HTTP `Range` request
 //! ([`crate::registry::client`]), so a flaky network does not restart a big layer. Across
-//! processes the unit of resumption is the layer: the store keeps no compressed partial files
-//! (a partial decompression cannot be continued by a new process without them), which keeps
-//! the one-pass, no-extra-copy design.
+//! processes: a killed pull leaves its finished layers (named blobs, used by the next pull),
+//! half-written temporary files, which the next pull removes when their writer is dead
+//! ([`crate::durable::remove_dead_temporaries`]), and, for each layer it was downloading,
+//! the compressed bytes received so far in `partial/<digest>` ([`Partial`]): a decompressor's
+//! state cannot be saved, so the next pull feeds those bytes through hash and decompressor
+//! again from disk and asks the registry only for the rest (`Range`). That file is the one
+//! extra copy of compressed bytes the store ever holds, while a layer is in flight; it goes
+//! when the layer is stored, when its bytes prove wrong (the layer is then fetched whole
+//! once more), or with `rfs prune`.
 //!
 //! What is kept for `rfs push` (see [`super::push`]): the store keeps layers uncompressed, so
 //! it cannot re-create the registry's compressed blobs byte for byte. It keeps instead the
@@ -28,8 +34,12 @@
 //! holds neither the blobs nor a repository to mount them from recompresses the layers, and
 //! the manifest digest changes there.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::fcntl::{Flock, FlockArg};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -49,6 +59,9 @@ use crate::registry::{self, Client, ImageRef};
 
 /// How many layers download at once.
 pub(crate) const DEFAULT_JOBS: usize = 3;
+
+/// Where the compressed bytes of layers being downloaded are kept (see the module docs).
+pub(crate) const PARTIAL_DIR: &str = "partial";
 
 /// Where an image was pulled from, kept in its notes for `rfs inspect` (`RepoDigests`) and
 /// `rfs push` (the original manifest).
@@ -75,6 +88,11 @@ pub struct PullOptions<'a> {
     pub jobs: usize,
     /// Progress of each layer's download, reported as `layer <digest>`.
     pub progress: Option<&'a Progress<'a>>,
+    /// The name the image gets in the store, when it differs from where it is pulled from
+    /// (a mirror of registries.conf); default: the reference pulled.
+    pub name: Option<&'a ImageRef>,
+    /// Give the image no name (the other platforms of `rfs pull --all-platforms`).
+    pub untagged: bool,
 }
 
 /// What a pull did.
@@ -150,6 +168,40 @@ fn classify(
     } else {
         Err(bad(format!("unsupported manifest media type `{media}`")))
     }
+}
+
+/// The platforms of the image index `reference` names, in the index's order (entries for no
+/// platform, such as build attestations with `unknown/unknown`, left out); `None` if it names
+/// a single image manifest.
+///
+/// # Errors
+///
+/// As fetching the manifest in [`Store::pull`]: not found, unauthorized, schema 1, ...
+pub fn index_platforms(
+    client: &Client,
+    reference: &ImageRef,
+) -> Result<Option<Vec<Platform>>, registry::Error> {
+    let (bytes, content_type, _) =
+        client.manifest(&reference.repository, &reference.manifest_reference())?;
+    let what = reference.to_string();
+    Ok(
+        match classify(client.registry(), &what, &bytes, &content_type)? {
+            Kind::Manifest(_) => None,
+            Kind::Index(index) => Some(
+                index
+                    .manifests
+                    .into_iter()
+                    .filter(|e| {
+                        e.media_type
+                            .as_deref()
+                            .is_none_or(|m| MANIFEST_TYPES.contains(&m))
+                    })
+                    .filter_map(|e| e.platform)
+                    .filter(|p| p.os != "unknown" && p.architecture != "unknown")
+                    .collect(),
+            ),
+        },
+    )
 }
 
 /// The entry of `index` for `wanted`, as `rfs mount` picks it.
@@ -308,6 +360,13 @@ impl Store {
             }
         }
         let present = diff_ids.len() - jobs.len();
+        if !jobs.is_empty() {
+            // What a killed pull left half-written.
+            let removed = crate::durable::remove_dead_temporaries(&self.blobs_dir());
+            if removed > 0 {
+                log::info!("removed {removed} temporary files of interrupted writes");
+            }
+        }
         self.download_layers(client, repo, &jobs, opts)?;
 
         let count = diff_ids.len();
@@ -323,7 +382,11 @@ impl Store {
             sizes.push(layer_size(&index));
             layers.push((*diff_id, size));
         }
-        let tag = reference.store_reference();
+        let tag = if opts.untagged {
+            None
+        } else {
+            opts.name.unwrap_or(reference).store_reference()
+        };
         let pulled = match String::from_utf8(bytes) {
             Ok(manifest) => vec![PulledFrom {
                 repository: reference.repository_path(),
@@ -406,7 +469,8 @@ impl Store {
         }
     }
 
-    /// Downloads one layer into `blobs/sha256/<diff_id>` in one pass (see the module docs).
+    /// Downloads one layer into `blobs/sha256/<diff_id>` in one pass, continuing what an
+    /// interrupted pull kept of it (see the module docs).
     fn fetch_layer(
         &self,
         client: &Client,
@@ -414,6 +478,49 @@ impl Store {
         digest: &Digest,
         size: u64,
         diff_id: &Digest,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<(), Error> {
+        let partial = Partial::open(&self.root.join(PARTIAL_DIR), digest, size);
+        let kept = partial.as_ref().map_or(0, |p| p.kept);
+        let network_failed = Cell::new(false);
+        let result = self.fetch_layer_from(
+            client,
+            repo,
+            (digest, size, diff_id),
+            partial.as_ref(),
+            &network_failed,
+            progress,
+        );
+        match (result, partial) {
+            (Ok(()), Some(p)) => {
+                p.remove();
+                Ok(())
+            }
+            // Kept for the next pull: the registry stopped answering.
+            (Err(e), Some(_)) if network_failed.get() => Err(e),
+            (Err(e), Some(p)) => {
+                p.remove();
+                if kept == 0 {
+                    return Err(e);
+                }
+                // The kept bytes may be what was wrong: once more, from the start.
+                log::info!("layer {digest}: {e}; downloading it again from the start");
+                self.fetch_layer(client, repo, digest, size, diff_id, progress)
+            }
+            (result, None) => result,
+        }
+    }
+
+    /// [`Store::fetch_layer`]'s pass: the kept bytes of `partial`, then the registry's from
+    /// there on, copied into `partial` as they arrive; `network_failed` tells a dropped
+    /// registry from bad data.
+    fn fetch_layer_from(
+        &self,
+        client: &Client,
+        repo: &str,
+        (digest, size, diff_id): (&Digest, u64, &Digest),
+        partial: Option<&Partial>,
+        network_failed: &Cell<bool>,
         progress: Option<&Progress<'_>>,
     ) -> Result<(), Error> {
         let registry = client.registry();
@@ -424,8 +531,28 @@ impl Store {
             what: what.clone(),
             source,
         };
-        let blob = client.blob(repo, digest, size, &what);
-        let mut compressed = HashingReader::new(ProgressReader::new(blob, &label, size, progress));
+        let (kept, prefix): (u64, Box<dyn Read>) = match partial {
+            Some(p) => (
+                p.kept,
+                Box::new(
+                    fs::File::open(&p.path)
+                        .map_err(|e| Error::io("reading", &p.path, e))?
+                        .take(p.kept),
+                ),
+            ),
+            None => (0, Box::new(io::empty())),
+        };
+        let blob = Tee {
+            inner: client.blob_from(repo, digest, size, kept, &what),
+            out: partial.map(|p| (&*p.file, p.path.as_path())),
+            failed: network_failed,
+        };
+        let mut compressed = HashingReader::new(ProgressReader::new(
+            prefix.chain(blob),
+            &label,
+            size,
+            progress,
+        ));
         let mut magic = [0u8; MAGIC_LEN];
         let got = read_up_to(&mut compressed, &mut magic).map_err(download)?;
         let compression = Compression::sniff(&magic[..got]);
@@ -498,6 +625,77 @@ impl Store {
         }
         tmp.persist(&self.blob_path(diff_id))?;
         Ok(())
+    }
+}
+
+/// The compressed bytes of a layer download so far, in `<root>/partial/<digest hex>`, locked
+/// (`flock`) while a pull uses it: a second pull of the same layer at the same time downloads
+/// without one.
+struct Partial {
+    path: std::path::PathBuf,
+    file: Flock<fs::File>,
+    /// Bytes kept from an earlier pull.
+    kept: u64,
+}
+
+impl Partial {
+    /// Opens (or creates) the partial file of `digest`; `None` if another pull holds it or it
+    /// cannot be used (the layer is then downloaded without one).
+    fn open(dir: &std::path::Path, digest: &Digest, size: u64) -> Option<Partial> {
+        let path = dir.join(digest.hex());
+        let opened = fs::create_dir_all(dir).and_then(|()| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+        });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("{}: {e}; downloading without it", path.display());
+                return None;
+            }
+        };
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()?;
+        let mut kept = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if kept > size {
+            kept = 0;
+        }
+        file.set_len(kept).ok()?;
+        let mut handle: &fs::File = &file;
+        io::Seek::seek(&mut handle, io::SeekFrom::Start(kept)).ok()?;
+        Some(Partial { path, file, kept })
+    }
+
+    /// Deletes the file (while still holding its lock).
+    fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The registry's bytes of a layer, copied to the partial file as they pass; a read error
+/// (the registry, after the client's own retries) is noted in `failed`.
+struct Tee<'a, R> {
+    inner: R,
+    out: Option<(&'a fs::File, &'a std::path::Path)>,
+    failed: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self
+            .inner
+            .read(buf)
+            .inspect_err(|_| self.failed.set(true))?;
+        if let Some((mut file, path)) = self.out {
+            file.write_all(&buf[..n]).map_err(|e| {
+                io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+            })?;
+        }
+        Ok(n)
     }
 }
 

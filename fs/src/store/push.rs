@@ -11,9 +11,10 @@
 //! Images rfs made (load, import, commit), or that fall back as above, have their layers
 //! compressed with `--compression` (gzip by default, zstd, or none) into a temporary file
 //! under `<root>/tmp` (so the digest is known before the upload, for `HEAD` and for the
-//! manifest), skipped if the registry has that digest, else uploaded (`POST`, one `PATCH`
-//! streaming the file, `PUT ?digest=`). The config follows, and the manifest (OCI) goes last,
-//! so a registry never holds a manifest whose blobs are missing.
+//! manifest), skipped if the registry has that digest, else uploaded (`POST`, `PATCH`es of
+//! 16 MiB that continue where the registry stands after a failure, `PUT ?digest=`; see
+//! [`Client::upload_blob`]). The config follows, and the manifest (OCI) goes last, so a
+//! registry never holds a manifest whose blobs are missing.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -40,6 +40,9 @@ pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
     } else {
         root.unwrap_or_default()
     };
+    if let Some(source) = source.as_deref() {
+        super::store::pull::pull_if_missing(&root, source, args.platform.as_deref())?;
+    }
     if args.foreground {
         return mount_and_serve(&root, source.as_deref(), &mountpoint, &args, None);
     }
@@ -80,8 +83,8 @@ fn daemonize(
     args: &MountArgs,
 ) -> Result<ExitCode> {
     let (notifier, waiter) = serve::handshake()?;
-    // SAFETY: rfs is single-threaded at this point (no thread has been spawned yet), so the
-    // child may run arbitrary code after fork.
+    // SAFETY: rfs is single-threaded at this point (no thread has been spawned yet; a pull
+    // runs as a child process), so the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(notifier);

@@ -138,6 +138,14 @@ impl MountGuard {
         })
     }
 
+    /// Takes charge of an rfs (FUSE) mount made elsewhere: unmounted on drop.
+    pub fn fuse_guard(mountpoint: &Path) -> MountGuard {
+        MountGuard {
+            mountpoint: mountpoint.to_path_buf(),
+            kernel: false,
+        }
+    }
+
     /// Takes charge of a kernel mount made elsewhere (tmpfs, ...): unmounted on drop.
     pub fn kernel_guard(mountpoint: &Path) -> MountGuard {
         MountGuard {

@@ -19,6 +19,7 @@ mod malformed;
 mod metacopy;
 mod podman;
 mod posix;
+mod registry;
 mod rootless;
 mod run;
 mod semantics;

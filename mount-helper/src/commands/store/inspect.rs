@@ -200,7 +200,13 @@ fn image_json(store: &Store, image: &StoredImage) -> Result<Inspected> {
     let inspect = ImageInspect {
         id: image.id.to_string(),
         repo_tags: image.tags.iter().map(ToString::to_string).collect(),
-        repo_digests: Vec::new(),
+        // Docker's `repository@digest` of what each pull's reference resolved to.
+        repo_digests: image
+            .meta
+            .pulled
+            .iter()
+            .map(|p| format!("{}@{}", p.repository, p.repo_digest))
+            .collect(),
         parent: image.meta.parent.map(|p| p.to_string()).unwrap_or_default(),
         // Docker falls back on the newest history entry's comment (docker commit -m).
         comment: c

@@ -20,7 +20,7 @@ mod login;
 mod mounts;
 mod output;
 mod prune;
-mod pull;
+pub(crate) mod pull;
 mod push;
 mod rmi;
 mod save;
@@ -106,7 +106,9 @@ pub(crate) fn open_image(
         let (image, layers, lease) = match store.open_for_mount(text) {
             Ok(x) => x,
             Err(rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_)) => {
-                bail!("{text}: no such file, and no image of that name or ID in the store")
+                bail!(
+                    "{text}: no such file, and no image of that name or ID in the store (`rfs pull {text}` fetches it from a registry)"
+                )
             }
             Err(e) => return Err(e).with_context(|| format!("opening image {text} of the store")),
         };

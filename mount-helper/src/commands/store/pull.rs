@@ -1,13 +1,14 @@
 //! `rfs pull REF`: an image from a registry into the store, and what `rfs push`, `rfs login`
 //! share with it: connecting to a registry with the options of the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
+use rfs_fs::image::Platform;
 use rfs_fs::registry::{Client, ClientOptions, ImageRef, RegistriesConf};
-use rfs_fs::store::{PullOptions, PullResult, Store};
+use rfs_fs::store::{PullOptions, PullResult, Store, index_platforms};
 
 use crate::cli::{PullArgs, RegistryArgs};
 use crate::progress::TransferDisplay;
@@ -35,53 +36,161 @@ fn candidates(text: &str, conf: &RegistriesConf) -> Result<Vec<ImageRef>> {
         .collect()
 }
 
-/// Pulls `text` into `store`, drawing progress per layer.
+/// Which platforms of an index to pull.
+#[derive(Clone, Copy)]
+pub(crate) enum Platforms<'a> {
+    /// The one given, or this machine's.
+    One(Option<&'a str>),
+    /// Every one (`--all-platforms`): this machine's (else the first) gets the name.
+    All,
+}
+
+/// Pulls `text` into `store`, drawing progress per layer: from each name's mirrors in
+/// registries.conf first, then its registry; for a short name, from each search registry.
 pub(crate) fn pull(
     store: &Store,
     text: &str,
-    platform: Option<&str>,
+    platforms: Platforms<'_>,
     registry: &RegistryArgs,
     lines: bool,
 ) -> Result<PullResult> {
     let opts = client_options(registry)?;
     let mut last_error = None;
-    for reference in candidates(text, &opts.conf)? {
-        let display = TransferDisplay::new(lines);
-        let report = |what: &str, done: u64, total: u64| display.update(what, done, total);
-        let attempt = Client::connect(&reference.registry, Some(&reference.repository), &opts)
-            .map_err(rfs_fs::store::Error::from)
-            .and_then(|client| {
-                store.pull(
-                    &client,
-                    &reference,
-                    &PullOptions {
-                        platform,
-                        jobs: 0,
-                        progress: Some(&report),
-                    },
-                )
-            });
-        match attempt {
-            Ok(result) => return Ok(result),
-            // Another search registry may have it.
-            Err(rfs_fs::store::Error::Registry(e))
-                if matches!(*e, rfs_fs::registry::Error::NotFound { .. }) =>
-            {
-                last_error = Some(anyhow::Error::new(*e));
+    for name in candidates(text, &opts.conf)? {
+        let sources = opts.conf.pull_sources(&name);
+        let primary = sources.len() - 1;
+        for (i, source) in sources.iter().enumerate() {
+            let display = TransferDisplay::new(lines);
+            let report = |what: &str, done: u64, total: u64| display.update(what, done, total);
+            let attempt = Client::connect(&source.registry, Some(&source.repository), &opts)
+                .map_err(rfs_fs::store::Error::from)
+                .and_then(|client| {
+                    let (named, others) = match platforms {
+                        Platforms::One(p) => (p.map(str::to_owned), Vec::new()),
+                        Platforms::All => split_platforms(&client, source)?,
+                    };
+                    for other in &others {
+                        let result = store.pull(
+                            &client,
+                            source,
+                            &PullOptions {
+                                platform: Some(other),
+                                progress: Some(&report),
+                                untagged: true,
+                                ..PullOptions::default()
+                            },
+                        )?;
+                        eprintln!("{other}: {} (no name)", result.id);
+                    }
+                    store.pull(
+                        &client,
+                        source,
+                        &PullOptions {
+                            platform: named.as_deref(),
+                            jobs: 0,
+                            progress: Some(&report),
+                            name: Some(&name),
+                            untagged: false,
+                        },
+                    )
+                });
+            match attempt {
+                Ok(result) => return Ok(result),
+                // The next mirror, or the registry itself, may serve it.
+                Err(e) if i < primary => {
+                    eprintln!("rfs: mirror {source}: {e}; trying the next source");
+                }
+                // Another search registry may have it.
+                Err(rfs_fs::store::Error::Registry(e))
+                    if matches!(*e, rfs_fs::registry::Error::NotFound { .. }) =>
+                {
+                    last_error = Some(anyhow::Error::new(*e));
+                }
+                Err(e) => return Err(e).with_context(|| format!("pulling {source}")),
             }
-            Err(e) => return Err(e).with_context(|| format!("pulling {reference}")),
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no registry to pull {text} from")))
 }
 
+/// For `--all-platforms`: the platform that gets the name (this machine's if the index offers
+/// it, else its first) and the others; `(None, [])` for a single image.
+fn split_platforms(
+    client: &Client,
+    source: &ImageRef,
+) -> Result<(Option<String>, Vec<String>), rfs_fs::store::Error> {
+    let Some(list) = index_platforms(client, source)? else {
+        return Ok((None, Vec::new()));
+    };
+    let host = Platform::parse_or_host(None)?;
+    let named = list
+        .iter()
+        .filter_map(|p| Some((host.rank(p)?, p)))
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, p)| p)
+        .or_else(|| list.first());
+    let others = list
+        .iter()
+        .filter(|p| Some(*p) != named)
+        .map(ToString::to_string)
+        .collect();
+    Ok((named.map(ToString::to_string), others))
+}
+
+/// `rfs mount REF` / `rfs run REF`: pulls REF first when it is no file, no image of the
+/// store, and names a registry (`host[:port]/…`), as `podman run` does; with the default
+/// registry options. A short name (`busybox`) is not pulled here: it is more often a local
+/// image misspelt than a wish to reach Docker Hub, and `rfs pull` says which it is.
+///
+/// The pull runs as a child `rfs pull` process: `rfs mount` and `rfs run` fork afterwards,
+/// which is sound only while they never had other threads (the pull's pool, the HTTP
+/// client's resolver threads).
+pub(crate) fn pull_if_missing(root: &Path, source: &Path, platform: Option<&str>) -> Result<()> {
+    let Some(text) = source.to_str() else {
+        return Ok(());
+    };
+    if source.exists() || !ImageRef::is_qualified(text) {
+        return Ok(());
+    }
+    let store = Store::open(root)
+        .with_context(|| format!("opening the image store in {}", root.display()))?;
+    match store.resolve(text) {
+        Ok(_) => return Ok(()),
+        Err(rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_)) => {}
+        Err(e) => return Err(e).with_context(|| format!("looking up {text} in the store")),
+    }
+    drop(store);
+    eprintln!("rfs: {text} is not in the store; pulling it");
+    let exe = std::env::current_exe().context("finding the rfs binary")?;
+    let mut pull = std::process::Command::new(exe);
+    pull.arg("--root").arg(root).args(["pull", "-q"]);
+    if let Some(p) = platform {
+        pull.args(["--platform", p]);
+    }
+    let status = pull
+        .arg(text)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("starting rfs pull")?;
+    if !status.success() {
+        bail!("{text}: not in the store, and pulling it failed (see above)");
+    }
+    Ok(())
+}
+
 /// Runs `rfs pull`: progress on stderr, the image ID on stdout.
 pub(crate) fn run(root: Option<PathBuf>, args: &PullArgs) -> Result<ExitCode> {
     let store = super::open(root)?;
+    let platforms = if args.all_platforms {
+        Platforms::All
+    } else {
+        Platforms::One(args.platform.as_deref())
+    };
     let result = pull(
         &store,
         &args.reference,
-        args.platform.as_deref(),
+        platforms,
         &args.registry,
         args.quiet,
     )?;
