@@ -7,12 +7,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/install-deps.sh
-# Rootless tests run as this unprivileged user, with /dev/fuse usable by everyone as
-# distributions ship it (this machine's is 0600), and subordinate ids for `rfs run`.
+# Rootless tests run as this unprivileged user, with /dev/fuse (and /dev/net/tun) usable by
+# everyone as distributions ship them (this machine's are 0600), and subordinate ids for `rfs run`.
 id rfstest >/dev/null 2>&1 || useradd -m rfstest
 grep -q '^rfstest:' /etc/subuid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subuid
 grep -q '^rfstest:' /etc/subgid 2>/dev/null || echo 'rfstest:100000:65536' >> /etc/subgid
 chmod 0666 /dev/fuse
+# The same for /dev/net/tun, which pasta opens for a rootless container's private network.
+[ -e /dev/net/tun ] && chmod 0666 /dev/net/tun
 # crun refuses a hybrid cgroup layout whose v2 hierarchy still has controllers (hugetlb on
 # this machine); give that controller a v1 hierarchy so podman tests can run containers.
 if [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && [ -n "$(cat /sys/fs/cgroup/unified/cgroup.controllers)" ]; then

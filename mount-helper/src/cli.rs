@@ -108,6 +108,9 @@ pub(crate) enum Command {
     /// Wait for containers to end; print each one's exit status.
     #[command(after_help = "Examples:\n  rfs wait web")]
     Wait(WaitArgs),
+    /// List the ports a container publishes.
+    #[command(after_help = "Examples:\n  rfs port web")]
+    Port(PortArgs),
     /// Show what a detached container wrote (stdout to stdout, stderr to stderr).
     #[command(after_help = "Examples:\n  rfs logs web\n  rfs logs -f --tail 20 -t web")]
     Logs(LogsArgs),
@@ -315,9 +318,14 @@ pub(crate) struct RunArgs {
     /// Host name of the container (default: the first 12 digits of its id).
     #[arg(long, value_name = "NAME")]
     pub(crate) hostname: Option<String>,
-    /// Network: the host's, or none (a private namespace with only lo).
-    #[arg(long, value_name = "host|none", default_value = "host")]
+    /// Network: private (its own namespace, connected by pasta, as docker and podman), the
+    /// host's, or none (its own namespace with only lo).
+    #[arg(long, value_name = "private|host|none", default_value = "private")]
     pub(crate) net: NetMode,
+    /// Publish a container port on the host: `[IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]`
+    /// (with --net private).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
+    pub(crate) publish: Vec<String>,
     /// Make the container's root read-only.
     #[arg(long)]
     pub(crate) read_only: bool,
@@ -351,6 +359,8 @@ pub(crate) struct RunArgs {
 /// `--net`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum NetMode {
+    /// A network namespace of its own, connected to the outside by pasta.
+    Private,
     /// The host's network.
     Host,
     /// A private network namespace with only the loopback interface.
@@ -410,6 +420,14 @@ pub(crate) struct WaitArgs {
     /// Container names, ids or id prefixes.
     #[arg(value_name = "CONTAINER", required = true)]
     pub(crate) containers: Vec<String>,
+}
+
+/// `rfs port`.
+#[derive(Debug, Args)]
+pub(crate) struct PortArgs {
+    /// Container name, id or id prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
 }
 
 /// `rfs logs`.

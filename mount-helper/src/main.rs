@@ -9,6 +9,7 @@ mod container_log;
 mod host;
 mod logging;
 mod mountinfo;
+mod network;
 mod overlay_compat;
 mod progress;
 mod serve;

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sys::statvfs::FsFlags;
 
-use crate::spec::{BindMount, Network, RunSpec};
+use crate::spec::{BindMount, RunSpec};
 use crate::syscall::Syscall;
 use crate::{Error, Result};
 
@@ -223,7 +223,7 @@ pub fn prepare_rootfs(spec: &RunSpec, sys: &dyn Syscall) -> Result<Vec<String>> 
     let ro = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
     // sysfs may be mounted only by the owner of the network namespace; otherwise bind the
     // host's read-only. Neither is essential, so failure only leaves /sys empty.
-    let sysfs = if spec.network == Network::None {
+    let sysfs = if spec.network.is_own() {
         sys.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), ro, None)
     } else {
         Err(nix::Error::EPERM)
@@ -473,7 +473,7 @@ mod tests {
                     read_only: true,
                 },
             ],
-            network: Network::Host,
+            network: crate::spec::Network::Host,
             read_only_rootfs: false,
             tty: false,
             single_id: false,

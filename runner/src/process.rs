@@ -48,7 +48,7 @@ pub fn sandbox_namespaces(network: Network) -> CloneFlags {
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if network == Network::None {
+    if network.is_own() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     flags
@@ -113,6 +113,23 @@ pub fn spawn_sandbox(
     sys: &dyn Syscall,
     body: impl FnOnce() -> i32,
 ) -> Result<Pid> {
+    spawn_sandbox_then(network, mapping, sys, |_| Ok(()), body)
+}
+
+/// [`spawn_sandbox`], calling `namespaces_ready` with the sandbox's pid once its namespaces
+/// exist and its id maps are written, before it goes on: what joins them from outside (the
+/// network stack of [`Network::Private`]) is in place before the container starts. An error
+/// there ends the sandbox.
+///
+/// # Errors
+/// As [`spawn_sandbox`], and what `namespaces_ready` returns.
+pub fn spawn_sandbox_then(
+    network: Network,
+    mapping: &UsernsMapping,
+    sys: &dyn Syscall,
+    namespaces_ready: impl FnOnce(Pid) -> Result<()>,
+    body: impl FnOnce() -> i32,
+) -> Result<Pid> {
     let sync = |source: std::io::Error| Error::Sync {
         peer: "sandbox",
         source,
@@ -149,6 +166,7 @@ pub fn spawn_sandbox(
                 None => {}
             }
             mapping.apply(child).map_err(fail)?;
+            namespaces_ready(child).map_err(fail)?;
             std::fs::File::from(down_write)
                 .write_all(b"go\n")
                 .map_err(|e| fail(sync(e)))?;
@@ -322,7 +340,7 @@ pub fn setup_container(spec: &RunSpec, sys: &dyn Syscall) -> Result<(Identity, V
             hostname: spec.hostname.clone(),
             source,
         })?;
-    if spec.network == Network::None {
+    if spec.network.is_own() {
         sys.set_loopback_up().map_err(Error::LoopbackUp)?;
     }
     if pivot::pivot_into(root, sys)? == pivot::RootChange::Chrooted {

@@ -53,6 +53,16 @@ pub enum Network {
     Host,
     /// A new network namespace with only the loopback interface, up.
     None,
+    /// A new network namespace of its own, connected to the outside by a userspace network
+    /// stack (`pasta`) that the caller starts once the namespace exists.
+    Private,
+}
+
+impl Network {
+    /// Whether the container gets a network namespace of its own.
+    pub fn is_own(self) -> bool {
+        self != Network::Host
+    }
 }
 
 impl RunSpec {

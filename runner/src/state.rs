@@ -49,6 +49,9 @@ pub struct ContainerState {
     /// keeps what a container uses.
     #[serde(default)]
     pub image_id: Option<String>,
+    /// The published ports, as `docker port` shows them (`127.0.0.1:8080->80/tcp`).
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 /// Seconds since the epoch now.
@@ -219,6 +222,7 @@ mod tests {
             pid: None,
             pid_start_time: None,
             image_id: None,
+            ports: Vec::new(),
         }
     }
 

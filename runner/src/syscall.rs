@@ -486,6 +486,30 @@ pub fn reset_signals_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes the program `cmd` starts get SIGKILL when this process (the thread that forks it)
+/// dies: a helper such as the network stack of a container must not outlive its supervisor.
+pub fn kill_with_parent_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec in the child, where only async-signal-safe
+    // calls are allowed: `prctl(PR_SET_PDEATHSIG)` is a plain system call on integers and
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes `cmd` start its program with `fd` open as descriptor `target`, whatever `fd`'s
 /// close-on-exec flag here: the way to hand a program an open file without naming its path.
 /// `fd` stays open in this process until `cmd` is dropped.

@@ -1,5 +1,6 @@
 //! `rfs stop`, `rfs kill` and `rfs wait`: signals to a running container and waiting for its
-//! end, by its record (`rfs_runner::state`) from any shell, as docker and podman have them.
+//! end, by its record (`rfs_runner::state`) from any shell, as docker and podman have them;
+//! and `rfs port`, the ports it publishes.
 //!
 //! A container's recorded pid is its sandbox process, which passes the signals it gets on to
 //! the container's init and so to the command; SIGKILL of the sandbox takes the whole pid
@@ -15,7 +16,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use rfs_runner::state::{ContainerState, ContainerStore, Status};
 
-use crate::cli::{KillArgs, StopArgs, WaitArgs};
+use crate::cli::{KillArgs, PortArgs, StopArgs, WaitArgs};
 
 /// How often a waiter looks at a container's record.
 const POLL: Duration = Duration::from_millis(50);
@@ -172,6 +173,22 @@ pub(crate) fn wait(root: Option<PathBuf>, args: &WaitArgs) -> Result<ExitCode> {
             ),
         }
     })
+}
+
+/// Runs `rfs port`: `CONTAINER_PORT/PROTO -> HOST_IP:HOST_PORT` per published port, as
+/// docker prints them.
+pub(crate) fn port(root: Option<PathBuf>, args: &PortArgs) -> Result<ExitCode> {
+    let store = ContainerStore::new(&super::root_dir(root)?);
+    let c = store
+        .find(&args.container)?
+        .with_context(|| format!("no such container: {}", args.container))?;
+    for mapping in &c.ports {
+        // Recorded as `HOST_IP:HOST_PORT->CONTAINER_PORT/PROTO`.
+        if let Some((host, container)) = mapping.split_once("->") {
+            println!("{container} -> {host}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

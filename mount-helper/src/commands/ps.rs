@@ -1,6 +1,6 @@
 //! `rfs ps [-a]`: the containers of the root directory as a table (CONTAINER ID, NAME, IMAGE,
-//! COMMAND, STATUS, CREATED), running ones only unless `-a`. A container whose process died
-//! without recording its exit shows as `Dead`.
+//! COMMAND, STATUS, CREATED, PORTS), running ones only unless `-a`. A container whose process
+//! died without recording its exit shows as `Dead`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: &PsArgs) -> Result<ExitCode> {
         "COMMAND".into(),
         "STATUS".into(),
         "CREATED".into(),
+        "PORTS".into(),
     ]];
     let t = now();
     if args.format == crate::cli::OutputFormat::Json {
@@ -40,6 +41,7 @@ pub(crate) fn run(root: Option<PathBuf>, args: &PsArgs) -> Result<ExitCode> {
                 "Status": status(c, running, t),
                 "CreatedAt": c.created,
                 "State": if running { "running" } else { "exited" },
+                "Ports": c.ports.join(", "),
             });
             if writeln!(out, "{row}").is_err() {
                 break;
@@ -59,9 +61,15 @@ pub(crate) fn run(root: Option<PathBuf>, args: &PsArgs) -> Result<ExitCode> {
             shorten(&format!("\"{}\"", c.command.join(" ")), 30),
             status(c, running, t),
             format!("{} ago", human_duration(t.saturating_sub(c.created))),
+            // Published ports count while the container runs (as docker shows them).
+            if running {
+                c.ports.join(", ")
+            } else {
+                String::new()
+            },
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

@@ -259,6 +259,14 @@ fn start_and_wait(
         .iter()
         .map(|v| volume(v))
         .collect::<Result<Vec<_>>>()?;
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| crate::network::PortMapping::parse(p))
+        .collect::<Result<Vec<_>>>()?;
+    if !ports.is_empty() && args.net != NetMode::Private {
+        bail!("-p publishes ports of a private network: it cannot go with --net host or none");
+    }
 
     let store = ContainerStore::new(&root);
     let id = ContainerStore::new_id()?;
@@ -285,6 +293,7 @@ fn start_and_wait(
         pid: None,
         pid_start_time: None,
         image_id: image_id.map(|d| d.to_string()),
+        ports: ports.iter().map(ToString::to_string).collect(),
     };
     let dir = store.create(&state)?;
     let mut cleanup = RemoveOnFailure {
@@ -311,6 +320,7 @@ fn start_and_wait(
         hostname,
         binds,
         network: match args.net {
+            NetMode::Private => Network::Private,
             NetMode::Host => Network::Host,
             NetMode::None => Network::None,
         },
@@ -400,10 +410,33 @@ fn start_and_wait(
         },
         tty: pty.as_ref().map(|p| &p.slave),
     };
-    let sandbox_pid = process::spawn_sandbox(spec.network, &mapping, &Linux, move || {
-        sandbox.run(notifier)
-    })
-    .context(
+    // A private network is connected once its namespace exists, before the container starts.
+    let mut network_failed = None;
+    let mut pasta = None;
+    let connect_network = |pid| {
+        if spec.network != Network::Private {
+            return Ok(());
+        }
+        match crate::network::connect(pid, &ports, &dir) {
+            Ok(p) => {
+                pasta = Some(p);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                network_failed = Some(e);
+                Err(rfs_runner::Error::Sandbox(reason))
+            }
+        }
+    };
+    let spawned =
+        process::spawn_sandbox_then(spec.network, &mapping, &Linux, connect_network, move || {
+            sandbox.run(notifier)
+        });
+    if let Some(e) = network_failed {
+        return Err(e);
+    }
+    let sandbox_pid = spawned.context(
         "creating the container's namespaces (are unprivileged user namespaces allowed? see \
          user.max_user_namespaces and kernel.unprivileged_userns_clone)",
     )?;
@@ -453,6 +486,8 @@ fn start_and_wait(
         r.finish();
     }
     drop(raw);
+    // The container's network goes with it.
+    drop(pasta);
     // The output of the container's last moments, before its exit is recorded.
     if let Some(copier) = copier {
         let _ = copier.join();

@@ -1583,3 +1583,176 @@ fn exec_rootless_joins_the_container() {
     };
     exec_joins(&env);
 }
+
+// ---------------------------------------------------------------------------------------------
+// --net private, -p, rfs port
+
+/// An image whose busybox has every applet (the host's busybox-static, with `httpd`) and a
+/// page in /www, readable by every caller; imported into `env`'s store as `web:1`.
+fn import_web_image(env: &Env, images: &Path) {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let dir = &shared(images).dir;
+        let path = dir.join("busybox-web.tar");
+        let s = Scratch::new();
+        let rootfs = s.mkdir("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("www")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("/bin/busybox (busybox-static) is installed");
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+        std::fs::write(rootfs.join("www/index.html"), "<p>served by rfs</p>\n").unwrap();
+        let fresh = dir.join(format!("busybox-web.{}", std::process::id()));
+        let st = Command::new("tar")
+            .arg("-cf")
+            .arg(&fresh)
+            .arg("-C")
+            .arg(&rootfs)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&fresh, &path).unwrap();
+        path
+    });
+    let out = env.rfs(&[
+        "import",
+        path.to_str().unwrap(),
+        "web:1",
+        "-c",
+        r#"ENTRYPOINT ["/bin/busybox"]"#,
+    ]);
+    assert_code(&out, 0);
+}
+
+/// A port of 127.0.0.1 that is free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /` on 127.0.0.1:`port`, retried until the server answers (10 s).
+fn fetch(port: u16) -> String {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    loop {
+        let answer = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut got = String::new();
+            s.read_to_string(&mut got)?;
+            Ok(got)
+        });
+        match answer {
+            Ok(got) if got.starts_with("HTTP/") => return got,
+            other => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no answer on port {port}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--net private` (the default): the container has a network namespace of its own, and
+/// `-p 127.0.0.1:PORT:80` makes its busybox httpd reachable from the host; two containers
+/// serve port 80 each at once; `rfs ps` and `rfs port` show the mappings; a host port in use
+/// fails the start (125, no container); stopping the container (or killing its supervisor)
+/// frees the host port.
+fn published_ports(env: &Env, images: &Path) {
+    import_web_image(env, images);
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let own = env.rfs(&["run", "--rm", "web:1", "readlink", "/proc/self/ns/net"]);
+    assert_code(&own, 0);
+    assert_ne!(
+        text(&own).trim(),
+        host_ns.to_str().unwrap(),
+        "a network of its own"
+    );
+    let shared_net = env.rfs(&[
+        "run",
+        "--rm",
+        "--net",
+        "host",
+        "web:1",
+        "readlink",
+        "/proc/self/ns/net",
+    ]);
+    assert_eq!(text(&shared_net).trim(), host_ns.to_str().unwrap());
+
+    let (p1, p2) = (free_port(), free_port());
+    for (name, port) in [("web1", p1), ("web2", p2)] {
+        let publish = format!("127.0.0.1:{port}:80");
+        let out = env.rfs(&[
+            "run", "-d", "--name", name, "-p", &publish, "web:1", "httpd", "-f", "-p", "80", "-h",
+            "/www",
+        ]);
+        assert_code(&out, 0);
+    }
+    for port in [p1, p2] {
+        let page = fetch(port);
+        assert!(page.contains("<p>served by rfs</p>"), "{page}");
+    }
+    let ps = text(&env.rfs(&["ps"]));
+    assert!(ps.contains(&format!("127.0.0.1:{p1}->80/tcp")), "{ps}");
+    let port = env.rfs(&["port", "web2"]);
+    assert_eq!(text(&port), format!("80/tcp -> 127.0.0.1:{p2}\n"));
+
+    let taken = format!("127.0.0.1:{p1}:80");
+    let busy = env.rfs(&[
+        "run", "-d", "--name", "clash", "-p", &taken, "web:1", "true",
+    ]);
+    assert_code(&busy, 125);
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        err.contains("pasta") && err.contains(&p1.to_string()),
+        "{err}"
+    );
+    assert!(!text(&env.rfs(&["ps", "-a"])).contains("clash"));
+
+    assert_code(&env.rfs(&["stop", "-t", "1", "web1"]), 0);
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", p1)).is_ok(),
+        "the host port is free once the container stopped"
+    );
+    let sandbox = container_pid(env, "web2");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(parent_of(sandbox)),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while std::net::TcpListener::bind(("127.0.0.1", p2)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the host port stayed bound after the supervisor died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bad = env.rfs(&[
+        "run", "--rm", "--net", "host", "-p", "8080:80", "web:1", "true",
+    ]);
+    assert_code(&bad, 125);
+}
+
+#[test]
+fn published_ports_as_root() {
+    let test = "published_ports_as_root";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    published_ports(&env, &crate::common::images_dir(test).unwrap());
+}
+
+#[test]
+fn published_ports_rootless() {
+    let test = "published_ports_rootless";
+    let Some(env) = setup(test, Who::RangedUser) else {
+        return;
+    };
+    published_ports(&env, &crate::common::images_dir(test).unwrap());
+}
