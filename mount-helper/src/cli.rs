@@ -326,6 +326,16 @@ pub(crate) struct RunArgs {
     /// (with --net private).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR[/PROTO]")]
     pub(crate) publish: Vec<String>,
+    /// Memory limit (`512m`, `2g`); a process over it is killed (exit 137). Needs root, or a
+    /// delegated cgroup v2 subtree.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) memory: Option<String>,
+    /// CPU limit, in CPUs (`0.5`, `2`).
+    #[arg(long, value_name = "N")]
+    pub(crate) cpus: Option<f64>,
+    /// Process (and thread) limit.
+    #[arg(long, value_name = "N")]
+    pub(crate) pids_limit: Option<u64>,
     /// Make the container's root read-only.
     #[arg(long)]
     pub(crate) read_only: bool,

@@ -44,6 +44,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod error;
 pub mod exec;
 pub mod image_config;

@@ -267,6 +267,19 @@ fn start_and_wait(
     if !ports.is_empty() && args.net != NetMode::Private {
         bail!("-p publishes ports of a private network: it cannot go with --net host or none");
     }
+    let limits = rfs_runner::cgroup::Limits {
+        memory: args
+            .memory
+            .as_deref()
+            .map(rfs_runner::cgroup::parse_memory)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--memory {e}"))?,
+        cpus: match args.cpus {
+            Some(c) if !(c > 0.0 && c.is_finite()) => bail!("--cpus {c}: must be more than 0"),
+            c => c,
+        },
+        pids: args.pids_limit,
+    };
 
     let store = ContainerStore::new(&root);
     let id = ContainerStore::new_id()?;
@@ -410,10 +423,24 @@ fn start_and_wait(
         },
         tty: pty.as_ref().map(|p| &p.slave),
     };
+    // Limits: a control group of its own, which the sandbox joins before the container starts.
+    let cgroup = if limits.any() {
+        Some(
+            rfs_runner::cgroup::Cgroup::create(Path::new("/sys/fs/cgroup"), &id, &limits)
+                .context("setting --memory/--cpus/--pids-limit")?,
+        )
+    } else {
+        None
+    };
     // A private network is connected once its namespace exists, before the container starts.
     let mut network_failed = None;
     let mut pasta = None;
     let connect_network = |pid| {
+        if let Some(group) = &cgroup {
+            group
+                .add(pid)
+                .map_err(|e| rfs_runner::Error::Sandbox(format!("{e}")))?;
+        }
         if spec.network != Network::Private {
             return Ok(());
         }
@@ -486,8 +513,9 @@ fn start_and_wait(
         r.finish();
     }
     drop(raw);
-    // The container's network goes with it.
+    // The container's network and control group go with it.
     drop(pasta);
+    drop(cgroup);
     // The output of the container's last moments, before its exit is recorded.
     if let Some(copier) = copier {
         let _ = copier.join();

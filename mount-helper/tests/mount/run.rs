@@ -1756,3 +1756,90 @@ fn published_ports_rootless() {
     };
     published_ports(&env, &crate::common::images_dir(test).unwrap());
 }
+
+// ---------------------------------------------------------------------------------------------
+// --memory, --cpus, --pids-limit
+
+/// As root, a control group of the container's own: a command that fills more memory than
+/// `--memory` is killed (137) where a smaller one lives; `--pids-limit` stops a fork loop that
+/// runs to its end without it; `--cpus` runs; nothing of the groups is left afterwards.
+#[test]
+fn limits_as_root_bound_memory_and_processes() {
+    let Some(env) = setup("limits_as_root_bound_memory_and_processes", Who::Root) else {
+        return;
+    };
+    let fill = |mib: u32| {
+        format!(
+            "x=$(head -c {} /dev/zero | tr '\\0' a); echo kept ${{#x}}",
+            mib << 20
+        )
+    };
+    assert_code(
+        &env.run_busybox(&["--rm", "--memory", "32m"], &[&fill(100)]),
+        137,
+    );
+    let small = env.run_busybox(&["--rm", "--memory", "64m"], &[&fill(8)]);
+    assert_code(&small, 0);
+    assert_eq!(text(&small), format!("kept {}\n", 8 << 20));
+
+    let forks = "i=0; while [ $i -lt 30 ]; do sleep 1 & i=$((i+1)); done; wait; echo done";
+    let free = env.run_busybox(&["--rm", "-u", "root"], &[forks]);
+    assert_code(&free, 0);
+    assert_eq!(text(&free), "done\n");
+    let bounded = env.run_busybox(&["--rm", "-u", "root", "--pids-limit", "10"], &[forks]);
+    assert_ne!(bounded.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bounded.stderr).contains("can't fork"),
+        "{bounded:?}"
+    );
+    assert_code(
+        &env.run_busybox(&["--rm", "--cpus", "0.5"], &["echo ok"]),
+        0,
+    );
+
+    // The group goes with the container.
+    assert_code(
+        &env.run_busybox(
+            &["--name", "limited", "--memory", "64m", "--pids-limit", "50"],
+            &["true"],
+        ),
+        0,
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.container_dir("limited").join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let id = state["id"].as_str().unwrap();
+    for hierarchy in ["memory", "pids", "unified", ""] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(format!("rfs-{id}"));
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+    let bad = env.run_busybox(&["--rm", "--memory", "lots"], &["true"]);
+    assert_code(&bad, 125);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--memory"));
+}
+
+/// Rootless, with no delegated cgroup (this host has v1 controllers, which are never
+/// delegated): limits are refused before anything starts, with the reason and the remedy.
+#[test]
+fn limits_rootless_say_why_they_cannot_be_set() {
+    let Some(env) = setup(
+        "limits_rootless_say_why_they_cannot_be_set",
+        Who::RangedUser,
+    ) else {
+        return;
+    };
+    let out = env.run_busybox(&["--rm", "--memory", "64m"], &["echo started"]);
+    if out.status.code() == Some(0) {
+        // A host that delegates a cgroup v2 subtree to the user: then the limit must hold.
+        let fill = "x=$(head -c 104857600 /dev/zero | tr '\\0' a); echo kept";
+        assert_code(&env.run_busybox(&["--rm", "--memory", "32m"], &[fill]), 137);
+        return;
+    }
+    assert_code(&out, 125);
+    assert_eq!(text(&out), "", "the command never started");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cgroup") && err.contains("root"), "{err}");
+}
