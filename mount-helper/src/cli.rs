@@ -111,6 +111,9 @@ pub(crate) enum Command {
     /// List the ports a container publishes.
     #[command(after_help = "Examples:\n  rfs port web")]
     Port(PortArgs),
+    /// List the processes of a running container.
+    #[command(after_help = "Examples:\n  rfs top web")]
+    Top(TopArgs),
     /// Show what a detached container wrote (stdout to stdout, stderr to stderr).
     #[command(after_help = "Examples:\n  rfs logs web\n  rfs logs -f --tail 20 -t web")]
     Logs(LogsArgs),
@@ -336,6 +339,9 @@ pub(crate) struct RunArgs {
     /// Process (and thread) limit.
     #[arg(long, value_name = "N")]
     pub(crate) pids_limit: Option<u64>,
+    /// The signal `rfs stop` sends first, instead of the image's StopSignal (SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    pub(crate) stop_signal: Option<String>,
     /// Make the container's root read-only.
     #[arg(long)]
     pub(crate) read_only: bool,
@@ -435,6 +441,14 @@ pub(crate) struct WaitArgs {
 /// `rfs port`.
 #[derive(Debug, Args)]
 pub(crate) struct PortArgs {
+    /// Container name, id or id prefix.
+    #[arg(value_name = "CONTAINER")]
+    pub(crate) container: String,
+}
+
+/// `rfs top`.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
     /// Container name, id or id prefix.
     #[arg(value_name = "CONTAINER")]
     pub(crate) container: String,

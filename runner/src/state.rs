@@ -52,6 +52,9 @@ pub struct ContainerState {
     /// The published ports, as `docker port` shows them (`127.0.0.1:8080->80/tcp`).
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The signal `rfs stop` sends first (`--stop-signal`), over the image's StopSignal.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
 }
 
 /// Seconds since the epoch now.
@@ -223,6 +226,7 @@ mod tests {
             pid_start_time: None,
             image_id: None,
             ports: Vec::new(),
+            stop_signal: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! `rfs stop`, `rfs kill` and `rfs wait`: signals to a running container and waiting for its
 //! end, by its record (`rfs_runner::state`) from any shell, as docker and podman have them;
-//! and `rfs port`, the ports it publishes.
+//! `rfs port`, the ports it publishes; `rfs top`, its processes.
 //!
 //! A container's recorded pid is its sandbox process, which passes the signals it gets on to
 //! the container's init and so to the command; SIGKILL of the sandbox takes the whole pid
@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use rfs_runner::state::{ContainerState, ContainerStore, Status};
 
-use crate::cli::{KillArgs, PortArgs, StopArgs, WaitArgs};
+use crate::cli::{KillArgs, PortArgs, StopArgs, TopArgs, WaitArgs};
 
 /// How often a waiter looks at a container's record.
 const POLL: Duration = Duration::from_millis(50);
@@ -106,8 +106,13 @@ fn final_state(store: &ContainerStore, c: &ContainerState) -> Result<ContainerSt
     }
 }
 
-/// The stop signal of the container's image (`StopSignal`), SIGTERM without one.
+/// The container's stop signal: `--stop-signal` of its `rfs run`, else its image's
+/// `StopSignal`, else SIGTERM.
 fn stop_signal(root: &std::path::Path, c: &ContainerState) -> Result<Signal> {
+    if let Some(text) = &c.stop_signal {
+        return parse_signal(text)
+            .with_context(|| format!("container {}: its --stop-signal", c.name));
+    }
     let configured = super::store::Container::find(root, &c.id)?
         .and_then(|found| {
             let store = rfs_fs::store::Store::open(root).ok()?;
@@ -187,6 +192,55 @@ pub(crate) fn port(root: Option<PathBuf>, args: &PortArgs) -> Result<ExitCode> {
         if let Some((host, container)) = mapping.split_once("->") {
             println!("{container} -> {host}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `rfs top`: the processes in the container's pid namespace, as the host sees them
+/// (`PID`, `PPID`, `UID`, the command line), oldest first.
+pub(crate) fn top(root: Option<PathBuf>, args: &TopArgs) -> Result<ExitCode> {
+    let store = ContainerStore::new(&super::root_dir(root)?);
+    let c = store
+        .find(&args.container)?
+        .with_context(|| format!("no such container: {}", args.container))?;
+    let Some(sandbox) = c.pid.filter(|_| c.is_running()) else {
+        bail!("container {} is not running", c.name);
+    };
+    let init =
+        rfs_runner::exec::init_of(sandbox).with_context(|| format!("container {}", c.name))?;
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let theirs = ns(init).with_context(|| format!("container {}: its pid namespace", c.name))?;
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        if ns(pid).as_ref() != Some(&theirs) {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let command = String::from_utf8_lossy(&cmdline)
+            .trim_end_matches('\0')
+            .replace('\0', " ");
+        let start = rfs_runner::state::process_start_time(pid).unwrap_or(0);
+        rows.push((start, pid, field("PPid:"), field("Uid:"), command));
+    }
+    rows.sort();
+    println!("{:<8} {:<8} {:<8} COMMAND", "PID", "PPID", "UID");
+    for (_, pid, ppid, uid, command) in rows {
+        println!("{pid:<8} {ppid:<8} {uid:<8} {command}");
     }
     Ok(ExitCode::SUCCESS)
 }

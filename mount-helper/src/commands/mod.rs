@@ -33,6 +33,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kill(args) => lifecycle::kill(cli.root, &args),
         Command::Wait(args) => lifecycle::wait(cli.root, &args),
         Command::Port(args) => lifecycle::port(cli.root, &args),
+        Command::Top(args) => lifecycle::top(cli.root, &args),
         Command::Logs(args) => logs::run(cli.root, &args),
         Command::Exec(args) => exec::run(cli.root, &args),
         Command::Load(args) => store::load(cli.root, &args),

@@ -267,6 +267,9 @@ fn start_and_wait(
     if !ports.is_empty() && args.net != NetMode::Private {
         bail!("-p publishes ports of a private network: it cannot go with --net host or none");
     }
+    if let Some(sig) = &args.stop_signal {
+        super::lifecycle::parse_signal(sig).with_context(|| format!("--stop-signal {sig}"))?;
+    }
     let limits = rfs_runner::cgroup::Limits {
         memory: args
             .memory
@@ -307,6 +310,7 @@ fn start_and_wait(
         pid_start_time: None,
         image_id: image_id.map(|d| d.to_string()),
         ports: ports.iter().map(ToString::to_string).collect(),
+        stop_signal: args.stop_signal.clone(),
     };
     let dir = store.create(&state)?;
     let mut cleanup = RemoveOnFailure {

@@ -1843,3 +1843,73 @@ fn limits_rootless_say_why_they_cannot_be_set() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cgroup") && err.contains("root"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// rfs top, --stop-signal
+
+/// `rfs top` lists the container's processes (its command and what it started), none of the
+/// host's; `rfs stop` sends the container's `--stop-signal`.
+fn top_and_stop_signal(env: &Env) {
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let nap = format!("sleep {}", 2000 + std::process::id() % 1000);
+    let script = format!("trap 'exit 9' USR1; {nap} & while :; do sleep 0.1; done");
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "topped",
+        "--stop-signal",
+        "USR1",
+        &bb,
+        &script,
+    ]);
+    assert_code(&out, 0);
+    let start = Instant::now();
+    let listing = loop {
+        let top = env.rfs(&["top", "topped"]);
+        assert_code(&top, 0);
+        // The nap itself (the shell's command line names it too, before the trap is set).
+        if text(&top)
+            .lines()
+            .any(|l| l.ends_with(&format!(" {nap}")) && !l.contains("trap"))
+        {
+            break text(&top);
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&top));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut lines = listing.lines();
+    assert!(lines.next().unwrap().starts_with("PID"));
+    let commands: Vec<&str> = lines
+        .map(|l| l.split_whitespace().nth(3).unwrap_or(""))
+        .collect();
+    assert!(
+        commands.iter().all(|c| *c == "/bin/sh" || *c == "sleep"),
+        "only the container's processes: {listing}"
+    );
+    assert_code(&env.rfs(&["stop", "topped"]), 0);
+    assert_eq!(
+        text(&env.rfs(&["wait", "topped"])),
+        "9\n",
+        "USR1 reached the trap"
+    );
+    assert_code(&env.rfs(&["top", "topped"]), 1);
+    let bad = env.run_busybox(&["--rm", "--stop-signal", "NOPE"], &["true"]);
+    assert_code(&bad, 125);
+}
+
+#[test]
+fn top_and_stop_signal_as_root() {
+    let Some(env) = setup("top_and_stop_signal_as_root", Who::Root) else {
+        return;
+    };
+    top_and_stop_signal(&env);
+}
+
+#[test]
+fn top_and_stop_signal_rootless() {
+    let Some(env) = setup("top_and_stop_signal_rootless", Who::RangedUser) else {
+        return;
+    };
+    top_and_stop_signal(&env);
+}
