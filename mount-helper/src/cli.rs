@@ -102,6 +102,12 @@ pub(crate) enum Command {
     /// SIGKILL after a grace period.
     #[command(after_help = "Examples:\n  rfs stop web\n  rfs stop -t 2 web db")]
     Stop(StopArgs),
+    /// Start stopped containers again, with their writable layer as they left it.
+    #[command(after_help = "Examples:\n  rfs start web\n  rfs start -a job")]
+    Start(StartArgs),
+    /// Stop containers, then start them again.
+    #[command(after_help = "Examples:\n  rfs restart -t 2 web")]
+    Restart(StopArgs),
     /// Send a signal to running containers (SIGKILL by default).
     #[command(after_help = "Examples:\n  rfs kill web\n  rfs kill -s HUP web")]
     Kill(KillArgs),
@@ -293,8 +299,8 @@ pub(crate) struct LogoutArgs {
     pub(crate) all: bool,
 }
 
-/// `rfs run`.
-#[derive(Debug, Args)]
+/// `rfs run`. Kept with the container (`run.json`) for `rfs start`.
+#[derive(Debug, Clone, Args, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RunArgs {
     /// A name for the container (default: rfs-<first 8 digits of the id>).
     #[arg(long, value_name = "NAME")]
@@ -342,6 +348,10 @@ pub(crate) struct RunArgs {
     /// The signal `rfs stop` sends first, instead of the image's StopSignal (SIGTERM).
     #[arg(long, value_name = "SIGNAL")]
     pub(crate) stop_signal: Option<String>,
+    /// Restart policy of a detached container: `no`, or `on-failure[:N]` (start it again,
+    /// at most N times, when it exits with a status other than 0).
+    #[arg(long, value_name = "no|on-failure[:N]", default_value = "no")]
+    pub(crate) restart: String,
     /// Make the container's root read-only.
     #[arg(long)]
     pub(crate) read_only: bool,
@@ -373,7 +383,9 @@ pub(crate) struct RunArgs {
 }
 
 /// `--net`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum NetMode {
     /// A network namespace of its own, connected to the outside by pasta.
     Private,
@@ -414,6 +426,18 @@ pub(crate) struct StopArgs {
     /// The signal to stop with, instead of the image's StopSignal.
     #[arg(short = 's', long)]
     pub(crate) signal: Option<String>,
+    /// Container names, ids or id prefixes.
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub(crate) containers: Vec<String>,
+}
+
+/// `rfs start`.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// Attach: wait for the container in this terminal (its output here, its exit status
+    /// rfs's), instead of leaving it to a supervisor.
+    #[arg(short, long)]
+    pub(crate) attach: bool,
     /// Container names, ids or id prefixes.
     #[arg(value_name = "CONTAINER", required = true)]
     pub(crate) containers: Vec<String>,

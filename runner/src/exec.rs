@@ -58,6 +58,31 @@ pub fn init_of(sandbox: i32) -> Result<i32> {
         })
 }
 
+/// Waits until the init `init` has set the container up: it starts the command only after
+/// its mount namespace, its root and its user are in place, so a child of it means they are
+/// (an exec that joined earlier would join the sandbox's view instead). At most 10 s.
+///
+/// # Errors
+/// The init has no child in that time (it failed, or the container ended).
+pub fn wait_until_set_up(init: i32) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .unwrap_or_default();
+        if !children.trim().is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(Error::Join {
+                what: "running command",
+                pid: init,
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The namespaces joined, in order: the user namespace first (it grants the right to join
 /// the others), the mount namespace last (after it, `/proc` is the container's).
 const NAMESPACES: [(&str, &str, CloneFlags); 6] = [

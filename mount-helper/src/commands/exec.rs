@@ -62,6 +62,7 @@ fn exec(root: Option<PathBuf>, args: &ExecArgs) -> Result<i32> {
         );
     }
     let init = init_of(sandbox).with_context(|| format!("container {}", c.name))?;
+    rfs_runner::exec::wait_until_set_up(init).with_context(|| format!("container {}", c.name))?;
     exec_in(init, &exec, &rfs_runner::syscall::Linux)
         .with_context(|| format!("container {}", c.name))
 }

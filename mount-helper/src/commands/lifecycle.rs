@@ -1,4 +1,4 @@
-//! `rfs stop`, `rfs kill` and `rfs wait`: signals to a running container and waiting for its
+//! `rfs stop`, `rfs restart`, `rfs kill` and `rfs wait`: signals to a running container and waiting for its
 //! end, by its record (`rfs_runner::state`) from any shell, as docker and podman have them;
 //! `rfs port`, the ports it publishes; `rfs top`, its processes.
 //!
@@ -45,6 +45,16 @@ pub(crate) fn parse_signal(text: &str) -> Result<Signal> {
 fn each(
     root: Option<PathBuf>,
     keys: &[String],
+    act: impl FnMut(&ContainerStore, &ContainerState) -> Result<Option<String>>,
+) -> Result<ExitCode> {
+    each_saying(root, keys, true, act)
+}
+
+/// [`each`], printing the keys only when `say`.
+fn each_saying(
+    root: Option<PathBuf>,
+    keys: &[String],
+    say: bool,
     mut act: impl FnMut(&ContainerStore, &ContainerState) -> Result<Option<String>>,
 ) -> Result<ExitCode> {
     let store = ContainerStore::new(&super::root_dir(root)?);
@@ -57,7 +67,8 @@ fn each(
             .and_then(|c| act(&store, &c));
         match result {
             Ok(Some(line)) => println!("{line}"),
-            Ok(None) => println!("{key}"),
+            Ok(None) if say => println!("{key}"),
+            Ok(None) => {}
             Err(e) => {
                 eprintln!("rfs: {e:#}");
                 failed = true;
@@ -128,9 +139,26 @@ fn stop_signal(root: &std::path::Path, c: &ContainerState) -> Result<Signal> {
 
 /// Runs `rfs stop`: the stop signal (or `--signal`), then SIGKILL after `-t` seconds.
 pub(crate) fn stop(root: Option<PathBuf>, args: &StopArgs) -> Result<ExitCode> {
+    stop_saying(root, args, true)
+}
+
+/// Runs `rfs restart`: stops the containers (quietly), then starts them.
+pub(crate) fn restart(root: Option<PathBuf>, args: &StopArgs) -> Result<ExitCode> {
+    let stopped = stop_saying(root.clone(), args, false)?;
+    if stopped != ExitCode::SUCCESS {
+        return Ok(stopped);
+    }
+    let start = crate::cli::StartArgs {
+        attach: false,
+        containers: args.containers.clone(),
+    };
+    super::run::start(root, &start)
+}
+
+fn stop_saying(root: Option<PathBuf>, args: &StopArgs, say: bool) -> Result<ExitCode> {
     let dir = super::root_dir(root.clone())?;
     let grace = Duration::from_secs(args.time);
-    each(root, &args.containers, |store, c| {
+    each_saying(root, &args.containers, say, |store, c| {
         if !c.is_running() {
             // Stopping a stopped container is not an error (docker, podman).
             return Ok(None);

@@ -16,7 +16,7 @@ mod logs;
 mod mount;
 mod ps;
 mod rm;
-mod run;
+pub(crate) mod run;
 mod store;
 pub(crate) mod umount;
 
@@ -30,6 +30,8 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Ps(args) => ps::run(cli.root, &args),
         Command::Rm(args) => rm::run(cli.root, &args),
         Command::Stop(args) => lifecycle::stop(cli.root, &args),
+        Command::Start(args) => run::start(cli.root, &args),
+        Command::Restart(args) => lifecycle::restart(cli.root, &args),
         Command::Kill(args) => lifecycle::kill(cli.root, &args),
         Command::Wait(args) => lifecycle::wait(cli.root, &args),
         Command::Port(args) => lifecycle::port(cli.root, &args),

@@ -46,9 +46,10 @@ const SETUP_FAILED: u8 = 125;
 /// Runs `rfs run`.
 pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     let result = if args.detach {
-        detach(root, args)
+        detach(root, args, None)
     } else {
-        start_and_wait(root, args, None)
+        start_and_wait(root, args, None, None)
+            .map(|code| ExitCode::from(u8::try_from(code).unwrap_or(255)))
     };
     match result {
         Ok(code) => Ok(code),
@@ -59,37 +60,117 @@ pub(crate) fn run(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     }
 }
 
-/// What a detached container's supervisor holds until the container has started: the
-/// report to the `rfs run -d` that forked it, and the read ends of the container's stdout and
-/// stderr.
-struct Detached {
-    report: Option<Notifier>,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+/// Runs `rfs start`: each stopped container again, with its writable layer as it left it and
+/// the options of its `rfs run` (`run.json`): detached (prints the name), or with `-a` here.
+pub(crate) fn start(root: Option<PathBuf>, args: &crate::cli::StartArgs) -> Result<ExitCode> {
+    let dir = super::root_dir(root.clone())?;
+    let store = ContainerStore::new(&dir);
+    let mut failed = false;
+    let mut last = 0;
+    for key in &args.containers {
+        let result = (|| -> Result<Option<i32>> {
+            let c = store
+                .find(key)?
+                .with_context(|| format!("no such container: {key}"))?;
+            if c.is_running() {
+                return Ok(None);
+            }
+            let saved = store.dir(&c.id).join(RUN_ARGS);
+            let run: RunArgs = serde_json::from_slice(
+                &std::fs::read(&saved).with_context(|| format!("reading {}", saved.display()))?,
+            )
+            .with_context(|| format!("reading {}", saved.display()))?;
+            if args.attach {
+                return start_and_wait(root.clone(), run, None, Some(c)).map(Some);
+            }
+            detach(root.clone(), run, Some(c)).map(|_| None)
+        })();
+        match result {
+            Ok(code) => {
+                if let Some(code) = code {
+                    last = code;
+                } else if !args.attach {
+                    println!("{key}");
+                }
+            }
+            Err(e) => {
+                eprintln!("rfs: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(SETUP_FAILED)
+    } else {
+        ExitCode::from(u8::try_from(last).unwrap_or(255))
+    })
 }
 
-/// `rfs run -d`: forks the supervisor (the rest of an `rfs run`, in a session of its own,
-/// its command's output going to the container's log) and prints the container's ID once
-/// the container has started, or the reason it did not.
-fn detach(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
+/// Where a container keeps the options of its `rfs run`.
+const RUN_ARGS: &str = "run.json";
+
+/// `--restart`: how often a detached container is started again after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestartPolicy {
+    No,
+    OnFailure { max: Option<u32> },
+}
+
+impl RestartPolicy {
+    fn parse(text: &str) -> Result<RestartPolicy> {
+        match text.split_once(':') {
+            None if text == "no" => Ok(RestartPolicy::No),
+            None if text == "on-failure" => Ok(RestartPolicy::OnFailure { max: None }),
+            Some(("on-failure", n)) => n
+                .parse()
+                .map(|max| RestartPolicy::OnFailure { max: Some(max) })
+                .with_context(|| format!("--restart {text}: {n:?} is not a count")),
+            _ => bail!("--restart {text}: expected no or on-failure[:N] (always is not supported)"),
+        }
+    }
+
+    /// Whether a container that exited with `code` after `restarts` restarts goes again.
+    fn again(self, code: i32, restarts: u32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max } => code != 0 && max.is_none_or(|m| restarts < m),
+        }
+    }
+}
+
+/// What a detached container's supervisor holds: the report to the `rfs run -d` that forked
+/// it (until the container has started), and the container's ID once known.
+struct Detached {
+    report: Option<Notifier>,
+    id: Option<String>,
+}
+
+/// `rfs run -d` (and `rfs start` of `existing`): forks the supervisor (the rest of an
+/// `rfs run`, in a session of its own, its command's output going to the container's log) and
+/// prints the container's ID once the container has started, or the reason it did not.
+fn detach(
+    root: Option<PathBuf>,
+    args: RunArgs,
+    existing: Option<ContainerState>,
+) -> Result<ExitCode> {
     if args.tty || args.interactive {
         bail!("-d cannot be combined with -t or -i yet");
     }
+    let policy = RestartPolicy::parse(&args.restart)?;
     let (report, started) = serve::handshake()?;
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe");
-    let (stdout, stdout_w) = pipe()?;
-    let (stderr, stderr_w) = pipe()?;
     match rfs_runner::syscall::fork_single_threaded()? {
         rfs_runner::syscall::Forked::Child => {
             drop(started);
-            let code = supervise(root, args, report, [stdout, stderr], [stdout_w, stderr_w]);
+            let code = supervise(root, args, report, existing, policy);
             std::process::exit(code);
         }
         rfs_runner::syscall::Forked::Parent(_) => {
-            drop((report, stdout, stderr, stdout_w, stderr_w));
+            drop(report);
             match started.wait() {
                 Ok(Readiness::Ready { notice: id }) => {
-                    println!("{id}");
+                    if existing.is_none() {
+                        println!("{id}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Ok(Readiness::Failed { reason }) => bail!("{reason}"),
@@ -102,22 +183,30 @@ fn detach(root: Option<PathBuf>, args: RunArgs) -> Result<ExitCode> {
     }
 }
 
-/// The supervisor of a detached container: its own session (no terminal), stdin from
-/// `/dev/null`, stdout and stderr into the pipes the log is read from; then `rfs run`.
+/// The supervisor of a detached container: its own session (no terminal), its standard
+/// streams on `/dev/null` until the container's directory has its logs; then `rfs run`, again
+/// as long as the restart policy says.
 fn supervise(
     root: Option<PathBuf>,
     args: RunArgs,
     report: Notifier,
-    [stdout, stderr]: [OwnedFd; 2],
-    [stdout_w, stderr_w]: [OwnedFd; 2],
+    existing: Option<ContainerState>,
+    policy: RestartPolicy,
 ) -> i32 {
     let redirected = nix::unistd::setsid()
         .map_err(std::io::Error::from)
-        .and_then(|_| std::fs::File::open("/dev/null"))
-        .and_then(|null| nix::unistd::dup2_stdin(&null).map_err(Into::into))
-        .and_then(|()| nix::unistd::dup2_stdout(&stdout_w).map_err(Into::into))
-        .and_then(|()| nix::unistd::dup2_stderr(&stderr_w).map_err(Into::into));
-    drop((stdout_w, stderr_w));
+        .and_then(|_| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+        })
+        .and_then(|null| {
+            nix::unistd::dup2_stdin(&null)?;
+            nix::unistd::dup2_stdout(&null)?;
+            nix::unistd::dup2_stderr(&null)?;
+            Ok(())
+        });
     if let Err(e) = redirected {
         report.send(&Readiness::Failed {
             reason: format!("detaching the supervisor: {e}"),
@@ -126,26 +215,76 @@ fn supervise(
     }
     let mut detached = Detached {
         report: Some(report),
-        stdout,
-        stderr,
+        id: None,
     };
-    match start_and_wait(root, args, Some(&mut detached)) {
-        Ok(_) => 0,
-        Err(e) => {
-            if let Some(report) = detached.report.take() {
-                report.send(&Readiness::Failed {
-                    reason: format!("{e:#}"),
-                });
+    let mut existing = existing;
+    let mut restarts = 0;
+    loop {
+        match start_and_wait(
+            root.clone(),
+            args.clone(),
+            Some(&mut detached),
+            existing.take(),
+        ) {
+            Ok(code) => {
+                if !policy.again(code, restarts) || args.rm {
+                    return code;
+                }
+                restarts += 1;
+                let id = detached.id.clone().unwrap_or_default();
+                let found = super::root_dir(root.clone())
+                    .ok()
+                    .and_then(|dir| ContainerStore::new(&dir).find(&id).ok().flatten());
+                match found {
+                    // `rfs rm -f` took it meanwhile: nothing to restart.
+                    None => return code,
+                    Some(state) => {
+                        eprintln!("rfs: container exited with {code}; restart {restarts}");
+                        existing = Some(state);
+                    }
+                }
             }
-            i32::from(SETUP_FAILED)
+            Err(e) => {
+                if let Some(report) = detached.report.take() {
+                    report.send(&Readiness::Failed {
+                        reason: format!("{e:#}"),
+                    });
+                }
+                eprintln!("rfs: {e:#}");
+                return i32::from(SETUP_FAILED);
+            }
         }
+    }
+}
+
+/// A detached container's output pipes, made for each start: the write ends become this
+/// process's stdout and stderr just before the sandbox is forked (which inherits them), the
+/// read ends go to the log's copier.
+struct OutputPipes {
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+impl OutputPipes {
+    fn redirect() -> Result<OutputPipes> {
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("making a pipe");
+        let (stdout, stdout_w) = pipe()?;
+        let (stderr, stderr_w) = pipe()?;
+        nix::unistd::dup2_stdout(&stdout_w).context("redirecting the container's output")?;
+        nix::unistd::dup2_stderr(&stderr_w).context("redirecting the container's output")?;
+        Ok(OutputPipes { stdout, stderr })
     }
 }
 
 /// Once a detached container runs: the supervisor's own messages go to `supervisor.log` in
 /// the container's directory (so only the container holds the pipes' write ends), a thread
 /// copies the container's output into its log, and `rfs run -d` learns the ID.
-fn start_logging(d: &mut Detached, dir: &Path, id: &str) -> Result<std::thread::JoinHandle<()>> {
+fn start_logging(
+    d: &mut Detached,
+    pipes: OutputPipes,
+    dir: &Path,
+    id: &str,
+) -> Result<std::thread::JoinHandle<()>> {
     let own = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -155,10 +294,10 @@ fn start_logging(d: &mut Detached, dir: &Path, id: &str) -> Result<std::thread::
     nix::unistd::dup2_stderr(&own).context("redirecting the supervisor's output")?;
     let log = crate::container_log::Writer::open(dir, crate::container_log::MAX_BYTES)
         .context("opening the container's log")?;
-    let stdout = d.stdout.try_clone().context("the container's stdout")?;
-    let stderr = d.stderr.try_clone().context("the container's stderr")?;
+    let OutputPipes { stdout, stderr } = pipes;
     let copier =
         std::thread::spawn(move || crate::container_log::copy_streams(stdout, stderr, log));
+    d.id = Some(id.to_string());
     if let Some(report) = d.report.take() {
         report.send(&Readiness::Ready {
             notice: id.to_string(),
@@ -237,7 +376,8 @@ fn start_and_wait(
     root: Option<PathBuf>,
     args: RunArgs,
     detached: Option<&mut Detached>,
-) -> Result<ExitCode> {
+    existing: Option<ContainerState>,
+) -> Result<i32> {
     serve::tune_memory();
     // Prerequisites first: a missing one means nothing is created.
     userns::check_user_namespaces()?;
@@ -285,40 +425,61 @@ fn start_and_wait(
     };
 
     let store = ContainerStore::new(&root);
-    let id = ContainerStore::new_id()?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("rfs-{}", &id[..8]));
-    if store.list()?.iter().any(|c| c.name == name) {
-        bail!("the name {name:?} is in use by another container (rfs rm it, or pick another)");
-    }
+    let (mut state, dir, mut cleanup) = match existing {
+        // `rfs start`: the container as it was, its upper kept; nothing to remove on failure.
+        Some(mut state) => {
+            state.status = Status::Created;
+            state.finished = None;
+            state.exit_code = None;
+            state.pid = None;
+            state.pid_start_time = None;
+            let dir = store.dir(&state.id);
+            (state, dir, RemoveOnFailure { dir: None })
+        }
+        None => {
+            let id = ContainerStore::new_id()?;
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("rfs-{}", &id[..8]));
+            if store.list()?.iter().any(|c| c.name == name) {
+                bail!(
+                    "the name {name:?} is in use by another container (rfs rm it, or pick another)"
+                );
+            }
+            let state = ContainerState {
+                id,
+                name,
+                image: args.source.display().to_string(),
+                command: argv.clone(),
+                created: rfs_runner::state::now(),
+                finished: None,
+                status: Status::Created,
+                exit_code: None,
+                pid: None,
+                pid_start_time: None,
+                image_id: image_id.map(|d| d.to_string()),
+                ports: ports.iter().map(ToString::to_string).collect(),
+                stop_signal: args.stop_signal.clone(),
+            };
+            let dir = store.create(&state)?;
+            let cleanup = RemoveOnFailure {
+                dir: Some(dir.clone()),
+            };
+            let saved = serde_json::to_vec_pretty(&args).context("recording the run's options")?;
+            std::fs::write(dir.join(RUN_ARGS), saved)
+                .with_context(|| format!("writing {}", dir.join(RUN_ARGS).display()))?;
+            (state, dir, cleanup)
+        }
+    };
+    let id = state.id.clone();
     let hostname = args
         .hostname
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
-    let mut state = ContainerState {
-        id: id.clone(),
-        name,
-        image: args.source.display().to_string(),
-        command: argv.clone(),
-        created: rfs_runner::state::now(),
-        finished: None,
-        status: Status::Created,
-        exit_code: None,
-        pid: None,
-        pid_start_time: None,
-        image_id: image_id.map(|d| d.to_string()),
-        ports: ports.iter().map(ToString::to_string).collect(),
-        stop_signal: args.stop_signal.clone(),
-    };
-    let dir = store.create(&state)?;
-    let mut cleanup = RemoveOnFailure {
-        dir: Some(dir.clone()),
-    };
     let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
     for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let mut binds = etc_files(&dir, &hostname)?;
     binds.extend(volumes);
@@ -460,6 +621,12 @@ fn start_and_wait(
             }
         }
     };
+    // A detached container's output goes to pipes its log is copied from.
+    let pipes = if detached.is_some() {
+        Some(OutputPipes::redirect()?)
+    } else {
+        None
+    };
     let spawned =
         process::spawn_sandbox_then(spec.network, &mapping, &Linux, connect_network, move || {
             sandbox.run(notifier)
@@ -491,9 +658,9 @@ fn start_and_wait(
     state.pid_start_time = rfs_runner::state::process_start_time(sandbox_pid.as_raw());
     store.save(&state)?;
     cleanup.disarm();
-    let copier = match detached {
-        Some(d) => Some(start_logging(d, &dir, &id)?),
-        None => None,
+    let copier = match (detached, pipes) {
+        (Some(d), Some(pipes)) => Some(start_logging(d, pipes, &dir, &id)?),
+        _ => None,
     };
 
     let raw = pty_master
@@ -535,7 +702,7 @@ fn start_and_wait(
         // `rfs rm -f` may have removed the container meanwhile.
         log::debug!("recording the exit: {e}");
     }
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+    Ok(code)
 }
 
 /// The image's layers merged, with the container's init layer on top when the image lacks a

@@ -1913,3 +1913,95 @@ fn top_and_stop_signal_rootless() {
     };
     top_and_stop_signal(&env);
 }
+
+// ---------------------------------------------------------------------------------------------
+// rfs start, restart, --restart on-failure
+
+/// `rfs start` runs a stopped container again over the upper it left (attached with `-a`,
+/// else detached with its output in `rfs logs`); `rfs restart` stops and starts a running
+/// one, its files kept; `--restart on-failure:2` starts a failing command twice more and no
+/// more.
+fn start_and_restart(env: &Env) {
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let count = "echo run >> /count; wc -l < /count";
+    let first = env.rfs(&["run", "--name", "again", "-u", "root", &bb, count]);
+    assert_code(&first, 0);
+    assert_eq!(text(&first).trim(), "1");
+    let attached = env.rfs(&["start", "-a", "again"]);
+    assert_code(&attached, 0);
+    assert_eq!(text(&attached).trim(), "2", "the upper is kept");
+    let detached = env.rfs(&["start", "again"]);
+    assert_code(&detached, 0);
+    assert_eq!(text(&detached), "again\n");
+    assert_eq!(text(&env.rfs(&["wait", "again"])), "0\n");
+    assert_eq!(text(&env.rfs(&["logs", "again"])).trim(), "3");
+
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        &bb,
+        "while :; do sleep 0.1; done",
+    ]);
+    assert_code(&out, 0);
+    assert_code(&env.rfs(&["exec", "svc", "touch", "/home/app/kept"]), 0);
+    let before = container_pid(env, "svc");
+    let restarted = env.rfs(&["restart", "-t", "1", "svc"]);
+    assert_code(&restarted, 0);
+    assert_eq!(text(&restarted), "svc\n");
+    assert_ne!(container_pid(env, "svc"), before, "a new sandbox");
+    assert!(text(&env.rfs(&["ps"])).contains(" svc "));
+    assert_code(
+        &env.rfs(&["exec", "svc", "test", "-f", "/home/app/kept"]),
+        0,
+    );
+    assert_code(&env.rfs(&["stop", "-t", "1", "svc"]), 0);
+
+    let failing = "echo try >> /tries; wc -l < /tries; exit 3";
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "-u",
+        "root",
+        "--restart",
+        "on-failure:2",
+        &bb,
+        failing,
+    ]);
+    assert_code(&out, 0);
+    let start = Instant::now();
+    while text(&env.rfs(&["logs", "flaky"])).lines().count() < 3 {
+        assert!(start.elapsed() < Duration::from_secs(20), "no third try");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The third try is the last.
+    let start = Instant::now();
+    while text(&env.rfs(&["ps"])).contains(" flaky ") {
+        assert!(start.elapsed() < Duration::from_secs(20), "still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(text(&env.rfs(&["logs", "flaky"])), "1\n2\n3\n");
+    assert_eq!(text(&env.rfs(&["wait", "flaky"])), "3\n");
+    let bad = env.rfs(&["run", "-d", "--restart", "always", &bb, "true"]);
+    assert_code(&bad, 125);
+}
+
+#[test]
+fn start_and_restart_as_root() {
+    let Some(env) = setup("start_and_restart_as_root", Who::Root) else {
+        return;
+    };
+    start_and_restart(&env);
+}
+
+#[test]
+fn start_and_restart_rootless() {
+    let Some(env) = setup("start_and_restart_rootless", Who::RangedUser) else {
+        return;
+    };
+    start_and_restart(&env);
+}
