@@ -138,6 +138,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rfs commit web bb:next -m 'my change' -c 'CMD [\"sh\"]'"
     )]
     Commit(CommitArgs),
+    /// Build an image from a Dockerfile, each RUN in a sandbox, each step a layer.
+    #[command(
+        after_help = "Examples:\n  rfs build -t app:1 .\n  rfs build -t app:dev -f Dockerfile.dev --build-arg V=2 --target build ."
+    )]
+    Build(BuildArgs),
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
@@ -661,4 +666,30 @@ pub(crate) struct SaveArgs {
     /// The archive format.
     #[arg(long, value_enum, default_value = "docker")]
     pub(crate) format: SaveFormat,
+}
+
+/// `rfs build`.
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Name the image NAME[:TAG] (repeatable).
+    #[arg(short, long, value_name = "NAME[:TAG]")]
+    pub(crate) tag: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Set a build argument (KEY alone takes the value from rfs's environment).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) build_arg: Vec<String>,
+    /// Build the stage of this name (default: the last one).
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+    /// Run every step; reuse nothing from earlier builds.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// The build context: the directory COPY and ADD read.
+    #[arg(value_name = "CONTEXT")]
+    pub(crate) context: PathBuf,
 }

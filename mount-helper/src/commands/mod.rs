@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
 
+mod build;
 mod doctor;
 mod info;
 pub(crate) mod init;
@@ -36,6 +37,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => store::inspect(cli.root, &args),
         Command::Diff(args) => store::diff(cli.root, &args),
         Command::Commit(args) => store::commit(cli.root, &args),
+        Command::Build(args) => build::run(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
         Command::Pull(args) => store::pull(cli.root, &args),
         Command::Push(args) => store::push(cli.root, &args),

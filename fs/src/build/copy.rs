@@ -1,0 +1,918 @@
+//! `COPY` and `ADD` of local files: which context paths a source names (globs, `..` and
+//! symlinks that leave the context refused, `.dockerignore` applied), what lands where
+//! (Docker's destination rules), and writing it straight into a fresh upper directory, with no
+//! container: modes, symlinks and hard links kept, `--chown` (else root) and `--chmod`
+//! applied, parent directories the image has copied up with their metadata and missing ones
+//! made `0755`, as Docker's builder does. `COPY --from` reads a [`LowerTree`] instead of the
+//! context. [`Plan::digest`] is the content digest of what is copied (names, kinds, modes,
+//! link targets, contents; not owners of the source, not times), for `created_by` and the
+//! build cache.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::ignore::{Ignore, glob_component};
+use crate::lower::{FileKind, LowerTree};
+use crate::ovl::OverrideStat;
+
+/// Why a `COPY`/`ADD` cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A source is outside the build context.
+    #[error("{source_path}: outside the build context")]
+    Outside {
+        /// The source as written.
+        source_path: String,
+    },
+    /// A source names nothing (or only what `.dockerignore` leaves out).
+    #[error("{source_path}: no such file or directory in the build context")]
+    NotFound {
+        /// The source as written.
+        source_path: String,
+    },
+    /// Several sources and a destination that is no directory.
+    #[error(
+        "when copying several sources, the destination {dest} must be a directory and end with a /"
+    )]
+    DestNotDir {
+        /// The destination.
+        dest: String,
+    },
+    /// A destination directory is a file or symlink in the image.
+    #[error("{path}: not a directory in the image")]
+    ParentNotDir {
+        /// The path in the image.
+        path: String,
+    },
+    /// A bad `--chmod` or `--chown`.
+    #[error("{0}")]
+    Flag(String),
+    /// A host error.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Reading a file of the `--from` image failed.
+    #[error("reading {path} of the source image: {message}")]
+    Lower {
+        /// The path in the image.
+        path: String,
+        /// The error.
+        message: String,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CopyError + 'a {
+    move |source| CopyError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where the data of a file to copy comes from.
+#[derive(Debug, Clone)]
+enum Data {
+    Host(PathBuf),
+    Lower(u32),
+}
+
+/// What one entry to copy is.
+#[derive(Debug, Clone)]
+enum ItemKind {
+    Dir,
+    File(Data),
+    Symlink(Vec<u8>),
+    /// A hard link to the entry copied earlier to this image path.
+    HardLink(PathBuf),
+}
+
+/// One entry to copy: its absolute path in the image and how to make it.
+#[derive(Debug, Clone)]
+struct Item {
+    dest: PathBuf,
+    kind: ItemKind,
+    perm: u32,
+    mtime: i64,
+}
+
+/// What a `COPY`/`ADD` copies, resolved and ready to write.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Directories the destination needs, outermost first (the destination directory too).
+    dirs: Vec<PathBuf>,
+    items: Vec<Item>,
+    /// `file` (one file source) or `dir`, as Docker's `created_by` says.
+    pub kind_word: &'static str,
+}
+
+/// The build context: a host directory and its `.dockerignore`.
+pub struct Context {
+    root: PathBuf,
+    ignore: Ignore,
+}
+
+/// Lexically normalises `path` (relative to the root of whatever it names): `None` when
+/// `..` climbs above the root.
+fn normalise(path: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c.to_string()),
+        }
+    }
+    Some(out)
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+impl Context {
+    /// The context `root` with the ignore rules `ignore`.
+    pub fn new(root: &Path, ignore: Ignore) -> Context {
+        Context {
+            root: root.to_owned(),
+            ignore,
+        }
+    }
+
+    /// Follows symlinks in the context-relative path `parts` within the context; an
+    /// absolute target, or one that climbs out, is refused.
+    fn resolve(&self, parts: &[String], source: &str) -> Result<PathBuf, CopyError> {
+        let outside = || CopyError::Outside {
+            source_path: source.to_string(),
+        };
+        let mut todo: Vec<String> = parts.iter().rev().cloned().collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    done.pop().ok_or_else(outside)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let host = self.root.join(done.join("/")).join(&c);
+            match fs::symlink_metadata(&host) {
+                Ok(md) if md.file_type().is_symlink() => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(CopyError::Io {
+                            what: "resolving",
+                            path: host,
+                            source: io::Error::from_raw_os_error(libc::ELOOP),
+                        });
+                    }
+                    let target = fs::read_link(&host).map_err(io_err("reading", &host))?;
+                    if target.is_absolute() {
+                        return Err(outside());
+                    }
+                    let target = target.to_string_lossy().into_owned();
+                    for t in target.split('/').rev() {
+                        todo.push(t.to_string());
+                    }
+                }
+                Ok(_) => done.push(c),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(CopyError::NotFound {
+                        source_path: source.to_string(),
+                    });
+                }
+                Err(e) => return Err(io_err("reading", &host)(e)),
+            }
+        }
+        Ok(self.root.join(done.join("/")))
+    }
+
+    /// The context paths `source` names (glob expanded, sorted), each as (context-relative
+    /// path, host path with symlinks resolved within the context).
+    fn sources(&self, source: &str) -> Result<Vec<(String, PathBuf)>, CopyError> {
+        let parts = normalise(source).ok_or_else(|| CopyError::Outside {
+            source_path: source.to_string(),
+        })?;
+        let mut found: Vec<Vec<String>> = vec![Vec::new()];
+        for part in &parts {
+            let mut next = Vec::new();
+            for prefix in found {
+                if has_glob(part) {
+                    let dir = self.resolve(&prefix, source)?;
+                    let Ok(rd) = fs::read_dir(&dir) else { continue };
+                    let mut names: Vec<String> = rd
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| glob_component(part, n))
+                        .collect();
+                    names.sort();
+                    for n in names {
+                        let mut p = prefix.clone();
+                        p.push(n);
+                        next.push(p);
+                    }
+                } else {
+                    let mut p = prefix;
+                    p.push(part.clone());
+                    next.push(p);
+                }
+            }
+            found = next;
+        }
+        let mut out = Vec::new();
+        for p in found {
+            let rel = p.join("/");
+            if !rel.is_empty() && self.ignore.is_ignored(&rel) {
+                continue;
+            }
+            out.push((rel, self.resolve(&p, source)?));
+        }
+        if out.is_empty() {
+            return Err(CopyError::NotFound {
+                source_path: source.to_string(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where a source's entries go: `dest` itself, or `dest/<name>`.
+fn file_dest(dest: &Path, dest_is_dir: bool, name: &str) -> PathBuf {
+    if dest_is_dir {
+        dest.join(name)
+    } else {
+        dest.to_owned()
+    }
+}
+
+/// The absolute image path of a destination as written, relative to `workdir`.
+pub fn dest_path(dest: &str, workdir: &str) -> PathBuf {
+    let joined = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{dest}", workdir.trim_end_matches('/'))
+    };
+    let mut out = PathBuf::from("/");
+    for c in Path::new(&joined).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// Plans copying the context `sources` to `dest` (as written, relative to `workdir`).
+    /// `below` is the image the copy lands on: a destination that is a directory there is one.
+    ///
+    /// # Errors
+    /// A source is missing or outside the context, or several sources go to a file.
+    pub fn from_context(
+        ctx: &Context,
+        sources: &[String],
+        dest: &str,
+        workdir: &str,
+        below: &LowerTree,
+    ) -> Result<Plan, CopyError> {
+        let mut resolved = Vec::new();
+        for s in sources {
+            resolved.extend(ctx.sources(s)?);
+        }
+        let dest_abs = dest_path(dest, workdir);
+        let dest_is_dir = dest.ends_with('/')
+            || dest.ends_with("/.")
+            || dest == "."
+            || below
+                .lookup_path(dest_abs.as_os_str().as_bytes())
+                .is_some_and(|i| below.node(i).kind == FileKind::Dir);
+        if resolved.len() > 1 && !dest_is_dir {
+            return Err(CopyError::DestNotDir {
+                dest: dest.to_string(),
+            });
+        }
+        let mut plan = Plan {
+            kind_word: "file",
+            ..Plan::default()
+        };
+        let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for (rel, host) in resolved {
+            let md = fs::metadata(&host).map_err(io_err("reading", &host))?;
+            if md.is_dir() {
+                plan.kind_word = "dir";
+                plan.dirs.push(dest_abs.clone());
+                walk_host(ctx, &rel, &host, &dest_abs, &mut plan, &mut links)?;
+            } else {
+                let name = Path::new(&rel)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let to = file_dest(&dest_abs, dest_is_dir, &name);
+                if let Some(parent) = to.parent() {
+                    plan.dirs.push(parent.to_owned());
+                }
+                plan.items.push(host_item(&host, &md, to, &mut links)?);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Plans copying `sources` (paths in `from`, a stage's or image's merged tree) to `dest`.
+    ///
+    /// # Errors
+    /// A source is missing, or several sources go to a file.
+    pub fn from_tree(
+        from: &LowerTree,
+        sources: &[String],
+        dest: &str,
+        workdir: &str,
+        below: &LowerTree,
+    ) -> Result<Plan, CopyError> {
+        let mut resolved = Vec::new();
+        for s in sources {
+            let parts = normalise(s).unwrap_or_default();
+            let mut found: Vec<u32> = vec![LowerTree::ROOT];
+            for part in &parts {
+                let mut next = Vec::new();
+                for dir in found {
+                    if from.node(dir).kind != FileKind::Dir {
+                        continue;
+                    }
+                    if has_glob(part) {
+                        for c in from.children(dir) {
+                            let name = String::from_utf8_lossy(from.name(c)).into_owned();
+                            if glob_component(part, &name) {
+                                next.push(c);
+                            }
+                        }
+                    } else if let Some(c) = from.child(dir, part.as_bytes()) {
+                        next.push(c);
+                    }
+                }
+                found = next;
+            }
+            if found.is_empty() {
+                return Err(CopyError::NotFound {
+                    source_path: s.clone(),
+                });
+            }
+            resolved.extend(found);
+        }
+        let dest_abs = dest_path(dest, workdir);
+        let dest_is_dir = dest.ends_with('/')
+            || dest == "."
+            || below
+                .lookup_path(dest_abs.as_os_str().as_bytes())
+                .is_some_and(|i| below.node(i).kind == FileKind::Dir);
+        if resolved.len() > 1 && !dest_is_dir {
+            return Err(CopyError::DestNotDir {
+                dest: dest.to_string(),
+            });
+        }
+        let mut plan = Plan {
+            kind_word: "file",
+            ..Plan::default()
+        };
+        for i in resolved {
+            if from.node(i).kind == FileKind::Dir {
+                plan.kind_word = "dir";
+                plan.dirs.push(dest_abs.clone());
+                walk_tree(from, i, &dest_abs, &mut plan);
+            } else {
+                let name = String::from_utf8_lossy(from.name(i)).into_owned();
+                let to = file_dest(&dest_abs, dest_is_dir, &name);
+                if let Some(parent) = to.parent() {
+                    plan.dirs.push(parent.to_owned());
+                }
+                if let Some(item) = tree_item(from, i, to) {
+                    plan.items.push(item);
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The content digest of what the plan copies: image paths, kinds, modes, link targets
+    /// and file contents, in plan order (`--from` data is read from `from`).
+    ///
+    /// # Errors
+    /// A source cannot be read.
+    pub fn digest(&self, from: Option<&LowerTree>) -> Result<String, CopyError> {
+        let mut h = Sha256::new();
+        for item in &self.items {
+            h.update(item.dest.as_os_str().as_bytes());
+            h.update([0]);
+            h.update(format!("{:o}", item.perm));
+            match &item.kind {
+                ItemKind::Dir => h.update(b"d"),
+                ItemKind::Symlink(t) => {
+                    h.update(b"l");
+                    h.update(t);
+                }
+                ItemKind::HardLink(p) => {
+                    h.update(b"h");
+                    h.update(p.as_os_str().as_bytes());
+                }
+                ItemKind::File(data) => {
+                    h.update(b"f");
+                    let mut w = DigestWriter(&mut h);
+                    copy_data(data, from, &mut w)?;
+                }
+            }
+            h.update([0]);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Writes the plan into `upper` (a fresh upper directory over `below`). New entries and
+    /// the directories the destination lacks are owned by `owner` (the image's ids; `--chown`
+    /// or root); `chmod` replaces the modes of what is copied. `as_root`: this process may
+    /// `chown` (else ownership goes to `user.containers.override_stat`).
+    ///
+    /// # Errors
+    /// A destination directory is a non-directory in the image, or the upper cannot be written.
+    pub fn write(
+        &self,
+        upper: &Path,
+        below: &LowerTree,
+        from: Option<&LowerTree>,
+        owner: (u32, u32),
+        chmod: Option<u32>,
+        as_root: bool,
+    ) -> Result<(), CopyError> {
+        let w = Writer {
+            upper,
+            owner,
+            as_root,
+        };
+        for d in &self.dirs {
+            w.ensure_dir(d, below)?;
+        }
+        let mut dir_times = Vec::new();
+        for item in &self.items {
+            let host = w.host(&item.dest);
+            if let Some(parent) = item.dest.parent() {
+                w.ensure_dir(parent, below)?;
+            }
+            let perm = chmod.unwrap_or(item.perm);
+            match &item.kind {
+                ItemKind::Dir => {
+                    match fs::symlink_metadata(&host) {
+                        Ok(md) if md.is_dir() => {}
+                        Ok(_) => fs::remove_file(&host).map_err(io_err("replacing", &host))?,
+                        Err(_) => fs::create_dir(&host).map_err(io_err("creating", &host))?,
+                    }
+                    w.own(&host, perm, false)?;
+                    dir_times.push((host, item.mtime));
+                }
+                ItemKind::File(data) => {
+                    remove_any(&host)?;
+                    let mut f = fs::File::create(&host).map_err(io_err("creating", &host))?;
+                    copy_data(data, from, &mut f)?;
+                    drop(f);
+                    w.own(&host, perm, false)?;
+                    set_mtime(&host, item.mtime)?;
+                }
+                ItemKind::Symlink(target) => {
+                    remove_any(&host)?;
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &host)
+                        .map_err(io_err("creating", &host))?;
+                    w.own(&host, 0o777, true)?;
+                }
+                ItemKind::HardLink(first) => {
+                    remove_any(&host)?;
+                    let first = w.host(first);
+                    fs::hard_link(&first, &host).map_err(io_err("linking", &host))?;
+                }
+            }
+        }
+        // Children change their directory's mtime; the copied ones keep their source's.
+        for (host, mtime) in dir_times.iter().rev() {
+            set_mtime(host, *mtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// Feeds a hasher as a writer.
+struct DigestWriter<'a>(&'a mut Sha256);
+
+impl Write for DigestWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn copy_data(data: &Data, from: Option<&LowerTree>, out: &mut dyn Write) -> Result<(), CopyError> {
+    match data {
+        Data::Host(p) => {
+            let mut f = fs::File::open(p).map_err(io_err("reading", p))?;
+            io::copy(&mut f, out).map_err(io_err("copying", p))?;
+        }
+        Data::Lower(i) => {
+            let Some(tree) = from else {
+                return Err(CopyError::Lower {
+                    path: format!("node {i}"),
+                    message: "no source image".into(),
+                });
+            };
+            let lower_err = |e: &dyn std::fmt::Display| CopyError::Lower {
+                path: tree.display_path(*i),
+                message: e.to_string(),
+            };
+            let file = tree.open(*i).map_err(|e| lower_err(&e))?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut off = 0u64;
+            loop {
+                let n = file.read_at(&mut buf, off).map_err(|e| lower_err(&e))?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(|e| lower_err(&e))?;
+                off += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(host: &Path) -> Result<(), CopyError> {
+    match fs::symlink_metadata(host) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(host).map_err(io_err("replacing", host)),
+        Ok(_) => fs::remove_file(host).map_err(io_err("replacing", host)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_mtime(host: &Path, mtime: i64) -> Result<(), CopyError> {
+    let t = if mtime >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    let f = fs::File::open(host).map_err(io_err("opening", host))?;
+    f.set_modified(t)
+        .map_err(io_err("setting the time of", host))
+}
+
+fn host_item(
+    host: &Path,
+    md: &fs::Metadata,
+    dest: PathBuf,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<Item, CopyError> {
+    let kind = if md.file_type().is_symlink() {
+        ItemKind::Symlink(
+            fs::read_link(host)
+                .map_err(io_err("reading", host))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+        )
+    } else if md.is_dir() {
+        ItemKind::Dir
+    } else if md.nlink() > 1 {
+        match links.get(&(md.dev(), md.ino())) {
+            Some(first) => ItemKind::HardLink(first.clone()),
+            None => {
+                links.insert((md.dev(), md.ino()), dest.clone());
+                ItemKind::File(Data::Host(host.to_owned()))
+            }
+        }
+    } else {
+        ItemKind::File(Data::Host(host.to_owned()))
+    };
+    Ok(Item {
+        dest,
+        kind,
+        perm: md.permissions().mode() & 0o7777,
+        mtime: md.mtime(),
+    })
+}
+
+/// Adds the contents of the context directory `rel` (host `host`) under `dest`, leaving out
+/// what `.dockerignore` excludes. Returns whether anything was added.
+fn walk_host(
+    ctx: &Context,
+    rel: &str,
+    host: &Path,
+    dest: &Path,
+    plan: &mut Plan,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<bool, CopyError> {
+    let mut names: Vec<_> = fs::read_dir(host)
+        .map_err(io_err("reading", host))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err("reading", host))?;
+    names.sort();
+    let mut any = false;
+    for name in names {
+        let child_rel = if rel.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", name.to_string_lossy())
+        };
+        let child = host.join(&name);
+        let to = dest.join(&name);
+        let md = fs::symlink_metadata(&child).map_err(io_err("reading", &child))?;
+        let ignored = ctx.ignore.is_ignored(&child_rel);
+        if md.is_dir() {
+            let at = plan.items.len();
+            plan.items.push(host_item(&child, &md, to.clone(), links)?);
+            let inner = walk_host(ctx, &child_rel, &child, &to, plan, links)?;
+            if ignored && !inner {
+                plan.items.truncate(at);
+            } else {
+                any = true;
+            }
+        } else if !ignored && (md.is_file() || md.file_type().is_symlink()) {
+            plan.items.push(host_item(&child, &md, to, links)?);
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+fn tree_item(from: &LowerTree, i: u32, dest: PathBuf) -> Option<Item> {
+    let n = from.node(i);
+    let meta = n.meta();
+    let kind = match n.kind {
+        FileKind::Dir => ItemKind::Dir,
+        FileKind::File => ItemKind::File(Data::Lower(i)),
+        FileKind::Symlink => ItemKind::Symlink(from.link(i)?.to_vec()),
+        _ => return None,
+    };
+    Some(Item {
+        dest,
+        kind,
+        perm: meta.perm & 0o7777,
+        mtime: meta.mtime,
+    })
+}
+
+fn walk_tree(from: &LowerTree, dir: u32, dest: &Path, plan: &mut Plan) {
+    for c in from.children(dir) {
+        let name = std::ffi::OsStr::from_bytes(from.name(c)).to_owned();
+        let to = dest.join(&name);
+        if let Some(item) = tree_item(from, c, to.clone()) {
+            plan.items.push(item);
+            if from.node(c).kind == FileKind::Dir {
+                walk_tree(from, c, &to, plan);
+            }
+        }
+    }
+}
+
+/// Writes entries into the upper.
+struct Writer<'a> {
+    upper: &'a Path,
+    owner: (u32, u32),
+    as_root: bool,
+}
+
+impl Writer<'_> {
+    fn host(&self, image_path: &Path) -> PathBuf {
+        self.upper
+            .join(image_path.strip_prefix("/").unwrap_or(image_path))
+    }
+
+    /// Gives `host` the image ownership `self.owner` and `perm`.
+    fn own(&self, host: &Path, perm: u32, symlink: bool) -> Result<(), CopyError> {
+        self.own_as(host, perm, self.owner, symlink)
+    }
+
+    fn own_as(
+        &self,
+        host: &Path,
+        perm: u32,
+        (uid, gid): (u32, u32),
+        symlink: bool,
+    ) -> Result<(), CopyError> {
+        if self.as_root {
+            std::os::unix::fs::lchown(host, Some(uid), Some(gid))
+                .map_err(io_err("changing the owner of", host))?;
+        } else if (uid, gid) != (0, 0) && !symlink {
+            // Rootless: what we create is the image root's; other owners are recorded.
+            xattr_set(host, &OverrideStat { uid, gid, perm }.encode())?;
+        }
+        if !symlink {
+            fs::set_permissions(host, fs::Permissions::from_mode(perm))
+                .map_err(io_err("changing the mode of", host))?;
+        }
+        Ok(())
+    }
+
+    /// Makes directory `path` (and its parents) exist in the upper: a copy of the image's
+    /// directory (its mode, owner and time) where the image has one, else a new `0755`
+    /// directory of `self.owner`.
+    fn ensure_dir(&self, path: &Path, below: &LowerTree) -> Result<(), CopyError> {
+        let mut image = PathBuf::from("/");
+        for c in path.components() {
+            let Component::Normal(name) = c else { continue };
+            image.push(name);
+            let host = self.host(&image);
+            match fs::symlink_metadata(&host) {
+                Ok(md) if md.is_dir() => continue,
+                Ok(_) => {
+                    return Err(CopyError::ParentNotDir {
+                        path: image.display().to_string(),
+                    });
+                }
+                Err(_) => {}
+            }
+            match below.lookup_path(image.as_os_str().as_bytes()) {
+                Some(i) if below.node(i).kind == FileKind::Dir => {
+                    let meta = below.node(i).meta();
+                    fs::create_dir(&host).map_err(io_err("creating", &host))?;
+                    self.own_as(&host, meta.perm & 0o7777, (meta.uid, meta.gid), false)?;
+                    set_mtime(&host, meta.mtime)?;
+                }
+                Some(_) => {
+                    return Err(CopyError::ParentNotDir {
+                        path: image.display().to_string(),
+                    });
+                }
+                None => {
+                    fs::create_dir(&host).map_err(io_err("creating", &host))?;
+                    self.own(&host, 0o755, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes directory `path` (an absolute image path) and its parents exist in `upper` over
+/// `below`, as [`Plan::write`] does for a destination: `WORKDIR` of a missing directory.
+///
+/// # Errors
+/// A component is a non-directory in the image, or the upper cannot be written.
+pub fn make_dir(
+    upper: &Path,
+    path: &Path,
+    below: &LowerTree,
+    as_root: bool,
+) -> Result<(), CopyError> {
+    Writer {
+        upper,
+        owner: (0, 0),
+        as_root,
+    }
+    .ensure_dir(path, below)
+}
+
+fn xattr_set(host: &Path, value: &[u8]) -> Result<(), CopyError> {
+    let f = fs::File::open(host).map_err(io_err("opening", host))?;
+    crate::sys::set_xattr(
+        std::os::fd::AsFd::as_fd(&f),
+        c"user.containers.override_stat",
+        value,
+        0,
+    )
+    .map_err(io_err("recording the owner of", host))
+}
+
+/// Parses `--chown=USER[:GROUP]` with numeric ids or names looked up in the image's
+/// `/etc/passwd` and `/etc/group` (read from `below`).
+///
+/// # Errors
+/// A name the image does not know.
+pub fn parse_chown(spec: &str, below: &LowerTree) -> Result<(u32, u32), CopyError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Result<(u32, u32), CopyError> {
+        if let Ok(n) = name.parse::<u32>() {
+            return Ok((n, n));
+        }
+        let text = read_tree_file(below, file).unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(':').collect();
+            if f.len() >= 4 && f[0] == name {
+                let id = f[2].parse().unwrap_or(0);
+                let gid = f[3].parse().unwrap_or(id);
+                return Ok((id, gid));
+            }
+        }
+        Err(CopyError::Flag(format!(
+            "--chown={spec}: no {name:?} in the image's {file}"
+        )))
+    };
+    let (uid, primary) = lookup("/etc/passwd", user)?;
+    let gid = match group {
+        Some(g) => lookup("/etc/group", g)?.0,
+        None if user.parse::<u32>().is_ok() => uid,
+        None => primary,
+    };
+    Ok((uid, gid))
+}
+
+/// Parses `--chmod=OCTAL`.
+///
+/// # Errors
+/// Not an octal mode.
+pub fn parse_chmod(spec: &str) -> Result<u32, CopyError> {
+    u32::from_str_radix(spec, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| CopyError::Flag(format!("--chmod={spec}: expected an octal mode")))
+}
+
+/// The contents of a small text file of a tree (`/etc/passwd`), if it is there.
+pub fn read_tree_file(tree: &LowerTree, path: &str) -> Option<String> {
+    let i = tree.lookup_path(path.as_bytes())?;
+    let file = tree.open(i).ok()?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut off = 0;
+    loop {
+        let n = file.read_at(&mut buf, off).ok()?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        off += n as u64;
+        if out.len() > 1 << 22 {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Reads a whole host file (the Dockerfile, `.dockerignore`); unused bytes stay unread.
+pub fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    fs::File::open(path)?.take(limit).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_absolute_and_normalised() {
+        assert_eq!(dest_path("x/y", "/app"), PathBuf::from("/app/x/y"));
+        assert_eq!(dest_path("/opt/", "/app"), PathBuf::from("/opt"));
+        assert_eq!(dest_path("../..", "/app/sub"), PathBuf::from("/"));
+        assert_eq!(dest_path(".", "/"), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn sources_outside_the_context_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx_dir = dir.path().join("ctx");
+        fs::create_dir(&ctx_dir).unwrap();
+        fs::write(dir.path().join("secret"), "s").unwrap();
+        fs::write(ctx_dir.join("a.txt"), "a").unwrap();
+        fs::write(ctx_dir.join("b.txt"), "b").unwrap();
+        fs::write(ctx_dir.join("skip.log"), "l").unwrap();
+        std::os::unix::fs::symlink("../secret", ctx_dir.join("out")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ctx_dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("a.txt", ctx_dir.join("in")).unwrap();
+        let ctx = Context::new(&ctx_dir, Ignore::parse("*.log\n"));
+        for bad in ["../secret", "sub/../../secret", "out", "abs"] {
+            assert!(
+                matches!(ctx.sources(bad), Err(CopyError::Outside { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            ctx.sources("skip.log"),
+            Err(CopyError::NotFound { .. })
+        ));
+        let globbed: Vec<String> = ctx
+            .sources("*.txt")
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(globbed, vec!["a.txt", "b.txt"]);
+        let (_, host) = ctx.sources("in").unwrap().remove(0);
+        assert_eq!(host, ctx_dir.join("a.txt"));
+    }
+}
