@@ -43,6 +43,9 @@ use crate::cli::BuildArgs;
 /// A Dockerfile larger than this is refused (Docker's own limit is in the same range).
 const MAX_DOCKERFILE: u64 = 4 << 20;
 
+/// The `PATH` of a command whose image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs `rfs build`.
 pub(crate) fn run(root: Option<PathBuf>, args: &BuildArgs) -> Result<ExitCode> {
     let root = super::root_dir(root)?;
@@ -76,7 +79,11 @@ impl Image {
         object.insert("os".into(), json!("linux"));
         Image {
             object,
-            cfg: ContainerConfig::default(),
+            // Docker gives a stage from scratch the default PATH.
+            cfg: ContainerConfig {
+                env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+                ..ContainerConfig::default()
+            },
             diff_ids: Vec::new(),
             history: Vec::new(),
             parent: None,
@@ -237,7 +244,7 @@ impl<'a> Builder<'a> {
 
     /// Where in the Dockerfile, for errors.
     fn at(&self, line: usize) -> String {
-        format!("{}:{line}", self.dockerfile.display())
+        format!("{} line {line}", self.dockerfile.display())
     }
 
     fn build(&mut self) -> Result<String> {
@@ -749,9 +756,8 @@ impl<'a> Builder<'a> {
                 env.insert(k.to_string(), v.to_string());
             }
         }
-        env.entry("PATH".into()).or_insert_with(|| {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-        });
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
         let shown_args: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let created_by = if shown_args.is_empty() {
             argv.join(" ")

@@ -1,0 +1,778 @@
+//! `rfs build` (issue 16), driven end to end: Dockerfiles built by rfs over the busybox test
+//! image, the result mounted with `rfs mount` (and run with `rfs run`), and — the oracle —
+//! the same Dockerfiles built by the Docker engine (legacy builder, a private dockerd started
+//! and stopped by the test): merged trees (`docker export`), config fields, layer counts and
+//! history `empty_layer` flags must agree.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{MountGuard, Scratch, images_dir, is_mounted, rfs_bin};
+use crate::images::{assert_same_tree, tree_listing};
+
+/// A store of its own with the busybox test image loaded as `rfs/busybox:latest`.
+struct Env {
+    s: Scratch,
+    root: PathBuf,
+}
+
+impl Env {
+    fn new(test: &str) -> Option<Env> {
+        let images = images_dir(test)?;
+        let s = Scratch::new();
+        let root = s.mkdir("root");
+        let env = Env { s, root };
+        let out = env.rfs(&[
+            "load".as_ref(),
+            "-i".as_ref(),
+            images.join("busybox-docker-archive.tar").as_os_str(),
+        ]);
+        assert!(out.status.success(), "rfs load: {}", text(&out));
+        Some(env)
+    }
+
+    fn rfs(&self, args: &[&OsStr]) -> Output {
+        Command::new(rfs_bin())
+            .env("RFS_ROOT", &self.root)
+            .args(args)
+            .current_dir("/")
+            .output()
+            .expect("running rfs")
+    }
+
+    fn build(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&OsStr> = vec!["build".as_ref()];
+        all.extend(args.iter().map(OsStr::new));
+        self.rfs(&all)
+    }
+
+    /// `rfs build ARGS`, which must succeed; returns (image id, stdout).
+    fn build_ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.build(args);
+        assert!(out.status.success(), "rfs build {args:?}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let id = stdout.lines().last().unwrap_or_default().trim().to_string();
+        assert!(id.starts_with("sha256:"), "last line is the id: {stdout}");
+        (id, stdout)
+    }
+
+    /// A context directory with `files` (path → content).
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.s.mkdir(name);
+        for (p, content) in files {
+            let path = dir.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+        }
+        dir
+    }
+
+    /// The image config of a store image, by id.
+    fn config(&self, id: &str) -> Value {
+        let hex = id.strip_prefix("sha256:").unwrap();
+        let bytes = std::fs::read(self.root.join("blobs/sha256").join(hex)).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn mount(&self, image: &str, name: &str) -> (MountGuard, PathBuf) {
+        let mnt = self.s.mkdir(name);
+        let root = self.root.clone();
+        let guard = MountGuard::rfs(
+            &[
+                "mount".as_ref(),
+                "--root".as_ref(),
+                root.as_os_str(),
+                "--read-only".as_ref(),
+                image.as_ref(),
+            ],
+            &mnt,
+        )
+        .unwrap_or_else(|e| panic!("rfs mount {image}: {e}"));
+        (guard, mnt)
+    }
+
+    fn images(&self) -> String {
+        text(&self.rfs(&["images".as_ref()]))
+    }
+
+    /// How many blobs the store holds.
+    fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Nothing of a build may remain: no step directory, no mount under the root.
+    fn assert_nothing_left(&self) {
+        let build = self.root.join("build");
+        let left: Vec<_> = std::fs::read_dir(&build)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "step directories left: {left:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.root.display().to_string();
+        assert!(
+            !mounts.lines().any(|l| l.contains(&root)),
+            "a mount under {root} is left"
+        );
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A private Docker engine for one test: its own data root, exec root and socket, stopped by
+/// pid on drop (after removing the images the test built).
+struct Docker {
+    child: Child,
+    sock: PathBuf,
+    tags: Vec<String>,
+}
+
+impl Docker {
+    fn start(s: &Scratch) -> Docker {
+        let dir = s.mkdir("docker");
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=overlay2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd (install docker.io; see scripts/install-deps.sh)");
+        let mut d = Docker {
+            child,
+            sock,
+            tags: Vec::new(),
+        };
+        let start = Instant::now();
+        loop {
+            let ok = d
+                .cmd()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!(
+                    "dockerd exited with {st}: {}",
+                    std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_BUILDKIT", "0");
+        c
+    }
+
+    fn run(&self, args: &[&OsStr]) -> Output {
+        let out = self.cmd().args(args).output().expect("docker");
+        assert!(out.status.success(), "docker {args:?}: {}", text(&out));
+        out
+    }
+
+    /// `docker build -t TAG ARGS`; the tag is removed on drop.
+    fn build(&mut self, tag: &str, args: &[&str]) {
+        self.tags.push(tag.to_string());
+        let mut all: Vec<&OsStr> =
+            vec!["build".as_ref(), "-q".as_ref(), "-t".as_ref(), tag.as_ref()];
+        all.extend(args.iter().map(OsStr::new));
+        self.run(&all);
+    }
+
+    /// The image config (with history) of TAG, from `docker save`.
+    fn config(&self, tag: &str, s: &Scratch) -> Value {
+        let tar = s
+            .dir
+            .path()
+            .join(format!("{}.tar", tag.replace([':', '/'], "_")));
+        self.run(&[
+            "save".as_ref(),
+            "-o".as_ref(),
+            tar.as_os_str(),
+            tag.as_ref(),
+        ]);
+        let member = |name: &str| -> Vec<u8> {
+            let out = Command::new("tar")
+                .arg("-xOf")
+                .arg(&tar)
+                .arg(name)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "tar -xOf {name}");
+            out.stdout
+        };
+        let manifest: Value = serde_json::from_slice(&member("manifest.json")).unwrap();
+        let config = manifest[0]["Config"].as_str().unwrap().to_string();
+        serde_json::from_slice(&member(&config)).unwrap()
+    }
+
+    /// `docker export` of a container created from TAG, unpacked into `dest`.
+    fn export(&self, tag: &str, dest: &Path) {
+        let out = self.run(&["create".as_ref(), tag.as_ref(), "/none".as_ref()]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let tar = dest.with_extension("tar");
+        self.run(&[
+            "export".as_ref(),
+            "-o".as_ref(),
+            tar.as_os_str(),
+            id.as_ref(),
+        ]);
+        self.run(&["rm".as_ref(), id.as_ref()]);
+        std::fs::create_dir_all(dest).unwrap();
+        let st = Command::new("tar")
+            .arg("-xpf")
+            .arg(&tar)
+            .arg("--numeric-owner")
+            .arg("-C")
+            .arg(dest)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        for t in std::mem::take(&mut self.tags) {
+            let _ = self
+                .cmd()
+                .args(["rmi", "-f", &t])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The runtime files `docker export` adds to a container's tree (and the mountpoints it
+/// makes), left out of both sides.
+fn without_runtime_files(mut tree: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tree.retain(|p, _| {
+        !matches!(
+            p.as_str(),
+            "./.dockerenv"
+                | "./etc/hosts"
+                | "./etc/hostname"
+                | "./etc/resolv.conf"
+                | "./etc/mtab"
+                | "./proc"
+                | "./sys"
+                // `docker create` makes the mountpoint of the image's VOLUME in the container.
+                | "./data"
+        ) && p != "./dev"
+            && !p.starts_with("./dev/")
+    });
+    tree
+}
+
+/// The config fields both builders must agree on.
+fn config_fields(config: &Value) -> Value {
+    let c = &config["config"];
+    let field = |k: &str| match &c[k] {
+        Value::Null => Value::Null,
+        Value::Object(m) if m.is_empty() => Value::Null,
+        Value::Array(a) if a.is_empty() => Value::Null,
+        Value::String(s) if s.is_empty() => Value::Null,
+        v => v.clone(),
+    };
+    serde_json::json!({
+        "Env": field("Env"), "Cmd": field("Cmd"), "Entrypoint": field("Entrypoint"),
+        "WorkingDir": field("WorkingDir"), "User": field("User"), "Labels": field("Labels"),
+        "ExposedPorts": field("ExposedPorts"), "Volumes": field("Volumes"),
+        "StopSignal": field("StopSignal"), "Healthcheck": field("Healthcheck"),
+        "OnBuild": field("OnBuild"),
+        "layers": config["rootfs"]["diff_ids"].as_array().map(|a| a.len()),
+        "history": config["history"].as_array().map(|h| h.iter()
+            .map(|e| e["empty_layer"].as_bool().unwrap_or(false)).collect::<Vec<_>>()),
+    })
+}
+
+const SINGLE: &str = r#"FROM rfs/busybox:latest
+ARG GREETING=hello
+USER root
+WORKDIR /etc
+WORKDIR /srv/app
+# deletes and renames lower files and a lower directory: whiteouts in the layer
+RUN echo "$GREETING from run" > /srv/app/run.txt && rm /opt/data/keep \
+    && mv /opt/data/remove /opt/data/renamed && rm -rf /opt/opq && mv /opt/data /opt/moved
+RUN true
+ENV APP_MODE=prod PATH=/srv/app/bin:$PATH
+LABEL org.example.name="rfs test" version=1
+COPY hello.txt ./
+COPY src/ /srv/src/
+COPY *.conf /etc/app/
+COPY --chown=1000:1000 owned /home/app/owned
+COPY link /srv/link
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --retries=3 CMD test -f /srv/app/run.txt
+USER app
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/app/run.txt"]
+"#;
+
+const MULTI: &str = r#"FROM rfs/busybox:latest AS build
+USER root
+RUN mkdir -p /out/sub && echo built > /out/artifact && echo other > /out/sub/other \
+    && chmod 0600 /out/sub/other && ln -s artifact /out/alias
+FROM scratch AS final
+COPY --from=build /out/artifact /artifact
+COPY --from=build /out/ /copied/
+FROM rfs/busybox:latest
+COPY --from=final /artifact /from-final
+"#;
+
+/// A context exercising COPY: files, a directory with a private subdirectory, a symlink and
+/// hard links inside, globs, a top-level symlink (followed), `.dockerignore` with an exception.
+fn oracle_context(env: &Env) -> PathBuf {
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", SINGLE),
+            ("Dockerfile.multi", MULTI),
+            ("hello.txt", "hello from the context\n"),
+            ("a.conf", "a=1\n"),
+            ("b.conf", "b=2\n"),
+            ("c.txt", "not a conf\n"),
+            ("owned", "owned by app\n"),
+            ("src/main.sh", "#!/bin/sh\necho main\n"),
+            ("src/private/secret", "s\n"),
+            ("src/build.log", "ignored\n"),
+            ("src/important.log", "kept by the exception\n"),
+            (".dockerignore", "src/*.log\n!src/important.log\n"),
+        ],
+    );
+    std::fs::set_permissions(
+        ctx.join("src/main.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        ctx.join("src/private"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("main.sh", ctx.join("src/run")).unwrap();
+    std::fs::hard_link(ctx.join("src/main.sh"), ctx.join("src/main-link.sh")).unwrap();
+    std::os::unix::fs::symlink("hello.txt", ctx.join("link")).unwrap();
+    ctx
+}
+
+#[test]
+fn build_matches_the_docker_engine() {
+    let Some(env) = Env::new("build_matches_the_docker_engine") else {
+        return;
+    };
+    let images = images_dir("build_matches_the_docker_engine").unwrap();
+    let ctx = oracle_context(&env);
+    let ctx_s = ctx.to_str().unwrap();
+    let mut docker = Docker::start(&env.s);
+    docker.run(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        images.join("busybox-docker-archive.tar").as_os_str(),
+    ]);
+    let suffix = std::process::id();
+    let multi = ctx.join("Dockerfile.multi");
+    let multi = multi.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("single", vec!["--build-arg", "GREETING=hi", ctx_s]),
+        ("multi", vec!["-f", multi, ctx_s]),
+        ("final", vec!["-f", multi, "--target", "final", ctx_s]),
+    ];
+    for (name, args) in &cases {
+        let tag = format!("rfs-build-test-{name}-{suffix}:latest");
+        docker.build(&tag, args);
+        let mut rargs: Vec<&str> = vec!["-t", &tag];
+        rargs.extend(args.iter().copied());
+        let (id, out) = env.build_ok(&rargs);
+        assert!(out.contains("STEP 1/"), "{name}: {out}");
+
+        let want_cfg = config_fields(&docker.config(&tag, &env.s));
+        let got_cfg = config_fields(&env.config(&id));
+        assert_eq!(
+            got_cfg, want_cfg,
+            "{name}: config, layers and history differ"
+        );
+
+        let export = env.s.dir.path().join(format!("export-{name}"));
+        docker.export(&tag, &export);
+        let (guard, mnt) = env.mount(&tag, &format!("mnt-{name}"));
+        let got = without_runtime_files(tree_listing(&mnt));
+        let mut want = without_runtime_files(tree_listing(&export));
+        // A container of an image without /etc gets one for its runtime files.
+        if !got.contains_key("./etc") && !want.keys().any(|k| k.starts_with("./etc/")) {
+            want.remove("./etc");
+        }
+        assert_same_tree(name, &got, &want);
+        if *name == "single" {
+            // Hard links in the context stay hard links; the ignored file is not there.
+            let a = std::fs::metadata(mnt.join("srv/src/main.sh")).unwrap();
+            let b = std::fs::metadata(mnt.join("srv/src/main-link.sh")).unwrap();
+            assert_eq!(a.ino(), b.ino(), "hard link kept");
+            assert!(!mnt.join("srv/src/build.log").exists());
+            assert!(!mnt.join("opt/data").exists() && mnt.join("opt/moved/renamed").exists());
+        }
+        guard.unmount().unwrap();
+    }
+    env.assert_nothing_left();
+}
+
+/// The layer of a RUN that deletes and renames lower files holds whiteouts for them.
+#[test]
+fn build_run_deleting_lower_files_writes_whiteouts() {
+    let Some(env) = Env::new("build_run_deleting_lower_files_writes_whiteouts") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\n\
+             RUN rm /opt/data/keep && mv /opt/data/remove /opt/data/renamed && rm -rf /opt/opq\n",
+        )],
+    );
+    let (id, _) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let config = env.config(&id);
+    let top = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    let blob = env
+        .root
+        .join("blobs/sha256")
+        .join(top.as_str().unwrap().strip_prefix("sha256:").unwrap());
+    let out = Command::new("tar").arg("-tf").arg(&blob).output().unwrap();
+    let members = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "opt/data/.wh.keep",
+        "opt/data/.wh.remove",
+        "opt/data/renamed",
+        "opt/.wh.opq",
+    ] {
+        assert!(
+            members.lines().any(|l| l.trim_end_matches('/') == want),
+            "{want} missing from the layer:\n{members}"
+        );
+    }
+}
+
+#[test]
+fn build_copy_flags_ignore_and_build_args() {
+    let Some(env) = Env::new("build_copy_flags_ignore_and_build_args") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/busybox:latest\n\
+                 ARG DEST=/default\n\
+                 COPY --chown=app --chmod=0640 f.txt $DEST/f.txt\n\
+                 COPY --chmod=755 d/ /tree/\n\
+                 COPY x?.txt /globbed/\n",
+            ),
+            ("f.txt", "f\n"),
+            ("d/a", "a\n"),
+            ("d/skip.tmp", "ignored\n"),
+            ("x1.txt", "1\n"),
+            ("x2.txt", "2\n"),
+            ("x10.txt", "10\n"),
+            (".dockerignore", "**/*.tmp\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("a", ctx.join("d/to-a")).unwrap();
+    let (id, _) = env.build_ok(&[
+        "--build-arg",
+        "DEST=/given",
+        "-t",
+        "flags",
+        ctx.to_str().unwrap(),
+    ]);
+    let (guard, mnt) = env.mount(&id, "mnt");
+    let f = std::fs::metadata(mnt.join("given/f.txt")).unwrap();
+    // `app` is 1000:1000 in the busybox image's /etc/passwd.
+    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1000, 1000, 0o640));
+    assert_eq!(
+        std::fs::metadata(mnt.join("tree/a")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_link(mnt.join("tree/to-a")).unwrap(),
+        Path::new("a")
+    );
+    assert!(!mnt.join("tree/skip.tmp").exists(), ".dockerignore applies");
+    assert!(
+        !mnt.join("default").exists(),
+        "--build-arg wins over the default"
+    );
+    let mut globbed: Vec<_> = std::fs::read_dir(mnt.join("globbed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    globbed.sort();
+    assert_eq!(globbed, vec!["x1.txt", "x2.txt"]);
+    guard.unmount().unwrap();
+}
+
+#[test]
+fn build_target_builds_only_the_stages_it_needs() {
+    let Some(env) = Env::new("build_target_builds_only_the_stages_it_needs") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest AS base\nUSER root\nRUN echo base > /base.txt\n\
+             FROM base AS broken\nRUN exit 7\n\
+             FROM base AS app\nCOPY --from=base /base.txt /copied.txt\nRUN cat /copied.txt\n",
+        )],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let (_, out) = env.build_ok(&["--target", "app", "-t", "app", ctx_s]);
+    assert!(
+        !out.contains("exit 7"),
+        "the broken stage was built:\n{out}"
+    );
+    assert!(out.contains("base\n"), "RUN output is shown:\n{out}");
+    let (guard, mnt) = env.mount("app", "mnt");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("copied.txt")).unwrap(),
+        "base\n"
+    );
+    guard.unmount().unwrap();
+    // The last stage by default: `broken` is not it either, but `--target broken` fails.
+    let out = env.build(&["--target", "broken", ctx_s]);
+    assert!(!out.status.success());
+    let out = env.build(&["--target", "nosuch", ctx_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nosuch"), "{err}");
+}
+
+#[test]
+fn build_bad_input_is_named_and_leaves_nothing() {
+    let Some(env) = Env::new("build_bad_input_is_named_and_leaves_nothing") else {
+        return;
+    };
+    let outside = env.s.dir.path().join("secret");
+    std::fs::write(&outside, "secret\n").unwrap();
+    let before = env.images();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("syntax", "FROM rfs/busybox:latest\nENV\n", &["line 2"]),
+        (
+            "unknown",
+            "FROM rfs/busybox:latest\nRUN true\nFROBNICATE now\n",
+            &["line 3", "FROBNICATE"],
+        ),
+        (
+            "missing",
+            "FROM rfs/busybox:latest\nCOPY nothere /x\n",
+            &["line 2", "nothere"],
+        ),
+        (
+            "dotdot",
+            "FROM rfs/busybox:latest\nCOPY ../secret /x\n",
+            &["line 2", "outside the build context"],
+        ),
+        (
+            "symlink-out",
+            "FROM rfs/busybox:latest\nCOPY out /x\n",
+            &["line 2", "outside the build context"],
+        ),
+        (
+            "failing-run",
+            "FROM rfs/busybox:latest\nRUN echo one\nRUN echo two; exit 42\n",
+            &["line 3", "status 42", "STEP 3/3"],
+        ),
+        (
+            "no-base",
+            "FROM nosuch/image:1\n",
+            &["line 1", "not in the store"],
+        ),
+    ];
+    for (name, dockerfile, wants) in cases {
+        let ctx = env.context(&format!("ctx-{name}"), &[("Dockerfile", dockerfile)]);
+        std::os::unix::fs::symlink(&outside, ctx.join("out")).unwrap();
+        let tag = format!("bad-{name}");
+        let out = env.build(&["-t", &tag, ctx.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: succeeded:\n{}", text(&out));
+        for w in *wants {
+            assert!(err.contains(w), "{name}: {w:?} not in the error: {err}");
+        }
+        assert!(
+            err.contains(&ctx.join("Dockerfile").display().to_string()),
+            "{name}: the Dockerfile is named: {err}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{name}: one error line: {err}"
+        );
+        env.assert_nothing_left();
+    }
+    assert_eq!(env.images(), before, "nothing tagged");
+    // 1 MB of garbage: one clear error, no panic.
+    let ctx = env.s.mkdir("ctx-garbage");
+    let garbage: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(ctx.join("Dockerfile"), garbage).unwrap();
+    let out = env.build(&[ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_result_runs_with_rfs_run() {
+    let Some(env) = Env::new("build_result_runs_with_rfs_run") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\nRUN echo written-by-run > /msg\n\
+             ENTRYPOINT []\nCMD [\"cat\", \"/msg\"]\n",
+        )],
+    );
+    env.build_ok(&["-t", "runme", ctx.to_str().unwrap()]);
+    let out = env.rfs(&["run".as_ref(), "--rm".as_ref(), "runme".as_ref()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "written-by-run\n");
+}
+
+#[test]
+fn build_cache_hits_misses_on_content_and_no_cache() {
+    let Some(env) = Env::new("build_cache_hits_misses_on_content_and_no_cache") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/busybox:latest\nUSER root\nRUN echo ran-first; echo 1 > /first\n\
+                 COPY data.txt /data.txt\nRUN echo ran-second; cat /data.txt > /second\n",
+            ),
+            ("data.txt", "one\n"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let (id1, out1) = env.build_ok(&["-t", "cached", ctx_s]);
+    assert!(
+        !out1.contains("Using cache") && ran(&out1, "ran-first"),
+        "{out1}"
+    );
+    let blobs = env.blob_count();
+    let start = Instant::now();
+    let (id2, out2) = env.build_ok(&["-t", "cached", ctx_s]);
+    let took = start.elapsed();
+    assert_eq!(id1, id2, "an unchanged rebuild gives the same image");
+    assert_eq!(out2.matches("--> Using cache").count(), 4, "{out2}");
+    assert!(
+        !ran(&out2, "ran-first") && !ran(&out2, "ran-second"),
+        "{out2}"
+    );
+    assert_eq!(env.blob_count(), blobs, "an unchanged rebuild adds nothing");
+    assert!(
+        took < Duration::from_secs(5),
+        "cached rebuild took {took:?}"
+    );
+    // A new mtime is no change.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("data.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let (id3, _) = env.build_ok(&["-t", "cached", ctx_s]);
+    assert_eq!(id3, id1, "an mtime change is no change");
+    // New content: the steps before the COPY are cached, the COPY and after run again.
+    std::fs::write(ctx.join("data.txt"), "two\n").unwrap();
+    let (id4, out4) = env.build_ok(&["-t", "cached", ctx_s]);
+    assert_ne!(id4, id1);
+    assert_eq!(out4.matches("--> Using cache").count(), 2, "{out4}");
+    assert!(
+        !ran(&out4, "ran-first") && ran(&out4, "ran-second"),
+        "{out4}"
+    );
+    let (guard, mnt) = env.mount("cached", "mnt");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("second")).unwrap(),
+        "two\n"
+    );
+    guard.unmount().unwrap();
+    // --no-cache runs everything.
+    let (_, out5) = env.build_ok(&["--no-cache", ctx_s]);
+    assert!(
+        !out5.contains("Using cache") && ran(&out5, "ran-first"),
+        "{out5}"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+/// Whether a build's output has `line` on a line of its own (a RUN's output, not its STEP).
+fn ran(out: &str, line: &str) -> bool {
+    out.lines().any(|l| l == line)
+}
