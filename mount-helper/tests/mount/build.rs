@@ -776,3 +776,74 @@ fn build_cache_hits_misses_on_content_and_no_cache() {
 fn ran(out: &str, line: &str) -> bool {
     out.lines().any(|l| l == line)
 }
+
+/// A rootless build as the unprivileged user `rfstest` (subuid range): RUN as the
+/// container's root changes ownership, COPY --chown records it, and the layers carry the
+/// image's ids, not the user's.
+#[test]
+fn build_rootless_as_an_unprivileged_user() {
+    let Some(images) = images_dir("build_rootless_as_an_unprivileged_user") else {
+        return;
+    };
+    crate::run::ensure_user("rfstest");
+    crate::run::ensure_subid_range("rfstest");
+    let s = Scratch::new();
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = s.mkdir("rfstest");
+    let bin = crate::common::copy_of_rfs(&s.dir.path().join("rfs"));
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ctx = home.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rfs/busybox:latest\nUSER root\n\
+         RUN id -u > /uid && mkdir -p /srv/data && echo x > /srv/data/f && chown -R 1000:1000 /srv/data\n\
+         COPY --chown=app hello.txt /home/app/\n",
+    )
+    .unwrap();
+    let st = Command::new("chown")
+        .args(["-R", "rfstest"])
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let root = home.join("root");
+    let script = format!(
+        "cd / && export RFS_ROOT={root} && {bin} load -i {archive} && {bin} build -t rootless {ctx}",
+        root = root.display(),
+        bin = bin.display(),
+        archive = images.join("busybox-docker-archive.tar").display(),
+        ctx = ctx.display(),
+    );
+    let out = Command::new("su")
+        .args(["rfstest", "-s", "/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rootless build: {}", text(&out));
+    // Mounted by root with the image's recorded ids.
+    let mnt = s.mkdir("mnt");
+    let guard = MountGuard::rfs(
+        &[
+            "mount".as_ref(),
+            "--root".as_ref(),
+            root.as_os_str(),
+            "--read-only".as_ref(),
+            "rootless".as_ref(),
+        ],
+        &mnt,
+    )
+    .unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("uid")).unwrap(), "0\n");
+    for p in ["srv/data", "srv/data/f", "home/app/hello.txt"] {
+        let m = std::fs::metadata(mnt.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{p}");
+    }
+    let m = std::fs::metadata(mnt.join("uid")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (0, 0),
+        "the container root's file is root's"
+    );
+    guard.unmount().unwrap();
+}
