@@ -18,6 +18,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use super::ignore::{Ignore, glob_component};
+use crate::image::compress::{Compression, Decoder, MAGIC_LEN};
 use crate::lower::{FileKind, LowerTree};
 use crate::ovl::OverrideStat;
 
@@ -96,6 +97,8 @@ enum ItemKind {
     Symlink(Vec<u8>),
     /// A hard link to the entry copied earlier to this image path.
     HardLink(PathBuf),
+    /// `ADD` of a local archive: its members are extracted into the destination directory.
+    Archive(PathBuf),
 }
 
 /// One entry to copy: its absolute path in the image and how to make it.
@@ -292,6 +295,7 @@ impl Plan {
         dest: &str,
         workdir: &str,
         below: &LowerTree,
+        add: bool,
     ) -> Result<Plan, CopyError> {
         let mut resolved = Vec::new();
         for s in sources {
@@ -320,6 +324,14 @@ impl Plan {
                 plan.kind_word = "dir";
                 plan.dirs.push(dest_abs.clone());
                 walk_host(ctx, &rel, &host, &dest_abs, &mut plan, &mut links)?;
+            } else if add && is_archive(&host) {
+                plan.dirs.push(dest_abs.clone());
+                plan.items.push(Item {
+                    dest: dest_abs.clone(),
+                    kind: ItemKind::Archive(host),
+                    perm: 0o755,
+                    mtime: 0,
+                });
             } else {
                 let name = Path::new(&rel)
                     .file_name()
@@ -431,6 +443,11 @@ impl Plan {
                     h.update(b"h");
                     h.update(p.as_os_str().as_bytes());
                 }
+                ItemKind::Archive(p) => {
+                    h.update(b"a");
+                    let mut w = DigestWriter(&mut h);
+                    copy_data(&Data::Host(p.clone()), None, &mut w)?;
+                }
                 ItemKind::File(data) => {
                     h.update(b"f");
                     let mut w = DigestWriter(&mut h);
@@ -502,6 +519,10 @@ impl Plan {
                     let first = w.host(first);
                     fs::hard_link(&first, &host).map_err(io_err("linking", &host))?;
                 }
+                ItemKind::Archive(archive) => {
+                    w.ensure_dir(&item.dest, below)?;
+                    extract(&w, below, archive, &item.dest, &mut dir_times)?;
+                }
             }
         }
         // Children change their directory's mtime; the copied ones keep their source's.
@@ -510,6 +531,116 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Whether `ADD` extracts the local file `host`: a tar, plain or gzip- or zstd-compressed
+/// (what the bytes say, not the name).
+pub fn is_archive(host: &Path) -> bool {
+    let Ok(f) = fs::File::open(host) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(512);
+    if f.take(512).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    match Compression::sniff(&head) {
+        Compression::Gzip | Compression::Zstd => true,
+        Compression::None => head.len() >= 262 && &head[257..262] == b"ustar",
+        Compression::Unsupported(_) => false,
+    }
+}
+
+/// Extracts the archive `archive` into `dest` (an image path) of the upper: members keep the
+/// archive's owners, modes and times; a member that would land outside `dest` is refused;
+/// nothing on the host is followed (a member over a symlink replaces the symlink).
+fn extract(
+    w: &Writer<'_>,
+    below: &LowerTree,
+    archive: &Path,
+    dest: &Path,
+    dir_times: &mut Vec<(PathBuf, i64)>,
+) -> Result<(), CopyError> {
+    let bad = |e: io::Error| CopyError::Io {
+        what: "extracting",
+        path: archive.to_owned(),
+        source: e,
+    };
+    let mut f = fs::File::open(archive).map_err(bad)?;
+    let mut magic = [0u8; MAGIC_LEN];
+    let n = f.read(&mut magic).map_err(bad)?;
+    let f = fs::File::open(archive).map_err(bad)?;
+    let reader: Box<dyn Read> = match Compression::sniff(&magic[..n]) {
+        Compression::None => Box::new(io::BufReader::new(f)),
+        c => Box::new(Decoder::new(c, io::BufReader::new(f)).map_err(bad)?),
+    };
+    let mut ar = tar::Archive::new(reader);
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let Some(parts) = normalise(&name) else {
+            return Err(CopyError::Outside {
+                source_path: format!("{} member {name}", archive.display()),
+            });
+        };
+        if parts.is_empty() {
+            continue;
+        }
+        let to = dest.join(parts.join("/"));
+        if let Some(parent) = to.parent() {
+            w.ensure_dir(parent, below)?;
+        }
+        let host = w.host(&to);
+        let h = entry.header();
+        let ids = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+        let perm = h.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = h.mtime().unwrap_or(0) as i64;
+        let kind = h.entry_type();
+        if kind.is_dir() {
+            match fs::symlink_metadata(&host) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    remove_any(&host)?;
+                    fs::create_dir(&host).map_err(io_err("creating", &host))?;
+                }
+                Err(_) => fs::create_dir(&host).map_err(io_err("creating", &host))?,
+            }
+            w.own_as(&host, perm, ids, false)?;
+            dir_times.push((host, mtime));
+        } else if kind.is_file() {
+            remove_any(&host)?;
+            let mut out = fs::File::create(&host).map_err(io_err("creating", &host))?;
+            io::copy(&mut entry, &mut out).map_err(bad)?;
+            drop(out);
+            w.own_as(&host, perm, ids, false)?;
+            set_mtime(&host, mtime)?;
+        } else if kind.is_symlink() {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            remove_any(&host)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &host)
+                .map_err(io_err("creating", &host))?;
+            w.own_as(&host, 0o777, ids, true)?;
+        } else if kind.is_hard_link() {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            let Some(tparts) = normalise(&target) else {
+                return Err(CopyError::Outside {
+                    source_path: format!("{} member {name} -> {target}", archive.display()),
+                });
+            };
+            remove_any(&host)?;
+            let first = w.host(&dest.join(tparts.join("/")));
+            fs::hard_link(&first, &host).map_err(io_err("linking", &host))?;
+        }
+        // Devices, fifos and other members are left out, as a rootless build could not
+        // make them.
+    }
+    Ok(())
 }
 
 /// Feeds a hasher as a writer.

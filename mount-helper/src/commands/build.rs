@@ -839,9 +839,6 @@ impl<'a> Builder<'a> {
             }
             rest = after.trim_start();
         }
-        if !inst.heredocs.is_empty() {
-            bail!("{word} with a heredoc is not supported by rfs build yet");
-        }
         let raw = match parse::command_form(rest) {
             CommandForm::Exec(list) => list,
             CommandForm::Shell(_) => words(rest, esc),
@@ -896,11 +893,35 @@ impl<'a> Builder<'a> {
                 Some(self.lower(&src)?)
             }
         };
-        let plan = match &from_tree {
-            Some(tree) => Plan::from_tree(tree, &items, &dest, &workdir, &below)?,
-            None => {
+        // `COPY <<EOF /dst`: each heredoc is a file of a context of its own.
+        let heredoc_dir = if inst.heredocs.is_empty() {
+            None
+        } else {
+            let dir = self.step_dir()?;
+            for s in items.iter_mut() {
+                let name = s
+                    .trim_start_matches("<<")
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    .to_string();
+                let Some(doc) = inst.heredocs.iter().find(|d| d.name == name) else {
+                    bail!("{word}: with a heredoc, every source must be a heredoc ({s} is not)");
+                };
+                std::fs::write(dir.0.join(&name), &doc.content)
+                    .with_context(|| format!("writing heredoc {name}"))?;
+                *s = name;
+            }
+            Some(dir)
+        };
+        let plan = match (&from_tree, &heredoc_dir) {
+            (Some(tree), _) => Plan::from_tree(tree, &items, &dest, &workdir, &below)?,
+            (None, Some(dir)) => {
+                let ctx = copy::Context::new(&dir.0, Ignore::default());
+                Plan::from_context(&ctx, &items, &dest, &workdir, &below, false)?
+            }
+            (None, None) => {
                 let ctx = copy::Context::new(&self.context, self.ignore.clone());
-                Plan::from_context(&ctx, &items, &dest, &workdir, &below)?
+                Plan::from_context(&ctx, &items, &dest, &workdir, &below, word == "ADD")?
             }
         };
         let digest = plan.digest(from_tree.as_ref())?;

@@ -355,6 +355,7 @@ COPY src/ /srv/src/
 COPY *.conf /etc/app/
 COPY --chown=1000:1000 owned /home/app/owned
 COPY link /srv/link
+ADD bundle.tar.gz /opt/bundle/
 EXPOSE 8080 53/udp
 VOLUME /data
 STOPSIGNAL SIGTERM
@@ -408,6 +409,25 @@ fn oracle_context(env: &Env) -> PathBuf {
     std::os::unix::fs::symlink("main.sh", ctx.join("src/run")).unwrap();
     std::fs::hard_link(ctx.join("src/main.sh"), ctx.join("src/main-link.sh")).unwrap();
     std::os::unix::fs::symlink("hello.txt", ctx.join("link")).unwrap();
+    // A gzipped tar with its own owners, a directory, a symlink and a hard link: ADD extracts it.
+    let src = env.context(
+        "bundle-src",
+        &[
+            ("bin/tool", "#!/bin/sh\necho tool\n"),
+            ("share/doc", "doc\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("bin/tool", src.join("tool-link")).unwrap();
+    std::fs::hard_link(src.join("share/doc"), src.join("share/doc2")).unwrap();
+    let st = Command::new("tar")
+        .args(["--owner=1234", "--group=5678", "-czf"])
+        .arg(ctx.join("bundle.tar.gz"))
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
     ctx
 }
 
@@ -844,6 +864,33 @@ fn build_rootless_as_an_unprivileged_user() {
         (m.uid(), m.gid()),
         (0, 0),
         "the container root's file is root's"
+    );
+    guard.unmount().unwrap();
+}
+
+#[test]
+fn build_heredocs_for_run_and_copy() {
+    let Some(env) = Env::new("build_heredocs_for_run_and_copy") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\n\
+             RUN <<EOF\necho one > /script-ran\necho two >> /script-ran\nEOF\n\
+             COPY <<CONF /etc/app.conf\nkey=value\nsecond line\nCONF\n",
+        )],
+    );
+    let (id, _) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let (guard, mnt) = env.mount(&id, "mnt");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("script-ran")).unwrap(),
+        "one\ntwo\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("etc/app.conf")).unwrap(),
+        "key=value\nsecond line\n"
     );
     guard.unmount().unwrap();
 }
