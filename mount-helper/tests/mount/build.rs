@@ -894,3 +894,54 @@ fn build_heredocs_for_run_and_copy() {
     );
     guard.unmount().unwrap();
 }
+
+/// Ctrl-C (SIGINT) during a RUN ends the build: non-zero, nothing tagged, nothing mounted,
+/// no step directory left.
+#[test]
+fn build_interrupted_leaves_nothing() {
+    let Some(env) = Env::new("build_interrupted_leaves_nothing") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\nRUN echo started; sleep 60\n",
+        )],
+    );
+    let before = env.images();
+    let mut child = Command::new(rfs_bin())
+        .env("RFS_ROOT", &env.root)
+        .args(["build", "-t", "interrupted"])
+        .arg(&ctx)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the RUN to have started.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("started") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(n > 0, "rfs build ended before the RUN started: {seen}");
+        seen.push_str(&line);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rfs build did not end on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    assert_eq!(env.images(), before, "nothing tagged");
+    env.assert_nothing_left();
+}
