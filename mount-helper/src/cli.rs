@@ -689,6 +689,10 @@ pub(crate) struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Reproducible: record this time (seconds since the epoch) in the history and config
+    /// and as every file's mtime in the new layers (default: $SOURCE_DATE_EPOCH if set).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timestamp: Option<i64>,
     /// The build context: the directory COPY and ADD read.
     #[arg(value_name = "CONTEXT")]
     pub(crate) context: PathBuf,

@@ -92,7 +92,7 @@ impl Image {
     }
 
     /// The config JSON of the image as it stands.
-    fn config_bytes(&self) -> Result<Vec<u8>> {
+    fn config_bytes(&self, created: &str) -> Result<Vec<u8>> {
         let mut o = self.object.clone();
         for k in [
             "container",
@@ -107,7 +107,7 @@ impl Image {
             .history
             .last()
             .and_then(|h| h.get("created").cloned())
-            .unwrap_or_else(|| json!(Timestamp::now_or_source_date_epoch().to_rfc3339_nano()));
+            .unwrap_or_else(|| json!(created));
         o.insert("created".into(), created);
         o.insert("config".into(), serde_json::to_value(&self.cfg)?);
         o.insert(
@@ -157,6 +157,8 @@ struct Builder<'a> {
     leases: Vec<Lease>,
     dirs: usize,
     as_root: bool,
+    /// `--timestamp` or `SOURCE_DATE_EPOCH`: the time of every history entry and file.
+    timestamp: Option<i64>,
 }
 
 /// Removes a step directory when dropped.
@@ -233,7 +235,21 @@ impl<'a> Builder<'a> {
             leases: Vec::new(),
             dirs: 0,
             as_root: nix::unistd::geteuid().is_root(),
+            timestamp: args.timestamp.or_else(|| {
+                std::env::var("SOURCE_DATE_EPOCH")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            }),
         })
+    }
+
+    /// When a step happened, as history records it.
+    fn created(&self) -> String {
+        match self.timestamp {
+            Some(secs) => Timestamp { secs, nanos: 0 },
+            None => Timestamp::now(),
+        }
+        .to_rfc3339_nano()
     }
 
     fn say(&self, text: &str) {
@@ -291,7 +307,7 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|t| super::store::reference(t).with_context(|| format!("-t {t}")))
             .collect::<Result<Vec<_>>>()?;
-        let config = image.config_bytes()?;
+        let config = image.config_bytes(&self.created())?;
         let id = self
             .store
             .add_built_image(&config, &image.diff_ids, &tags, image.parent)
@@ -388,6 +404,9 @@ impl<'a> Builder<'a> {
         };
         self.say(&format!("STEP {}/{}: {from_line}", self.step, self.total));
         let mut image = self.base(stage, all, index, globals, built)?;
+        if let Some(t) = self.timestamp {
+            image.key = step_key(&image.key, &format!("--timestamp {t}"));
+        }
         let mut vars = StageVars::new(image.cfg.env.as_deref().unwrap_or_default());
         // ONBUILD triggers of the base run first, as Docker does.
         let triggers = image.cfg.on_build.take().unwrap_or_default();
@@ -594,7 +613,7 @@ impl<'a> Builder<'a> {
             return Ok(());
         }
         let entry = json!({
-            "created": Timestamp::now_or_source_date_epoch().to_rfc3339_nano(),
+            "created": self.created(),
             "created_by": created_by,
             "empty_layer": true,
         });
@@ -701,9 +720,12 @@ impl<'a> Builder<'a> {
                 nix::unistd::getegid().as_raw(),
             )),
         });
+        if let Some(secs) = self.timestamp {
+            set_times(upper, secs).context("setting the layer's file times")?;
+        }
         let changes =
             rfs_fs::store::diff(below, upper, owners).context("reading the step's changes")?;
-        let created = Timestamp::now_or_source_date_epoch().to_rfc3339_nano();
+        let created = self.created();
         if changes.is_empty() {
             let entry = json!({"created": created, "created_by": created_by, "empty_layer": true});
             return self.record(image, key, None, entry);
@@ -975,6 +997,37 @@ impl Drop for Silenced {
     fn drop(&mut self) {
         let _ = nix::unistd::dup2_stdout(&self.0);
     }
+}
+
+/// Gives every entry under `dir` (not `dir` itself) the mtime and atime `secs`, following
+/// no symlink.
+fn set_times(dir: &Path, secs: i64) -> Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(secs, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut children = Vec::new();
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(path.clone());
+            }
+            children.push(path);
+        }
+        for path in children {
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .with_context(|| format!("setting the time of {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the step directories of builds whose process is gone.

@@ -945,3 +945,47 @@ fn build_interrupted_leaves_nothing() {
     assert_eq!(env.images(), before, "nothing tagged");
     env.assert_nothing_left();
 }
+
+/// `--timestamp` (or `SOURCE_DATE_EPOCH`): two builds of the same Dockerfile in two stores
+/// (no shared cache), from two copies of the context with different mtimes, at different
+/// times, give the same image digest.
+#[test]
+fn build_with_a_timestamp_is_reproducible() {
+    let Some(a) = Env::new("build_with_a_timestamp_is_reproducible") else {
+        return;
+    };
+    let b = Env::new("build_with_a_timestamp_is_reproducible").unwrap();
+    let dockerfile = "FROM rfs/busybox:latest\nUSER root\n\
+                      RUN mkdir -p /srv && echo made > /srv/made && rm /opt/data/keep\n\
+                      COPY . /ctx/\nENV BUILT=1\n";
+    let files = [
+        ("Dockerfile", dockerfile),
+        ("data/a.txt", "a\n"),
+        ("b.txt", "b\n"),
+    ];
+    let ctx_a = a.context("ctx", &files);
+    std::thread::sleep(Duration::from_millis(1100));
+    let ctx_b = b.context("ctx", &files);
+    let (id_a, _) = a.build_ok(&["--timestamp", "1700000000", ctx_a.to_str().unwrap()]);
+    let out = Command::new(rfs_bin())
+        .env("RFS_ROOT", &b.root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("build")
+        .arg(&ctx_b)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id_b = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(id_a, id_b, "same digest from two builds");
+    assert_eq!(
+        a.config(&id_a)["created"],
+        serde_json::json!("2023-11-14T22:13:20Z")
+    );
+    // Without a timestamp the times are the build's: another digest.
+    let (id_c, _) = a.build_ok(&["--no-cache", ctx_a.to_str().unwrap()]);
+    assert_ne!(id_c, id_a);
+}
