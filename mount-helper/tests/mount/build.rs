@@ -263,7 +263,7 @@ impl Docker {
         let st = Command::new("tar")
             .arg("-xpf")
             .arg(&tar)
-            .arg("--numeric-owner")
+            .args(["--numeric-owner", "--xattrs", "--xattrs-include=*"])
             .arg("-C")
             .arg(dest)
             .status()
@@ -486,6 +486,35 @@ fn build_matches_the_docker_engine() {
             assert_eq!(a.ino(), b.ino(), "hard link kept");
             assert!(!mnt.join("srv/src/build.log").exists());
             assert!(!mnt.join("opt/data").exists() && mnt.join("opt/moved/renamed").exists());
+            // The renamed directory keeps security.capability and its hard links: the RUN's
+            // rename is a rename (a redirect in the upper, a full copy in the layer). Docker's
+            // overlay2 has no redirect_dir, so busybox mv falls back to a copy there, which
+            // drops the capability; the image's own value is the oracle.
+            let out = Command::new("getfattr")
+                .args(["-n", "security.capability", "-e", "hex", "--absolute-names"])
+                .arg(mnt.join("opt/moved/capbin"))
+                .output()
+                .unwrap();
+            let got_cap = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("security.capability="))
+                .map(str::to_string);
+            let expected =
+                std::fs::read_to_string(images.join("busybox-expected-xattrs.txt")).unwrap();
+            let want_cap = expected
+                .split("# file: ")
+                .find(|block| block.starts_with("opt/data/capbin"))
+                .and_then(|block| {
+                    block
+                        .lines()
+                        .find(|l| l.starts_with("security.capability="))
+                        .map(str::to_string)
+                });
+            assert!(want_cap.is_some(), "the image's capbin has a capability");
+            assert_eq!(got_cap, want_cap, "security.capability");
+            let a = std::fs::metadata(mnt.join("opt/moved/hl1")).unwrap();
+            let b = std::fs::metadata(mnt.join("opt/moved/hl2")).unwrap();
+            assert_eq!(a.ino(), b.ino(), "hard links across the rename");
         }
         guard.unmount().unwrap();
     }
