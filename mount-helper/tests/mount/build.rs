@@ -1018,3 +1018,102 @@ fn build_with_a_timestamp_is_reproducible() {
     let (id_c, _) = a.build_ok(&["--no-cache", ctx_a.to_str().unwrap()]);
     assert_ne!(id_c, id_a);
 }
+
+/// Podman with a storage of its own (vfs), emptied on drop.
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn cmd(&self) -> Command {
+        let d = &self.dir;
+        let mut c = Command::new("podman");
+        c.env("XDG_RUNTIME_DIR", d.join("xdg"))
+            .env("HOME", d.join("home"))
+            .arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+            ]);
+        c
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .args(["rmi", "-a", "-f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The built image leaves rfs as an archive that podman loads and runs.
+#[test]
+fn build_result_runs_with_podman_after_rfs_save() {
+    let Some(env) = Env::new("build_result_runs_with_podman_after_rfs_save") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/busybox:latest\nUSER root\nRUN echo from-rfs-build > /msg\n\
+                 COPY note.txt /note.txt\nENTRYPOINT []\nCMD [\"cat\", \"/msg\", \"/note.txt\"]\n",
+            ),
+            ("note.txt", "copied\n"),
+        ],
+    );
+    env.build_ok(&["-t", "localhost/rfs-built:1", ctx.to_str().unwrap()]);
+    let archive = env.s.dir.path().join("built.tar");
+    let out = env.rfs(&[
+        "save".as_ref(),
+        "localhost/rfs-built:1".as_ref(),
+        "-o".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "rfs save: {}", text(&out));
+    let podman = Podman {
+        dir: env.s.mkdir("podman"),
+    };
+    std::fs::create_dir_all(podman.dir.join("xdg")).unwrap();
+    std::fs::create_dir_all(podman.dir.join("home")).unwrap();
+    let out = podman
+        .cmd()
+        .args(["load", "-q", "-i"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman load: {}", text(&out));
+    let out = podman
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cgroups=disabled",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "localhost/rfs-built:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman run: {}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from-rfs-build\ncopied\n"
+    );
+}
