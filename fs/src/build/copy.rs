@@ -283,6 +283,58 @@ pub fn dest_path(dest: &str, workdir: &str) -> PathBuf {
     out
 }
 
+/// `path` (absolute, in the image) with the symlinks of `below` it goes through resolved
+/// within the image, as Docker resolves a destination: an absolute target from the image's
+/// root, a relative one from the link's directory, never above the root. A component that is
+/// missing ends the resolution (the rest is created as named).
+pub fn resolve_in_image(below: &LowerTree, path: &Path) -> PathBuf {
+    let mut todo: Vec<String> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    let mut exists = true;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        if c == "." || c.is_empty() {
+            continue;
+        }
+        done.push(c);
+        if !exists {
+            continue;
+        }
+        let here = format!("/{}", done.join("/"));
+        match below.lookup_path(here.as_bytes()) {
+            Some(i) if below.node(i).kind == FileKind::Symlink && hops < 40 => {
+                hops += 1;
+                let target =
+                    String::from_utf8_lossy(below.link(i).unwrap_or_default()).into_owned();
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for t in target.split('/').rev() {
+                    todo.push(t.to_string());
+                }
+            }
+            Some(_) => {}
+            None => exists = false,
+        }
+    }
+    let mut out = PathBuf::from("/");
+    out.extend(done);
+    out
+}
+
 impl Plan {
     /// Plans copying the context `sources` to `dest` (as written, relative to `workdir`).
     /// `below` is the image the copy lands on: a destination that is a directory there is one.
@@ -301,7 +353,7 @@ impl Plan {
         for s in sources {
             resolved.extend(ctx.sources(s)?);
         }
-        let dest_abs = dest_path(dest, workdir);
+        let dest_abs = resolve_in_image(below, &dest_path(dest, workdir));
         let dest_is_dir = dest.ends_with('/')
             || dest.ends_with("/.")
             || dest == "."
@@ -388,7 +440,7 @@ impl Plan {
             }
             resolved.extend(found);
         }
-        let dest_abs = dest_path(dest, workdir);
+        let dest_abs = resolve_in_image(below, &dest_path(dest, workdir));
         let dest_is_dir = dest.ends_with('/')
             || dest == "."
             || below
@@ -1011,6 +1063,22 @@ mod tests {
         assert_eq!(dest_path("/opt/", "/app"), PathBuf::from("/opt"));
         assert_eq!(dest_path("../..", "/app/sub"), PathBuf::from("/"));
         assert_eq!(dest_path(".", "/"), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn destinations_follow_the_images_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        fs::create_dir_all(layer.join("usr/bin")).unwrap();
+        fs::create_dir_all(layer.join("etc")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", layer.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/etc", layer.join("usr/conf")).unwrap();
+        let tree = LowerTree::build(vec![crate::lower::LayerInput::Dir(layer)]).unwrap();
+        let r = |p: &str| resolve_in_image(&tree, Path::new(p));
+        assert_eq!(r("/bin/tool"), PathBuf::from("/usr/bin/tool"));
+        assert_eq!(r("/usr/conf/x/y"), PathBuf::from("/etc/x/y"));
+        assert_eq!(r("/new/dir"), PathBuf::from("/new/dir"));
+        assert_eq!(r("/bin/../x"), PathBuf::from("/usr/x"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -590,8 +591,9 @@ impl<'a> Builder<'a> {
                 let dir = self.step_dir()?;
                 let upper = dir.0.join("upper");
                 std::fs::create_dir_all(&upper)?;
-                if below.lookup_path(wd.as_bytes()).is_none() {
-                    copy::make_dir(&upper, Path::new(&wd), &below, self.as_root)?;
+                let real = copy::resolve_in_image(&below, Path::new(&wd));
+                if below.lookup_path(real.as_os_str().as_bytes()).is_none() {
+                    copy::make_dir(&upper, &real, &below, self.as_root)?;
                 }
                 self.layer_step(image, &below, &upper, None, created_by, key)
             }
