@@ -80,11 +80,7 @@ impl Image {
         object.insert("os".into(), json!("linux"));
         Image {
             object,
-            // Docker gives a stage from scratch the default PATH.
-            cfg: ContainerConfig {
-                env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
-                ..ContainerConfig::default()
-            },
+            cfg: ContainerConfig::default(),
             diff_ids: Vec::new(),
             history: Vec::new(),
             parent: None,
@@ -407,6 +403,16 @@ impl<'a> Builder<'a> {
         let mut image = self.base(stage, all, index, globals, built)?;
         if let Some(t) = self.timestamp {
             image.key = step_key(&image.key, &format!("--timestamp {t}"));
+        }
+        // As Docker's builder: a stage whose base sets no PATH gets the default one.
+        let has_path = image
+            .cfg
+            .env
+            .iter()
+            .flatten()
+            .any(|kv| kv.starts_with("PATH="));
+        if !has_path {
+            cfgops::set_env(&mut image.cfg, "PATH", DEFAULT_PATH);
         }
         let mut vars = StageVars::new(image.cfg.env.as_deref().unwrap_or_default());
         // ONBUILD triggers of the base run first, as Docker does.
@@ -813,7 +819,14 @@ impl<'a> Builder<'a> {
             layers: layers.clone(),
             argv,
             env,
-            cwd: PathBuf::from(image.cfg.working_dir.clone().unwrap_or_else(|| "/".into())),
+            cwd: PathBuf::from(
+                image
+                    .cfg
+                    .working_dir
+                    .clone()
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(|| "/".into()),
+            ),
             user: image.cfg.user.clone().unwrap_or_default(),
             dir: &dir.0,
         });
@@ -883,7 +896,12 @@ impl<'a> Builder<'a> {
             bail!("ADD of a URL is not supported by rfs build yet");
         }
         let below = self.lower(image)?;
-        let workdir = image.cfg.working_dir.clone().unwrap_or_else(|| "/".into());
+        let workdir = image
+            .cfg
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
         let owner = match &chown {
             Some(spec) => copy::parse_chown(spec, &below)?,
             None => (0, 0),

@@ -1117,3 +1117,62 @@ fn build_result_runs_with_podman_after_rfs_save() {
         "from-rfs-build\ncopied\n"
     );
 }
+
+/// A Debian base (merged /usr: `/bin` is a symlink): a RUN that adds a user and deletes and
+/// renames many lower files, a COPY through the `/bin` symlink, a WORKDIR that creates a
+/// directory. Tree, config, layers and history as the Docker engine builds them.
+#[test]
+fn build_on_debian_matches_the_docker_engine() {
+    let Some(env) = Env::new("build_on_debian_matches_the_docker_engine") else {
+        return;
+    };
+    let images = images_dir("build_on_debian_matches_the_docker_engine").unwrap();
+    let debian = images.join("docker/debian-docker-save.tar");
+    let out = env.rfs(&["load".as_ref(), "-i".as_ref(), debian.as_os_str()]);
+    assert!(out.status.success(), "rfs load: {}", text(&out));
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/debian:bookworm\n\
+                 RUN useradd -m -u 1500 builder && echo x > /home/builder/f \\\n\
+                 \x20   && rm -rf /usr/share/doc /usr/share/man && mv /etc/apt /etc/apt-moved\n\
+                 COPY tool /bin/tool\n\
+                 WORKDIR /home/builder/work\n\
+                 USER builder\n\
+                 CMD [\"tool\"]\n",
+            ),
+            ("tool", "#!/bin/sh\necho tool\n"),
+        ],
+    );
+    std::fs::set_permissions(ctx.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut docker = Docker::start(&env.s);
+    docker.run(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        debian.as_os_str(),
+    ]);
+    let tag = format!("rfs-build-test-debian-{}:latest", std::process::id());
+    docker.build(&tag, &[ctx.to_str().unwrap()]);
+    let (id, _) = env.build_ok(&["-t", &tag, ctx.to_str().unwrap()]);
+    assert_eq!(
+        config_fields(&env.config(&id)),
+        config_fields(&docker.config(&tag, &env.s)),
+        "config, layers and history differ"
+    );
+    let export = env.s.dir.path().join("export");
+    docker.export(&tag, &export);
+    let (guard, mnt) = env.mount(&tag, "mnt");
+    assert_same_tree(
+        "debian",
+        &without_runtime_files(tree_listing(&mnt)),
+        &without_runtime_files(tree_listing(&export)),
+    );
+    assert!(
+        mnt.join("usr/bin/tool").is_file(),
+        "COPY went through /bin -> usr/bin"
+    );
+    guard.unmount().unwrap();
+}
