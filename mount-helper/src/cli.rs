@@ -680,6 +680,9 @@ pub(crate) struct BuildArgs {
     /// Set a build argument (KEY alone takes the value from rfs's environment).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) build_arg: Vec<String>,
+    /// Add a label to the image (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
     /// Build the stage of this name (default: the last one).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

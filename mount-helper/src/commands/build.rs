@@ -295,9 +295,26 @@ impl<'a> Builder<'a> {
             let image = self.stage(&st.stages, i, &globals, &built)?;
             built.insert(i, image);
         }
-        let image = built
+        let mut image = built
             .remove(&target)
             .ok_or_else(|| anyhow!("the target stage was not built"))?;
+        // `--label`: one more LABEL step on the target, as Docker's builder adds it.
+        if !self.args.label.is_empty() {
+            let mut pairs = Vec::new();
+            for kv in &self.args.label {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                if k.is_empty() {
+                    bail!("--label {kv}: expected KEY=VALUE");
+                }
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            cfgops::labels(&mut image.cfg, &pairs);
+            let shown: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            self.meta_step(
+                &mut image,
+                format!("/bin/sh -c #(nop)  LABEL {}", shown.join(" ")),
+            )?;
+        }
         let tags = self
             .args
             .tag

@@ -450,7 +450,16 @@ fn build_matches_the_docker_engine() {
     let multi = ctx.join("Dockerfile.multi");
     let multi = multi.to_str().unwrap();
     let cases: [(&str, Vec<&str>); 3] = [
-        ("single", vec!["--build-arg", "GREETING=hi", ctx_s]),
+        (
+            "single",
+            vec![
+                "--build-arg",
+                "GREETING=hi",
+                "--label",
+                "org.example.extra=yes",
+                ctx_s,
+            ],
+        ),
         ("multi", vec!["-f", multi, ctx_s]),
         ("final", vec!["-f", multi, "--target", "final", ctx_s]),
     ];
@@ -740,11 +749,24 @@ fn build_result_runs_with_rfs_run() {
         "ctx",
         &[(
             "Dockerfile",
-            "FROM rfs/busybox:latest\nUSER root\nRUN echo written-by-run > /msg\n\
+            "FROM rfs/busybox:latest\nUSER root\nRUN echo visible-output && echo written-by-run > /msg\n\
              ENTRYPOINT []\nCMD [\"cat\", \"/msg\"]\n",
         )],
     );
-    env.build_ok(&["-t", "runme", ctx.to_str().unwrap()]);
+    // -q: only the id, not even the RUN's output; --label: on the image.
+    let (id, out) = env.build_ok(&[
+        "-q",
+        "--label",
+        "org.example.built-by=rfs",
+        "-t",
+        "runme",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(out, format!("{id}\n"));
+    assert_eq!(
+        env.config(&id)["config"]["Labels"]["org.example.built-by"],
+        serde_json::json!("rfs")
+    );
     let out = env.rfs(&["run".as_ref(), "--rm".as_ref(), "runme".as_ref()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "written-by-run\n");
