@@ -332,7 +332,7 @@ fn config_fields(config: &Value) -> Value {
         "WorkingDir": field("WorkingDir"), "User": field("User"), "Labels": field("Labels"),
         "ExposedPorts": field("ExposedPorts"), "Volumes": field("Volumes"),
         "StopSignal": field("StopSignal"), "Healthcheck": field("Healthcheck"),
-        "OnBuild": field("OnBuild"),
+        "OnBuild": field("OnBuild"), "Shell": field("Shell"),
         "layers": config["rootfs"]["diff_ids"].as_array().map(|a| a.len()),
         "history": config["history"].as_array().map(|h| h.iter()
             .map(|e| e["empty_layer"].as_bool().unwrap_or(false)).collect::<Vec<_>>()),
@@ -360,6 +360,9 @@ EXPOSE 8080 53/udp
 VOLUME /data
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --retries=3 CMD test -f /srv/app/run.txt
+SHELL ["/bin/sh", "-e", "-c"]
+RUN echo "shell $0" > /srv/app/shell.txt
+ONBUILD RUN echo triggered > /triggered
 USER app
 ENTRYPOINT ["/bin/sh", "-c"]
 CMD ["cat /srv/app/run.txt"]
@@ -1197,4 +1200,36 @@ fn build_on_debian_matches_the_docker_engine() {
         "COPY went through /bin -> usr/bin"
     );
     guard.unmount().unwrap();
+}
+
+/// ONBUILD triggers are stored, and run when a later build starts from the image.
+#[test]
+fn build_onbuild_triggers_run_in_the_child_build() {
+    let Some(env) = Env::new("build_onbuild_triggers_run_in_the_child_build") else {
+        return;
+    };
+    let parent = env.context(
+        "parent",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\nONBUILD RUN echo triggered > /triggered\n",
+        )],
+    );
+    let (pid, _) = env.build_ok(&["-t", "with-trigger", parent.to_str().unwrap()]);
+    assert_eq!(
+        env.config(&pid)["config"]["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /triggered"])
+    );
+    let child = env.context(
+        "child",
+        &[("Dockerfile", "FROM with-trigger\nRUN cat /triggered\n")],
+    );
+    let (cid, out) = env.build_ok(&[child.to_str().unwrap()]);
+    assert!(ran(&out, "triggered"), "{out}");
+    // The child does not pass the trigger on.
+    assert!(
+        env.config(&cid)["config"]["OnBuild"].is_null(),
+        "{}",
+        env.config(&cid)
+    );
 }
