@@ -53,7 +53,9 @@ pub(crate) fn run(root: Option<PathBuf>, args: &BuildArgs) -> Result<ExitCode> {
     let store = Store::open(&root)
         .with_context(|| format!("opening the image store in {}", root.display()))?;
     let mut b = Builder::new(&root, store, args)?;
-    let id = b.build()?;
+    let id = b.build();
+    wait_for_removals();
+    let id = id?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{id}")?;
     Ok(ExitCode::SUCCESS)
@@ -158,12 +160,50 @@ struct Builder<'a> {
     timestamp: Option<i64>,
 }
 
-/// Removes a step directory when dropped.
+/// A step's directory, removed when dropped: renamed aside at once, and deleted by an `rm`
+/// process that runs while the next steps do (deleting thousands of files can take seconds);
+/// [`wait_for_removals`] waits for those before the build ends.
 struct StepDir(PathBuf);
+
+/// The `rm` processes deleting step directories.
+static REMOVALS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
 
 impl Drop for StepDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let mut gone = self.0.clone().into_os_string();
+        gone.push(".removing");
+        let gone = PathBuf::from(gone);
+        if std::fs::rename(&self.0, &gone).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+            return;
+        }
+        let child = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(&gone)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => REMOVALS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(c),
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&gone);
+            }
+        }
+    }
+}
+
+/// Waits until every step directory is deleted.
+fn wait_for_removals() {
+    let children = std::mem::take(
+        &mut *REMOVALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for mut c in children {
+        let _ = c.wait();
     }
 }
 

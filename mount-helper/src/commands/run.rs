@@ -417,7 +417,7 @@ pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
             fsname: "rfs:build".to_string(),
             allow_other: true,
             read_only: false,
-            threads: 2,
+            threads: 4,
             ids: if mapping.is_single() {
                 rfs_fs::fuse::IdMapping {
                     squash_uid: Some(0),
