@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build-time benchmark of `rfs build` (issue 16): one Dockerfile — the Debian test image as
 # base, RUN steps that add a user, delete files and chown a tree, a COPY of a source tree of
-# ~8000 files (/usr/include) — built by rfs, `buildah bud` (as root over kernel overlay, and
+# ~8000 files (/usr/include) — built by rfs (as root and rootless as rfstest), `buildah bud` (as root over kernel overlay, and
 # rootless as rfstest over fuse-overlayfs) and `docker build` (the Debian 20.10 engine, legacy
 # builder, overlay2), cold (no cache) and warm (a rebuild with nothing changed). The systems
 # run interleaved, REPS times; the table shows medians and the ratio to rfs.
@@ -25,7 +25,7 @@ DOCKERD_PID=
 cleanup() {
   if [ -n "$DOCKERD_PID" ]; then kill "$DOCKERD_PID" 2>/dev/null || true; wait "$DOCKERD_PID" 2>/dev/null || true; fi
   buildah --root "$W/bh" --runroot "$W/bhrun" --storage-driver overlay rmi -a -f >/dev/null 2>&1 || true
-  su rfstest -s /bin/sh -c "cd / && XDG_RUNTIME_DIR=$W/xdg HOME=$W/home buildah --root $W/bhr --runroot $W/bhrrun \
+  su rfstest -s /bin/sh -c "cd / && XDG_RUNTIME_DIR=$W/xdg HOME=$W/home buildah --root $W/rl/bhr --runroot $W/rl/bhrrun \
      --storage-driver overlay --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs rmi -a -f" >/dev/null 2>&1 || true
   rm -rf "$W" 2>/dev/null || true
 }
@@ -62,12 +62,17 @@ docker load -q -i "$BASE_TAR" >/dev/null
 # buildah as root, kernel overlay
 BH=(buildah --root "$W/bh" --runroot "$W/bhrun" --storage-driver overlay)
 "${BH[@]}" pull -q "docker-archive:$BASE_TAR" >/dev/null
-# buildah rootless (rfstest), fuse-overlayfs
-mkdir -p "$W/xdg" "$W/home"; chown rfstest "$W/xdg" "$W/home"; chmod 700 "$W/xdg"
-BHR="cd $W/ctx && XDG_RUNTIME_DIR=$W/xdg HOME=$W/home buildah --root $W/bhr --runroot $W/bhrrun \
+# buildah rootless (rfstest), fuse-overlayfs; its storage and the base archive must be its own
+mkdir -p "$W/xdg" "$W/home" "$W/rl"; chown rfstest "$W/xdg" "$W/home" "$W/rl"; chmod 700 "$W/xdg"
+install -m 644 "$BASE_TAR" "$W/rl/base.tar"
+BHR="cd $W/ctx && XDG_RUNTIME_DIR=$W/xdg HOME=$W/home buildah --root $W/rl/bhr --runroot $W/rl/bhrrun \
   --storage-driver overlay --storage-opt overlay.mount_program=/usr/bin/fuse-overlayfs"
 ROOTLESS=1
-su rfstest -s /bin/sh -c "$BHR pull -q docker-archive:$BASE_TAR" >/dev/null 2>&1 || ROOTLESS=0
+su rfstest -s /bin/sh -c "$BHR pull -q docker-archive:$W/rl/base.tar" >/dev/null 2>&1 || ROOTLESS=0
+# rfs rootless (rfstest)
+install -m 755 "$RFS" "$W/rl/rfs"
+RFSR="cd / && RFS_ROOT=$W/rl/rfsroot $W/rl/rfs"
+su rfstest -s /bin/sh -c "$RFSR load -i $W/rl/base.tar" >/dev/null
 
 declare -A T
 now() { date +%s.%N; }
@@ -78,15 +83,16 @@ run() { # name cold|warm command...
   t1=$(now)
   T[$name,$mode]+="$(echo "$t1 - $t0" | bc) "
 }
-systems=(rfs docker buildah-root buildah-rootless)
+systems=(rfs rfs-rootless docker buildah-root buildah-rootless)
 for rep in $(seq 1 "$REPS"); do
   # Rotate the order each repetition.
-  order=("${systems[@]:$((rep % 4))}" "${systems[@]:0:$((rep % 4))}")
+  order=("${systems[@]:$((rep % 5))}" "${systems[@]:0:$((rep % 5))}")
   for s in "${order[@]}"; do
     for mode in cold warm; do
       nc=(); [ $mode = cold ] && nc=(--no-cache)
       case $s in
         rfs) run rfs $mode "$RFS" build "${nc[@]}" -q -t bench "$W/ctx" ;;
+        rfs-rootless) run rfs-rootless $mode su rfstest -s /bin/sh -c "$RFSR build ${nc[*]} -q -t bench $W/ctx" ;;
         docker) run docker $mode docker build "${nc[@]}" -q -t bench "$W/ctx" ;;
         buildah-root) run buildah-root $mode "${BH[@]}" bud --layers "${nc[@]}" -q -t bench "$W/ctx" ;;
         buildah-rootless)
