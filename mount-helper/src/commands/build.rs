@@ -806,10 +806,12 @@ impl<'a> Builder<'a> {
 
     fn run_step(&mut self, inst: &Instruction, image: &mut Image, vars: &StageVars) -> Result<()> {
         let mut rest = inst.args.trim_start();
+        let mut network = rfs_runner::spec::Network::Host;
         while let Some(flag) = rest.strip_prefix("--") {
             let (word, after) = flag.split_once(char::is_whitespace).unwrap_or((flag, ""));
             match word.split_once('=') {
                 Some(("network", "default" | "host")) => {}
+                Some(("network", "none")) => network = rfs_runner::spec::Network::None,
                 _ => bail!("RUN --{word}: not supported by rfs build"),
             }
             rest = after.trim_start();
@@ -860,7 +862,7 @@ impl<'a> Builder<'a> {
         let key = step_key(
             &image.key,
             &format!(
-                "{created_by}\n{}\n{}",
+                "{created_by}\n{}\n{}\n{network:?}",
                 env.join("\n"),
                 cfg_digest(&image.cfg)
             ),
@@ -885,6 +887,7 @@ impl<'a> Builder<'a> {
                     .unwrap_or_else(|| "/".into()),
             ),
             user: image.cfg.user.clone().unwrap_or_default(),
+            network,
             dir: &dir.0,
         });
         drop(quiet);

@@ -352,6 +352,8 @@ pub(crate) struct BuildRun<'a> {
     pub(crate) cwd: PathBuf,
     /// `USER`.
     pub(crate) user: String,
+    /// `RUN --network`: the host's (default) or none.
+    pub(crate) network: Network,
     /// A fresh directory for the step: `upper`, `work`, `rootfs`, the `/etc` files and the
     /// init layer go there.
     pub(crate) dir: &'a Path,
@@ -383,7 +385,7 @@ pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
         user: step.user,
         hostname: hostname.clone(),
         binds: etc_files(dir, &hostname)?,
-        network: Network::Host,
+        network: step.network,
         read_only_rootfs: false,
         tty: false,
         single_id: mapping.is_single(),

@@ -368,7 +368,8 @@ ENTRYPOINT ["/bin/sh", "-c"]
 CMD ["cat /srv/app/run.txt"]
 "#;
 
-const MULTI: &str = r#"FROM rfs/busybox:latest AS build
+const MULTI: &str = r#"ARG BASE=rfs/busybox:latest
+FROM ${BASE} AS build
 USER root
 RUN mkdir -p /out/sub && echo built > /out/artifact && echo other > /out/sub/other \
     && chmod 0600 /out/sub/other && ln -s artifact /out/alias
@@ -1231,5 +1232,41 @@ fn build_onbuild_triggers_run_in_the_child_build() {
         env.config(&cid)["config"]["OnBuild"].is_null(),
         "{}",
         env.config(&cid)
+    );
+}
+
+/// `RUN --network=none` runs with only a loopback interface; a plain RUN has the host's
+/// network, as Docker's builder.
+#[test]
+fn build_run_network_host_by_default_none_on_request() {
+    let Some(env) = Env::new("build_run_network_host_by_default_none_on_request") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest\nUSER root\n\
+             RUN --network=none cat /proc/net/dev > /none.txt\n\
+             RUN cat /proc/net/dev > /host.txt\n",
+        )],
+    );
+    let (id, _) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let interfaces = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (guard, mnt) = env.mount(&id, "mnt");
+    let none = interfaces(&std::fs::read_to_string(mnt.join("none.txt")).unwrap());
+    let host = interfaces(&std::fs::read_to_string(mnt.join("host.txt")).unwrap());
+    guard.unmount().unwrap();
+    assert_eq!(none, vec!["lo".to_string()]);
+    assert_eq!(
+        host,
+        interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap())
     );
 }
