@@ -380,9 +380,10 @@ impl<'a> Builder<'a> {
         index: usize,
         globals: &Globals,
         built: &HashMap<usize, Image>,
+        what: &str,
     ) -> Result<Image> {
         let name = expand_word(&stage.base, globals.values(), self.escape)
-            .map_err(|e| anyhow!("{}: FROM: {e}", self.at(stage.line)))?;
+            .map_err(|e| anyhow!("{}: {what}: {e}", self.at(stage.line)))?;
         if let Some(j) = all[..index]
             .iter()
             .position(|s| s.name.as_deref() == Some(name.to_ascii_lowercase().as_str()))
@@ -404,18 +405,20 @@ impl<'a> Builder<'a> {
         };
         let image = if Path::new(&text).exists() {
             super::store::image_in_store(&self.store, &text, stage.platform.as_deref())
-                .with_context(|| format!("{}: FROM {name}", self.at(stage.line)))?
+                .with_context(|| format!("{}: {what} {name}", self.at(stage.line)))?
         } else {
             match self.store.find(&text) {
                 Ok(i) => i,
                 Err(
                     rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_),
                 ) => bail!(
-                    "{}: FROM {name}: not in the store; `rfs pull` it (or `rfs load` an archive)",
-                    self.at(stage.line)
+                    "{}: {what} {name}: no stage of that name before it, and not in the \
+                     store; `rfs pull` it (or `rfs load` an archive)",
+                    self.at(stage.line),
                 ),
                 Err(e) => {
-                    return Err(e).with_context(|| format!("{}: FROM {name}", self.at(stage.line)));
+                    return Err(e)
+                        .with_context(|| format!("{}: {what} {name}", self.at(stage.line)));
                 }
             }
         };
@@ -457,7 +460,7 @@ impl<'a> Builder<'a> {
             None => format!("FROM {}", stage.base),
         };
         self.say(&format!("STEP {}/{}: {from_line}", self.step, self.total));
-        let mut image = self.base(stage, all, index, globals, built)?;
+        let mut image = self.base(stage, all, index, globals, built, "FROM")?;
         if let Some(t) = self.timestamp {
             image.key = step_key(&image.key, &format!("--timestamp {t}"));
         }
@@ -989,7 +992,7 @@ impl<'a> Builder<'a> {
                             platform: None,
                             body: Vec::new(),
                         };
-                        self.base(&fake, all, index, globals, built)?
+                        self.base(&fake, all, index, globals, built, "COPY --from")?
                     }
                 };
                 Some(self.lower(&src)?)

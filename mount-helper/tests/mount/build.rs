@@ -704,6 +704,11 @@ fn build_bad_input_is_named_and_leaves_nothing() {
             &["line 3", "status 42", "STEP 3/3"],
         ),
         (
+            "unknown-stage",
+            "FROM rfs/busybox:latest AS one\nCOPY --from=nostage /x /y\n",
+            &["line 2", "nostage", "no stage of that name"],
+        ),
+        (
             "no-base",
             "FROM nosuch/image:1\n",
             &["line 1", "not in the store"],
