@@ -409,6 +409,25 @@ impl<'a> Builder<'a> {
         } else {
             match self.store.find(&text) {
                 Ok(i) => i,
+                // A reference that names its registry is pulled, as Docker's builder does.
+                Err(rfs_fs::store::Error::NoSuchImage { .. })
+                    if rfs_fs::registry::ImageRef::is_qualified(&text) =>
+                {
+                    self.say(&format!("Pulling {text}"));
+                    let registry = crate::cli::RegistryArgs {
+                        tls_verify: None,
+                        cert_dir: None,
+                    };
+                    let pulled = super::store::pull::pull(
+                        &self.store,
+                        &text,
+                        stage.platform.as_deref(),
+                        &registry,
+                        true,
+                    )
+                    .with_context(|| format!("{}: {what} {name}", self.at(stage.line)))?;
+                    self.store.find(&pulled.id.to_string())?
+                }
                 Err(
                     rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_),
                 ) => bail!(

@@ -1275,3 +1275,93 @@ fn build_run_network_host_by_default_none_on_request() {
         interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap())
     );
 }
+
+/// A private registry (`docker-registry`, the distribution server) on 127.0.0.1, stopped by
+/// pid on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(s: &Scratch) -> Registry {
+        let dir = s.mkdir("registry");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry (apt-get install docker-registry)");
+        let r = Registry { child, port };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `FROM REGISTRY/NAME:TAG` of an image the store lacks pulls it first.
+#[test]
+fn build_from_a_registry_reference_pulls_it() {
+    let Some(env) = Env::new("build_from_a_registry_reference_pulls_it") else {
+        return;
+    };
+    let images = images_dir("build_from_a_registry_reference_pulls_it").unwrap();
+    let registry = Registry::start(&env.s);
+    let reference = format!("127.0.0.1:{}/test/busybox:pulled", registry.port);
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!(
+            "docker-archive:{}",
+            images.join("busybox-docker-archive.tar").display()
+        ))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", text(&out));
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {reference}\nUSER root\nRUN echo on-pulled > /pulled.txt\n"),
+        )],
+    );
+    let (id, out) = env.build_ok(&["-t", "from-registry", ctx.to_str().unwrap()]);
+    assert!(out.contains(&format!("Pulling {reference}")), "{out}");
+    assert!(env.images().contains("test/busybox"), "{}", env.images());
+    let (guard, mnt) = env.mount(&id, "mnt");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("pulled.txt")).unwrap(),
+        "on-pulled\n"
+    );
+    guard.unmount().unwrap();
+}

@@ -17,7 +17,7 @@ mod load;
 mod login;
 mod mounts;
 mod prune;
-mod pull;
+pub(crate) mod pull;
 mod push;
 mod rmi;
 mod save;
