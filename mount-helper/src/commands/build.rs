@@ -301,6 +301,13 @@ impl<'a> Builder<'a> {
     }
 
     fn build(&mut self) -> Result<String> {
+        // A bad name fails before any step runs.
+        let tags = self
+            .args
+            .tag
+            .iter()
+            .map(|t| super::store::reference(t).with_context(|| format!("-t {t}")))
+            .collect::<Result<Vec<_>>>()?;
         let bytes = copy::read_small(&self.dockerfile, MAX_DOCKERFILE + 1)
             .with_context(|| format!("reading {}", self.dockerfile.display()))?;
         if bytes.len() as u64 > MAX_DOCKERFILE {
@@ -355,12 +362,6 @@ impl<'a> Builder<'a> {
                 format!("/bin/sh -c #(nop)  LABEL {}", shown.join(" ")),
             )?;
         }
-        let tags = self
-            .args
-            .tag
-            .iter()
-            .map(|t| super::store::reference(t).with_context(|| format!("-t {t}")))
-            .collect::<Result<Vec<_>>>()?;
         let config = image.config_bytes(&self.created())?;
         let id = self
             .store
