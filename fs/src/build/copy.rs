@@ -1081,6 +1081,76 @@ mod tests {
         assert_eq!(r("/bin/../x"), PathBuf::from("/usr/x"));
     }
 
+    /// A member of [`raw_tar`]: its name and, for a symlink, its target.
+    type Member<'a> = (&'a str, Option<&'a str>);
+
+    /// A tar of `members` (files of 4 bytes, or symlinks), names written raw.
+    fn raw_tar(members: &[Member<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, link) in members {
+            let mut h = tar::Header::new_ustar();
+            let field = &mut h.as_old_mut().name;
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_mode(0o644);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+                    h.set_cksum();
+                    b.append(&h, &b""[..]).unwrap();
+                }
+                None => {
+                    h.set_size(4);
+                    h.set_cksum();
+                    b.append(&h, &b"evil"[..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn add_of_an_archive_never_writes_outside_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        fs::create_dir_all(base.join("etc")).unwrap();
+        let below = LowerTree::build(vec![crate::lower::LayerInput::Dir(base)]).unwrap();
+        let ctx_dir = dir.path().join("ctx");
+        fs::create_dir(&ctx_dir).unwrap();
+        let cases: [(&str, Vec<Member<'_>>); 2] = [
+            ("dotdot.tar", vec![("ok", None), ("../../escaped", None)]),
+            (
+                "through-link.tar",
+                vec![("link", Some("/etc")), ("link/passwd", None)],
+            ),
+        ];
+        for (name, members) in cases {
+            fs::write(ctx_dir.join(name), raw_tar(&members)).unwrap();
+            assert!(is_archive(&ctx_dir.join(name)), "{name} is a tar");
+            let ctx = Context::new(&ctx_dir, Ignore::default());
+            let plan =
+                Plan::from_context(&ctx, &[name.to_string()], "/dst/", "/", &below, true).unwrap();
+            let upper = dir.path().join(format!("upper-{name}"));
+            fs::create_dir(&upper).unwrap();
+            let err = plan
+                .write(&upper, &below, None, (0, 0), None, false)
+                .expect_err(name);
+            assert!(
+                matches!(
+                    err,
+                    CopyError::Outside { .. } | CopyError::ParentNotDir { .. }
+                ),
+                "{name}: {err}"
+            );
+            assert!(!dir.path().join("escaped").exists() && !upper.join("escaped").exists());
+            assert!(
+                !upper.join("etc/passwd").exists(),
+                "{name}: followed the link"
+            );
+        }
+    }
+
     #[test]
     fn sources_outside_the_context_are_refused() {
         let dir = tempfile::tempdir().unwrap();
