@@ -52,6 +52,10 @@ pub(crate) fn run(root: Option<PathBuf>, args: &BuildArgs) -> Result<ExitCode> {
     let root = super::root_dir(root)?;
     let store = Store::open(&root)
         .with_context(|| format!("opening the image store in {}", root.display()))?;
+    // Ctrl-C (SIGINT), SIGTERM and SIGHUP stay blocked for the whole build: a RUN's wait
+    // takes them (and kills the step), and each step checks for one first, so an interrupted
+    // build still removes what it made.
+    rfs_runner::process::block_signals(&[]).context("blocking signals")?;
     let mut b = Builder::new(&root, store, args)?;
     let id = b.build();
     wait_for_removals();
@@ -512,6 +516,9 @@ impl<'a> Builder<'a> {
         }
         body.extend(stage.body.iter().cloned());
         for inst in &body {
+            if let Some(sig) = pending_interrupt() {
+                bail!("interrupted by {sig}");
+            }
             self.step += 1;
             self.say(&format!(
                 "STEP {}/{}: {} {}",
@@ -914,9 +921,10 @@ impl<'a> Builder<'a> {
             dir: &dir.0,
         });
         drop(quiet);
-        // The sandbox blocked the signals it forwards; Ctrl-C between steps ends the build.
-        let _ = rfs_runner::process::block_signals(&[]).map(|s| s.thread_unblock());
         let result = result?;
+        if let Some(sig) = result.interrupted {
+            bail!("interrupted by {sig}");
+        }
         if result.code != 0 {
             bail!(
                 "the command `{}` exited with status {}",
@@ -1131,6 +1139,25 @@ fn set_times(dir: &Path, secs: i64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// SIGINT, SIGTERM or SIGHUP, if one is pending for this process (they are blocked during a
+/// build). Read from `/proc/self/status`, which needs no unsafe code.
+fn pending_interrupt() -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let mut mask = 0u64;
+    for line in status.lines() {
+        if let Some(hex) = line
+            .strip_prefix("SigPnd:")
+            .or_else(|| line.strip_prefix("ShdPnd:"))
+        {
+            mask |= u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
+        }
+    }
+    [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
+        .into_iter()
+        .find(|s| mask & (1 << (*s as i32 - 1)) != 0)
 }
 
 /// Removes the step directories of builds whose process is gone.

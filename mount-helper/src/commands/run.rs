@@ -364,6 +364,8 @@ pub(crate) struct BuildRun<'a> {
 pub(crate) struct BuildRunResult {
     pub(crate) code: i32,
     pub(crate) init_layer: Option<LayerInput>,
+    /// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the build: the step was killed.
+    pub(crate) interrupted: Option<Signal>,
 }
 
 /// Runs a [`BuildRun`] and waits for it. The caller must be single-threaded.
@@ -458,8 +460,23 @@ pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
         let _ = nix::sys::wait::waitpid(sandbox_pid, None);
         bail!("starting the step: {why}");
     }
-    let code = wait_forwarding(sandbox_pid, &signals, false, &mut |_| true)?;
-    Ok(BuildRunResult { code, init_layer })
+    // Ctrl-C ends the build, not only the command (which a shell may outlive): the sandbox
+    // is killed, its init and every process of the step with it (their parent-death signal),
+    // and its mounts with its namespace.
+    let mut interrupted = None;
+    let code = wait_forwarding(sandbox_pid, &signals, false, &mut |sig| {
+        if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) {
+            interrupted = Some(sig);
+            let _ = nix::sys::signal::kill(sandbox_pid, Signal::SIGKILL);
+            return false;
+        }
+        true
+    })?;
+    Ok(BuildRunResult {
+        code,
+        init_layer,
+        interrupted,
+    })
 }
 
 /// The image's layers merged, with the container's init layer on top when the image lacks a

@@ -588,7 +588,9 @@ fn build_copy_flags_ignore_and_build_args() {
                  ARG DEST=/default\n\
                  COPY --chown=app --chmod=0640 f.txt $DEST/f.txt\n\
                  COPY --chmod=755 d/ /tree/\n\
-                 COPY x?.txt /globbed/\n",
+                 COPY x?.txt /globbed/\n\
+                 COPY cap.bin /cap.bin\n\
+                 COPY --from=rfs/busybox:latest /opt/data/capbin /from-image/capbin\n",
             ),
             ("f.txt", "f\n"),
             ("d/a", "a\n"),
@@ -596,9 +598,20 @@ fn build_copy_flags_ignore_and_build_args() {
             ("x1.txt", "1\n"),
             ("x2.txt", "2\n"),
             ("x10.txt", "10\n"),
+            ("cap.bin", "#!/bin/sh\n"),
             (".dockerignore", "**/*.tmp\n"),
         ],
     );
+    // xattrs of the context (a user one, a file capability) are copied.
+    let cap = "0x0100000200040000000000000000000000000000";
+    for (name, value) in [("user.test", "hello"), ("security.capability", cap)] {
+        let st = Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(ctx.join("cap.bin"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "setfattr {name}");
+    }
     std::os::unix::fs::symlink("a", ctx.join("d/to-a")).unwrap();
     let (id, _) = env.build_ok(&[
         "--build-arg",
@@ -630,6 +643,29 @@ fn build_copy_flags_ignore_and_build_args() {
         .collect();
     globbed.sort();
     assert_eq!(globbed, vec!["x1.txt", "x2.txt"]);
+    let xattr = |file: &str, name: &str| {
+        let out = Command::new("getfattr")
+            .args(["-n", name, "-e", "hex", "--absolute-names"])
+            .arg(mnt.join(file))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    assert_eq!(
+        xattr("cap.bin", "user.test").as_deref(),
+        Some("0x68656c6c6f")
+    );
+    assert_eq!(
+        xattr("cap.bin", "security.capability").as_deref(),
+        Some(cap)
+    );
+    // COPY --from of an image keeps the capability its file has there.
+    assert_eq!(
+        xattr("from-image/capbin", "security.capability").as_deref(),
+        Some(cap)
+    );
     guard.unmount().unwrap();
 }
 
@@ -966,7 +1002,7 @@ fn build_interrupted_leaves_nothing() {
         "ctx",
         &[(
             "Dockerfile",
-            "FROM rfs/busybox:latest\nUSER root\nRUN echo started; sleep 60\n",
+            "FROM rfs/busybox:latest\nUSER root\nRUN echo started; sleep 61\n",
         )],
     );
     let before = env.images();
@@ -978,10 +1014,10 @@ fn build_interrupted_leaves_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the RUN to have started.
+    // Wait for the RUN's own output (not its STEP line).
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
-    while !seen.contains("started") {
+    while !ran(&seen, "started") {
         let mut line = String::new();
         let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
         assert!(n > 0, "rfs build ended before the RUN started: {seen}");
@@ -1002,7 +1038,60 @@ fn build_interrupted_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("interrupted by SIGINT"), "{err}");
     assert_eq!(env.images(), before, "nothing tagged");
+    env.assert_nothing_left();
+    // The step's processes went with it.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("sleep 61"),
+        "the RUN's command survived"
+    );
+}
+
+/// SIGINT between steps (here: while a COPY runs, or just before the next step) ends the
+/// build at the next step with nothing left.
+#[test]
+fn build_interrupted_between_steps_leaves_nothing() {
+    let Some(env) = Env::new("build_interrupted_between_steps_leaves_nothing") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/busybox:latest\nUSER root\nRUN echo first\nCOPY big /big\n\
+                 RUN echo never-reached\n",
+            ),
+            ("big", &"x".repeat(64 << 20)),
+        ],
+    );
+    let mut child = Command::new(rfs_bin())
+        .env("RFS_ROOT", &env.root)
+        .args(["build", "-t", "interrupted"])
+        .arg(&ctx)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("COPY big") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(n > 0, "rfs build ended early: {seen}");
+        seen.push_str(&line);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{seen}{rest}");
+    assert!(!ran(&rest, "never-reached"), "{rest}");
     env.assert_nothing_left();
 }
 
