@@ -683,6 +683,10 @@ pub(crate) struct BuildArgs {
     /// Add a label to the image (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) label: Vec<String>,
+    /// The platform to build for (os/arch[/variant]; default: this machine's): picks it from
+    /// a multi-platform base and sets TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
     /// Build the stage of this name (default: the last one).
     #[arg(long, value_name = "STAGE")]
     pub(crate) target: Option<String>,

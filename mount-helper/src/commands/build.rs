@@ -80,10 +80,14 @@ struct Image {
 }
 
 impl Image {
-    fn scratch() -> Image {
+    fn scratch(given: &Given) -> Image {
         let mut object = Map::new();
-        object.insert("architecture".into(), json!(host_arch()));
-        object.insert("os".into(), json!("linux"));
+        let get = |k: &str| given.predefined.get(k).cloned().unwrap_or_default();
+        object.insert("architecture".into(), json!(get("TARGETARCH")));
+        object.insert("os".into(), json!(get("TARGETOS")));
+        if !get("TARGETVARIANT").is_empty() {
+            object.insert("variant".into(), json!(get("TARGETVARIANT")));
+        }
         Image {
             object,
             cfg: ContainerConfig::default(),
@@ -248,11 +252,31 @@ impl<'a> Builder<'a> {
             given.build_args.insert(k, v);
         }
         let arch = host_arch();
+        let target = match &args.platform {
+            Some(p) => {
+                let parts: Vec<&str> = p.split('/').collect();
+                match parts.as_slice() {
+                    [os, a] if !os.is_empty() && !a.is_empty() => {
+                        (os.to_string(), a.to_string(), String::new())
+                    }
+                    [os, a, v] if !os.is_empty() && !a.is_empty() => {
+                        (os.to_string(), a.to_string(), v.to_string())
+                    }
+                    _ => bail!("--platform {p}: expected OS/ARCH[/VARIANT]"),
+                }
+            }
+            None => ("linux".to_string(), arch.to_string(), String::new()),
+        };
+        let target_platform = if target.2.is_empty() {
+            format!("{}/{}", target.0, target.1)
+        } else {
+            format!("{}/{}/{}", target.0, target.1, target.2)
+        };
         for (k, v) in [
-            ("TARGETPLATFORM", format!("linux/{arch}")),
-            ("TARGETOS", "linux".to_string()),
-            ("TARGETARCH", arch.to_string()),
-            ("TARGETVARIANT", String::new()),
+            ("TARGETPLATFORM", target_platform),
+            ("TARGETOS", target.0.clone()),
+            ("TARGETARCH", target.1.clone()),
+            ("TARGETVARIANT", target.2.clone()),
             ("BUILDPLATFORM", format!("linux/{arch}")),
             ("BUILDOS", "linux".to_string()),
             ("BUILDARCH", arch.to_string()),
@@ -400,7 +424,7 @@ impl<'a> Builder<'a> {
                 .ok_or_else(|| anyhow!("{}: stage {name} was not built", self.at(stage.line)));
         }
         if name == "scratch" {
-            return Ok(Image::scratch());
+            return Ok(Image::scratch(&self.given));
         }
         let from_context = Path::new(&name).is_relative() && self.context.join(&name).exists();
         let text = if from_context {
@@ -409,7 +433,14 @@ impl<'a> Builder<'a> {
             name.clone()
         };
         let image = if Path::new(&text).exists() {
-            super::store::image_in_store(&self.store, &text, stage.platform.as_deref())
+            let platform = match &stage.platform {
+                Some(p) => Some(
+                    expand_word(p, globals.values(), self.escape)
+                        .map_err(|e| anyhow!("{}: --platform: {e}", self.at(stage.line)))?,
+                ),
+                None => self.args.platform.clone(),
+            };
+            super::store::image_in_store(&self.store, &text, platform.as_deref())
                 .with_context(|| format!("{}: {what} {name}", self.at(stage.line)))?
         } else {
             match self.store.find(&text) {
@@ -899,6 +930,15 @@ impl<'a> Builder<'a> {
         );
         if self.cached(image, &key)? {
             return Ok(());
+        }
+        let image_arch = image.object.get("architecture").and_then(Value::as_str);
+        if image_arch.is_some_and(|a| a != host_arch()) {
+            bail!(
+                "RUN in an image for {} on a {} machine: rfs build does not emulate other \
+                 architectures",
+                image_arch.unwrap_or_default(),
+                host_arch()
+            );
         }
         let dir = self.step_dir()?;
         let layers = self.layer_inputs(image)?;

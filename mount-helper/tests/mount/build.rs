@@ -1454,3 +1454,55 @@ fn build_from_a_registry_reference_pulls_it() {
     );
     guard.unmount().unwrap();
 }
+
+/// `--platform` picks the base from a multi-platform layout and sets the TARGET* args; a RUN
+/// for another architecture is refused with a clear error.
+#[test]
+fn build_platform_picks_the_base_and_sets_target_args() {
+    let Some(env) = Env::new("build_platform_picks_the_base_and_sets_target_args") else {
+        return;
+    };
+    let images = images_dir("build_platform_picks_the_base_and_sets_target_args").unwrap();
+    let multi = images.join("busybox-multiarch-oci");
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {}\nARG TARGETARCH\nARG TARGETPLATFORM\n\
+                     COPY note.txt /built-for-$TARGETARCH.txt\n",
+                    multi.display()
+                ),
+            ),
+            ("note.txt", "note\n"),
+        ],
+    );
+    let (id, _) = env.build_ok(&["--platform", "linux/arm64/v8", ctx.to_str().unwrap()]);
+    let config = env.config(&id);
+    assert_eq!(config["architecture"], serde_json::json!("arm64"));
+    let (guard, mnt) = env.mount(&id, "mnt");
+    assert!(mnt.join("built-for-arm64.txt").is_file());
+    // The arm64 entry of the layout is the placeholder with /ARCH.txt, not busybox.
+    assert!(mnt.join("ARCH.txt").is_file() && !mnt.join("bin").exists());
+    guard.unmount().unwrap();
+    let (id, _) = env.build_ok(&["--platform", "linux/amd64", ctx.to_str().unwrap()]);
+    let (guard, mnt) = env.mount(&id, "mnt2");
+    assert!(mnt.join("built-for-amd64.txt").is_file() && mnt.join("bin").exists());
+    guard.unmount().unwrap();
+    // RUN in the arm64 image on this machine: refused, named.
+    let ctx = env.context(
+        "ctx-run",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}\nRUN true\n", multi.display()),
+        )],
+    );
+    let out = env.build(&["--platform", "linux/arm64/v8", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not emulate"),
+        "{err}"
+    );
+    env.assert_nothing_left();
+}
