@@ -1506,3 +1506,32 @@ fn build_platform_picks_the_base_and_sets_target_args() {
     );
     env.assert_nothing_left();
 }
+
+/// `Dockerfile.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+#[test]
+fn build_dockerfile_specific_ignore_file_wins() {
+    let Some(env) = Env::new("build_dockerfile_specific_ignore_file_wins") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", "FROM rfs/busybox:latest\nCOPY . /ctx/\n"),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+            (".dockerignore", "a.txt\n"),
+            ("Dockerfile.dockerignore", "b.txt\n"),
+        ],
+    );
+    let (id, _) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let (guard, mnt) = env.mount(&id, "mnt");
+    assert!(
+        mnt.join("ctx/a.txt").is_file(),
+        "the context's .dockerignore is not used"
+    );
+    assert!(
+        !mnt.join("ctx/b.txt").exists(),
+        "Dockerfile.dockerignore applies"
+    );
+    guard.unmount().unwrap();
+}
