@@ -6,7 +6,7 @@ if [ "$(id -u)" != 0 ]; then exec sudo -E bash "$0" "$@"; fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs="fuse3 attr acl busybox-static tar coreutils findutils zstd gzip jq util-linux
       umoci skopeo buildah podman debootstrap fuse-overlayfs uidmap crun bubblewrap
-      docker-registry curl openssl python3 python3-cryptography apache2-utils passt"
+      docker-registry curl openssl python3 python3-cryptography apache2-utils passt bc"
 docker_pkg="docker"; docker_pkg+=".io"   # Debian's Docker engine (make-test-images.sh uses it)
 missing=""
 for p in $pkgs $docker_pkg; do

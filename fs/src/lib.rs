@@ -16,8 +16,9 @@
 //!   login; [`init_layer`] writes a container's init layer (the mountpoints its
 //!   runner needs, kept out of the container's changes).
 //! - [`cp`] copies files between the host and a union (`rfs cp`), resolving paths inside it.
-//! - [`build`] is the Dockerfile builder of `rfs build` (so far: BuildKit-style variable
-//!   expansion).
+//! - [`build`] is the Dockerfile side of `rfs build`: syntax, BuildKit-style variable
+//!   expansion, ARG/ENV scopes, stages, `.dockerignore`, config effects, and `COPY`/`ADD`
+//!   into an upper directory (the step runner, which needs processes, is the CLI's).
 //!
 //! The union:
 //! - [`ovl`] is the overlay's on-disk vocabulary: whiteouts, opaque directories, redirects,

@@ -168,6 +168,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  rfs commit web bb:next -m 'my change' -c 'CMD [\"sh\"]'"
     )]
     Commit(CommitArgs),
+    /// Build an image from a Dockerfile, each RUN in a sandbox, each step a layer.
+    #[command(
+        after_help = "Examples:\n  rfs build -t app:1 .\n  rfs build -t app:dev -f Dockerfile.dev --build-arg V=2 --target build ."
+    )]
+    Build(BuildArgs),
     /// Write images of the store to a docker or OCI archive.
     #[command(after_help = "Examples:\n  rfs save bb:next -o bb.tar --format oci")]
     Save(SaveArgs),
@@ -879,4 +884,41 @@ pub(crate) struct CpArgs {
     /// Where to copy it: a host path or CONTAINER:PATH.
     #[arg(value_name = "DEST")]
     pub(crate) dest: String,
+}
+
+/// `rfs build`.
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Name the image NAME[:TAG] (repeatable).
+    #[arg(short, long, value_name = "NAME[:TAG]")]
+    pub(crate) tag: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+    /// Set a build argument (KEY alone takes the value from rfs's environment).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) build_arg: Vec<String>,
+    /// Add a label to the image (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
+    /// The platform to build for (os/arch[/variant]; default: this machine's): picks it from
+    /// a multi-platform base and sets TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub(crate) platform: Option<String>,
+    /// Build the stage of this name (default: the last one).
+    #[arg(long, value_name = "STAGE")]
+    pub(crate) target: Option<String>,
+    /// Run every step; reuse nothing from earlier builds.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+    /// Reproducible: record this time (seconds since the epoch) in the history and config
+    /// and as every file's mtime in the new layers (default: $SOURCE_DATE_EPOCH if set).
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timestamp: Option<i64>,
+    /// The build context: the directory COPY and ADD read.
+    #[arg(value_name = "CONTEXT")]
+    pub(crate) context: PathBuf,
 }

@@ -59,6 +59,14 @@ impl Ignore {
     }
 }
 
+/// Go `filepath.Match` of `pattern` against one path component `name` (the globs of a
+/// `COPY` source).
+pub fn glob_component(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    glob(&p, &n)
+}
+
 fn match_components(pattern: &[String], path: &[&str]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),

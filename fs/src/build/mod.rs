@@ -1,10 +1,13 @@
 //! `rfs build`: the Dockerfile builder (issue 16).
 //!
 //! So far: the syntax ([`parse`]), variable expansion ([`expand`]), ARG/ENV scopes ([`vars`]),
-//! stages ([`stages`]), `.dockerignore` ([`ignore`]) and the config effects of metadata
-//! instructions ([`config`]); the step runner (RUN/COPY layers, history, cache) comes next.
+//! stages ([`stages`]), `.dockerignore` ([`ignore`]), the config effects of metadata
+//! instructions ([`config`]) and `COPY`/`ADD` into an upper directory ([`copy`]). The step
+//! runner that needs processes and FUSE (a `RUN` in the sandbox, steps committed as layers,
+//! the cache) is `rfs build` in the mount helper.
 
 pub mod config;
+pub mod copy;
 pub mod expand;
 pub mod ignore;
 pub mod parse;

@@ -196,6 +196,49 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Adds an image whose layers are already in the store (written by
+    /// [`store_layer`](Self::store_layer)): `rfs build`'s result. `config_bytes` is the
+    /// complete image config, its `rootfs.diff_ids` equal to `diff_ids`; an image with the
+    /// same config is the same image, so a rebuild that changed nothing adds nothing.
+    ///
+    /// # Errors
+    ///
+    /// A layer is missing from the store, or the store cannot be written.
+    pub fn add_built_image(
+        &self,
+        config_bytes: &[u8],
+        diff_ids: &[Digest],
+        tags: &[Reference],
+        parent: Option<Digest>,
+    ) -> Result<Digest, Error> {
+        let _lock = self.lock_shared()?;
+        let mut layers = Vec::with_capacity(diff_ids.len());
+        let mut sizes = Vec::with_capacity(diff_ids.len());
+        for d in diff_ids {
+            let path = self.blob_path(d);
+            let size = fs::metadata(&path)
+                .map_err(|e| Error::io("reading", &path, e))?
+                .len();
+            layers.push((*d, size));
+            sizes.push(layer_size(&self.layer_index(d)?));
+        }
+        let record = self.add_image(
+            config_bytes,
+            &layers,
+            tags,
+            ImageMeta {
+                parent,
+                layer_sizes: sizes,
+                last_tag_time: None,
+                pulled: Vec::new(),
+            },
+            None,
+        )?;
+        Ok(record.id)
+    }
+}
+
 fn set_or_remove(object: &mut Map<String, Value>, key: &str, value: Option<&str>) {
     match value {
         Some(v) => {

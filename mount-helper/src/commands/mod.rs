@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command};
 
+mod build;
 mod doctor;
 mod exec;
 mod info;
@@ -48,6 +49,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Inspect(args) => store::inspect(cli.root, &args),
         Command::Diff(args) => store::diff(cli.root, &args),
         Command::Commit(args) => store::commit(cli.root, &args),
+        Command::Build(args) => build::run(cli.root, &args),
         Command::Save(args) => store::save(cli.root, &args),
         Command::Export(args) => store::export(cli.root, &args),
         Command::Cp(args) => store::cp(cli.root, &args),

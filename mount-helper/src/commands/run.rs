@@ -705,6 +705,148 @@ fn start_and_wait(
     Ok(code)
 }
 
+/// One `RUN` of `rfs build`: a command over the layers so far with the fresh upper
+/// `dir/upper`, in the same sandbox as `rfs run` (namespaces, union served from inside,
+/// `/etc/hosts` and friends bound, init as pid 1). Nothing is recorded as a container.
+pub(crate) struct BuildRun<'a> {
+    /// The image's layers so far, base first.
+    pub(crate) layers: Vec<LayerInput>,
+    /// The command.
+    pub(crate) argv: Vec<String>,
+    /// Its environment (`ENV` and the stage's `ARG`s).
+    pub(crate) env: Vec<String>,
+    /// Its working directory and user.
+    pub(crate) cwd: PathBuf,
+    /// `USER`.
+    pub(crate) user: String,
+    /// `RUN --network`: the host's (default) or none.
+    pub(crate) network: Network,
+    /// A fresh directory for the step: `upper`, `work`, `rootfs`, the `/etc` files and the
+    /// init layer go there.
+    pub(crate) dir: &'a Path,
+}
+
+/// What a [`BuildRun`] left: the command's exit status and the init layer the union had
+/// between the image and the upper (its mountpoints are not part of the step's layer).
+pub(crate) struct BuildRunResult {
+    pub(crate) code: i32,
+    pub(crate) init_layer: Option<LayerInput>,
+    /// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the build: the step was killed.
+    pub(crate) interrupted: Option<Signal>,
+}
+
+/// Runs a [`BuildRun`] and waits for it. The caller must be single-threaded.
+pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
+    userns::check_user_namespaces()?;
+    let mapping = UsernsMapping::for_current_user()?;
+    check_dev_fuse()?;
+    let dir = step.dir;
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let hostname = "rfs-build".to_string();
+    let spec = RunSpec {
+        rootfs: rootfs.clone(),
+        argv: step.argv,
+        env: step.env,
+        cwd: step.cwd,
+        user: step.user,
+        hostname: hostname.clone(),
+        binds: etc_files(dir, &hostname)?,
+        network: step.network,
+        read_only_rootfs: false,
+        tty: false,
+        single_id: mapping.is_single(),
+    };
+    let spec_path = dir.join("spec.json");
+    spec.write(&spec_path)?;
+    let tree = with_init_layer(step.layers, &spec, dir)?;
+    let init_path = Container::init_layer_path(dir);
+    let init_layer = if init_path.exists() {
+        Some(rfs_fs::init_layer::open(&init_path)?)
+    } else {
+        None
+    };
+    let ownership = if mapping == UsernsMapping::Identity {
+        Ownership::Host
+    } else {
+        Ownership::Override {
+            own_uid: 0,
+            own_gid: 0,
+        }
+    };
+    let fs = Serve {
+        lower: tree,
+        upper: Some(UpperDirs { upper, work }),
+        config: UnionConfig {
+            ownership,
+            markers: Some(Namespace::User),
+            own_ids_on_disk: None,
+        },
+        mountpoint: rootfs.clone(),
+        options: MountOptions {
+            fsname: "rfs:build".to_string(),
+            allow_other: true,
+            read_only: false,
+            threads: 4,
+            ids: if mapping.is_single() {
+                rfs_fs::fuse::IdMapping {
+                    squash_uid: Some(0),
+                    squash_gid: Some(0),
+                    ..rfs_fs::fuse::IdMapping::default()
+                }
+            } else {
+                rfs_fs::fuse::IdMapping::default()
+            },
+            fsync: false,
+            passthrough: false,
+        },
+    }
+    .build()?;
+    let signals = process::block_signals(&[])?;
+    let (notifier, waiter) = serve::handshake()?;
+    let sandbox = Sandbox {
+        fs: Some(fs),
+        spec: &spec,
+        spec_path: &spec_path,
+        rootfs: &rootfs,
+        stdin: StdinMode::Null,
+        tty: None,
+    };
+    let sandbox_pid = process::spawn_sandbox(spec.network, &mapping, &Linux, move || {
+        sandbox.run(notifier)
+    })
+    .context("creating the build step's namespaces")?;
+    let not_started = match waiter.wait() {
+        Ok(Readiness::Ready { .. }) => None,
+        Ok(Readiness::Failed { reason }) => Some(reason),
+        Err(HandshakeError::Closed) => Some("the step's process exited".to_string()),
+        Err(e) => Some(format!("the step's process: {e}")),
+    };
+    if let Some(why) = not_started {
+        let _ = nix::sys::wait::waitpid(sandbox_pid, None);
+        bail!("starting the step: {why}");
+    }
+    // Ctrl-C ends the build, not only the command (which a shell may outlive): the sandbox
+    // is killed, its init and every process of the step with it (their parent-death signal),
+    // and its mounts with its namespace.
+    let mut interrupted = None;
+    let code = wait_forwarding(sandbox_pid, &signals, false, &mut |sig| {
+        if matches!(sig, Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP) {
+            interrupted = Some(sig);
+            let _ = nix::sys::signal::kill(sandbox_pid, Signal::SIGKILL);
+            return false;
+        }
+        true
+    })?;
+    Ok(BuildRunResult {
+        code,
+        init_layer,
+        interrupted,
+    })
+}
+
 /// The image's layers merged, with the container's init layer on top when the image lacks a
 /// mountpoint of `spec` (see `rfs_fs::init_layer`): so the mountpoints are there before the
 /// container starts and never land in its upper, where `rfs diff` and `rfs commit` would

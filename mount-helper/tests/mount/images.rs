@@ -94,7 +94,11 @@ fn expected_listing(file: &Path) -> BTreeMap<String, String> {
     out
 }
 
-fn assert_same_tree(what: &str, got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) {
+pub(crate) fn assert_same_tree(
+    what: &str,
+    got: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) {
     let mut diffs = Vec::new();
     for (p, w) in want {
         match got.get(p) {

@@ -7,6 +7,7 @@
 //! is set, in which case the binary prints that it skips and exits 0.
 
 mod bad_input;
+mod build;
 mod cleanup;
 mod cli;
 mod common;

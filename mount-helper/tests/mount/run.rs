@@ -71,7 +71,7 @@ fn shared(images: &Path) -> &'static Shared {
 }
 
 /// Creates the unprivileged user `user` (no home, no login shell) if it does not exist.
-fn ensure_user(user: &str) {
+pub(crate) fn ensure_user(user: &str) {
     let exists = Command::new("id")
         .arg(user)
         .stdout(Stdio::null())
@@ -88,7 +88,7 @@ fn ensure_user(user: &str) {
 }
 
 /// Gives `user` the range 100000:65536 in /etc/subuid and /etc/subgid if it has none.
-fn ensure_subid_range(user: &str) {
+pub(crate) fn ensure_subid_range(user: &str) {
     for file in ["/etc/subuid", "/etc/subgid"] {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         if !text.lines().any(|l| l.starts_with(&format!("{user}:"))) {
