@@ -10,16 +10,13 @@
 //! The caller must be single-threaded: the kernel refuses `setns` into a user namespace to a
 //! process with several threads.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use nix::sched::CloneFlags;
-use nix::unistd::Pid;
 
-use crate::process::{block_signals, wait_forwarding};
+use crate::process::{Spawned, become_user, block_signals, spawn_command, wait_forwarding};
 use crate::syscall::{self, Syscall};
 use crate::{Error, Result, user};
 
@@ -151,63 +148,11 @@ pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
         what: "PR_SET_NO_NEW_PRIVS",
         source,
     })?;
-    if spec.single_id {
-        identity.uid = 0;
-        identity.gid = 0;
-    } else {
-        sys.setgroups(&identity.groups)
-            .map_err(|source| Error::Setgroups {
-                groups: identity.groups.clone(),
-                source,
-            })?;
-    }
-    sys.setresgid(identity.gid)
-        .map_err(|source| Error::Setresgid {
-            gid: identity.gid,
-            source,
-        })?;
-    sys.setresuid(identity.uid)
-        .map_err(|source| Error::Setresuid {
-            uid: identity.uid,
-            source,
-        })?;
-    sys.chdir(&spec.cwd).map_err(|source| Error::Chdir {
-        path: spec.cwd.clone(),
-        source,
-    })?;
-
+    become_user(&mut identity, spec.single_id, &spec.cwd, sys)?;
     let signals = block_signals(&[])?;
-    let mut cmd = Command::new(OsStr::new(&spec.argv[0]));
-    cmd.args(&spec.argv[1..]).env_clear();
-    let mut has_home = false;
-    for kv in &spec.env {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        has_home |= k == "HOME";
-        cmd.env(k, v);
-    }
-    if !has_home {
-        cmd.env("HOME", &identity.home);
-    }
-    if !spec.stdin {
-        cmd.stdin(Stdio::null());
-    }
-    syscall::reset_signals_on_exec(&mut cmd);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let (code, why) = match e.kind() {
-                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
-                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
-                _ => (126, "cannot execute"),
-            };
-            eprintln!("rfs: exec {:?}: {why} ({e})", spec.argv[0]);
-            return Ok(code);
-        }
+    let child = match spawn_command(&spec.argv, &spec.env, &identity.home, spec.stdin) {
+        Spawned::Child(pid) => pid,
+        Spawned::Failed(code) => return Ok(code),
     };
-    wait_forwarding(
-        Pid::from_raw(child.id() as i32),
-        &signals,
-        false,
-        &mut |_| true,
-    )
+    wait_forwarding(child, &signals, false, &mut |_| true)
 }

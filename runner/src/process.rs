@@ -357,6 +357,23 @@ pub fn setup_container(spec: &RunSpec, sys: &dyn Syscall) -> Result<(Identity, V
             "rfs: uid {} / gid {} is not mapped (single id mapping): running as root",
             identity.uid, identity.gid
         ));
+    }
+    become_user(&mut identity, spec.single_id, &spec.cwd, sys)?;
+    Ok((identity, notices))
+}
+
+/// Takes `identity` (root instead with a single mapped id, which it then says), in this
+/// order: supplementary groups, gid, uid; then enters `cwd`. For init and for `exec`.
+///
+/// # Errors
+/// The first step that failed.
+pub fn become_user(
+    identity: &mut Identity,
+    single_id: bool,
+    cwd: &Path,
+    sys: &dyn Syscall,
+) -> Result<()> {
+    if single_id {
         identity.uid = 0;
         identity.gid = 0;
         identity.groups = vec![0];
@@ -377,11 +394,50 @@ pub fn setup_container(spec: &RunSpec, sys: &dyn Syscall) -> Result<(Identity, V
             uid: identity.uid,
             source,
         })?;
-    sys.chdir(&spec.cwd).map_err(|source| Error::Chdir {
-        path: spec.cwd.clone(),
+    sys.chdir(cwd).map_err(|source| Error::Chdir {
+        path: cwd.to_path_buf(),
         source,
-    })?;
-    Ok((identity, notices))
+    })
+}
+
+/// What [`spawn_command`] started, or the shell's status for a program that could not be.
+pub enum Spawned {
+    /// The command runs.
+    Child(Pid),
+    /// 127 (not found) or 126 (not executable), said on stderr.
+    Failed(i32),
+}
+
+/// Starts `argv` with exactly `env` (and `HOME` from `identity` unless `env` sets it), every
+/// signal back to its default disposition; stdin from `/dev/null` unless `stdin`.
+pub fn spawn_command(argv: &[String], env: &[String], home: &Path, stdin: bool) -> Spawned {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).env_clear();
+    let mut has_home = false;
+    for kv in env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        has_home |= k == "HOME";
+        cmd.env(k, v);
+    }
+    if !has_home {
+        cmd.env("HOME", home);
+    }
+    if !stdin {
+        cmd.stdin(std::process::Stdio::null());
+    }
+    syscall::reset_signals_on_exec(&mut cmd);
+    match cmd.spawn() {
+        Ok(child) => Spawned::Child(Pid::from_raw(child.id() as i32)),
+        Err(e) => {
+            let (code, why) = match e.kind() {
+                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
+                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
+                _ => (126, "cannot execute"),
+            };
+            eprintln!("rfs: exec {:?}: {why} ({e})", argv[0]);
+            Spawned::Failed(code)
+        }
+    }
 }
 
 /// The container's init (pid 1 of its pid namespace): sets up the container
@@ -417,31 +473,11 @@ pub fn init(spec: &RunSpec, sys: &dyn Syscall) -> Result<i32> {
             }
         })?;
     }
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]).env_clear();
-    let mut has_home = false;
-    for kv in &spec.env {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        has_home |= k == "HOME";
-        cmd.env(k, v);
-    }
-    if !has_home {
-        cmd.env("HOME", &identity.home);
-    }
-    syscall::reset_signals_on_exec(&mut cmd);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let (code, why) = match e.kind() {
-                std::io::ErrorKind::NotFound => (127, "executable file not found in $PATH"),
-                std::io::ErrorKind::PermissionDenied => (126, "permission denied"),
-                _ => (126, "cannot execute"),
-            };
-            eprintln!("rfs: exec {:?}: {why} ({e})", spec.argv[0]);
-            return Ok(code);
-        }
+    // The init's own stdin is the container's (a terminal, /dev/null, or the caller's).
+    let pid = match spawn_command(&spec.argv, &spec.env, &identity.home, true) {
+        Spawned::Child(pid) => pid,
+        Spawned::Failed(code) => return Ok(code),
     };
-    let pid = Pid::from_raw(child.id() as i32);
     wait_forwarding(pid, &signals, true, &mut |_| true)
 }
 

@@ -32,12 +32,7 @@ fn exec(root: Option<PathBuf>, args: &ExecArgs) -> Result<i32> {
         bail!("-t (a terminal for exec) is not supported yet");
     }
     let store = ContainerStore::new(&super::root_dir(root)?);
-    let c = store
-        .find(&args.container)?
-        .with_context(|| format!("no such container: {}", args.container))?;
-    let Some(sandbox) = c.pid.filter(|_| c.is_running()) else {
-        bail!("container {} is not running", c.name);
-    };
+    let (c, sandbox) = super::lifecycle::running(&store, &args.container)?;
     let spec_path = store.dir(&c.id).join("spec.json");
     let spec = RunSpec::read(&spec_path)
         .with_context(|| format!("container {}: {}", c.name, spec_path.display()))?;

@@ -42,7 +42,7 @@ pub(crate) fn parse_signal(text: &str) -> Result<Signal> {
 
 /// Runs one action per container; prints each container's key as given when it succeeded
 /// (as docker does), and fails if any failed.
-fn each(
+pub(crate) fn each(
     root: Option<PathBuf>,
     keys: &[String],
     act: impl FnMut(&ContainerStore, &ContainerState) -> Result<Option<String>>,
@@ -80,6 +80,20 @@ fn each_saying(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The container `key` and its sandbox's pid, if it runs.
+///
+/// # Errors
+/// No such container, or it is not running.
+pub(crate) fn running(store: &ContainerStore, key: &str) -> Result<(ContainerState, i32)> {
+    let c = store
+        .find(key)?
+        .with_context(|| format!("no such container: {key}"))?;
+    match c.pid.filter(|_| c.is_running()) {
+        Some(pid) => Ok((c, pid)),
+        None => bail!("container {} is not running", c.name),
+    }
 }
 
 fn signal(c: &ContainerState, sig: Signal) -> Result<()> {
@@ -228,12 +242,7 @@ pub(crate) fn port(root: Option<PathBuf>, args: &PortArgs) -> Result<ExitCode> {
 /// (`PID`, `PPID`, `UID`, the command line), oldest first.
 pub(crate) fn top(root: Option<PathBuf>, args: &TopArgs) -> Result<ExitCode> {
     let store = ContainerStore::new(&super::root_dir(root)?);
-    let c = store
-        .find(&args.container)?
-        .with_context(|| format!("no such container: {}", args.container))?;
-    let Some(sandbox) = c.pid.filter(|_| c.is_running()) else {
-        bail!("container {} is not running", c.name);
-    };
+    let (c, sandbox) = running(&store, &args.container)?;
     let init =
         rfs_runner::exec::init_of(sandbox).with_context(|| format!("container {}", c.name))?;
     let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();

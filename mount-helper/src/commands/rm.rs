@@ -16,34 +16,21 @@ use crate::cli::RmArgs;
 /// Runs `rfs rm`; prints each removed container's name as given, and fails if any could not
 /// be removed.
 pub(crate) fn run(root: Option<PathBuf>, args: &RmArgs) -> Result<ExitCode> {
-    let root = super::root_dir(root)?;
-    let store = ContainerStore::new(&root);
-    let mut failed = false;
-    for key in &args.containers {
-        match remove(&store, key, args.force) {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("rfs: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    super::lifecycle::each(root, &args.containers, |store, c| {
+        remove(store, c, args.force).map(|()| None)
     })
 }
 
-fn remove(store: &ContainerStore, key: &str, force: bool) -> Result<()> {
-    let Some(c) = store.find(key)? else {
-        bail!("no such container: {key}");
-    };
+fn remove(store: &ContainerStore, c: &ContainerState, force: bool) -> Result<()> {
     if c.is_running() {
         if !force {
-            bail!("container {key} is running: stop it, or remove it with `rfs rm -f {key}`");
+            bail!(
+                "container {} is running: stop it, or remove it with `rfs rm -f {}`",
+                c.name,
+                c.name
+            );
         }
-        kill_and_wait(&c)?;
+        kill_and_wait(c)?;
     }
     let dir = store.dir(&c.id);
     // The `rfs run` of a killed container records its exit into the directory while it goes;

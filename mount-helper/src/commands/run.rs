@@ -517,51 +517,18 @@ fn start_and_wait(
 
     let tree = with_init_layer(layers, &spec, &dir)?;
     // The union is opened here, before any namespace, as the real user: so every file of a
-    // rootless upper stays ours to delete. It is served from the container's user namespace,
-    // so its config says what it will be there: root, whose ownership is the host's
-    // (identity mapping) or, rootless, ours (uid and gid 0 there), other owners going to
-    // user.containers.override_stat; and markers in user.*, as trusted.* can be neither set
-    // nor read inside a user namespace.
-    let ownership = if mapping == UsernsMapping::Identity {
-        Ownership::Host
-    } else {
-        Ownership::Override {
-            own_uid: 0,
-            own_gid: 0,
-        }
-    };
-    let fs = Serve {
-        lower: tree,
-        upper: Some(UpperDirs { upper, work }),
-        config: UnionConfig {
-            ownership,
-            markers: Some(Namespace::User),
-            // Served from the container's user namespace, where its files are its root's.
-            own_ids_on_disk: None,
-        },
-        mountpoint: rootfs.clone(),
-        options: MountOptions {
+    // rootless upper stays ours to delete.
+    let fs = container_union(
+        tree,
+        UpperDirs { upper, work },
+        &rootfs,
+        &mapping,
+        ContainerMount {
             fsname: format!("rfs:{}", args.source.display()),
-            allow_other: true,
-            read_only: false,
             threads: args.threads,
-            // With a single mapped id the kernel would show every other owner as the
-            // overflow id; show them as root instead, as fuse-overlayfs's squash_to_root.
-            ids: if mapping.is_single() {
-                rfs_fs::fuse::IdMapping {
-                    squash_uid: Some(0),
-                    squash_gid: Some(0),
-                    ..rfs_fs::fuse::IdMapping::default()
-                }
-            } else {
-                rfs_fs::fuse::IdMapping::default()
-            },
             fsync: true,
-            // Inside the container's user namespace the kernel refuses backing files.
-            passthrough: false,
         },
-    }
-    .build()?;
+    )?;
     if let Some(n) = mapping.notice() {
         eprintln!("{n}");
     }
@@ -768,42 +735,17 @@ pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
     } else {
         None
     };
-    let ownership = if mapping == UsernsMapping::Identity {
-        Ownership::Host
-    } else {
-        Ownership::Override {
-            own_uid: 0,
-            own_gid: 0,
-        }
-    };
-    let fs = Serve {
-        lower: tree,
-        upper: Some(UpperDirs { upper, work }),
-        config: UnionConfig {
-            ownership,
-            markers: Some(Namespace::User),
-            own_ids_on_disk: None,
-        },
-        mountpoint: rootfs.clone(),
-        options: MountOptions {
+    let fs = container_union(
+        tree,
+        UpperDirs { upper, work },
+        &rootfs,
+        &mapping,
+        ContainerMount {
             fsname: "rfs:build".to_string(),
-            allow_other: true,
-            read_only: false,
             threads: 4,
-            ids: if mapping.is_single() {
-                rfs_fs::fuse::IdMapping {
-                    squash_uid: Some(0),
-                    squash_gid: Some(0),
-                    ..rfs_fs::fuse::IdMapping::default()
-                }
-            } else {
-                rfs_fs::fuse::IdMapping::default()
-            },
             fsync: false,
-            passthrough: false,
         },
-    }
-    .build()?;
+    )?;
     let signals = process::block_signals(&[])?;
     let (notifier, waiter) = serve::handshake()?;
     let sandbox = Sandbox {
@@ -845,6 +787,69 @@ pub(crate) fn run_build_step(step: BuildRun<'_>) -> Result<BuildRunResult> {
         init_layer,
         interrupted,
     })
+}
+
+/// How a container's union is mounted: what differs between `rfs run` and a build step.
+struct ContainerMount {
+    fsname: String,
+    threads: usize,
+    /// Whether `fsync` reaches the disk (a build step's layer is written from the upper
+    /// after the step anyway).
+    fsync: bool,
+}
+
+/// A container's union, to be served from its user namespace: its config says what the
+/// union will be there: root, whose ownership is the host's (identity mapping) or, rootless,
+/// ours (uid and gid 0 there), other owners going to `user.containers.override_stat`; and
+/// markers in `user.*`, as `trusted.*` can be neither set nor read inside a user namespace.
+/// One home for `rfs run` and the `RUN` steps of `rfs build`.
+fn container_union(
+    tree: LowerTree,
+    dirs: UpperDirs,
+    rootfs: &Path,
+    mapping: &UsernsMapping,
+    mount: ContainerMount,
+) -> Result<Built> {
+    let ownership = if *mapping == UsernsMapping::Identity {
+        Ownership::Host
+    } else {
+        Ownership::Override {
+            own_uid: 0,
+            own_gid: 0,
+        }
+    };
+    Serve {
+        lower: tree,
+        upper: Some(dirs),
+        config: UnionConfig {
+            ownership,
+            markers: Some(Namespace::User),
+            // Served from the container's user namespace, where its files are its root's.
+            own_ids_on_disk: None,
+        },
+        mountpoint: rootfs.to_path_buf(),
+        options: MountOptions {
+            fsname: mount.fsname,
+            allow_other: true,
+            read_only: false,
+            threads: mount.threads,
+            // With a single mapped id the kernel would show every other owner as the
+            // overflow id; show them as root instead, as fuse-overlayfs's squash_to_root.
+            ids: if mapping.is_single() {
+                rfs_fs::fuse::IdMapping {
+                    squash_uid: Some(0),
+                    squash_gid: Some(0),
+                    ..rfs_fs::fuse::IdMapping::default()
+                }
+            } else {
+                rfs_fs::fuse::IdMapping::default()
+            },
+            fsync: mount.fsync,
+            // Inside the container's user namespace the kernel refuses backing files.
+            passthrough: false,
+        },
+    }
+    .build()
 }
 
 /// The image's layers merged, with the container's init layer on top when the image lacks a
