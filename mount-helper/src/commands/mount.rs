@@ -40,9 +40,14 @@ pub(crate) fn run(root: Option<PathBuf>, args: MountArgs) -> Result<ExitCode> {
     } else {
         root.unwrap_or_default()
     };
-    if let Some(source) = source.as_deref() {
-        super::store::pull::pull_if_missing(&root, source, args.platform.as_deref())?;
-    }
+    // A reference pulled (or a short name found under a search registry) is opened by ID.
+    let source = match source {
+        Some(source) => Some(
+            super::store::pull::pull_if_missing(&root, &source, args.platform.as_deref())?
+                .map_or(source, PathBuf::from),
+        ),
+        None => None,
+    };
     if args.foreground {
         return mount_and_serve(&root, source.as_deref(), &mountpoint, &args, None);
     }

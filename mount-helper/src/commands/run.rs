@@ -387,8 +387,10 @@ fn start_and_wait(
 
     // A path (archive or layout) or an image of the store; its blobs stay leased while this
     // process (and the sandbox forked from it) lives.
-    super::store::pull::pull_if_missing(&root, &args.source, args.platform.as_deref())?;
-    let image = super::store::open_image(&root, &args.source, args.platform.as_deref())
+    let source =
+        super::store::pull::pull_if_missing(&root, &args.source, args.platform.as_deref())?
+            .map_or_else(|| args.source.clone(), PathBuf::from);
+    let image = super::store::open_image(&root, &source, args.platform.as_deref())
         .with_context(|| format!("reading image {}", args.source.display()))?;
     let layers = image.layers;
     let config = image_defaults(image.config.as_ref());

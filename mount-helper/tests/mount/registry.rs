@@ -2000,6 +2000,52 @@ fn registries_conf_search_registries_and_mirrors() {
     );
 }
 
+/// `rfs run` and `rfs mount` of a short name the store lacks: not pulled without
+/// `unqualified-search-registries` (a misspelt local name must not reach a registry); with
+/// them, pulled from the search registry as `podman run` does, and found in the store under
+/// the registry's name the next time, with no request at all.
+#[test]
+fn a_short_name_is_pulled_through_the_search_registries_by_run_and_mount() {
+    let Some(images) = images_dir("a_short_name_is_pulled_through_the_search_registries") else {
+        return;
+    };
+    let e = Env::new();
+    let reg = Registry::start(&e.s.dir.path().join("registry"));
+    let src = format!("oci:{}:latest", images.join("busybox-oci").display());
+    e.seed(&src, &format!("{}/rfs/busybox:latest", reg.host), &[]);
+    let manifest_gets = || {
+        reg.rfs_requests()
+            .iter()
+            .filter(|l| l.contains("\"GET /v2/rfs/busybox/manifests/latest "))
+            .count()
+    };
+
+    let err = e.fails(&["run", "--rm", "rfs/busybox", "echo ran"]);
+    assert!(err.contains("rfs/busybox"), "{err}");
+    assert_eq!(manifest_gets(), 0, "no search registry: nothing asked");
+
+    e.registries_conf(&format!(
+        "unqualified-search-registries = [\"{}\"]\n",
+        reg.host
+    ));
+    assert_eq!(e.ok(&["run", "--rm", "rfs/busybox", "echo ran"]), "ran\n");
+    assert_eq!(manifest_gets(), 1, "pulled once");
+    let name = format!("{}/rfs/busybox:latest", reg.host);
+    assert_eq!(strings(&e.inspect(&name)["RepoTags"]), [name]);
+    assert_eq!(
+        e.ok(&["run", "--rm", "rfs/busybox", "echo again"]),
+        "again\n"
+    );
+    let (guard, mnt) = e.mount("short", "rfs/busybox");
+    assert!(mnt.join("bin/busybox").is_file());
+    guard.unmount().expect("unmount");
+    assert_eq!(
+        manifest_gets(),
+        1,
+        "found in the store by its registry's name"
+    );
+}
+
 /// A registry with htpasswd Basic auth for `user:password`, seeded with busybox-oci as
 /// `rfs/busybox:latest`.
 fn basic_auth_registry(e: &Env, images: &Path, user: &str, password: &str) -> Registry {

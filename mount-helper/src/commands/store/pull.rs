@@ -137,27 +137,52 @@ fn split_platforms(
     Ok((named.map(ToString::to_string), others))
 }
 
-/// `rfs mount REF` / `rfs run REF`: pulls REF first when it is no file, no image of the
-/// store, and names a registry (`host[:port]/…`), as `podman run` does; with the default
-/// registry options. A short name (`busybox`) is not pulled here: it is more often a local
-/// image misspelt than a wish to reach Docker Hub, and `rfs pull` says which it is.
+/// `rfs mount REF` / `rfs run REF`: pulls REF first when it is no file and no image of the
+/// store, as `podman run` does, with the default registry options; returns the ID of the image
+/// to open when it is not REF itself. A reference that names a registry (`host[:port]/…`) is
+/// pulled from it. A short name (`busybox`) is first looked for in the store under each
+/// `unqualified-search-registries` entry of registries.conf (`HOST/busybox:latest`, as a pull
+/// names it), then pulled from them in order; without such entries it is not pulled (a
+/// misspelt local name must not reach a public registry), and `rfs pull` says what it is.
 ///
 /// The pull runs as a child `rfs pull` process: `rfs mount` and `rfs run` fork afterwards,
 /// which is sound only while they never had other threads (the pull's pool, the HTTP
 /// client's resolver threads).
-pub(crate) fn pull_if_missing(root: &Path, source: &Path, platform: Option<&str>) -> Result<()> {
+pub(crate) fn pull_if_missing(
+    root: &Path,
+    source: &Path,
+    platform: Option<&str>,
+) -> Result<Option<String>> {
     let Some(text) = source.to_str() else {
-        return Ok(());
+        return Ok(None);
     };
-    if source.exists() || !ImageRef::is_qualified(text) {
-        return Ok(());
+    if source.exists() {
+        return Ok(None);
     }
     let store = Store::open(root)
         .with_context(|| format!("opening the image store in {}", root.display()))?;
-    match store.resolve(text) {
-        Ok(_) => return Ok(()),
-        Err(rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_)) => {}
-        Err(e) => return Err(e).with_context(|| format!("looking up {text} in the store")),
+    let missing = |name: &str| -> Result<Option<String>> {
+        match store.resolve(name) {
+            Ok(image) => Ok(Some(image.id.to_string())),
+            Err(rfs_fs::store::Error::NoSuchImage { .. } | rfs_fs::store::Error::Reference(_)) => {
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("looking up {name} in the store")),
+        }
+    };
+    if missing(text)?.is_some() {
+        return Ok(None);
+    }
+    if !ImageRef::is_qualified(text) {
+        let conf = RegistriesConf::load()?;
+        if conf.unqualified_search_registries.is_empty() || ImageRef::parse(text).is_err() {
+            return Ok(None);
+        }
+        for candidate in candidates(text, &conf)? {
+            if let Some(id) = missing(&candidate.to_string())? {
+                return Ok(Some(id));
+            }
+        }
     }
     drop(store);
     eprintln!("rfs: {text} is not in the store; pulling it");
@@ -167,16 +192,18 @@ pub(crate) fn pull_if_missing(root: &Path, source: &Path, platform: Option<&str>
     if let Some(p) = platform {
         pull.args(["--platform", p]);
     }
-    let status = pull
+    let out = pull
         .arg(text)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .status()
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .context("starting rfs pull")?;
-    if !status.success() {
+    if !out.status.success() {
         bail!("{text}: not in the store, and pulling it failed (see above)");
     }
-    Ok(())
+    // `rfs pull -q` prints the image ID.
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok((!id.is_empty()).then_some(id))
 }
 
 /// Runs `rfs pull`: progress on stderr, the image ID on stdout.
