@@ -506,7 +506,7 @@ pub(crate) struct ExecArgs {
     /// Keep stdin open for the command (else it reads /dev/null).
     #[arg(short, long)]
     pub(crate) interactive: bool,
-    /// A terminal for the command (not supported yet).
+    /// A terminal for the command (a pty of the container's devpts, relayed to this one).
     #[arg(short, long)]
     pub(crate) tty: bool,
     /// The user, `USER[:GROUP]` by name (the container's) or number; default the container's.

@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
-use crate::process::{Spawned, become_user, block_signals, spawn_command, wait_forwarding};
+use nix::sys::signal::Signal;
+
+use crate::process::{
+    CommandIo, Spawned, become_user, block_signals, spawn_command, wait_forwarding,
+};
 use crate::syscall::{self, Syscall};
 use crate::{Error, Result, user};
 
@@ -35,6 +39,9 @@ pub struct ExecSpec {
     pub single_id: bool,
     /// Whether the command reads the caller's stdin (`-i`); else `/dev/null`.
     pub stdin: bool,
+    /// A terminal for the command (`-t`): a pty of the container's own devpts, so `tty` names
+    /// it there, relayed to the caller's terminal.
+    pub tty: bool,
 }
 
 /// The container's init: the one child of its sandbox process `sandbox`.
@@ -149,10 +156,30 @@ pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
         source,
     })?;
     become_user(&mut identity, spec.single_id, &spec.cwd, sys)?;
-    let signals = block_signals(&[])?;
-    let child = match spawn_command(&spec.argv, &spec.env, &identity.home, spec.stdin) {
+    let signals = block_signals(&[Signal::SIGWINCH])?;
+    // Opened in the container's root: /dev/ptmx is its own devpts's.
+    let pty = if spec.tty {
+        Some(crate::tty::open_pty()?)
+    } else {
+        None
+    };
+    let io = match (&pty, spec.stdin) {
+        (Some(p), _) => CommandIo::Terminal(&p.slave),
+        (None, true) => CommandIo::Inherit,
+        (None, false) => CommandIo::NullInput,
+    };
+    let child = match spawn_command(&spec.argv, &spec.env, &identity.home, io) {
         Spawned::Child(pid) => pid,
         Spawned::Failed(code) => return Ok(code),
     };
-    wait_forwarding(child, &signals, false, &mut |_| true)
+    let Some(crate::tty::Pty { master, slave }) = pty else {
+        return wait_forwarding(child, &signals, false, &mut |sig| sig != Signal::SIGWINCH);
+    };
+    // Only the command holds the terminal now: its end is the relay's end of file.
+    drop(slave);
+    let raw = crate::tty::RawMode::enable();
+    // No relay threads: after joining a pid namespace this process may not start any.
+    let code = crate::tty::relay_until_exit(&master, spec.stdin, child, &signals);
+    drop(raw);
+    code
 }

@@ -408,9 +408,21 @@ pub enum Spawned {
     Failed(i32),
 }
 
+/// Where a command's standard streams go.
+#[derive(Clone, Copy, Debug)]
+pub enum CommandIo<'a> {
+    /// This process's own.
+    Inherit,
+    /// stdin from `/dev/null`, stdout and stderr this process's.
+    NullInput,
+    /// All three on this terminal, which becomes the command's controlling terminal in a
+    /// session of its own.
+    Terminal(&'a std::os::fd::OwnedFd),
+}
+
 /// Starts `argv` with exactly `env` (and `HOME` from `identity` unless `env` sets it), every
-/// signal back to its default disposition; stdin from `/dev/null` unless `stdin`.
-pub fn spawn_command(argv: &[String], env: &[String], home: &Path, stdin: bool) -> Spawned {
+/// signal back to its default disposition, its streams as `io` says.
+pub fn spawn_command(argv: &[String], env: &[String], home: &Path, io: CommandIo<'_>) -> Spawned {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).env_clear();
     let mut has_home = false;
@@ -422,8 +434,24 @@ pub fn spawn_command(argv: &[String], env: &[String], home: &Path, stdin: bool) 
     if !has_home {
         cmd.env("HOME", home);
     }
-    if !stdin {
-        cmd.stdin(std::process::Stdio::null());
+    match io {
+        CommandIo::Inherit => {}
+        CommandIo::NullInput => {
+            cmd.stdin(std::process::Stdio::null());
+        }
+        CommandIo::Terminal(tty) => {
+            let stream = |fd: &std::os::fd::OwnedFd| fd.try_clone().map(std::process::Stdio::from);
+            match (stream(tty), stream(tty), stream(tty)) {
+                (Ok(i), Ok(o), Ok(e)) => {
+                    cmd.stdin(i).stdout(o).stderr(e);
+                }
+                _ => {
+                    eprintln!("rfs: exec {:?}: cannot give it the terminal", argv[0]);
+                    return Spawned::Failed(126);
+                }
+            }
+            syscall::controlling_terminal_on_exec(&mut cmd);
+        }
     }
     syscall::reset_signals_on_exec(&mut cmd);
     match cmd.spawn() {
@@ -474,7 +502,7 @@ pub fn init(spec: &RunSpec, sys: &dyn Syscall) -> Result<i32> {
         })?;
     }
     // The init's own stdin is the container's (a terminal, /dev/null, or the caller's).
-    let pid = match spawn_command(&spec.argv, &spec.env, &identity.home, true) {
+    let pid = match spawn_command(&spec.argv, &spec.env, &identity.home, CommandIo::Inherit) {
         Spawned::Child(pid) => pid,
         Spawned::Failed(code) => return Ok(code),
     };

@@ -486,6 +486,23 @@ pub fn reset_signals_on_exec(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes the program `cmd` starts the leader of a new session whose controlling terminal is
+/// its stdin (which the caller has set to a terminal): what `exec -t` gives a command.
+pub fn controlling_terminal_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs between fork and exec in the child, where only async-signal-safe
+    // calls are allowed: `setsid` and `ioctl(TIOCSCTTY)` are plain system calls on integers
+    // and allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Makes the program `cmd` starts get SIGKILL when this process (the thread that forks it)
 /// dies: a helper such as the network stack of a container must not outlive its supervisor.
 pub fn kill_with_parent_on_exec(cmd: &mut std::process::Command) {

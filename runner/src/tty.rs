@@ -127,3 +127,110 @@ impl Relay {
         let _ = self.output.join();
     }
 }
+
+/// Relays between this process's stdin/stdout and the terminal `master` in one thread, until
+/// the command `child` has exited and its output is drained; passes the signals of `signals`
+/// (blocked) on to it, and a window size change to the terminal. Returns the command's exit
+/// status. For a process that may not start threads (one that joined a pid namespace).
+///
+/// # Errors
+/// The signal fd cannot be made, or waiting for the child fails.
+pub fn relay_until_exit(
+    master: &OwnedFd,
+    input: bool,
+    child: nix::unistd::Pid,
+    signals: &nix::sys::signal::SigSet,
+) -> Result<i32> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    // `signals` holds SIGCHLD too (`block_signals`): an exit wakes the poll.
+    let sfd = nix::sys::signalfd::SignalFd::new(signals).map_err(Error::Signals)?;
+    let mut stdin_open = input;
+    let mut exited: Option<i32> = None;
+    let mut buf = [0u8; 8192];
+    let mut out = std::io::stdout();
+    let stdin = std::io::stdin();
+    loop {
+        if exited.is_none() {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(status) => exited = crate::process::exit_code(status).or(exited),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(Error::Process {
+                        op: "waiting for",
+                        pid: child.as_raw(),
+                        source,
+                    });
+                }
+            }
+        }
+        let mut fds = vec![
+            PollFd::new(master.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        // Once the command is gone, what it wrote is drained without waiting for more.
+        let timeout = if exited.is_some() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Ok(exited.unwrap_or(0)),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(source) => return Err(Error::Signals(source)),
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        let (master_ready, signal_ready) = (ready(&fds[0]), ready(&fds[1]));
+        let stdin_ready = stdin_open && ready(&fds[2]);
+        drop(fds);
+        if master_ready {
+            match nix::unistd::read(master, &mut buf) {
+                Ok(n) if n > 0 => {
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+                // EIO: every slave end is closed.
+                _ => {
+                    if let Some(code) = exited {
+                        return Ok(code);
+                    }
+                    // The command closed its terminal but lives on: wait for it.
+                    let status = waitpid(child, None).map_err(|source| Error::Process {
+                        op: "waiting for",
+                        pid: child.as_raw(),
+                        source,
+                    })?;
+                    return Ok(crate::process::exit_code(status).unwrap_or(0));
+                }
+            }
+        }
+        if signal_ready {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    match sig {
+                        Signal::SIGCHLD => {}
+                        Signal::SIGWINCH => copy_window_size(master),
+                        other => {
+                            let _ = nix::sys::signal::kill(child, other);
+                        }
+                    }
+                }
+            }
+        }
+        if stdin_ready {
+            let mut input_buf = [0u8; 8192];
+            match nix::unistd::read(&stdin, &mut input_buf) {
+                Ok(n) if n > 0 => {
+                    let _ = nix::unistd::write(master, &input_buf[..n]);
+                }
+                _ => stdin_open = false,
+            }
+        }
+    }
+}

@@ -28,9 +28,6 @@ pub(crate) fn run(root: Option<PathBuf>, args: &ExecArgs) -> Result<ExitCode> {
 }
 
 fn exec(root: Option<PathBuf>, args: &ExecArgs) -> Result<i32> {
-    if args.tty {
-        bail!("-t (a terminal for exec) is not supported yet");
-    }
     let store = ContainerStore::new(&super::root_dir(root)?);
     let (c, sandbox) = super::lifecycle::running(&store, &args.container)?;
     let spec_path = store.dir(&c.id).join("spec.json");
@@ -49,6 +46,7 @@ fn exec(root: Option<PathBuf>, args: &ExecArgs) -> Result<i32> {
         user: args.user.clone().unwrap_or_else(|| spec.user.clone()),
         single_id: spec.single_id,
         stdin: args.interactive,
+        tty: args.tty,
     };
     if !exec.cwd.is_absolute() {
         bail!(

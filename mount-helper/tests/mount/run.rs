@@ -1539,6 +1539,21 @@ fn exec_joins(env: &Env) {
     assert_code(&out, 0);
     assert_eq!(text(&out), "0\n/tmp\nbaz\n");
     assert_code(&env.rfs(&["exec", "box", "sh", "-c", "exit 7"]), 7);
+    // -t: a terminal of the container's own devpts, named so inside.
+    let tty = env.rfs(&[
+        "exec",
+        "-t",
+        "box",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo terminal; tty; exit 4",
+    ]);
+    assert_code(&tty, 4);
+    assert!(
+        text(&tty).starts_with("terminal\r\n/dev/pts/"),
+        "{:?}",
+        text(&tty)
+    );
     assert_code(&env.rfs(&["exec", "box", "/no/such/program"]), 127);
     // -i: the caller's stdin.
     let mut child = env
