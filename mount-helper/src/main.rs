@@ -2,6 +2,10 @@
 //! command, and prints errors as one line with their causes (`rfs: mounting x: ...`).
 //!
 //! Exit status: 0 on success, 1 on any error, 2 on bad usage (clap).
+//!
+//! No `unsafe` here: every system call that needs it has a safe wrapper in `rfs_fs::sys` or
+//! `rfs_runner::syscall`.
+#![deny(unsafe_code)]
 
 mod cli;
 mod commands;

@@ -80,7 +80,6 @@ fn check_mountpoint(m: &Path) -> Result<()> {
 
 /// Forks before any thread exists: the child mounts and serves; the parent waits for the
 /// child's [`Readiness`] and exits accordingly.
-#[allow(unsafe_code)]
 fn daemonize(
     root: &Path,
     source: Option<&Path>,
@@ -88,10 +87,9 @@ fn daemonize(
     args: &MountArgs,
 ) -> Result<ExitCode> {
     let (notifier, waiter) = serve::handshake()?;
-    // SAFETY: rfs is single-threaded at this point (no thread has been spawned yet; a pull
-    // runs as a child process), so the child may run arbitrary code after fork.
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Parent { .. } => {
+    // rfs is single-threaded here (a pull runs as a child process), which the fork checks.
+    match rfs_runner::syscall::fork_single_threaded().context("fork")? {
+        rfs_runner::syscall::Forked::Parent(_) => {
             drop(notifier);
             match waiter.wait() {
                 Ok(Readiness::Ready { notice }) => {
@@ -105,7 +103,7 @@ fn daemonize(
                 Err(e) => bail!("the rfs daemon: {e}"),
             }
         }
-        nix::unistd::ForkResult::Child => {
+        rfs_runner::syscall::Forked::Child => {
             drop(waiter);
             let _ = nix::unistd::setsid();
             // Errors before "ready" went to the parent through the pipe; later ones are logged.
