@@ -98,13 +98,13 @@ const NAMESPACES: [(&str, &str, CloneFlags); 6] = [
     ("mnt", "mount namespace", CloneFlags::CLONE_NEWNS),
 ];
 
-/// Joins the container whose init is `init`, starts `spec` in it and waits; returns its
-/// exit status (128+N for a signal, 127 when the program is not found, 126 when it cannot
-/// be executed).
+/// Joins the namespaces and the root of the container whose init is `init` (see the module
+/// docs); afterwards `/` is the container's root. For `exec`, and for `rfs cp` of a running
+/// container.
 ///
 /// # Errors
-/// A namespace, the root or the user could not be joined or taken.
-pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
+/// The process has threads, or a namespace or the root could not be joined.
+pub fn join(init: i32) -> Result<()> {
     let threads = syscall::thread_count().unwrap_or(1);
     if threads > 1 {
         return Err(Error::MultiThreaded { threads });
@@ -150,6 +150,17 @@ pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
         source,
     })?;
     drop(root);
+    Ok(())
+}
+
+/// Joins the container whose init is `init`, starts `spec` in it and waits; returns its
+/// exit status (128+N for a signal, 127 when the program is not found, 126 when it cannot
+/// be executed).
+///
+/// # Errors
+/// A namespace, the root or the user could not be joined or taken.
+pub fn exec_in(init: i32, spec: &ExecSpec, sys: &dyn Syscall) -> Result<i32> {
+    join(init)?;
     let mut identity = user::resolve(&spec.user, &user::IdFiles::in_root(Path::new("/")))?;
     sys.set_no_new_privs().map_err(|source| Error::Prctl {
         what: "PR_SET_NO_NEW_PRIVS",

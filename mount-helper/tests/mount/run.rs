@@ -2020,3 +2020,113 @@ fn start_and_restart_rootless() {
     };
     start_and_restart(&env);
 }
+
+/// `rfs cp` of a running container goes through its own mount, by a process that joined it:
+/// through the container's symlink to `/etc` the container's `/etc` is read and written (never
+/// the host's), a directory's contents go in with `DIR/.`, and the running container sees at
+/// once what came in.
+fn cp_running(env: &Env, images: &Path) {
+    let host = shared(images).dir.join(format!(
+        "cp-live-{:?}-{}",
+        env.who,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    std::fs::create_dir_all(host.join("site/css")).unwrap();
+    let _cleanup = RemoveDir(host.clone());
+    std::fs::write(host.join("site/css/a.css"), "body{}").unwrap();
+    std::fs::write(host.join("site/index.html"), "<p>hi</p>").unwrap();
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rwX")
+        .arg(&host)
+        .status();
+    let hs = |p: &str| host.join(p).to_str().unwrap().to_owned();
+
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let script = "ln -s /etc /escape; mkdir /srv; touch /ready; while :; do sleep 0.2; done";
+    assert_code(
+        &env.rfs(&["run", "-d", "--name", "live", "-u", "root", &bb, script]),
+        0,
+    );
+    let start = Instant::now();
+    while env
+        .rfs(&["exec", "live", "test", "-f", "/ready"])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the container never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_code(&env.rfs(&["cp", "live:/escape/passwd", &hs("")]), 0);
+    let passwd = std::fs::read_to_string(host.join("passwd")).unwrap();
+    assert!(
+        passwd.contains("app:x:1000:1000:app:/home/app:/bin/sh"),
+        "{passwd}"
+    );
+
+    assert_code(
+        &env.rfs(&["cp", &format!("{}/.", hs("site")), "live:/srv"]),
+        0,
+    );
+    let seen = env.rfs(&["exec", "live", "cat", "/srv/index.html", "/srv/css/a.css"]);
+    assert_eq!(text(&seen), "<p>hi</p>body{}");
+    let name = format!("rfs-cp-live-{}", std::process::id());
+    std::fs::write(host.join(&name), "live\n").unwrap();
+    let _ = Command::new("chmod")
+        .arg("a+r")
+        .arg(host.join(&name))
+        .status();
+    assert_code(&env.rfs(&["cp", &hs(&name), "live:/escape/"]), 0);
+    assert!(
+        !Path::new("/etc").join(&name).exists(),
+        "written into the host's /etc"
+    );
+    let owner = env.rfs(&[
+        "exec",
+        "live",
+        "stat",
+        "-c",
+        "%u %s",
+        &format!("/etc/{name}"),
+    ]);
+    assert_eq!(
+        text(&owner),
+        "0 5\n",
+        "the container root's, as docker cp makes it"
+    );
+    let missing = env.rfs(&["cp", "live:/no/such", &hs("")]);
+    assert_code(&missing, 1);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such"));
+    assert_code(&env.rfs(&["stop", "-t", "1", "live"]), 0);
+}
+
+#[test]
+fn cp_as_root_copies_into_a_running_container() {
+    let test = "cp_as_root_copies_into_a_running_container";
+    let Some(env) = setup(test, Who::Root) else {
+        return;
+    };
+    cp_running(&env, &crate::common::images_dir(test).unwrap());
+}
+
+#[test]
+fn cp_rootless_copies_into_a_running_container() {
+    let test = "cp_rootless_copies_into_a_running_container";
+    let Some(env) = setup(test, Who::RangedUser) else {
+        return;
+    };
+    cp_running(&env, &crate::common::images_dir(test).unwrap());
+}

@@ -1,7 +1,8 @@
 //! `rfs cp [-L] CONTAINER:SRC DEST` and `rfs cp [-L] SRC CONTAINER:DEST`: files between the
-//! host and a stopped container, with `docker cp`'s rules for where they land. The
-//! container's union is opened in this process (no mount); paths in it resolve inside it
-//! (`rfs_fs::cp`), so no symlink of the container leads anywhere on the host.
+//! host and a container, with `docker cp`'s rules for where they land. A stopped container's
+//! union is opened in this process (no mount); paths in it resolve inside it (`rfs_fs::cp`),
+//! so no symlink of the container leads anywhere on the host. A running one is copied through
+//! its own mount by a process that joined it (`super::cp_live`).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,36 @@ pub(crate) fn run(root: Option<PathBuf>, args: &CpArgs) -> Result<ExitCode> {
         let union = c.union(&store)?;
         anyhow::Ok((c, union))
     };
+    // A running container: through its own mount, by a process that joins it.
+    let running = |key: &str| -> Result<Option<i32>> {
+        let containers = rfs_runner::state::ContainerStore::new(store.root());
+        match containers.find(key)? {
+            Some(c) if c.is_running() => {
+                let sandbox = c.pid.unwrap_or_default();
+                let init = rfs_runner::exec::init_of(sandbox)?;
+                rfs_runner::exec::wait_until_set_up(init)?;
+                Ok(Some(init))
+            }
+            _ => Ok(None),
+        }
+    };
+    match (&src, &dest) {
+        (Side::Container { key, path }, Side::Host(dest)) => {
+            if let Some(init) = running(key)? {
+                super::cp_live::copy_out(init, path, args.follow_link, dest)
+                    .with_context(|| format!("copying {key}:{path} to {}", dest.display()))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        (Side::Host(src), Side::Container { key, path }) => {
+            if let Some(init) = running(key)? {
+                super::cp_live::copy_in(init, src, path)
+                    .with_context(|| format!("copying {} to {key}:{path}", src.display()))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        _ => {}
+    }
     match (src, dest) {
         (Side::Container { key, path }, Side::Host(dest)) => {
             let (c, union) = open(&key)?;

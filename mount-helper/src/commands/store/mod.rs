@@ -8,6 +8,7 @@
 
 mod commit;
 mod cp;
+mod cp_live;
 mod diff;
 mod export;
 pub(crate) mod format;
@@ -224,7 +225,7 @@ impl Container {
         use rfs_fs::union::{Ownership, UnionConfig, UpperDirs};
         if self.state.is_running() {
             anyhow::bail!(
-                "container {} is running; rfs cp works on stopped containers (for now)",
+                "container {} is running: its union is its server's to change",
                 self.state.name
             );
         }
