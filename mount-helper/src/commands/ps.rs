@@ -1,6 +1,7 @@
 //! `rfs ps [-a]`: the containers of the root directory as a table (CONTAINER ID, NAME, IMAGE,
 //! COMMAND, STATUS, CREATED, PORTS), running ones only unless `-a`. A container whose process
-//! died without recording its exit shows as `Dead`.
+//! died without its exit recorded (its supervisor was killed, which takes the container with
+//! it) shows as `Exited (?)`: ended, with no status to tell.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -104,7 +105,7 @@ fn status(c: &ContainerState, running: bool, t: u64) -> String {
             });
             format!("Exited ({code}){ago}")
         }
-        (Status::Running, false) => "Dead".into(),
+        (Status::Running, false) => "Exited (?)".into(),
     }
 }
 

@@ -1461,6 +1461,12 @@ fn detached(env: &Env) {
     }
     let ps = env.rfs(&["ps"]);
     assert!(!text(&ps).contains("orphan"), "{}", text(&ps));
+    let all = text(&env.rfs(&["ps", "-a"]));
+    let row = all
+        .lines()
+        .find(|l| l.contains(" orphan "))
+        .unwrap_or_default();
+    assert!(row.contains("Exited (?)"), "ps -a shows it ended: {all}");
 
     let bad = env.rfs(&["run", "-d", "--name", "never", "/no/such/image"]);
     assert_code(&bad, 125);
@@ -1712,6 +1718,11 @@ fn published_ports(env: &Env, images: &Path) {
         let page = fetch(port);
         assert!(page.contains("<p>served by rfs</p>"), "{page}");
     }
+    // Two detached containers of one image: their uppers apart.
+    let in_box = |name: &str, script: &str| env.rfs(&["exec", name, "sh", "-c", script]);
+    assert_code(&in_box("web1", "echo one > /www/mine"), 0);
+    assert_code(&in_box("web2", "test -e /www/mine"), 1);
+    assert_code(&in_box("web1", "test -e /www/mine"), 0);
     let ps = text(&env.rfs(&["ps"]));
     assert!(ps.contains(&format!("127.0.0.1:{p1}->80/tcp")), "{ps}");
     let port = env.rfs(&["port", "web2"]);
