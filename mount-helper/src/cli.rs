@@ -509,6 +509,9 @@ pub(crate) struct ExecArgs {
     /// A terminal for the command (a pty of the container's devpts, relayed to this one).
     #[arg(short, long)]
     pub(crate) tty: bool,
+    /// Detach: start the command in the background and return at once.
+    #[arg(short, long)]
+    pub(crate) detach: bool,
     /// The user, `USER[:GROUP]` by name (the container's) or number; default the container's.
     #[arg(short, long, value_name = "USER[:GROUP]")]
     pub(crate) user: Option<String>,

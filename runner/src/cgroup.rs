@@ -208,6 +208,40 @@ impl Drop for Cgroup {
     }
 }
 
+/// Where this process could put limits under the cgroup mount `base`, without making
+/// anything: `Ok` names the hierarchy (`cgroup v2 at …`, `cgroup v1 …`), `Err` says why not.
+///
+/// # Errors
+/// No hierarchy has the controllers, or this process may not write there.
+pub fn probe(base: &Path) -> Result<String, CgroupError> {
+    let writable = |dir: &Path| {
+        nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+            CgroupError::NotPermitted {
+                parent: dir.to_path_buf(),
+                source: e.into(),
+            }
+        })
+    };
+    let wanted = ["memory", "cpu", "pids"];
+    if let Some((root, controllers)) = v2_root(base) {
+        if wanted.iter().all(|c| controllers.iter().any(|h| h == c)) {
+            writable(&root)?;
+            return Ok(format!("cgroup v2 at {}", root.display()));
+        }
+    }
+    for controller in wanted {
+        let hierarchy = base.join(controller);
+        if !hierarchy.join("cgroup.procs").exists() {
+            return Err(CgroupError::NoController { controller });
+        }
+        writable(&hierarchy)?;
+    }
+    Ok(format!(
+        "cgroup v1 memory, cpu and pids under {}",
+        base.display()
+    ))
+}
+
 /// Parses a memory size as docker takes it: bytes, or a number with `b`, `k`, `m`, `g`
 /// (powers of 1024, any case).
 ///

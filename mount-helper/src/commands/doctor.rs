@@ -173,13 +173,61 @@ fn user_xattrs(root: &Path) -> Check {
     }
 }
 
-/// Runs the checks and prints one line per check.
+fn private_network() -> Check {
+    let pasta = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(crate::network::PASTA).is_file()))
+        .unwrap_or(false);
+    let tun = nix::unistd::access(
+        "/dev/net/tun",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok();
+    let as_root = nix::unistd::geteuid().is_root();
+    Check {
+        what: "private container network (pasta)",
+        optional: false,
+        ok: pasta && (tun || as_root),
+        detail: format!(
+            "{} {}, /dev/net/tun {}",
+            crate::network::PASTA,
+            if pasta { "found" } else { "not found" },
+            if tun {
+                "usable"
+            } else {
+                "not usable by this user"
+            }
+        ),
+        otherwise: "rfs run's default --net private fails (--net host works): apt-get install \
+                    passt, and make /dev/net/tun mode 0666 as distributions ship it"
+            .into(),
+    }
+}
+
+fn container_limits() -> Check {
+    let probe = rfs_runner::cgroup::probe(Path::new("/sys/fs/cgroup"));
+    Check {
+        what: "container limits (cgroups)",
+        optional: true,
+        ok: probe.is_ok(),
+        detail: match &probe {
+            Ok(place) => place.clone(),
+            Err(e) => e.to_string(),
+        },
+        otherwise: "--memory, --cpus and --pids-limit are refused: run as root, or have a cgroup \
+                    v2 subtree delegated to this user"
+            .into(),
+    }
+}
+
+/// Runs the checks and prints one line per check./// Runs the checks and prints one line per check.
 pub(crate) fn run(root: &Path) -> Result<ExitCode> {
     let checks = [
         dev_fuse(),
         fusermount(),
         user_namespaces(),
         subids(),
+        private_network(),
+        container_limits(),
         user_xattrs(root),
         kernel_overlay(),
         passthrough(),

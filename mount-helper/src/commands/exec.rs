@@ -1,7 +1,7 @@
-//! `rfs exec [-i] [-u USER] [-w DIR] [-e K=V]... CONTAINER CMD...`: a command in a running
-//! container (`rfs_runner::exec`), with the container's user, environment and working
+//! `rfs exec [-i] [-t] [-d] [-u USER] [-w DIR] [-e K=V]... CONTAINER CMD...`: a command in a
+//! running container (`rfs_runner::exec`), with the container's user, environment and working
 //! directory unless given; the exit status is the command's (125 when rfs could not start
-//! it, 126/127 as a shell has them).
+//! it, 126/127 as a shell has them), or 0 at once with `-d`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,8 +54,37 @@ fn exec(root: Option<PathBuf>, args: &ExecArgs) -> Result<i32> {
             exec.cwd.display()
         );
     }
+    if args.detach && (args.tty || args.interactive) {
+        bail!("-d cannot be combined with -t or -i");
+    }
     let init = init_of(sandbox).with_context(|| format!("container {}", c.name))?;
     rfs_runner::exec::wait_until_set_up(init).with_context(|| format!("container {}", c.name))?;
+    if args.detach {
+        // The command's parent leaves the caller's session and streams; this process returns
+        // once the container has it.
+        return match rfs_runner::syscall::fork_single_threaded()? {
+            rfs_runner::syscall::Forked::Child => {
+                let detached = nix::unistd::setsid()
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| {
+                        let null = std::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .open("/dev/null")?;
+                        nix::unistd::dup2_stdin(&null)?;
+                        nix::unistd::dup2_stdout(&null)?;
+                        nix::unistd::dup2_stderr(&null)?;
+                        Ok(())
+                    });
+                let code = match detached {
+                    Ok(()) => exec_in(init, &exec, &rfs_runner::syscall::Linux).unwrap_or(125),
+                    Err(_) => 125,
+                };
+                std::process::exit(code);
+            }
+            rfs_runner::syscall::Forked::Parent(_) => Ok(0),
+        };
+    }
     exec_in(init, &exec, &rfs_runner::syscall::Linux)
         .with_context(|| format!("container {}", c.name))
 }

@@ -158,6 +158,8 @@ fn doctor_reports_every_check() {
         "fusermount3",
         "user namespaces",
         "subordinate ids",
+        "private container network (pasta)",
+        "container limits (cgroups)",
         "user xattrs",
         "idle vCPUs poll before halting",
     ] {

@@ -1545,6 +1545,24 @@ fn exec_joins(env: &Env) {
     assert_code(&out, 0);
     assert_eq!(text(&out), "0\n/tmp\nbaz\n");
     assert_code(&env.rfs(&["exec", "box", "sh", "-c", "exit 7"]), 7);
+    // -d: started, and left to run.
+    let detached = env.rfs(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 0.3; echo bg > /tmp/bg",
+    ]);
+    assert_code(&detached, 0);
+    let start = Instant::now();
+    while text(&env.rfs(&["exec", "box", "cat", "/tmp/bg"])) != "bg\n" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "exec -d never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // -t: a terminal of the container's own devpts, named so inside.
     let tty = env.rfs(&[
         "exec",
