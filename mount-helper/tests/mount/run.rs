@@ -1116,28 +1116,38 @@ fn export_of_a_rootless_container_is_its_own_view() {
 // ---------------------------------------------------------------------------------------------
 // rfs cp
 
+/// A directory every caller may write, in the shared test directory, removed on drop.
+struct SharedDir(PathBuf);
+
+impl SharedDir {
+    fn new(env: &Env, images: &Path, prefix: &str) -> SharedDir {
+        let dir = shared(images).dir.join(format!(
+            "{prefix}-{:?}-{}",
+            env.who,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        SharedDir(dir)
+    }
+}
+
+impl Drop for SharedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `rfs cp` out of and into a stopped container, through its own view: a path through the
 /// container's symlink to `/etc` reads and writes the container's `/etc`, never the host's; a
 /// renamed image directory comes out whole with its symlinks as symlinks; what goes in shows
 /// in `rfs diff` and `rfs export` as root's, with its mode.
 fn cp_round_trip(env: &Env, images: &Path) {
-    let host = shared(images).dir.join(format!(
-        "cp-{:?}-{}",
-        env.who,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    struct RemoveDir(PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    std::fs::create_dir(&host).unwrap();
-    let _cleanup = RemoveDir(host.clone());
-    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared_dir = SharedDir::new(env, images, "cp");
+    let host = shared_dir.0.clone();
     let hs = |p: &str| host.join(p).to_str().unwrap().to_owned();
 
     let run = env.run_busybox(
@@ -2055,22 +2065,9 @@ fn start_and_restart_rootless() {
 /// the host's), a directory's contents go in with `DIR/.`, and the running container sees at
 /// once what came in.
 fn cp_running(env: &Env, images: &Path) {
-    let host = shared(images).dir.join(format!(
-        "cp-live-{:?}-{}",
-        env.who,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    struct RemoveDir(PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    let shared_dir = SharedDir::new(env, images, "cp-live");
+    let host = shared_dir.0.clone();
     std::fs::create_dir_all(host.join("site/css")).unwrap();
-    let _cleanup = RemoveDir(host.clone());
     std::fs::write(host.join("site/css/a.css"), "body{}").unwrap();
     std::fs::write(host.join("site/index.html"), "<p>hi</p>").unwrap();
     let _ = Command::new("chmod")
