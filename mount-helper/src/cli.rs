@@ -914,6 +914,10 @@ pub(crate) struct BuildArgs {
     /// Run every step; reuse nothing from earlier builds.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Pull a base that names its registry even when the store has it (a newer one, if the
+    /// registry has one).
+    #[arg(long)]
+    pub(crate) pull: bool,
     /// Print only the image ID.
     #[arg(short, long)]
     pub(crate) quiet: bool,

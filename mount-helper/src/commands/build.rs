@@ -443,12 +443,19 @@ impl<'a> Builder<'a> {
             super::store::image_in_store(&self.store, &text, platform.as_deref())
                 .with_context(|| format!("{}: {what} {name}", self.at(stage.line)))?
         } else {
-            match self.store.find(&text) {
+            let qualified = rfs_fs::registry::ImageRef::is_qualified(&text);
+            // `--pull`: a base that names its registry is pulled even when it is here.
+            let found = if self.args.pull && qualified {
+                Err(rfs_fs::store::Error::NoSuchImage {
+                    reference: text.clone(),
+                })
+            } else {
+                self.store.find(&text)
+            };
+            match found {
                 Ok(i) => i,
                 // A reference that names its registry is pulled, as Docker's builder does.
-                Err(rfs_fs::store::Error::NoSuchImage { .. })
-                    if rfs_fs::registry::ImageRef::is_qualified(&text) =>
-                {
+                Err(rfs_fs::store::Error::NoSuchImage { .. }) if qualified => {
                     self.say(&format!("Pulling {text}"));
                     let registry = crate::cli::RegistryArgs {
                         tls_verify: None,
@@ -1019,12 +1026,12 @@ impl<'a> Builder<'a> {
             bail!("{word} requires at least two arguments: {word} <src>... <dest>");
         }
         let dest = items.pop().unwrap_or_default();
-        if word == "ADD"
-            && items.iter().any(|s| {
-                s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
-            })
-        {
-            bail!("ADD of a URL is not supported by rfs build yet");
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+        if word == "ADD" && items.iter().any(|s| s.starts_with("git@")) {
+            bail!("ADD of a git repository is not supported by rfs build");
+        }
+        if word == "ADD" && items.iter().any(|s| is_url(s)) && from.is_some() {
+            bail!("ADD --from cannot take a URL");
         }
         let below = self.lower(image)?;
         let workdir = image
@@ -1066,8 +1073,25 @@ impl<'a> Builder<'a> {
                 Some(self.lower(&src)?)
             }
         };
+        // `ADD URL /dst`: each URL is downloaded into a context of its own (and never
+        // extracted), as a file named after the URL's last path component, mode 0600 and the
+        // Last-Modified time, as Docker makes it.
+        let url_dir = if word == "ADD" && items.iter().any(|s| is_url(s)) {
+            if !items.iter().all(|s| is_url(s)) {
+                bail!("ADD: URLs and context files cannot be mixed in one instruction");
+            }
+            let dir = self.step_dir()?;
+            for s in items.iter_mut() {
+                *s = download(s, &dir.0)?;
+            }
+            Some(dir)
+        } else {
+            None
+        };
         // `COPY <<EOF /dst`: each heredoc is a file of a context of its own.
-        let heredoc_dir = if inst.heredocs.is_empty() {
+        let heredoc_dir = if url_dir.is_some() {
+            url_dir
+        } else if inst.heredocs.is_empty() {
             None
         } else {
             let dir = self.step_dir()?;
@@ -1129,6 +1153,81 @@ impl<'a> Builder<'a> {
         )?;
         self.layer_step(image, &below, &upper, None, created_by, key)
     }
+}
+
+/// Downloads `url` into `dir` for `ADD URL`: named after the last path component of the URL
+/// (`index.html`... Docker's fallback is the host name), mode 0600, the Last-Modified time if
+/// the server gives one. Returns the file's name in `dir`.
+fn download(url: &str, dir: &Path) -> Result<String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_scheme = path.split_once("://").map_or(path, |(_, rest)| rest);
+    let name = after_scheme
+        .split_once('/')
+        .map(|(_, p)| p.rsplit('/').next().unwrap_or(""))
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .unwrap_or("index.html")
+        .to_string();
+    let response = ureq::get(url)
+        .call()
+        .map_err(|e| anyhow!("ADD {url}: {e}"))?;
+    let modified = response
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_date);
+    let target = dir.join(&name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&target)
+        .with_context(|| format!("ADD {url}: {}", target.display()))?;
+    std::io::copy(&mut response.into_body().into_reader(), &mut file)
+        .with_context(|| format!("ADD {url}: downloading"))?;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(secs) = modified {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        file.set_modified(time)?;
+    }
+    Ok(name)
+}
+
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110's
+/// preferred form).
+fn http_date(text: &str) -> Option<u64> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as u64
+        + 1;
+    let (day, year): (u64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from 1970-01-01 to the date (civil calendar, proleptic Gregorian).
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400) as u64;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe as i64 - 719_468;
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + h * 3600 + m * 60 + s)
 }
 
 /// Sends this process's stdout to /dev/null until dropped (`-q`: a step's output too).
@@ -1335,6 +1434,20 @@ fn duration_ns(text: &str) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            http_date("Sat, 05 Dec 2026 07:00:00 GMT"),
+            Some(1_796_454_000)
+        );
+        assert_eq!(http_date("yesterday"), None);
+    }
 
     #[test]
     fn durations_and_healthchecks() {

@@ -1453,6 +1453,33 @@ fn build_from_a_registry_reference_pulls_it() {
         "on-pulled\n"
     );
     guard.unmount().unwrap();
+
+    // The tag moves to another image in the registry (the Debian test image): a build uses
+    // the base it has, and --pull fetches the new one.
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", images.join("debian-oci").display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", text(&out));
+    let probe = env.context(
+        "probe",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {reference}\nRUN test -e /etc/debian_version && echo debian || echo other\n"
+            ),
+        )],
+    );
+    let (_, kept) = env.build_ok(&["--no-cache", probe.to_str().unwrap()]);
+    assert!(
+        !kept.contains("Pulling") && kept.contains("\nother\n"),
+        "{kept}"
+    );
+    let (_, pulled) = env.build_ok(&["--no-cache", "--pull", probe.to_str().unwrap()]);
+    assert!(pulled.contains(&format!("Pulling {reference}")), "{pulled}");
+    assert!(pulled.contains("\ndebian\n"), "{pulled}");
 }
 
 /// `--platform` picks the base from a multi-platform layout and sets the TARGET* args; a RUN
@@ -1534,4 +1561,111 @@ fn build_dockerfile_specific_ignore_file_wins() {
         "Dockerfile.dockerignore applies"
     );
     guard.unmount().unwrap();
+}
+
+/// A static file server on 127.0.0.1 (Python's `http.server`), stopped by pid on drop.
+struct FileServer {
+    child: Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let server = FileServer { child, port };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "http.server not up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ADD URL DEST`: downloaded, named after the URL (or put at DEST), mode 0600, the server's
+/// Last-Modified time, never extracted; a URL the server does not have fails naming it and the
+/// Dockerfile line, and tags nothing.
+#[test]
+fn build_add_of_a_url_downloads_it() {
+    let Some(env) = Env::new("build_add_of_a_url_downloads_it") else {
+        return;
+    };
+    let served = env.s.mkdir("served");
+    std::fs::write(served.join("notes.txt"), "from the web\n").unwrap();
+    // An archive: ADD of a URL keeps it as it is.
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(served.join("pack.tar.gz"))
+        .arg("-C")
+        .arg(&served)
+        .arg("notes.txt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    std::fs::File::open(served.join("notes.txt"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    let server = FileServer::start(&served);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let dockerfile = format!(
+        "FROM rfs/busybox:latest\nADD {base}/notes.txt /opt/\nADD {base}/notes.txt /opt/renamed\n\
+         ADD {base}/pack.tar.gz /opt/\n"
+    );
+    let ctx = env.context("ctx", &[("Dockerfile", &dockerfile)]);
+    let (id, _) = env.build_ok(&["-t", "fetched", ctx.to_str().unwrap()]);
+    let (guard, mnt) = env.mount(&id, "mnt");
+    for name in ["opt/notes.txt", "opt/renamed"] {
+        let path = mnt.join(name);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "from the web\n",
+            "{name}"
+        );
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o600, "{name}");
+        assert_eq!(md.mtime(), 1_700_000_000, "{name}: Last-Modified");
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{name}");
+    }
+    assert!(
+        mnt.join("opt/pack.tar.gz").is_file(),
+        "a downloaded archive is not extracted"
+    );
+    guard.unmount().unwrap();
+
+    let missing = format!("FROM rfs/busybox:latest\nADD {base}/nope.txt /opt/\n");
+    let ctx = env.context("ctx2", &[("Dockerfile", &missing)]);
+    let out = env.build(&["-t", "never", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.txt") && err.contains("line 2") && err.contains("404"),
+        "{err}"
+    );
+    assert!(!env.images().contains("never"));
+    env.assert_nothing_left();
 }
