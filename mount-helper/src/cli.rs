@@ -918,6 +918,10 @@ pub(crate) struct BuildArgs {
     /// registry has one).
     #[arg(long)]
     pub(crate) pull: bool,
+    /// Squash the layers the build adds into one (the base's layers stay); the history keeps
+    /// every step.
+    #[arg(long)]
+    pub(crate) squash: bool,
     /// Print only the image ID.
     #[arg(short, long)]
     pub(crate) quiet: bool,

@@ -2,7 +2,8 @@
 //!
 //! So far: the syntax ([`parse`]), variable expansion ([`expand`]), ARG/ENV scopes ([`vars`]),
 //! stages ([`stages`]), `.dockerignore` ([`ignore`]), the config effects of metadata
-//! instructions ([`config`]) and `COPY`/`ADD` into an upper directory ([`copy`]). The step
+//! instructions ([`config`]), `COPY`/`ADD` into an upper directory ([`copy`]) and layer tars
+//! replayed through the engine for `--squash` ([`squash`]). The step
 //! runner that needs processes and FUSE (a `RUN` in the sandbox, steps committed as layers,
 //! the cache) is `rfs build` in the mount helper.
 
@@ -11,5 +12,6 @@ pub mod copy;
 pub mod expand;
 pub mod ignore;
 pub mod parse;
+pub mod squash;
 pub mod stages;
 pub mod vars;

@@ -38,6 +38,7 @@ use rfs_fs::digest::Digest;
 use rfs_fs::image::model::{ContainerConfig, Healthcheck};
 use rfs_fs::lower::{LayerInput, LowerTree};
 use rfs_fs::store::{Lease, Store, Timestamp, UpperOwners};
+use rfs_fs::union::{Ownership, UnionConfig, UnionFs, UpperDirs};
 
 use crate::cli::BuildArgs;
 
@@ -389,6 +390,9 @@ impl<'a> Builder<'a> {
                 &mut image,
                 format!("/bin/sh -c #(nop)  LABEL {}", shown.join(" ")),
             )?;
+        }
+        if self.args.squash {
+            self.squash(&mut image)?;
         }
         let config = image.config_bytes(&self.created())?;
         let id = self
@@ -816,6 +820,103 @@ impl<'a> Builder<'a> {
             .join(format!("{}-{}", std::process::id(), self.dirs));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(StepDir(dir))
+    }
+
+    /// `--squash`: the layers the build added to its base, replayed through the engine over a
+    /// fresh upper on the base (`rfs_fs::build::squash`), become one layer made by the commit
+    /// code; the history keeps every step, all but the last of the squashed ones empty.
+    fn squash(&mut self, image: &mut Image) -> Result<()> {
+        let base_len = match image.parent {
+            Some(p) => self.store.find(&p.to_string())?.diff_ids.len(),
+            None => 0,
+        };
+        let added = image.diff_ids.get(base_len..).unwrap_or_default().to_vec();
+        if added.len() < 2 {
+            return Ok(());
+        }
+        self.say(&format!("Squashing {} layers into one", added.len()));
+        let mut base = image.clone();
+        base.diff_ids.truncate(base_len);
+        let dir = self.step_dir()?;
+        let (upper, work) = (dir.0.join("upper"), dir.0.join("work"));
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        // The union is this process's: rootless, its files are the build's root's (uid 0 in
+        // the layers), as a RUN step's server records them.
+        let (ownership, own_ids_on_disk) = match Ownership::of_process() {
+            Ownership::Host => (Ownership::Host, None),
+            Ownership::Override { own_uid, own_gid } => (
+                Ownership::Override {
+                    own_uid: 0,
+                    own_gid: 0,
+                },
+                Some((own_uid, own_gid)),
+            ),
+        };
+        {
+            let fs = UnionFs::with_config(
+                self.lower(&base)?,
+                Some(UpperDirs {
+                    upper: upper.clone(),
+                    work,
+                }),
+                UnionConfig {
+                    ownership,
+                    markers: Some(rfs_fs::ovl::Namespace::User),
+                    own_ids_on_disk,
+                },
+            )
+            .context("opening the squash's upper")?;
+            for diff_id in &added {
+                let blob = self.store.blob_path(diff_id);
+                let file = std::fs::File::open(&blob)
+                    .with_context(|| format!("reading layer {diff_id}"))?;
+                rfs_fs::build::squash::apply_layer(&fs, std::io::BufReader::new(file))
+                    .with_context(|| format!("squashing layer {diff_id}"))?;
+            }
+        }
+        if let Some(secs) = self.timestamp {
+            set_times(&upper, secs).context("setting the layer's file times")?;
+        }
+        let owners = UpperOwners {
+            root: Some((
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )),
+        };
+        let below = self.lower(&base)?;
+        let (diff_id, _, _) = self
+            .store
+            .store_layer(&below, &upper, owners, None)
+            .context("writing the squashed layer")?;
+        self.leases.push(self.store.lease("rfs build", &[diff_id])?);
+        image.diff_ids.truncate(base_len);
+        image.diff_ids.push(diff_id);
+        // The steps stay in the history; only the last that made a layer keeps one.
+        let mut layers_seen = 0;
+        let mut last_squashed = None;
+        for (i, h) in image.history.iter().enumerate() {
+            if h.get("empty_layer").and_then(Value::as_bool) != Some(true) {
+                if layers_seen >= base_len {
+                    last_squashed = Some(i);
+                }
+                layers_seen += 1;
+            }
+        }
+        let mut layers_seen = 0;
+        for (i, h) in image.history.iter_mut().enumerate() {
+            if h.get("empty_layer").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if layers_seen >= base_len && Some(i) != last_squashed {
+                if let Some(o) = h.as_object_mut() {
+                    o.insert("empty_layer".into(), json!(true));
+                }
+            }
+            layers_seen += 1;
+        }
+        Ok(())
     }
 
     fn layer_inputs(&self, image: &Image) -> Result<Vec<LayerInput>> {

@@ -1669,3 +1669,62 @@ fn build_add_of_a_url_downloads_it() {
     assert!(!env.images().contains("never"));
     env.assert_nothing_left();
 }
+
+/// `--squash`: the layers the build adds become one on top of the base's, and the image shows
+/// the same tree as the unsquashed build (deleted, renamed, replaced and hard-linked files
+/// included); the history keeps every step, with one layer among the build's.
+#[test]
+fn build_squash_gives_one_layer_with_the_same_tree() {
+    let Some(env) = Env::new("build_squash_gives_one_layer_with_the_same_tree") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM rfs/busybox:latest\nUSER root\n\
+                 RUN rm /opt/data/remove && mv /opt/data/todir /opt/moved && echo one > /one\n\
+                 COPY hello.txt /opt/\n\
+                 RUN echo two >> /one && ln /one /one-link && rm -rf /opt/opq && mkdir /opt/opq \
+                 && echo fresh > /opt/opq/new\n\
+                 ENV DONE=1\n",
+            ),
+            ("hello.txt", "hello\n"),
+        ],
+    );
+    let (plain, _) = env.build_ok(&["--no-cache", ctx.to_str().unwrap()]);
+    let (squashed, out) = env.build_ok(&["--no-cache", "--squash", ctx.to_str().unwrap()]);
+    assert!(out.contains("Squashing 3 layers into one"), "{out}");
+    let (p, s) = (env.config(&plain), env.config(&squashed));
+    let layers = |c: &Value| c["rootfs"]["diff_ids"].as_array().unwrap().len();
+    assert_eq!(layers(&s), layers(&p) - 2, "three added layers became one");
+    let history = |c: &Value| c["history"].as_array().unwrap().clone();
+    assert_eq!(
+        history(&s).len(),
+        history(&p).len(),
+        "every step is in the history"
+    );
+    let with_layer = |c: &Value| {
+        history(c)
+            .iter()
+            .filter(|h| h["empty_layer"].as_bool() != Some(true))
+            .count()
+    };
+    assert_eq!(with_layer(&s), layers(&s));
+    let (g1, m1) = env.mount(&plain, "plain");
+    let (g2, m2) = env.mount(&squashed, "squashed");
+    assert_same_tree("--squash", &tree_listing(&m2), &tree_listing(&m1));
+    assert_eq!(
+        std::fs::read_to_string(m2.join("one")).unwrap(),
+        "one\ntwo\n"
+    );
+    assert_eq!(
+        std::fs::metadata(m2.join("one")).unwrap().ino(),
+        std::fs::metadata(m2.join("one-link")).unwrap().ino()
+    );
+    assert!(!m2.join("opt/data/remove").exists());
+    g2.unmount().unwrap();
+    g1.unmount().unwrap();
+    env.assert_nothing_left();
+}
