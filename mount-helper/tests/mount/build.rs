@@ -1728,3 +1728,122 @@ fn build_squash_gives_one_layer_with_the_same_tree() {
     g1.unmount().unwrap();
     env.assert_nothing_left();
 }
+
+/// buildah with private storage (vfs, no mounts) in the test's scratch directory.
+struct Buildah {
+    root: PathBuf,
+    run: PathBuf,
+}
+
+impl Buildah {
+    fn new(s: &Scratch) -> Buildah {
+        Buildah {
+            root: s.mkdir("buildah-root"),
+            run: s.mkdir("buildah-run"),
+        }
+    }
+
+    fn ok(&self, args: &[&OsStr]) -> String {
+        let out = Command::new("buildah")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--runroot")
+            .arg(&self.run)
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("BUILDAH_ISOLATION", "chroot")
+            .output()
+            .expect("running buildah");
+        assert!(out.status.success(), "buildah {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The other oracle: `buildah bud --format docker` of the single-stage Dockerfile gives the
+/// same tree and config (but for the label buildah adds) as `rfs build`.
+#[test]
+fn build_matches_buildah_bud() {
+    let Some(env) = Env::new("build_matches_buildah_bud") else {
+        return;
+    };
+    let images = images_dir("build_matches_buildah_bud").unwrap();
+    let ctx = oracle_context(&env);
+    let ctx_s = ctx.to_str().unwrap();
+    let buildah = Buildah::new(&env.s);
+    let base = format!(
+        "docker-archive:{}",
+        images.join("busybox-docker-archive.tar").display()
+    );
+    buildah.ok(&["pull".as_ref(), "-q".as_ref(), base.as_ref()]);
+    let args = ["--build-arg", "GREETING=hi", ctx_s];
+    let mut bud: Vec<&OsStr> = [
+        "bud",
+        "--layers",
+        "--format",
+        "docker",
+        "-q",
+        "-t",
+        "bh-single",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    bud.extend(args.iter().map(OsStr::new));
+    buildah.ok(&bud);
+    let archive = env.s.dir.path().join("bh-single.tar");
+    let dest = format!("docker-archive:{}:bh-single:latest", archive.display());
+    buildah.ok(&["push".as_ref(), "bh-single".as_ref(), dest.as_ref()]);
+    let out = env.rfs(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "rfs load: {}", text(&out));
+
+    let mut rargs = vec!["-t", "rfs-single"];
+    rargs.extend(args);
+    let (id, _) = env.build_ok(&rargs);
+    let inspect: Value = serde_json::from_slice(
+        &env.rfs(&["inspect".as_ref(), "bh-single:latest".as_ref()])
+            .stdout,
+    )
+    .unwrap();
+    let bh_id = inspect[0]["Id"].as_str().unwrap().to_string();
+    let fields = |id: &str| {
+        let mut f = config_fields(&env.config(id));
+        let o = f.as_object_mut().unwrap();
+        // Layer counts and empty_layer flags follow each builder's own rules.
+        o.remove("layers");
+        o.remove("history");
+        if let Some(labels) = o.get_mut("Labels").and_then(Value::as_object_mut) {
+            labels.remove("io.buildah.version");
+        }
+        // buildah moves a variable an ENV replaces to the end; Docker (and rfs, which the
+        // Docker oracle checks) keep its place: the same variables, compared as a set.
+        if let Some(env) = o.get_mut("Env").and_then(Value::as_array_mut) {
+            env.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        }
+        f
+    };
+    assert_eq!(fields(&id), fields(&bh_id), "config");
+    let (g1, m1) = env.mount(&id, "mnt-rfs");
+    let (g2, m2) = env.mount(&bh_id, "mnt-buildah");
+    let mut got = without_runtime_files(tree_listing(&m1));
+    let mut want = without_runtime_files(tree_listing(&m2));
+    // `ADD bundle.tar.gz /opt/bundle/`: buildah gives the new destination directory the
+    // owner of the archive's `./` entry (1234:5678), Docker's engine makes it root's, and rfs
+    // follows Docker (which `build_matches_the_docker_engine` checks entry by entry). Only
+    // that entry's owner differs; its kind and mode must agree.
+    let kind_and_mode =
+        |v: Option<String>| v.map(|v| v.split(' ').take(2).collect::<Vec<_>>().join(" "));
+    assert_eq!(
+        kind_and_mode(got.remove("./opt/bundle")),
+        kind_and_mode(want.remove("./opt/bundle")),
+        "./opt/bundle"
+    );
+    assert_same_tree("buildah bud", &got, &want);
+    g2.unmount().unwrap();
+    g1.unmount().unwrap();
+    env.assert_nothing_left();
+}
