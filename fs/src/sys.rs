@@ -376,18 +376,25 @@ fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
 /// Every other error of `getxattr(2)`.
 pub fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Vec<u8>>> {
     let path = proc_fd_path(fd);
-    let mut buf = vec![0u8; 256];
-    loop {
+    read_xattr(|buf| {
         // SAFETY: `buf` is writable for `buf.len()` bytes; both C strings are live.
-        let ret = unsafe {
+        unsafe {
             libc::getxattr(
                 path.as_ptr(),
                 name.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
-        match check(ret) {
+        }
+    })
+}
+
+/// Calls a `getxattr(2)`-like `call` with a buffer grown until the value fits (at most
+/// 16 MiB); `Ok(None)` for `ENODATA` and `ENOTSUP`.
+fn read_xattr(call: impl Fn(&mut [u8]) -> libc::ssize_t) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match check(call(&mut buf)) {
             Ok(n) => {
                 buf.truncate(n as usize);
                 return Ok(Some(buf));
@@ -418,29 +425,17 @@ pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &CStr, xattr: &CStr) -> io::Resul
     path.push(b'/');
     path.extend_from_slice(n);
     let path = cstr(&path)?;
-    let mut buf = vec![0u8; 256];
-    loop {
+    read_xattr(|buf| {
         // SAFETY: `buf` is writable for `buf.len()` bytes; both C strings are live.
-        let ret = unsafe {
+        unsafe {
             libc::lgetxattr(
                 path.as_ptr(),
                 xattr.as_ptr(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
             )
-        };
-        match check(ret) {
-            Ok(n) => {
-                buf.truncate(n as usize);
-                return Ok(Some(buf));
-            }
-            Err(e) => match e.raw_os_error() {
-                Some(libc::ENODATA | libc::ENOTSUP) => return Ok(None),
-                Some(libc::ERANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 16, 0),
-                _ => return Err(e),
-            },
         }
-    }
+    })
 }
 
 /// Sets the xattr `name` on the inode `fd` refers to; `flags` is `XATTR_CREATE`,
