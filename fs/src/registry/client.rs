@@ -766,20 +766,7 @@ impl Client {
             let result = (|| {
                 let mut location = match started.take() {
                     Some(l) => l,
-                    None => {
-                        let resp = self.send(
-                            "POST",
-                            format!("/v2/{repository}/blobs/uploads/"),
-                            &scopes,
-                            &[("Content-Length", "0".into())],
-                            Body::Empty,
-                            &what,
-                        )?;
-                        if resp.status().as_u16() != 202 {
-                            return Err(self.status_error(resp, &what));
-                        }
-                        self.location(&resp, &what)?
-                    }
+                    None => self.start_upload(repository, &scopes, &what)?,
                 };
                 let mut offset = 0;
                 let mut failures = 0;
@@ -895,6 +882,28 @@ impl Client {
         Ok((location, taken))
     }
 
+    /// Opens an upload session in `repository` (`POST /v2/…/blobs/uploads/`); returns where
+    /// its data goes.
+    fn start_upload(
+        &self,
+        repository: &str,
+        scopes: &[String],
+        what: &str,
+    ) -> Result<String, Error> {
+        let resp = self.send(
+            "POST",
+            format!("/v2/{repository}/blobs/uploads/"),
+            scopes,
+            &[("Content-Length", "0".into())],
+            Body::Empty,
+            what,
+        )?;
+        if resp.status().as_u16() != 202 {
+            return Err(self.status_error(resp, what));
+        }
+        self.location(&resp, what)
+    }
+
     /// Uploads a small blob (a config) from memory with one monolithic `POST` + `PUT`.
     ///
     /// # Errors
@@ -908,18 +917,7 @@ impl Client {
     ) -> Result<(), Error> {
         let what = format!("uploading blob {digest}");
         let scopes = Self::push_scope(repository);
-        let resp = self.send(
-            "POST",
-            format!("/v2/{repository}/blobs/uploads/"),
-            &scopes,
-            &[("Content-Length", "0".into())],
-            Body::Empty,
-            &what,
-        )?;
-        if resp.status().as_u16() != 202 {
-            return Err(self.status_error(resp, &what));
-        }
-        let location = self.location(&resp, &what)?;
+        let location = self.start_upload(repository, &scopes, &what)?;
         let sep = if location.contains('?') { '&' } else { '?' };
         let resp = self.send(
             "PUT",
