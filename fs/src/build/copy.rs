@@ -355,18 +355,7 @@ impl Plan {
         for s in sources {
             resolved.extend(ctx.sources(s)?);
         }
-        let dest_abs = resolve_in_image(below, &dest_path(dest, workdir));
-        let dest_is_dir = dest.ends_with('/')
-            || dest.ends_with("/.")
-            || dest == "."
-            || below
-                .lookup_path(dest_abs.as_os_str().as_bytes())
-                .is_some_and(|i| below.node(i).kind == FileKind::Dir);
-        if resolved.len() > 1 && !dest_is_dir {
-            return Err(CopyError::DestNotDir {
-                dest: dest.to_string(),
-            });
-        }
+        let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
             kind_word: "file",
             ..Plan::default()
@@ -443,17 +432,7 @@ impl Plan {
             }
             resolved.extend(found);
         }
-        let dest_abs = resolve_in_image(below, &dest_path(dest, workdir));
-        let dest_is_dir = dest.ends_with('/')
-            || dest == "."
-            || below
-                .lookup_path(dest_abs.as_os_str().as_bytes())
-                .is_some_and(|i| below.node(i).kind == FileKind::Dir);
-        if resolved.len() > 1 && !dest_is_dir {
-            return Err(CopyError::DestNotDir {
-                dest: dest.to_string(),
-            });
-        }
+        let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
             kind_word: "file",
             ..Plan::default()
@@ -1114,6 +1093,30 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Where `COPY`/`ADD` of `count` sources to `dest` (relative to `workdir`) lands in the image
+/// `below` (its symlinks followed), and whether that is a directory: `dest` ends in `/` or
+/// `/.`, is `.`, or is a directory there. Several sources need a directory.
+fn destination(
+    dest: &str,
+    workdir: &str,
+    below: &LowerTree,
+    count: usize,
+) -> Result<(PathBuf, bool), CopyError> {
+    let dest_abs = resolve_in_image(below, &dest_path(dest, workdir));
+    let dest_is_dir = dest.ends_with('/')
+        || dest.ends_with("/.")
+        || dest == "."
+        || below
+            .lookup_path(dest_abs.as_os_str().as_bytes())
+            .is_some_and(|i| below.node(i).kind == FileKind::Dir);
+    if count > 1 && !dest_is_dir {
+        return Err(CopyError::DestNotDir {
+            dest: dest.to_string(),
+        });
+    }
+    Ok((dest_abs, dest_is_dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1140,6 +1143,22 @@ mod tests {
         assert_eq!(r("/usr/conf/x/y"), PathBuf::from("/etc/x/y"));
         assert_eq!(r("/new/dir"), PathBuf::from("/new/dir"));
         assert_eq!(r("/bin/../x"), PathBuf::from("/usr/x"));
+    }
+
+    /// Where a copy lands is decided in one place for context and `--from` sources: `dir/.`,
+    /// `dir/`, `.` and an existing directory take the sources in; several sources need one.
+    #[test]
+    fn destinations_that_are_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        fs::create_dir_all(layer.join("srv")).unwrap();
+        fs::write(layer.join("file"), "f").unwrap();
+        let tree = LowerTree::build(vec![crate::lower::LayerInput::Dir(layer)]).unwrap();
+        let is_dir = |d: &str| destination(d, "/", &tree, 1).unwrap().1;
+        assert!(is_dir("/new/.") && is_dir("/new/") && is_dir(".") && is_dir("/srv"));
+        assert!(!is_dir("/new") && !is_dir("/file"));
+        assert!(destination("/new", "/", &tree, 2).is_err());
+        assert!(destination("/new/.", "/", &tree, 2).is_ok());
     }
 
     /// A member of [`raw_tar`]: its name and, for a symlink, its target.
