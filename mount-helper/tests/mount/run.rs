@@ -19,6 +19,48 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Scratch, rfs_bin};
 
+/// A test as root and one as `rfstest` (with a subuid range), each calling `body(&env)`, or
+/// `body(&env, &images)` with `images`.
+macro_rules! both_ways {
+    ($body:ident: $root:ident, $rootless:ident) => {
+        #[test]
+        fn $root() {
+            let Some(env) = setup(stringify!($root), Who::Root) else {
+                return;
+            };
+            $body(&env);
+        }
+
+        #[test]
+        fn $rootless() {
+            let Some(env) = setup(stringify!($rootless), Who::RangedUser) else {
+                return;
+            };
+            $body(&env);
+        }
+    };
+    ($body:ident, images: $root:ident, $rootless:ident) => {
+        #[test]
+        fn $root() {
+            let Some(env) = setup(stringify!($root), Who::Root) else {
+                return;
+            };
+            $body(&env, &crate::common::images_dir(stringify!($root)).unwrap());
+        }
+
+        #[test]
+        fn $rootless() {
+            let Some(env) = setup(stringify!($rootless), Who::RangedUser) else {
+                return;
+            };
+            $body(
+                &env,
+                &crate::common::images_dir(stringify!($rootless)).unwrap(),
+            );
+        }
+    };
+}
+
 /// Who runs `rfs`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -1231,23 +1273,11 @@ fn cp_round_trip(env: &Env, images: &Path) {
     );
 }
 
-#[test]
-fn cp_as_root_copies_through_the_containers_view() {
-    let test = "cp_as_root_copies_through_the_containers_view";
-    let Some(env) = setup(test, Who::Root) else {
-        return;
-    };
-    cp_round_trip(&env, &crate::common::images_dir(test).unwrap());
-}
-
-#[test]
-fn cp_rootless_copies_through_the_containers_view() {
-    let test = "cp_rootless_copies_through_the_containers_view";
-    let Some(env) = setup(test, Who::RangedUser) else {
-        return;
-    };
-    cp_round_trip(&env, &crate::common::images_dir(test).unwrap());
-}
+both_ways!(
+    cp_round_trip, images:
+    cp_as_root_copies_through_the_containers_view,
+    cp_rootless_copies_through_the_containers_view
+);
 
 // ---------------------------------------------------------------------------------------------
 // rfs stop, kill, wait
@@ -1317,21 +1347,7 @@ fn stop_kill_wait(env: &Env) {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown signal"));
 }
 
-#[test]
-fn stop_kill_wait_as_root() {
-    let Some(env) = setup("stop_kill_wait_as_root", Who::Root) else {
-        return;
-    };
-    stop_kill_wait(&env);
-}
-
-#[test]
-fn stop_kill_wait_rootless() {
-    let Some(env) = setup("stop_kill_wait_rootless", Who::RangedUser) else {
-        return;
-    };
-    stop_kill_wait(&env);
-}
+both_ways!(stop_kill_wait: stop_kill_wait_as_root, stop_kill_wait_rootless);
 
 // ---------------------------------------------------------------------------------------------
 // rfs run -d, rfs logs
@@ -1484,21 +1500,7 @@ fn detached(env: &Env) {
     assert!(!text(&env.rfs(&["ps", "-a"])).contains("never"));
 }
 
-#[test]
-fn run_detached_as_root() {
-    let Some(env) = setup("run_detached_as_root", Who::Root) else {
-        return;
-    };
-    detached(&env);
-}
-
-#[test]
-fn run_detached_rootless() {
-    let Some(env) = setup("run_detached_rootless", Who::RangedUser) else {
-        return;
-    };
-    detached(&env);
-}
+both_ways!(detached: run_detached_as_root, run_detached_rootless);
 
 // ---------------------------------------------------------------------------------------------
 // rfs exec
@@ -1617,21 +1619,7 @@ fn exec_joins(env: &Env) {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not running"));
 }
 
-#[test]
-fn exec_as_root_joins_the_container() {
-    let Some(env) = setup("exec_as_root_joins_the_container", Who::Root) else {
-        return;
-    };
-    exec_joins(&env);
-}
-
-#[test]
-fn exec_rootless_joins_the_container() {
-    let Some(env) = setup("exec_rootless_joins_the_container", Who::RangedUser) else {
-        return;
-    };
-    exec_joins(&env);
-}
+both_ways!(exec_joins: exec_as_root_joins_the_container, exec_rootless_joins_the_container);
 
 // ---------------------------------------------------------------------------------------------
 // --net private, -p, rfs port
@@ -1793,23 +1781,7 @@ fn published_ports(env: &Env, images: &Path) {
     assert_code(&bad, 125);
 }
 
-#[test]
-fn published_ports_as_root() {
-    let test = "published_ports_as_root";
-    let Some(env) = setup(test, Who::Root) else {
-        return;
-    };
-    published_ports(&env, &crate::common::images_dir(test).unwrap());
-}
-
-#[test]
-fn published_ports_rootless() {
-    let test = "published_ports_rootless";
-    let Some(env) = setup(test, Who::RangedUser) else {
-        return;
-    };
-    published_ports(&env, &crate::common::images_dir(test).unwrap());
-}
+both_ways!(published_ports, images: published_ports_as_root, published_ports_rootless);
 
 // ---------------------------------------------------------------------------------------------
 // --memory, --cpus, --pids-limit
@@ -1952,21 +1924,7 @@ fn top_and_stop_signal(env: &Env) {
     assert_code(&bad, 125);
 }
 
-#[test]
-fn top_and_stop_signal_as_root() {
-    let Some(env) = setup("top_and_stop_signal_as_root", Who::Root) else {
-        return;
-    };
-    top_and_stop_signal(&env);
-}
-
-#[test]
-fn top_and_stop_signal_rootless() {
-    let Some(env) = setup("top_and_stop_signal_rootless", Who::RangedUser) else {
-        return;
-    };
-    top_and_stop_signal(&env);
-}
+both_ways!(top_and_stop_signal: top_and_stop_signal_as_root, top_and_stop_signal_rootless);
 
 // ---------------------------------------------------------------------------------------------
 // rfs start, restart, --restart on-failure
@@ -2044,21 +2002,7 @@ fn start_and_restart(env: &Env) {
     assert_code(&bad, 125);
 }
 
-#[test]
-fn start_and_restart_as_root() {
-    let Some(env) = setup("start_and_restart_as_root", Who::Root) else {
-        return;
-    };
-    start_and_restart(&env);
-}
-
-#[test]
-fn start_and_restart_rootless() {
-    let Some(env) = setup("start_and_restart_rootless", Who::RangedUser) else {
-        return;
-    };
-    start_and_restart(&env);
-}
+both_ways!(start_and_restart: start_and_restart_as_root, start_and_restart_rootless);
 
 /// `rfs cp` of a running container goes through its own mount, by a process that joined it:
 /// through the container's symlink to `/etc` the container's `/etc` is read and written (never
@@ -2139,20 +2083,8 @@ fn cp_running(env: &Env, images: &Path) {
     assert_code(&env.rfs(&["stop", "-t", "1", "live"]), 0);
 }
 
-#[test]
-fn cp_as_root_copies_into_a_running_container() {
-    let test = "cp_as_root_copies_into_a_running_container";
-    let Some(env) = setup(test, Who::Root) else {
-        return;
-    };
-    cp_running(&env, &crate::common::images_dir(test).unwrap());
-}
-
-#[test]
-fn cp_rootless_copies_into_a_running_container() {
-    let test = "cp_rootless_copies_into_a_running_container";
-    let Some(env) = setup(test, Who::RangedUser) else {
-        return;
-    };
-    cp_running(&env, &crate::common::images_dir(test).unwrap());
-}
+both_ways!(
+    cp_running, images:
+    cp_as_root_copies_into_a_running_container,
+    cp_rootless_copies_into_a_running_container
+);
