@@ -1818,10 +1818,45 @@ fn limits_as_root_bound_memory_and_processes() {
         String::from_utf8_lossy(&bounded.stderr).contains("can't fork"),
         "{bounded:?}"
     );
-    assert_code(
-        &env.run_busybox(&["--rm", "--cpus", "0.5"], &["echo ok"]),
-        0,
+    // --cpus: the container's group has half a CPU per period, as the kernel reads it.
+    let bb = env.busybox.to_string_lossy().into_owned();
+    let out = env.rfs(&[
+        "run",
+        "-d",
+        "--name",
+        "halfcpu",
+        "--cpus",
+        "0.5",
+        &bb,
+        "sleep 100",
+    ]);
+    assert_code(&out, 0);
+    let id = text(&out).trim().to_string();
+    let v1 = Path::new("/sys/fs/cgroup/cpu").join(format!("rfs-{id}"));
+    let quota = if v1.exists() {
+        let q = std::fs::read_to_string(v1.join("cpu.cfs_quota_us")).unwrap();
+        let p = std::fs::read_to_string(v1.join("cpu.cfs_period_us")).unwrap();
+        format!("{} {}", q.trim(), p.trim())
+    } else {
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(|r| Path::new(r).join(format!("rfs-{id}/cpu.max")))
+            .find(|p| p.exists())
+            .expect("the container's cpu group");
+        std::fs::read_to_string(v2).unwrap().trim().to_string()
+    };
+    assert_eq!(quota, "50000 100000");
+    let procs = std::fs::read_to_string(if v1.exists() {
+        v1.join("cgroup.procs")
+    } else {
+        Path::new("/sys/fs/cgroup").join(format!("rfs-{id}/cgroup.procs"))
+    })
+    .unwrap_or_default();
+    assert!(
+        !procs.trim().is_empty(),
+        "the container's processes are in it"
     );
+    assert_code(&env.rfs(&["stop", "-t", "1", "halfcpu"]), 0);
 
     // The group goes with the container.
     assert_code(
