@@ -14,6 +14,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
+pub mod uring;
+
 /// `stat` as the kernel fills it.
 pub type Stat = libc::stat;
 
