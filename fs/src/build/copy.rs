@@ -118,7 +118,8 @@ pub struct Plan {
     /// Directories the destination needs, outermost first (the destination directory too).
     dirs: Vec<PathBuf>,
     items: Vec<Item>,
-    /// `file` (one file source) or `dir`, as Docker's `created_by` says.
+    /// `file` (one file source), `dir` (one directory) or `multi` (several sources, after
+    /// glob expansion), as buildah's and Docker's `created_by` say.
     pub kind_word: &'static str,
 }
 
@@ -126,6 +127,17 @@ pub struct Plan {
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
+}
+
+/// The word `created_by` names the copied content with: `multi` for several sources (counted
+/// after glob expansion, as buildah's content digester and Docker's builder count them),
+/// else `dir` or `file`.
+fn kind_word(sources: usize, is_dir: bool) -> &'static str {
+    match (sources, is_dir) {
+        (2.., _) => "multi",
+        (_, true) => "dir",
+        _ => "file",
+    }
 }
 
 /// Lexically normalises `path` (relative to the root of whatever it names): `None` when
@@ -357,14 +369,15 @@ impl Plan {
         }
         let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
-            kind_word: "file",
+            kind_word: kind_word(resolved.len(), false),
             ..Plan::default()
         };
+        let sources = resolved.len();
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for (rel, host) in resolved {
             let md = fs::metadata(&host).map_err(io_err("reading", &host))?;
             if md.is_dir() {
-                plan.kind_word = "dir";
+                plan.kind_word = kind_word(sources, true);
                 plan.dirs.push(dest_abs.clone());
                 walk_host(ctx, &rel, &host, &dest_abs, &mut plan, &mut links)?;
             } else if add && is_archive(&host) {
@@ -434,12 +447,13 @@ impl Plan {
         }
         let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
-            kind_word: "file",
+            kind_word: kind_word(resolved.len(), false),
             ..Plan::default()
         };
+        let sources = resolved.len();
         for i in resolved {
             if from.node(i).kind == FileKind::Dir {
-                plan.kind_word = "dir";
+                plan.kind_word = kind_word(sources, true);
                 plan.dirs.push(dest_abs.clone());
                 walk_tree(from, i, &dest_abs, &mut plan);
             } else {
@@ -1120,6 +1134,14 @@ fn destination(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_words_count_sources_after_globbing() {
+        assert_eq!(kind_word(1, false), "file");
+        assert_eq!(kind_word(1, true), "dir");
+        assert_eq!(kind_word(2, false), "multi");
+        assert_eq!(kind_word(3, true), "multi");
+    }
 
     #[test]
     fn destinations_are_absolute_and_normalised() {

@@ -1223,21 +1223,15 @@ impl<'a> Builder<'a> {
             }
         };
         let digest = plan.digest(from_tree.as_ref())?;
-        let mut flags = String::new();
-        if let Some(c) = &chown {
-            flags.push_str(&format!("--chown={c}"));
-        }
-        if let Some(m) = &chmod {
-            flags.push_str(&format!("--chmod={m}"));
-        }
-        if let Some(f) = &from {
-            flags.push_str(&format!("--from={f} "));
-        }
+        // As buildah writes it: no flags. (Docker's legacy builder leaves out `--from` too but
+        // writes `--chown=U:G` glued to the digest: `COPY --chown=1:1file:...`.)
         let created_by = format!(
-            "/bin/sh -c #(nop) {word} {flags}{}:{digest} in {dest} ",
+            "/bin/sh -c #(nop) {word} {}:{digest} in {dest} ",
             plan.kind_word
         );
-        let key = step_key(&image.key, &created_by);
+        // The flags change what lands in the layer, so the cache key has them.
+        let flags = format!("--chown={chown:?} --chmod={chmod:?} --from={from:?}");
+        let key = step_key(&image.key, &format!("{created_by}\n{flags}"));
         if self.cached(image, &key)? {
             return Ok(());
         }

@@ -339,6 +339,42 @@ fn config_fields(config: &Value) -> Value {
     })
 }
 
+/// The `created_by` of every `COPY`/`ADD` in the history, with the content digest
+/// (`file:<hex>`, `dir:<hex>`, `multi:<hex>`) masked: each builder hashes what it copies its
+/// own way, but the words around the digest must read the same. (The other instructions'
+/// entries follow Docker's wording, which buildah does not share: buildah keeps the
+/// instruction's text as written, `ENV PATH=/x:$PATH`, `VOLUME /data`, where Docker's
+/// shows it expanded, `VOLUME [/data]`.)
+fn copy_created_by(config: &Value) -> Vec<String> {
+    let history = config["history"].as_array().expect("history");
+    history
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .filter(|c| c.contains("#(nop) COPY ") || c.contains("#(nop) ADD "))
+        .map(|text| {
+            let mut out = String::new();
+            let mut rest = text;
+            while let Some(at) = rest.find(':') {
+                let (head, tail) = rest.split_at(at);
+                let hex = tail[1..]
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .count();
+                out.push_str(head);
+                if hex == 64 && ["file", "dir", "multi"].iter().any(|k| head.ends_with(k)) {
+                    out.push_str(":<digest>");
+                    rest = &tail[1 + hex..];
+                } else {
+                    out.push(':');
+                    rest = &tail[1..];
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
+}
+
 const SINGLE: &str = r#"FROM rfs/busybox:latest
 ARG GREETING=hello
 USER root
@@ -475,11 +511,30 @@ fn build_matches_the_docker_engine() {
         let (id, out) = env.build_ok(&rargs);
         assert!(out.contains("STEP 1/"), "{name}: {out}");
 
-        let want_cfg = config_fields(&docker.config(&tag, &env.s));
+        let docker_cfg = docker.config(&tag, &env.s);
+        let want_cfg = config_fields(&docker_cfg);
         let got_cfg = config_fields(&env.config(&id));
         assert_eq!(
             got_cfg, want_cfg,
             "{name}: config, layers and history differ"
+        );
+        // The COPY/ADD entries read as buildah writes them (`build_matches_buildah_bud`
+        // compares them): no flags. Docker's legacy builder agrees (it leaves `--from` out
+        // too) but for one thing: it glues `--chown=U:G` to the digest
+        // (`COPY --chown=1000:1000file:<hex> in ...`), which buildah leaves out.
+        let docker_created_by: Vec<String> = copy_created_by(&docker_cfg)
+            .into_iter()
+            .map(
+                |c| match (c.find(" COPY --chown="), c.find("file:<digest>")) {
+                    (Some(at), Some(end)) => format!("{} COPY {}", &c[..at], &c[end..]),
+                    _ => c,
+                },
+            )
+            .collect();
+        assert_eq!(
+            copy_created_by(&env.config(&id)),
+            docker_created_by,
+            "{name}: created_by"
         );
 
         let export = env.s.dir.path().join(format!("export-{name}"));
@@ -885,6 +940,21 @@ fn build_cache_hits_misses_on_content_and_no_cache() {
         !out5.contains("Using cache") && ran(&out5, "ran-first"),
         "{out5}"
     );
+    // `--chown` is not in `created_by` (as buildah writes it) but is in the cache key: the
+    // same content with another owner is a miss from the COPY on.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM rfs/busybox:latest\nUSER root\nRUN echo ran-first; echo 1 > /first\n\
+         COPY --chown=1:1 data.txt /data.txt\nRUN echo ran-second; cat /data.txt > /second\n",
+    )
+    .unwrap();
+    let (_, out6) = env.build_ok(&["-t", "chowned", ctx_s]);
+    assert_eq!(out6.matches("--> Using cache").count(), 2, "{out6}");
+    assert!(ran(&out6, "ran-second"), "{out6}");
+    let (guard, mnt) = env.mount("chowned", "mnt-chowned");
+    let md = std::fs::metadata(mnt.join("data.txt")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1, 1));
+    guard.unmount().unwrap();
     assert!(!is_mounted(&mnt));
 }
 
@@ -1827,6 +1897,11 @@ fn build_matches_buildah_bud() {
         f
     };
     assert_eq!(fields(&id), fields(&bh_id), "config");
+    assert_eq!(
+        copy_created_by(&env.config(&id)),
+        copy_created_by(&env.config(&bh_id)),
+        "created_by"
+    );
     let (g1, m1) = env.mount(&id, "mnt-rfs");
     let (g2, m2) = env.mount(&bh_id, "mnt-buildah");
     let mut got = without_runtime_files(tree_listing(&m1));
@@ -1845,5 +1920,44 @@ fn build_matches_buildah_bud() {
     assert_same_tree("buildah bud", &got, &want);
     g2.unmount().unwrap();
     g1.unmount().unwrap();
+
+    // The multi-stage Dockerfile: `COPY --from=STAGE` reads as buildah writes it (no
+    // `--from`, no flags at all), for a file and for a directory.
+    let multi = ctx.join("Dockerfile.multi");
+    let multi = multi.to_str().unwrap();
+    let mut bud: Vec<&OsStr> = ["bud", "--layers", "--format", "docker", "-q"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    bud.extend(["-t", "bh-multi", "-f", multi, ctx_s].map(OsStr::new));
+    buildah.ok(&bud);
+    let archive = env.s.dir.path().join("bh-multi.tar");
+    let dest = format!("docker-archive:{}:bh-multi:latest", archive.display());
+    buildah.ok(&["push".as_ref(), "bh-multi".as_ref(), dest.as_ref()]);
+    let out = env.rfs(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "rfs load: {}", text(&out));
+    let (id, _) = env.build_ok(&["-t", "rfs-multi", "-f", multi, ctx_s]);
+    let inspect: Value = serde_json::from_slice(
+        &env.rfs(&["inspect".as_ref(), "bh-multi:latest".as_ref()])
+            .stdout,
+    )
+    .unwrap();
+    let bh_id = inspect[0]["Id"].as_str().unwrap();
+    let got = copy_created_by(&env.config(&id));
+    assert_eq!(
+        got,
+        copy_created_by(&env.config(bh_id)),
+        "multi: created_by"
+    );
+    assert!(
+        got.last()
+            .is_some_and(|c| c.ends_with("COPY file:<digest> in /from-final ")),
+        "{got:?}"
+    );
     env.assert_nothing_left();
 }
