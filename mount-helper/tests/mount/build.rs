@@ -657,7 +657,8 @@ fn build_copy_flags_ignore_and_build_args() {
             (".dockerignore", "**/*.tmp\n"),
         ],
     );
-    // xattrs of the context (a user one, a file capability) are copied.
+    // xattrs of the context (a user one, a file capability) are not copied, as the Docker
+    // engine does not copy them (`build_copy_keeps_the_xattrs_the_docker_engine_keeps`).
     let cap = "0x0100000200040000000000000000000000000000";
     for (name, value) in [("user.test", "hello"), ("security.capability", cap)] {
         let st = Command::new("setfattr")
@@ -708,20 +709,142 @@ fn build_copy_flags_ignore_and_build_args() {
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
     };
-    assert_eq!(
-        xattr("cap.bin", "user.test").as_deref(),
-        Some("0x68656c6c6f")
-    );
-    assert_eq!(
-        xattr("cap.bin", "security.capability").as_deref(),
-        Some(cap)
-    );
-    // COPY --from of an image keeps the capability its file has there.
-    assert_eq!(
-        xattr("from-image/capbin", "security.capability").as_deref(),
-        Some(cap)
-    );
+    assert_eq!(xattr("cap.bin", "user.test"), None);
+    assert_eq!(xattr("cap.bin", "security.capability"), None);
+    // Nor does COPY --from of an image copy the capability its file has there.
+    assert_eq!(xattr("from-image/capbin", "security.capability"), None);
     guard.unmount().unwrap();
+}
+
+/// The xattrs of each entry of a layer tar (its PAX `SCHILY.xattr.*` records), by path
+/// (without a leading `./` or a trailing `/`).
+fn layer_xattrs(layer: &Path) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(layer).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let mut xattrs = Vec::new();
+        if let Some(pax) = entry.pax_extensions().unwrap() {
+            for ext in pax {
+                let ext = ext.unwrap();
+                if let Some(name) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        xattrs.sort();
+        out.insert(path, xattrs);
+    }
+    out
+}
+
+/// What a `COPY`/`ADD` keeps of a source's xattrs, against the Docker engine's layers (`docker
+/// save`): the context file has `user.foo` and a file capability, a context directory's file
+/// has `user.inner`, and the busybox image's `capbin` and `keep` (copied with `--from`) have a
+/// capability and `user.rfs.test`. The engine keeps none of them: its builder chowns every
+/// copied file, which drops the capability, and its copy carries no other xattr. (buildah
+/// 1.28 keeps `user.*` and `security.capability`; rfs follows the Docker engine.)
+#[test]
+fn build_copy_keeps_the_xattrs_the_docker_engine_keeps() {
+    let Some(env) = Env::new("build_copy_keeps_the_xattrs_the_docker_engine_keeps") else {
+        return;
+    };
+    let images = images_dir("build_copy_keeps_the_xattrs_the_docker_engine_keeps").unwrap();
+    let dockerfile = "FROM rfs/busybox:latest\n\
+                      COPY capfile plain /x/\n\
+                      COPY xd /xd/\n\
+                      ADD capfile /added\n\
+                      COPY --from=rfs/busybox:latest /opt/data/capbin /opt/data/keep /from/\n";
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("capfile", "#!/bin/sh\n"),
+            ("plain", "plain\n"),
+            ("xd/f", "in\n"),
+        ],
+    );
+    let cap = "0x0100000200200000000000000000000000000000";
+    for (file, name, value) in [
+        ("capfile", "user.foo", "bar"),
+        ("capfile", "security.capability", cap),
+        ("xd/f", "user.inner", "i"),
+    ] {
+        let st = Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(ctx.join(file))
+            .status()
+            .unwrap();
+        assert!(st.success(), "setfattr {name} {file}");
+    }
+    let ctx_s = ctx.to_str().unwrap();
+    let mut docker = Docker::start(&env.s);
+    docker.run(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        images.join("busybox-docker-archive.tar").as_os_str(),
+    ]);
+    let tag = format!("rfs-build-xattrs-{}:latest", std::process::id());
+    docker.build(&tag, &[ctx_s]);
+    let saved = env.s.mkdir("docker-saved");
+    let tar = env.s.dir.path().join("docker-saved.tar");
+    docker.run(&[
+        "save".as_ref(),
+        "-o".as_ref(),
+        tar.as_os_str(),
+        tag.as_ref(),
+    ]);
+    let st = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&saved)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(saved.join("manifest.json")).unwrap()).unwrap();
+    let docker_layers: Vec<PathBuf> = manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| saved.join(l.as_str().unwrap()))
+        .collect();
+
+    let (id, _) = env.build_ok(&["-t", "xattrs", ctx_s]);
+    let rfs_layers: Vec<PathBuf> = env.config(&id)["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            env.root.join("blobs/sha256").join(hex)
+        })
+        .collect();
+    assert_eq!(rfs_layers.len(), docker_layers.len(), "layer count");
+    let copied = 4;
+    let start = rfs_layers.len() - copied;
+    for (i, (got, want)) in rfs_layers[start..]
+        .iter()
+        .zip(&docker_layers[start..])
+        .enumerate()
+    {
+        let (got, want) = (layer_xattrs(got), layer_xattrs(want));
+        assert!(
+            want.contains_key("x/capfile")
+                || want.contains_key("xd/f")
+                || want.contains_key("added")
+                || want.contains_key("from/capbin"),
+            "layer {i} of the engine holds a copied file: {want:?}"
+        );
+        assert_eq!(got, want, "the xattrs of COPY layer {i}");
+    }
 }
 
 #[test]
