@@ -34,6 +34,7 @@ use rfs_fs::build::ignore::Ignore;
 use rfs_fs::build::parse::{self, CommandForm, Instruction, Keyword};
 use rfs_fs::build::stages::{self, Stage};
 use rfs_fs::build::vars::{Given, Globals, StageVars};
+use rfs_fs::build::volume;
 use rfs_fs::digest::Digest;
 use rfs_fs::image::model::{ContainerConfig, Healthcheck};
 use rfs_fs::lower::{LayerInput, LowerTree};
@@ -1050,6 +1051,21 @@ impl<'a> Builder<'a> {
         }
         let dir = self.step_dir()?;
         let layers = self.layer_inputs(image)?;
+        // The mountpoints of the image's volumes exist before the command runs, as Docker
+        // makes them; what the command does under them is dropped after it.
+        let volumes: Vec<String> = image
+            .cfg
+            .volumes
+            .iter()
+            .flat_map(|v| v.keys().cloned())
+            .collect();
+        let upper = dir.0.join("upper");
+        if !volumes.is_empty() {
+            std::fs::create_dir_all(&upper)
+                .with_context(|| format!("creating {}", upper.display()))?;
+            volume::prepare(&upper, &volumes, &self.lower(image)?, self.as_root)
+                .context("making the volumes' directories")?;
+        }
         let quiet = self.args.quiet.then(silence_stdout).transpose()?;
         std::io::stdout().flush().ok();
         let result = super::run::run_build_step(super::run::BuildRun {
@@ -1083,7 +1099,10 @@ impl<'a> Builder<'a> {
         let mut all = layers;
         all.extend(result.init_layer);
         let below = LowerTree::build(all).context("merging the layers so far")?;
-        let upper = dir.0.join("upper");
+        if !volumes.is_empty() {
+            volume::discard(&upper, &volumes, &below, self.as_root)
+                .context("dropping the command's changes under the image's volumes")?;
+        }
         self.layer_step(image, &below, &upper, None, created_by, key)
     }
 

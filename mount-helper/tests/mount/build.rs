@@ -97,6 +97,19 @@ impl Env {
         (guard, mnt)
     }
 
+    /// The layer tars (blobs in the store) of a store image, by id, bottom first.
+    fn layers(&self, id: &str) -> Vec<PathBuf> {
+        self.config(id)["rootfs"]["diff_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
+                self.root.join("blobs/sha256").join(hex)
+            })
+            .collect()
+    }
+
     fn images(&self) -> String {
         text(&self.rfs(&["images".as_ref()]))
     }
@@ -245,6 +258,35 @@ impl Docker {
         let manifest: Value = serde_json::from_slice(&member("manifest.json")).unwrap();
         let config = manifest[0]["Config"].as_str().unwrap().to_string();
         serde_json::from_slice(&member(&config)).unwrap()
+    }
+
+    /// The layer tars of TAG, bottom first, from `docker save`.
+    fn layers(&self, tag: &str, s: &Scratch) -> Vec<PathBuf> {
+        let name = tag.replace([':', '/'], "_");
+        let saved = s.mkdir(&format!("saved-{name}"));
+        let tar = s.dir.path().join(format!("saved-{name}.tar"));
+        self.run(&[
+            "save".as_ref(),
+            "-o".as_ref(),
+            tar.as_os_str(),
+            tag.as_ref(),
+        ]);
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&saved)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(saved.join("manifest.json")).unwrap()).unwrap();
+        manifest[0]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| saved.join(l.as_str().unwrap()))
+            .collect()
     }
 
     /// `docker export` of a container created from TAG, unpacked into `dest`.
@@ -792,41 +834,9 @@ fn build_copy_keeps_the_xattrs_the_docker_engine_keeps() {
     ]);
     let tag = format!("rfs-build-xattrs-{}:latest", std::process::id());
     docker.build(&tag, &[ctx_s]);
-    let saved = env.s.mkdir("docker-saved");
-    let tar = env.s.dir.path().join("docker-saved.tar");
-    docker.run(&[
-        "save".as_ref(),
-        "-o".as_ref(),
-        tar.as_os_str(),
-        tag.as_ref(),
-    ]);
-    let st = Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&saved)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(saved.join("manifest.json")).unwrap()).unwrap();
-    let docker_layers: Vec<PathBuf> = manifest[0]["Layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| saved.join(l.as_str().unwrap()))
-        .collect();
-
+    let docker_layers = docker.layers(&tag, &env.s);
     let (id, _) = env.build_ok(&["-t", "xattrs", ctx_s]);
-    let rfs_layers: Vec<PathBuf> = env.config(&id)["rootfs"]["diff_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let hex = d.as_str().unwrap().strip_prefix("sha256:").unwrap();
-            env.root.join("blobs/sha256").join(hex)
-        })
-        .collect();
+    let rfs_layers = env.layers(&id);
     assert_eq!(rfs_layers.len(), docker_layers.len(), "layer count");
     let copied = 4;
     let start = rfs_layers.len() - copied;
@@ -845,6 +855,96 @@ fn build_copy_keeps_the_xattrs_the_docker_engine_keeps() {
         );
         assert_eq!(got, want, "the xattrs of COPY layer {i}");
     }
+}
+
+/// A base image that declares a volume over an image directory.
+const VOLUME_BASE: &str = "FROM rfs/busybox:latest\nUSER root\nVOLUME /opt/data\n";
+
+/// RUNs that write, delete (whiteouts), replace (an opaque directory) and chmod under volumes,
+/// inherited and declared here, one of them a directory the image lacks, plus COPYs into them.
+const VOLUME_STEPS: &str = r#"ARG BASE
+FROM ${BASE}
+RUN echo x > /opt/data/new && rm /opt/data/keep && rm -rf /opt/data/dir && mkdir /opt/data/dir \
+    && echo y > /opt/data/dir/y && chmod 700 /opt/data && echo y > /outside
+VOLUME /vol /vol2/deep
+RUN echo x > /vol/a && mkdir -p /vol/sub/sub2 && echo y > /vol/sub/f \
+    && mkdir -p /vol2/deep/x && echo ok > /vol2/sibling
+COPY a.txt /vol/copied
+COPY a.txt /opt/data/copied
+RUN echo z > /vol/after-copy && rm /vol/copied && chmod 700 /vol && rm /opt/data/copied
+RUN test -f /vol/copied && test -f /opt/data/copied && test ! -e /vol/a && test -f /opt/data/keep
+"#;
+
+/// A RUN's changes under a VOLUME (the base's or the build's own) are dropped, COPYs into it
+/// are kept, and a volume directory the image lacks is made as Docker's engine makes its
+/// mountpoint: tree, config, layers and history flags, and the paths in each layer, as the
+/// engine builds them.
+#[test]
+fn build_run_under_a_volume_matches_the_docker_engine() {
+    let Some(env) = Env::new("build_run_under_a_volume_matches_the_docker_engine") else {
+        return;
+    };
+    let images = images_dir("build_run_under_a_volume_matches_the_docker_engine").unwrap();
+    let ctx = env.context(
+        "ctx",
+        &[
+            ("Dockerfile", VOLUME_STEPS),
+            ("Dockerfile.base", VOLUME_BASE),
+            ("a.txt", "hi\n"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let base_file = ctx.join("Dockerfile.base");
+    let base_file = base_file.to_str().unwrap();
+    let mut docker = Docker::start(&env.s);
+    docker.run(&[
+        "load".as_ref(),
+        "-q".as_ref(),
+        "-i".as_ref(),
+        images.join("busybox-docker-archive.tar").as_os_str(),
+    ]);
+    let suffix = std::process::id();
+    let base = format!("rfs-volume-base-{suffix}:latest");
+    let tag = format!("rfs-volume-{suffix}:latest");
+    let base_arg = format!("BASE={base}");
+    docker.build(&base, &["-f", base_file, ctx_s]);
+    docker.build(&tag, &["--build-arg", &base_arg, ctx_s]);
+    env.build_ok(&["-t", &base, "-f", base_file, ctx_s]);
+    let (id, _) = env.build_ok(&["-t", &tag, "--build-arg", &base_arg, ctx_s]);
+
+    assert_eq!(
+        config_fields(&env.config(&id)),
+        config_fields(&docker.config(&tag, &env.s)),
+        "config, layers and history"
+    );
+    let paths = |layer: &Path| layer_xattrs(layer).into_keys().collect::<Vec<_>>();
+    let got: Vec<_> = env.layers(&id).iter().map(|l| paths(l)).collect();
+    let want: Vec<_> = docker
+        .layers(&tag, &env.s)
+        .iter()
+        .map(|l| paths(l))
+        .collect();
+    assert_eq!(got.len(), want.len(), "layer count");
+    let added = 4;
+    for (i, (g, w)) in got[got.len() - added..]
+        .iter()
+        .zip(&want[want.len() - added..])
+        .enumerate()
+    {
+        assert_eq!(g, w, "the paths of the build's layer {i}");
+    }
+    // The engine's own answer, so the comparison cannot pass on two empty lists: the first
+    // RUN keeps only what it wrote outside the volume.
+    assert_eq!(want[want.len() - added], vec!["outside".to_string()]);
+
+    let export = env.s.dir.path().join("export");
+    docker.export(&tag, &export);
+    let (guard, mnt) = env.mount(&tag, "mnt");
+    let got = without_runtime_files(tree_listing(&mnt));
+    let want = without_runtime_files(tree_listing(&export));
+    assert_same_tree("volume", &got, &want);
+    guard.unmount().unwrap();
+    env.assert_nothing_left();
 }
 
 #[test]
