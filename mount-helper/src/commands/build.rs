@@ -11,7 +11,7 @@
 //!
 //! The cache: each step's key is the digest of its parent's key, its instruction after
 //! expansion (with, for `COPY`/`ADD`, the content digest of what it copies, and for `RUN`, its
-//! environment); `<root>/build-cache/<key>.json` records the step's layer and history entry.
+//! environment); `<root>/build-cache/<key>.json` ([`rfs_fs::store::BUILD_CACHE_DIR`]) records the step's layer and history entry.
 //! A hit reuses both (so an unchanged rebuild gives the same config, hence the same image,
 //! and adds nothing); a step whose layer is gone from the store is run again.
 //!
@@ -763,7 +763,10 @@ impl<'a> Builder<'a> {
         if self.args.no_cache {
             return Ok(false);
         }
-        let path = self.root.join("build-cache").join(format!("{key}.json"));
+        let path = self
+            .root
+            .join(rfs_fs::store::BUILD_CACHE_DIR)
+            .join(format!("{key}.json"));
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(false);
         };
@@ -797,7 +800,7 @@ impl<'a> Builder<'a> {
             image.diff_ids.push(d);
         }
         image.history.push(entry.clone());
-        let dir = self.root.join("build-cache");
+        let dir = self.root.join(rfs_fs::store::BUILD_CACHE_DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cache = CacheEntry {
             diff_id: diff_id.map(|d| d.to_string()),

@@ -1181,6 +1181,81 @@ fn build_cache_hits_misses_on_content_and_no_cache() {
     assert!(!is_mounted(&mnt));
 }
 
+/// `rfs builder prune` deletes the build cache and the layers only it named (a stage's that no
+/// image has): the store shrinks, a rebuild misses the cache, and the tagged image still runs.
+/// `rfs prune --build-cache` does the same.
+#[test]
+fn build_cache_prune_frees_the_cache_and_its_layers() {
+    let Some(env) = Env::new("build_cache_prune_frees_the_cache_and_its_layers") else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM rfs/busybox:latest AS stage\nUSER root\n\
+             RUN echo ran-stage; head -c 100000 /dev/urandom > /big; echo staged > /out\n\
+             FROM rfs/busybox:latest\nUSER root\nCOPY --from=stage /out /out\n\
+             RUN echo ran-final; cat /out > /final\nENTRYPOINT []\nCMD [\"cat\", \"/final\"]\n",
+        )],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let cache = env.root.join("build-cache");
+    let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    let (id1, _) = env.build_ok(&["-t", "kept", ctx_s]);
+    assert!(entries() > 0, "the build wrote its cache");
+    let (_, out) = env.build_ok(&["-t", "kept", ctx_s]);
+    assert!(!ran(&out, "ran-stage"), "a rebuild hits the cache: {out}");
+    let blobs = env.blob_count();
+
+    let out = env.rfs(&["builder".as_ref(), "prune".as_ref(), "-f".as_ref()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("Deleted build cache objects:") && said.contains("Total reclaimed space:"),
+        "{said}"
+    );
+    assert_eq!(entries(), 0, "no cache entry left");
+    // The stage's RUN layer (100 kB of noise) was the cache's alone.
+    assert!(
+        env.blob_count() < blobs,
+        "the store shrank: {} -> {}",
+        blobs,
+        env.blob_count()
+    );
+    let out = env.rfs(&["run".as_ref(), "--rm".as_ref(), "kept".as_ref()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "staged\n");
+
+    // After the prune a rebuild misses; the one hit is the second stage's `USER root`, the
+    // same step as the first stage's, which this build has just made.
+    let (id2, out) = env.build_ok(&["-t", "kept", ctx_s]);
+    assert!(
+        out.matches("--> Using cache").count() == 1
+            && ran(&out, "ran-stage")
+            && ran(&out, "ran-final"),
+        "after the prune a rebuild misses: {out}"
+    );
+    assert_ne!(id1, id2);
+
+    let out = env.rfs(&["prune".as_ref(), "--build-cache".as_ref()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted build cache objects:"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(entries(), 0, "no cache entry left");
+    let out = env.rfs(&["run".as_ref(), "--rm".as_ref(), "kept".as_ref()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "staged\n",
+        "{}",
+        text(&out)
+    );
+    env.assert_nothing_left();
+}
+
 /// Whether a build's output has `line` on a line of its own (a RUN's output, not its STEP).
 fn ran(out: &str, line: &str) -> bool {
     out.lines().any(|l| l == line)
