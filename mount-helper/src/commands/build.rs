@@ -1150,7 +1150,7 @@ impl<'a> Builder<'a> {
         }
         let dest = items.pop().unwrap_or_default();
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        if word == "ADD" && items.iter().any(|s| s.starts_with("git@")) {
+        if word == "ADD" && items.iter().any(|s| is_git_url(s)) {
             bail!("ADD of a git repository is not supported by rfs build");
         }
         if word == "ADD" && items.iter().any(|s| is_url(s)) && from.is_some() {
@@ -1270,6 +1270,20 @@ impl<'a> Builder<'a> {
         )?;
         self.layer_step(image, &below, &upper, None, created_by, key)
     }
+}
+
+/// Whether an `ADD` source names a git repository, as Docker's builder decides it
+/// (`urlutil.IsGitURL`): `git://`, `git@`, `github.com/`, or an http(s) URL whose path ends in
+/// `.git` (before a `#ref` fragment).
+fn is_git_url(source: &str) -> bool {
+    if ["git://", "git@", "github.com/"]
+        .iter()
+        .any(|p| source.starts_with(p))
+    {
+        return true;
+    }
+    (source.starts_with("http://") || source.starts_with("https://"))
+        && source.split('#').next().unwrap_or(source).ends_with(".git")
 }
 
 /// Downloads `url` into `dir` for `ADD URL`: named after the last path component of the URL
@@ -1578,6 +1592,22 @@ mod tests {
             hc.test.unwrap(),
             vec!["CMD-SHELL".to_string(), "curl -f http://x/".to_string()]
         );
+    }
+
+    #[test]
+    fn git_urls_as_docker_tells_them() {
+        for yes in [
+            "https://github.com/moby/moby.git",
+            "https://example.com/r.git#main:dir",
+            "git@github.com:moby/moby",
+            "git://example.com/r",
+            "github.com/moby/moby",
+        ] {
+            assert!(is_git_url(yes), "{yes}");
+        }
+        for no in ["https://example.com/file.tar.gz", "a.git.txt", "src/"] {
+            assert!(!is_git_url(no), "{no}");
+        }
     }
 
     #[test]

@@ -1027,6 +1027,17 @@ fn build_bad_input_is_named_and_leaves_nothing() {
             "FROM nosuch/image:1\n",
             &["line 1", "not in the store"],
         ),
+        // Out of scope, and said so: `RUN --mount` and `ADD` of a git repository.
+        (
+            "run-mount",
+            "FROM rfs/busybox:latest\nRUN --mount=type=cache,target=/c true\n",
+            &["line 2", "RUN --mount", "not supported"],
+        ),
+        (
+            "add-git",
+            "FROM rfs/busybox:latest\nADD https://github.com/moby/moby.git /src\n",
+            &["line 2", "git repository", "not supported"],
+        ),
     ];
     for (name, dockerfile, wants) in cases {
         let ctx = env.context(&format!("ctx-{name}"), &[("Dockerfile", dockerfile)]);
