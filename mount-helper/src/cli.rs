@@ -147,8 +147,13 @@ pub(crate) enum Command {
     Rmi(RmiArgs),
     /// Delete the blobs and caches of the store that nothing uses (and, with --mounts, the
     /// writable layers of `rfs mount` that are no longer mounted).
-    #[command(after_help = "Examples:\n  rfs prune\n  rfs prune --mounts")]
+    #[command(
+        after_help = "Examples:\n  rfs prune\n  rfs prune --mounts\n  rfs prune --build-cache"
+    )]
     Prune(PruneArgs),
+    /// Manage `rfs build`'s cache (`rfs builder prune`, as docker's).
+    #[command(after_help = "Examples:\n  rfs builder prune")]
+    Builder(BuilderArgs),
     /// Show the history of an image.
     #[command(
         after_help = "Examples:\n  rfs history rfs/busybox:latest --no-trunc\n  rfs history rfs/busybox:latest --format json"
@@ -559,6 +564,32 @@ pub(crate) struct PruneArgs {
     /// Also delete the writable layers of `rfs mount` that are no longer mounted.
     #[arg(long)]
     pub(crate) mounts: bool,
+    /// Also delete `rfs build`'s cache (as `rfs builder prune`).
+    #[arg(long)]
+    pub(crate) build_cache: bool,
+}
+
+/// `rfs builder`.
+#[derive(Debug, Args)]
+pub(crate) struct BuilderArgs {
+    #[command(subcommand)]
+    pub(crate) command: BuilderCommand,
+}
+
+/// The subcommands of `rfs builder`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BuilderCommand {
+    /// Delete the build cache, and the layers only it used.
+    #[command(after_help = "Examples:\n  rfs builder prune")]
+    Prune(BuilderPruneArgs),
+}
+
+/// `rfs builder prune`.
+#[derive(Debug, Args)]
+pub(crate) struct BuilderPruneArgs {
+    /// Accepted for docker's command line; rfs never asks.
+    #[arg(short, long)]
+    pub(crate) force: bool,
 }
 
 /// `rfs mount`.

@@ -3,8 +3,11 @@
 //! (Docker's destination rules), and writing it straight into a fresh upper directory, with no
 //! container: modes, symlinks and hard links kept, `--chown` (else root) and `--chmod`
 //! applied, parent directories the image has copied up with their metadata and missing ones
-//! made `0755`, as Docker's builder does. `COPY --from` reads a [`LowerTree`] instead of the
-//! context. [`Plan::digest`] is the content digest of what is copied (names, kinds, modes,
+//! made `0755`, as Docker's builder does. No xattr of a source is copied, from the context or
+//! by `COPY --from`, as the Docker engine's layers show: its builder chowns every copied file
+//! (which drops `security.capability`) and its copy carries no other xattr. (buildah 1.28
+//! keeps `user.*` and `security.capability`; the Docker engine is the oracle here.) `COPY
+//! --from` reads a [`LowerTree`] instead of the context. [`Plan::digest`] is the content digest of what is copied (names, kinds, modes,
 //! link targets, contents; not owners of the source, not times), for `created_by` and the
 //! build cache.
 
@@ -19,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::ignore::{Ignore, glob_component};
 use crate::image::compress::{Compression, Decoder, MAGIC_LEN};
-use crate::lower::{FileKind, LowerTree, Xattrs};
+use crate::lower::{FileKind, LowerTree};
 use crate::ovl::OverrideStat;
 
 /// Why a `COPY`/`ADD` cannot be done.
@@ -108,8 +111,6 @@ struct Item {
     kind: ItemKind,
     perm: u32,
     mtime: i64,
-    /// Public xattrs (`security.capability`, `user.*`, ...), sorted by name.
-    xattrs: Xattrs,
 }
 
 /// What a `COPY`/`ADD` copies, resolved and ready to write.
@@ -118,7 +119,8 @@ pub struct Plan {
     /// Directories the destination needs, outermost first (the destination directory too).
     dirs: Vec<PathBuf>,
     items: Vec<Item>,
-    /// `file` (one file source) or `dir`, as Docker's `created_by` says.
+    /// `file` (one file source), `dir` (one directory) or `multi` (several sources, after
+    /// glob expansion), as buildah's and Docker's `created_by` say.
     pub kind_word: &'static str,
 }
 
@@ -126,6 +128,17 @@ pub struct Plan {
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
+}
+
+/// The word `created_by` names the copied content with: `multi` for several sources (counted
+/// after glob expansion, as buildah's content digester and Docker's builder count them),
+/// else `dir` or `file`.
+fn kind_word(sources: usize, is_dir: bool) -> &'static str {
+    match (sources, is_dir) {
+        (2.., _) => "multi",
+        (_, true) => "dir",
+        _ => "file",
+    }
 }
 
 /// Lexically normalises `path` (relative to the root of whatever it names): `None` when
@@ -357,14 +370,15 @@ impl Plan {
         }
         let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
-            kind_word: "file",
+            kind_word: kind_word(resolved.len(), false),
             ..Plan::default()
         };
+        let sources = resolved.len();
         let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for (rel, host) in resolved {
             let md = fs::metadata(&host).map_err(io_err("reading", &host))?;
             if md.is_dir() {
-                plan.kind_word = "dir";
+                plan.kind_word = kind_word(sources, true);
                 plan.dirs.push(dest_abs.clone());
                 walk_host(ctx, &rel, &host, &dest_abs, &mut plan, &mut links)?;
             } else if add && is_archive(&host) {
@@ -374,7 +388,6 @@ impl Plan {
                     kind: ItemKind::Archive(host),
                     perm: 0o755,
                     mtime: 0,
-                    xattrs: Vec::new(),
                 });
             } else {
                 let name = Path::new(&rel)
@@ -434,12 +447,13 @@ impl Plan {
         }
         let (dest_abs, dest_is_dir) = destination(dest, workdir, below, resolved.len())?;
         let mut plan = Plan {
-            kind_word: "file",
+            kind_word: kind_word(resolved.len(), false),
             ..Plan::default()
         };
+        let sources = resolved.len();
         for i in resolved {
             if from.node(i).kind == FileKind::Dir {
-                plan.kind_word = "dir";
+                plan.kind_word = kind_word(sources, true);
                 plan.dirs.push(dest_abs.clone());
                 walk_tree(from, i, &dest_abs, &mut plan);
             } else {
@@ -467,12 +481,6 @@ impl Plan {
             h.update(item.dest.as_os_str().as_bytes());
             h.update([0]);
             h.update(format!("{:o}", item.perm));
-            for (n, v) in &item.xattrs {
-                h.update(n);
-                h.update([0]);
-                h.update(v);
-                h.update([0]);
-            }
             match &item.kind {
                 ItemKind::Dir => h.update(b"d"),
                 ItemKind::Symlink(t) => {
@@ -538,7 +546,6 @@ impl Plan {
                         Err(_) => fs::create_dir(&host).map_err(io_err("creating", &host))?,
                     }
                     w.own(&host, perm, false)?;
-                    w.set_xattrs(&host, &item.xattrs)?;
                     dir_times.push((host, item.mtime));
                 }
                 ItemKind::File(data) => {
@@ -547,8 +554,6 @@ impl Plan {
                     copy_data(data, from, &mut f)?;
                     drop(f);
                     w.own(&host, perm, false)?;
-                    // After the chown, which drops security.capability.
-                    w.set_xattrs(&host, &item.xattrs)?;
                     set_mtime(&host, item.mtime)?;
                 }
                 ItemKind::Symlink(target) => {
@@ -778,36 +783,12 @@ fn host_item(
     } else {
         ItemKind::File(Data::Host(host.to_owned()))
     };
-    let xattrs = match kind {
-        ItemKind::File(_) | ItemKind::Dir => host_xattrs(host)?,
-        _ => Vec::new(),
-    };
     Ok(Item {
         dest,
         kind,
         perm: md.permissions().mode() & 0o7777,
         mtime: md.mtime(),
-        xattrs,
     })
-}
-
-/// The public xattrs of a context file or directory, sorted by name.
-fn host_xattrs(host: &Path) -> Result<Xattrs, CopyError> {
-    let f = fs::File::open(host).map_err(io_err("opening", host))?;
-    let fd = std::os::fd::AsFd::as_fd(&f);
-    let mut names = crate::sys::list_xattr(fd).map_err(io_err("listing the xattrs of", host))?;
-    names.retain(|n| !crate::ovl::is_private_xattr(n));
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        let c = crate::sys::cstr(&n).map_err(io_err("reading the xattrs of", host))?;
-        if let Some(v) =
-            crate::sys::get_xattr(fd, &c).map_err(io_err("reading the xattrs of", host))?
-        {
-            out.push((n, v));
-        }
-    }
-    Ok(out)
 }
 
 /// Adds the contents of the context directory `rel` (host `host`) under `dest`, leaving out
@@ -863,18 +844,11 @@ fn tree_item(from: &LowerTree, i: u32, dest: PathBuf) -> Option<Item> {
         FileKind::Symlink => ItemKind::Symlink(from.link(i)?.to_vec()),
         _ => return None,
     };
-    let mut xattrs: Xattrs = match n.kind {
-        FileKind::Dir | FileKind::File => from.xattrs(i).unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    xattrs.retain(|(name, _)| !crate::ovl::is_private_xattr(name));
-    xattrs.sort();
     Some(Item {
         dest,
         kind,
         perm: meta.perm & 0o7777,
         mtime: meta.mtime,
-        xattrs,
     })
 }
 
@@ -926,24 +900,6 @@ impl Writer<'_> {
         if !symlink {
             fs::set_permissions(host, fs::Permissions::from_mode(perm))
                 .map_err(io_err("changing the mode of", host))?;
-        }
-        Ok(())
-    }
-
-    /// Sets `xattrs` on `host`. Without root, what the kernel refuses (`security.*`,
-    /// `trusted.*`) is left out, as a rootless copy must.
-    fn set_xattrs(&self, host: &Path, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), CopyError> {
-        if xattrs.is_empty() {
-            return Ok(());
-        }
-        let f = fs::File::open(host).map_err(io_err("opening", host))?;
-        for (name, value) in xattrs {
-            let c = crate::sys::cstr(name).map_err(io_err("setting an xattr of", host))?;
-            match crate::sys::set_xattr(std::os::fd::AsFd::as_fd(&f), &c, value, 0) {
-                Ok(()) => {}
-                Err(e) if !self.as_root && e.raw_os_error() == Some(libc::EPERM) => {}
-                Err(e) => return Err(io_err("setting an xattr of", host)(e)),
-            }
         }
         Ok(())
     }
@@ -1120,6 +1076,14 @@ fn destination(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_words_count_sources_after_globbing() {
+        assert_eq!(kind_word(1, false), "file");
+        assert_eq!(kind_word(1, true), "dir");
+        assert_eq!(kind_word(2, false), "multi");
+        assert_eq!(kind_word(3, true), "multi");
+    }
 
     #[test]
     fn destinations_are_absolute_and_normalised() {

@@ -1,5 +1,7 @@
-//! Garbage collection: `rfs rmi` (untag, then delete what no other image needs) and
-//! `rfs prune` (delete every unreferenced blob, cache and temporary file).
+//! Garbage collection: `rfs rmi` (untag, then delete what no other image needs), `rfs prune`
+//! (delete every unreferenced blob, cache and temporary file) and `rfs builder prune` (the
+//! build cache's entries, then `rfs prune`: the entries are no root of collection, so the
+//! layers only they named go with it).
 //!
 //! Both hold the store lock exclusively, so no load, import, commit or mount set-up runs
 //! meanwhile, and compute what is *live*: the manifest, config and layers of every image in
@@ -39,6 +41,18 @@ pub struct PruneReport {
     pub other_files: usize,
     /// Bytes freed in all.
     pub reclaimed: u64,
+}
+
+/// What `rfs builder prune` deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildCachePruneReport {
+    /// The keys of the build cache entries deleted.
+    pub entries: Vec<String>,
+    /// Bytes of the entries themselves.
+    pub entry_bytes: u64,
+    /// What the store's prune that follows deleted: the layers only those entries named
+    /// (and anything else nothing uses).
+    pub store: PruneReport,
 }
 
 /// A container as far as collection is concerned.
@@ -367,6 +381,41 @@ impl Store {
                 }
             }
         }
+        Ok(report)
+    }
+}
+
+impl Store {
+    /// Deletes every entry of `rfs build`'s cache ([`super::BUILD_CACHE_DIR`]), then prunes the
+    /// store ([`Store::prune`]), which deletes the layers of the steps that no image uses. A
+    /// build running meanwhile keeps its layers (they are leased) and rewrites its own
+    /// entries.
+    ///
+    /// # Errors
+    ///
+    /// A file cannot be listed or deleted.
+    pub fn prune_build_cache(&self) -> Result<BuildCachePruneReport, Error> {
+        let mut report = BuildCachePruneReport::default();
+        {
+            let _lock = self.lock_exclusive()?;
+            let dir = self.root.join(super::BUILD_CACHE_DIR);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => Some(e),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io("listing", &dir, e)),
+            };
+            for entry in entries.into_iter().flatten() {
+                let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                report.entry_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                remove(&entry.path())?;
+                if let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.')) {
+                    report.entries.push(key.to_string());
+                }
+            }
+            report.entries.sort();
+        }
+        report.store = self.prune()?;
         Ok(report)
     }
 }

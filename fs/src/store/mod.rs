@@ -74,7 +74,7 @@ use crate::tar_index::{self, EntryKind, TarIndex};
 
 pub use changes::{Change, ChangeKind, UpperOwners, diff, write_layer, write_merged_tree};
 pub use commit::{CommitOptions, Committed, apply_changes};
-pub use gc::{PruneReport, Removed};
+pub use gc::{BuildCachePruneReport, PruneReport, Removed};
 pub use history::HistoryRow;
 pub use load::{ImportOptions, LoadOptions, Loaded};
 pub use mounts::{Finished, MountLayer, MountLayerInfo, MountRecord};
@@ -94,6 +94,9 @@ const META_DIR: &str = "image-meta";
 const LEASES_DIR: &str = "leases";
 /// Layer index cache (shared with `crate::source`).
 const INDEXES_DIR: &str = "indexes/sha256";
+/// `rfs build`'s cache: one `<key>.json` per step, naming the step's layer and history entry.
+/// Not a root of collection: a step whose layer is gone is a cache miss.
+pub const BUILD_CACHE_DIR: &str = "build-cache";
 
 /// Why a store operation failed. Every variant names the file, digest or reference at fault.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //!
 //! The cache: each step's key is the digest of its parent's key, its instruction after
 //! expansion (with, for `COPY`/`ADD`, the content digest of what it copies, and for `RUN`, its
-//! environment); `<root>/build-cache/<key>.json` records the step's layer and history entry.
+//! environment); `<root>/build-cache/<key>.json` ([`rfs_fs::store::BUILD_CACHE_DIR`]) records the step's layer and history entry.
 //! A hit reuses both (so an unchanged rebuild gives the same config, hence the same image,
 //! and adds nothing); a step whose layer is gone from the store is run again.
 //!
@@ -34,6 +34,7 @@ use rfs_fs::build::ignore::Ignore;
 use rfs_fs::build::parse::{self, CommandForm, Instruction, Keyword};
 use rfs_fs::build::stages::{self, Stage};
 use rfs_fs::build::vars::{Given, Globals, StageVars};
+use rfs_fs::build::volume;
 use rfs_fs::digest::Digest;
 use rfs_fs::image::model::{ContainerConfig, Healthcheck};
 use rfs_fs::lower::{LayerInput, LowerTree};
@@ -762,7 +763,10 @@ impl<'a> Builder<'a> {
         if self.args.no_cache {
             return Ok(false);
         }
-        let path = self.root.join("build-cache").join(format!("{key}.json"));
+        let path = self
+            .root
+            .join(rfs_fs::store::BUILD_CACHE_DIR)
+            .join(format!("{key}.json"));
         let Ok(bytes) = std::fs::read(&path) else {
             return Ok(false);
         };
@@ -796,7 +800,7 @@ impl<'a> Builder<'a> {
             image.diff_ids.push(d);
         }
         image.history.push(entry.clone());
-        let dir = self.root.join("build-cache");
+        let dir = self.root.join(rfs_fs::store::BUILD_CACHE_DIR);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let cache = CacheEntry {
             diff_id: diff_id.map(|d| d.to_string()),
@@ -1050,6 +1054,21 @@ impl<'a> Builder<'a> {
         }
         let dir = self.step_dir()?;
         let layers = self.layer_inputs(image)?;
+        // The mountpoints of the image's volumes exist before the command runs, as Docker
+        // makes them; what the command does under them is dropped after it.
+        let volumes: Vec<String> = image
+            .cfg
+            .volumes
+            .iter()
+            .flat_map(|v| v.keys().cloned())
+            .collect();
+        let upper = dir.0.join("upper");
+        if !volumes.is_empty() {
+            std::fs::create_dir_all(&upper)
+                .with_context(|| format!("creating {}", upper.display()))?;
+            volume::prepare(&upper, &volumes, &self.lower(image)?, self.as_root)
+                .context("making the volumes' directories")?;
+        }
         let quiet = self.args.quiet.then(silence_stdout).transpose()?;
         std::io::stdout().flush().ok();
         let result = super::run::run_build_step(super::run::BuildRun {
@@ -1083,7 +1102,10 @@ impl<'a> Builder<'a> {
         let mut all = layers;
         all.extend(result.init_layer);
         let below = LowerTree::build(all).context("merging the layers so far")?;
-        let upper = dir.0.join("upper");
+        if !volumes.is_empty() {
+            volume::discard(&upper, &volumes, &below, self.as_root)
+                .context("dropping the command's changes under the image's volumes")?;
+        }
         self.layer_step(image, &below, &upper, None, created_by, key)
     }
 
@@ -1128,7 +1150,7 @@ impl<'a> Builder<'a> {
         }
         let dest = items.pop().unwrap_or_default();
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-        if word == "ADD" && items.iter().any(|s| s.starts_with("git@")) {
+        if word == "ADD" && items.iter().any(|s| is_git_url(s)) {
             bail!("ADD of a git repository is not supported by rfs build");
         }
         if word == "ADD" && items.iter().any(|s| is_url(s)) && from.is_some() {
@@ -1223,21 +1245,15 @@ impl<'a> Builder<'a> {
             }
         };
         let digest = plan.digest(from_tree.as_ref())?;
-        let mut flags = String::new();
-        if let Some(c) = &chown {
-            flags.push_str(&format!("--chown={c}"));
-        }
-        if let Some(m) = &chmod {
-            flags.push_str(&format!("--chmod={m}"));
-        }
-        if let Some(f) = &from {
-            flags.push_str(&format!("--from={f} "));
-        }
+        // As buildah writes it: no flags. (Docker's legacy builder leaves out `--from` too but
+        // writes `--chown=U:G` glued to the digest: `COPY --chown=1:1file:...`.)
         let created_by = format!(
-            "/bin/sh -c #(nop) {word} {flags}{}:{digest} in {dest} ",
+            "/bin/sh -c #(nop) {word} {}:{digest} in {dest} ",
             plan.kind_word
         );
-        let key = step_key(&image.key, &created_by);
+        // The flags change what lands in the layer, so the cache key has them.
+        let flags = format!("--chown={chown:?} --chmod={chmod:?} --from={from:?}");
+        let key = step_key(&image.key, &format!("{created_by}\n{flags}"));
         if self.cached(image, &key)? {
             return Ok(());
         }
@@ -1254,6 +1270,20 @@ impl<'a> Builder<'a> {
         )?;
         self.layer_step(image, &below, &upper, None, created_by, key)
     }
+}
+
+/// Whether an `ADD` source names a git repository, as Docker's builder decides it
+/// (`urlutil.IsGitURL`): `git://`, `git@`, `github.com/`, or an http(s) URL whose path ends in
+/// `.git` (before a `#ref` fragment).
+fn is_git_url(source: &str) -> bool {
+    if ["git://", "git@", "github.com/"]
+        .iter()
+        .any(|p| source.starts_with(p))
+    {
+        return true;
+    }
+    (source.starts_with("http://") || source.starts_with("https://"))
+        && source.split('#').next().unwrap_or(source).ends_with(".git")
 }
 
 /// Downloads `url` into `dir` for `ADD URL`: named after the last path component of the URL
@@ -1562,6 +1592,22 @@ mod tests {
             hc.test.unwrap(),
             vec!["CMD-SHELL".to_string(), "curl -f http://x/".to_string()]
         );
+    }
+
+    #[test]
+    fn git_urls_as_docker_tells_them() {
+        for yes in [
+            "https://github.com/moby/moby.git",
+            "https://example.com/r.git#main:dir",
+            "git@github.com:moby/moby",
+            "git://example.com/r",
+            "github.com/moby/moby",
+        ] {
+            assert!(is_git_url(yes), "{yes}");
+        }
+        for no in ["https://example.com/file.tar.gz", "a.git.txt", "src/"] {
+            assert!(!is_git_url(no), "{no}");
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Images(args) => store::images(cli.root, &args),
         Command::Rmi(args) => store::rmi(cli.root, &args),
         Command::Prune(args) => store::prune(cli.root, &args),
+        Command::Builder(args) => match args.command {
+            crate::cli::BuilderCommand::Prune(_) => store::builder_prune(cli.root),
+        },
         Command::History(args) => store::history(cli.root, &args),
         Command::Inspect(args) => store::inspect(cli.root, &args),
         Command::Diff(args) => store::diff(cli.root, &args),

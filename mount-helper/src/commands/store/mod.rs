@@ -48,7 +48,7 @@ pub(crate) use inspect::run as inspect;
 pub(crate) use load::run as load;
 pub(crate) use login::{login, logout};
 pub(crate) use mounts::run as mounts;
-pub(crate) use prune::run as prune;
+pub(crate) use prune::{builder_prune, run as prune};
 pub(crate) use pull::run as pull;
 pub(crate) use push::run as push;
 pub(crate) use rmi::run as rmi;
