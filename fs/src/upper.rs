@@ -465,13 +465,20 @@ pub(crate) enum LookupResult {
     Entry(Box<UpperEntry>),
 }
 
-/// Removes `name` in `dir` and everything below it, without following symlinks.
+/// Removes `name` in `dir` and everything below it, without following symlinks. A directory
+/// its owner cannot read or search (`chmod 000` by a container's command) is opened up first:
+/// without root, only the mode bars the owner.
 pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
     match sys::unlinkat(dir, name, false) {
         Ok(()) => return Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(e),
+    }
+    let st = sys::fstatat(dir, name)?;
+    if kind_of(&st) == FileKind::Dir && st.st_mode & 0o700 != 0o700 {
+        // A directory (fstatat did not follow the name), so no symlink is chmodded through.
+        sys::fchmodat(dir, name, 0o700)?;
     }
     let sub = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let list_fd = sys::openat(sub.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;

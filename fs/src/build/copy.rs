@@ -77,7 +77,10 @@ pub enum CopyError {
     },
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CopyError + 'a {
+pub(super) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> CopyError + 'a {
     move |source| CopyError::Io {
         what,
         path: path.to_owned(),

@@ -15,17 +15,19 @@
 //! the command's writes copied up, and that are left empty and as the image has them, go
 //! too: Docker's layer has no entry for them, since the command never wrote them. A path is
 //! resolved through the image's symlinks first, as Docker resolves a mountpoint inside the
-//! container's root.
+//! container's root; in the upper it is opened beneath the upper without following any
+//! symlink, so a link the command made never leads the removal out of the upper.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use std::os::unix::fs::MetadataExt;
-
-use super::copy::{self, CopyError};
+use super::copy::{self, CopyError, io_err};
 use crate::lower::{FileKind, LowerTree};
-use crate::ovl::{OverrideStat, is_private_xattr};
+use crate::ovl::{Markers, is_private_xattr};
+use crate::sys;
 
 /// The volume paths of a config, resolved in the image `below`, outermost first.
 fn resolved(paths: &[String], below: &LowerTree) -> Vec<PathBuf> {
@@ -72,11 +74,18 @@ pub fn discard(
     below: &LowerTree,
     as_root: bool,
 ) -> Result<(), CopyError> {
+    let root = fs::File::open(upper).map_err(io_err("opening", upper))?;
     for path in resolved(paths, below) {
         let host = upper.join(path.strip_prefix("/").unwrap_or(&path));
-        remove_tree(&host)?;
+        if let Some((parent, name)) =
+            open_parent(root.as_fd(), &path).map_err(io_err("opening", &host))?
+        {
+            crate::upper::remove_tree(parent.as_fd(), &name).map_err(io_err("removing", &host))?;
+        }
         for ancestor in path.ancestors().skip(1) {
-            if ancestor == Path::new("/") || !drop_copied_up(upper, ancestor, below, as_root)? {
+            if ancestor == Path::new("/")
+                || !drop_copied_up(root.as_fd(), upper, ancestor, below, as_root)?
+            {
                 break;
             }
         }
@@ -84,91 +93,95 @@ pub fn discard(
     prepare(upper, paths, below, as_root)
 }
 
+/// Opens, beneath the upper `root`, the directory holding image path `path` (absolute, not
+/// `/`), following no symlink; with the last component's name. `None` when a component is
+/// missing, a symlink or not a directory: then nothing of `path` is in the upper.
+fn open_parent(
+    root: BorrowedFd<'_>,
+    path: &Path,
+) -> io::Result<Option<(OwnedFd, std::ffi::CString)>> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(None);
+    };
+    let parent = sys::rel_cstr(parent.as_os_str().as_bytes())?;
+    match sys::openat_beneath(root, &parent, libc::O_PATH | libc::O_DIRECTORY, 0) {
+        Ok(fd) => Ok(Some((fd, sys::cstr(name.as_bytes())?))),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes the upper's directory at image path `path` if it is only a copy-up: empty, a
 /// directory in the image with the same mode and owner, and no xattr but rfs's bookkeeping
 /// (an opaque marker or a redirect is a change). Returns whether it was removed.
 fn drop_copied_up(
+    root: BorrowedFd<'_>,
     upper: &Path,
     path: &Path,
     below: &LowerTree,
     as_root: bool,
 ) -> Result<bool, CopyError> {
-    let io = |what: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| CopyError::Io { what, path, source }
-    };
     let host = upper.join(path.strip_prefix("/").unwrap_or(path));
-    let Ok(md) = fs::symlink_metadata(&host) else {
+    let Some(node) = below.lookup_path(path.as_os_str().as_bytes()) else {
         return Ok(false);
     };
-    let Some(node) = below.lookup_path(path.as_os_str().as_encoded_bytes()) else {
+    if below.node(node).kind != FileKind::Dir {
+        return Ok(false);
+    }
+    let Some((parent, name)) = open_parent(root, path).map_err(io_err("opening", &host))? else {
         return Ok(false);
     };
-    if !md.is_dir() || below.node(node).kind != FileKind::Dir {
-        return Ok(false);
-    }
-    if fs::read_dir(&host)
-        .map_err(io("reading", &host))?
-        .next()
-        .is_some()
-    {
-        return Ok(false);
-    }
-    let dir = fs::File::open(&host).map_err(io("opening", &host))?;
-    let fd = std::os::fd::AsFd::as_fd(&dir);
-    let mut own = (md.mode() & 0o7777, md.uid(), md.gid());
-    if !as_root {
-        // Without root, what the upper holds is the image root's unless an override says.
-        own = (md.mode() & 0o7777, 0, 0);
-    }
-    for name in crate::sys::list_xattr(fd).map_err(io("listing the xattrs of", &host))? {
-        if name == b"user.containers.override_stat" {
-            let c = crate::sys::cstr(&name).map_err(io("reading the xattrs of", &host))?;
-            let value = crate::sys::get_xattr(fd, &c)
-                .map_err(io("reading the xattrs of", &host))?
-                .unwrap_or_default();
-            if let Some(o) = OverrideStat::decode(&value) {
-                own = (o.perm, o.uid, o.gid);
-            }
-        } else if !is_private_xattr(&name)
-            || name.ends_with(b".overlay.opaque")
-            || name.ends_with(b".overlay.redirect")
+    let dir = match sys::openat(parent.as_fd(), &name, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+        Ok(fd) => fd,
+        // Absent, or not a directory (a symlink, a whiteout): a change, or nothing to drop.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+            ) =>
         {
             return Ok(false);
         }
+        Err(e) => return Err(io_err("opening", &host)(e)),
+    };
+    let read = |e| io_err("reading", &host)(e);
+    let listing = sys::openat(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .and_then(sys::read_dir)
+        .map_err(read)?;
+    if !listing.is_empty() {
+        return Ok(false);
+    }
+    let xattrs = sys::list_xattr(dir.as_fd()).map_err(read)?;
+    if xattrs.iter().any(|n| !is_private_xattr(n)) {
+        return Ok(false);
+    }
+    let markers = Markers::read(dir.as_fd()).map_err(read)?;
+    if markers.opaque || markers.redirect.is_some() {
+        return Ok(false);
+    }
+    let st = sys::fstatat(dir.as_fd(), c"").map_err(read)?;
+    // Without root, what the upper holds is the image root's unless an override says.
+    let mut own = if as_root {
+        (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    } else {
+        (st.st_mode & 0o7777, 0, 0)
+    };
+    if let Some(o) = markers.owner {
+        own = (o.perm, o.uid, o.gid);
     }
     let meta = below.node(node).meta();
     if own != (meta.perm & 0o7777, meta.uid, meta.gid) {
         return Ok(false);
     }
     drop(dir);
-    fs::remove_dir(&host).map_err(io("removing", &host))?;
+    sys::unlinkat(parent.as_fd(), &name, true).map_err(io_err("removing", &host))?;
     Ok(true)
-}
-
-/// Removes `host` and what is under it, whatever it is; nothing if it does not exist. A
-/// directory the command left unreadable or unwritable to its owner (`chmod 000`) is opened
-/// up first: without root, the upper's files are this user's, and only the mode bars them.
-fn remove_tree(host: &Path) -> Result<(), CopyError> {
-    let io = |what: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| CopyError::Io { what, path, source }
-    };
-    let md = match fs::symlink_metadata(host) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io("reading", host)(e)),
-    };
-    if !md.is_dir() {
-        return fs::remove_file(host).map_err(io("removing", host));
-    }
-    if md.permissions().mode() & 0o700 != 0o700 {
-        fs::set_permissions(host, fs::Permissions::from_mode(0o700))
-            .map_err(io("opening up", host))?;
-    }
-    for entry in fs::read_dir(host).map_err(io("reading", host))? {
-        let entry = entry.map_err(io("reading", host))?;
-        remove_tree(&entry.path())?;
-    }
-    fs::remove_dir(host).map_err(io("removing", host))
 }

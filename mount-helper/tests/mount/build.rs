@@ -947,6 +947,41 @@ fn build_run_under_a_volume_matches_the_docker_engine() {
     env.assert_nothing_left();
 }
 
+/// A RUN that turns a volume's parent into a symlink to a host directory: dropping the
+/// RUN's changes under the volume never follows that link on the host side (it would delete
+/// the host directory's files). Docker's RUN cannot do this (the volume is mounted there:
+/// `rm` fails with EBUSY); rfs fails the step, naming it.
+#[test]
+fn build_volume_discard_never_follows_a_symlink_the_run_made() {
+    let Some(env) = Env::new("build_volume_discard_never_follows_a_symlink_the_run_made") else {
+        return;
+    };
+    let victim = env.s.mkdir("victim");
+    std::fs::create_dir(victim.join("vol")).unwrap();
+    std::fs::write(victim.join("vol/keep"), "a host file\n").unwrap();
+    let dockerfile = format!(
+        "FROM rfs/busybox:latest\nUSER root\nVOLUME /srv/vol\n\
+         RUN rm -rf /srv && ln -s {} /srv\n",
+        victim.display()
+    );
+    let ctx = env.context("ctx", &[("Dockerfile", &dockerfile)]);
+    let out = env.build(&["-t", "volume-link:1", ctx.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("vol/keep"))
+            .ok()
+            .as_deref(),
+        Some("a host file\n"),
+        "the host directory behind the RUN's symlink was touched"
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile line 4") && err.contains("/srv"),
+        "{err}"
+    );
+    env.assert_nothing_left();
+}
+
 #[test]
 fn build_target_builds_only_the_stages_it_needs() {
     let Some(env) = Env::new("build_target_builds_only_the_stages_it_needs") else {
