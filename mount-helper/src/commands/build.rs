@@ -11,9 +11,10 @@
 //!
 //! The cache: each step's key is the digest of its parent's key, its instruction after
 //! expansion (with, for `COPY`/`ADD`, the content digest of what it copies, and for `RUN`, its
-//! environment); `<root>/build-cache/<key>.json` ([`rfs_fs::store::BUILD_CACHE_DIR`]) records the step's layer and history entry.
-//! A hit reuses both (so an unchanged rebuild gives the same config, hence the same image,
-//! and adds nothing); a step whose layer is gone from the store is run again.
+//! environment); `<root>/build-cache/<key>.json` ([`rfs_fs::store::BUILD_CACHE_DIR`])
+//! records the step's layer and history entry. A hit reuses both (so an unchanged rebuild
+//! gives the same config, hence the same image, and adds nothing); a step whose layer is gone
+//! from the store is run again.
 //!
 //! Per-step directories live in `<root>/build/<pid>-<n>/` and are removed when the step ends,
 //! also when it fails; the step's mounts live in its sandbox, which dies with it.

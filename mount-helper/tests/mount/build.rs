@@ -155,6 +155,16 @@ struct Docker {
 }
 
 impl Docker {
+    /// Loads the test images' busybox (`docker save` archive): the base the oracle builds use.
+    fn load_busybox(&self, images: &Path) {
+        self.run(&[
+            "load".as_ref(),
+            "-q".as_ref(),
+            "-i".as_ref(),
+            images.join("busybox-docker-archive.tar").as_os_str(),
+        ]);
+    }
+
     fn start(s: &Scratch) -> Docker {
         let dir = s.mkdir("docker");
         let sock = dir.join("docker.sock");
@@ -522,12 +532,7 @@ fn build_matches_the_docker_engine() {
     let ctx = oracle_context(&env);
     let ctx_s = ctx.to_str().unwrap();
     let mut docker = Docker::start(&env.s);
-    docker.run(&[
-        "load".as_ref(),
-        "-q".as_ref(),
-        "-i".as_ref(),
-        images.join("busybox-docker-archive.tar").as_os_str(),
-    ]);
+    docker.load_busybox(&images);
     let suffix = std::process::id();
     let multi = ctx.join("Dockerfile.multi");
     let multi = multi.to_str().unwrap();
@@ -826,12 +831,7 @@ fn build_copy_keeps_the_xattrs_the_docker_engine_keeps() {
     }
     let ctx_s = ctx.to_str().unwrap();
     let mut docker = Docker::start(&env.s);
-    docker.run(&[
-        "load".as_ref(),
-        "-q".as_ref(),
-        "-i".as_ref(),
-        images.join("busybox-docker-archive.tar").as_os_str(),
-    ]);
+    docker.load_busybox(&images);
     let tag = format!("rfs-build-xattrs-{}:latest", std::process::id());
     docker.build(&tag, &[ctx_s]);
     let docker_layers = docker.layers(&tag, &env.s);
@@ -897,12 +897,7 @@ fn build_run_under_a_volume_matches_the_docker_engine() {
     let base_file = ctx.join("Dockerfile.base");
     let base_file = base_file.to_str().unwrap();
     let mut docker = Docker::start(&env.s);
-    docker.run(&[
-        "load".as_ref(),
-        "-q".as_ref(),
-        "-i".as_ref(),
-        images.join("busybox-docker-archive.tar").as_os_str(),
-    ]);
+    docker.load_busybox(&images);
     let suffix = std::process::id();
     let base = format!("rfs-volume-base-{suffix}:latest");
     let tag = format!("rfs-volume-{suffix}:latest");
